@@ -1,0 +1,1 @@
+"""The vendor-neutral archive: DICOM parsing, the index, storage, and DICOMweb."""

@@ -1,0 +1,293 @@
+"""Reading one stored Part 10 file into everything the index precomputes.
+
+:func:`parse_instance` is called once per object at ingest (and by
+``reindex``). It reads the file with large values deferred, so a 2 GB
+multi-frame object is never held in memory, and returns the identifying UIDs,
+the query attributes, the instance's DICOM JSON (bulk values as BulkDataURIs)
+and the byte ranges of every frame, which make a WADO-RS frame request a ranged
+read of the stored file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pydicom
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.datadict import dictionary_VR
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+
+from archive.uid import InvalidUID, validate_uid
+
+log = logging.getLogger(__name__)
+
+#: Stands for the DICOMweb root URL inside stored JSON. json.dumps escapes every
+#: control character, so this byte sequence can never occur in encoded data.
+BASE_MARK = "\x01BASE\x01"
+DEFER_SIZE = 2048
+BULK_THRESHOLD = 1024
+PIXEL_DATA = 0x7FE00010
+ITEM = 0xFFFEE000
+SEQ_DELIM = 0xFFFEE0DD
+
+NATIVE_SYNTAXES = {
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+}
+
+# Attributes kept at study and series level for QIDO responses (PS3.18 §10.6.3.3).
+STUDY_TAGS = (
+    "00080005 00080020 00080030 00080050 00080051 00080080 00080090 00080201 00081030 00081060 "
+    "00100010 00100020 00100021 00100030 00100040 00101010 00101020 00101030 00102160 00104000 "
+    "0020000D 00200010"
+).split()
+SERIES_TAGS = (
+    "00080005 00080021 00080031 00080060 00080070 0008103E 00081090 00180015 0020000E 00200011 "
+    "00200052 00200060 00400244 00400245 00400275"
+).split()
+
+
+class InvalidInstance(ValueError):
+    """The object is not a DICOM instance the archive can keep."""
+
+
+@dataclass
+class ParsedInstance:
+    """What ingest needs to index one instance."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    metadata: dict[str, Any]
+    frames: list[list[list[int]]] | None
+    number_of_frames: int
+    rows: int | None
+    columns: int | None
+    index: dict[str, Any] = field(default_factory=dict)
+
+    def metadata_text(self) -> str:
+        return json.dumps(self.metadata, separators=(",", ":"))
+
+    def study_attributes(self) -> dict[str, Any]:
+        return {t: self.metadata[t] for t in STUDY_TAGS if t in self.metadata}
+
+    def series_attributes(self) -> dict[str, Any]:
+        return {t: self.metadata[t] for t in SERIES_TAGS if t in self.metadata}
+
+
+def tag_hex(tag: int) -> str:
+    return f"{tag:08X}"
+
+
+def _text(ds: Dataset, keyword: str, limit: int = 1024) -> str:
+    value = ds.get(keyword)
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        text = "\\".join(str(v) for v in value)
+    else:
+        text = str(value)
+    return text.replace("\x00", "").strip()[:limit]
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    try:
+        value = ds.get(keyword)
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def person_name_search(name: str) -> str:
+    """The alphabetic component group of a PN, upper-cased, for case-insensitive matching."""
+    return name.split("=")[0].upper()
+
+
+def _element_json(ds: Dataset, tag: int, bulk_prefix: str) -> dict[str, Any] | None:
+    raw = ds.get_item(tag)
+    if raw is None:
+        return None
+    vr = raw.VR
+    if vr is None or vr in ("OB or OW", "US or SS", "US or OW", "US or SS or OW"):
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:
+            vr = "UN"
+        if tag == PIXEL_DATA or vr == "OB or OW":
+            bits = _int(ds, "BitsAllocated") or 8
+            vr = "OW" if bits > 8 else "OB"
+        elif " or " in vr:
+            vr = "US" if not _int(ds, "PixelRepresentation") else "SS"
+    deferred = isinstance(raw, RawDataElement) and raw.value is None and raw.length not in (0, None)
+    if tag == PIXEL_DATA or (deferred and vr in ("OB", "OW", "OD", "OF", "OL", "OV", "UN", "UT", "UC", "LT")):
+        return {"vr": vr, "BulkDataURI": f"{bulk_prefix}/bulkdata/{tag_hex(tag)}"}
+    elem: DataElement = ds[tag]
+    try:
+        return elem.to_json_dict(
+            bulk_data_element_handler=None, bulk_data_threshold=BULK_THRESHOLD if vr not in ("OB", "OW", "UN") else 10**12
+        )
+    except Exception as exc:  # noqa: BLE001 - one bad value must not lose the instance
+        log.warning("element %s of %s could not be encoded as JSON: %s", tag_hex(tag), ds.get("SOPInstanceUID"), exc)
+        return {"vr": vr}
+
+
+def dataset_json(ds: Dataset, bulk_prefix: str) -> dict[str, Any]:
+    """DICOM JSON (PS3.18 F.2) for the top level of ``ds``; bulk values become URIs."""
+    out: dict[str, Any] = {}
+    for tag in sorted(ds.keys()):
+        if tag.element == 0 or tag.group in (0x0002, 0xFFFC, 0xFFFA):
+            continue  # group lengths, file meta, padding, signatures
+        item = _element_json(ds, tag, bulk_prefix)
+        if item is not None:
+            out[tag_hex(tag)] = item
+    return out
+
+
+def _read_items(fh: BinaryIO, start: int) -> list[tuple[int, int]]:
+    """(offset, length) of every item of encapsulated Pixel Data starting at ``start``."""
+    fh.seek(start)
+    items: list[tuple[int, int]] = []
+    while True:
+        header = fh.read(8)
+        if len(header) < 8:
+            raise InvalidInstance("encapsulated Pixel Data is truncated")
+        group, elem, length = struct.unpack("<HHI", header)
+        tag = (group << 16) | elem
+        if tag == SEQ_DELIM:
+            return items
+        if tag != ITEM or length == 0xFFFFFFFF:
+            raise InvalidInstance("encapsulated Pixel Data has a malformed item")
+        items.append((fh.tell(), length))
+        fh.seek(length, 1)
+
+
+def _encapsulated_frames(fh: BinaryIO, value_tell: int, n_frames: int, eot: list[int] | None) -> list[list[list[int]]] | None:
+    items = _read_items(fh, value_tell)
+    if not items:
+        raise InvalidInstance("encapsulated Pixel Data has no Basic Offset Table item")
+    (bot_pos, bot_len), fragments = items[0], items[1:]
+    if not fragments:
+        raise InvalidInstance("encapsulated Pixel Data has no fragments")
+    if n_frames <= 1:
+        return [[[off, ln] for off, ln in fragments]]
+    if len(fragments) == n_frames:
+        return [[[off, ln]] for off, ln in fragments]
+    offsets: list[int] | None = eot
+    if offsets is None and bot_len:
+        fh.seek(bot_pos)
+        offsets = list(struct.unpack(f"<{bot_len // 4}I", fh.read(bot_len)))
+    if not offsets or len(offsets) != n_frames:
+        return None  # frame boundaries unknown: decode at request time
+    first_item = fragments[0][0] - 8
+    frames: list[list[list[int]]] = [[] for _ in range(n_frames)]
+    starts = [first_item + o for o in offsets] + [1 << 62]
+    index = 0
+    for off, ln in fragments:
+        while index + 1 < n_frames and off - 8 >= starts[index + 1]:
+            index += 1
+        frames[index].append([off, ln])
+    return frames if all(frames) else None
+
+
+def _native_frames(ds: Dataset, value_tell: int, length: int, n_frames: int) -> list[list[list[int]]] | None:
+    rows, cols = _int(ds, "Rows") or 0, _int(ds, "Columns") or 0
+    samples = _int(ds, "SamplesPerPixel") or 1
+    bits = _int(ds, "BitsAllocated") or 0
+    if bits % 8 or not rows or not cols:
+        return None  # bit-packed (1-bit) frames do not start on byte boundaries
+    frame_len = rows * cols * samples * bits // 8
+    count = max(n_frames, 1)
+    if frame_len * count > length:
+        raise InvalidInstance("Pixel Data is shorter than Rows × Columns × frames require")
+    return [[[value_tell + i * frame_len, frame_len]] for i in range(count)]
+
+
+def parse_instance(path: Path | str, base_prefix: str = BASE_MARK) -> ParsedInstance:
+    """Parse the Part 10 file at ``path`` into a :class:`ParsedInstance`.
+
+    Raises :class:`InvalidInstance` for anything that is not a complete DICOM
+    instance with valid identifying UIDs.
+    """
+    try:
+        with open(path, "rb") as fh:
+            ds = pydicom.dcmread(fh, defer_size=DEFER_SIZE, force=False)
+            meta = ds.file_meta
+            ts = str(meta.get("TransferSyntaxUID", "") or "")
+            if not ts:
+                raise InvalidInstance("file meta has no (0002,0010) Transfer Syntax UID")
+            study = validate_uid(_text(ds, "StudyInstanceUID", 80), "Study Instance UID")
+            series = validate_uid(_text(ds, "SeriesInstanceUID", 80), "Series Instance UID")
+            sop = validate_uid(_text(ds, "SOPInstanceUID", 80), "SOP Instance UID")
+            sop_class = validate_uid(
+                _text(ds, "SOPClassUID", 80) or str(meta.get("MediaStorageSOPClassUID", "")), "SOP Class UID"
+            )
+            validate_uid(ts, "Transfer Syntax UID")
+            n_frames = _int(ds, "NumberOfFrames") or (1 if PIXEL_DATA in ds else 0)
+            frames = None
+            raw = ds.get_item(PIXEL_DATA)
+            if raw is not None and isinstance(raw, RawDataElement) and raw.value_tell is not None:
+                uid = UID(ts)
+                if uid.is_encapsulated and not uid.is_deflated:
+                    eot = None
+                    if 0x7FE00001 in ds:
+                        eot_raw = ds[0x7FE00001].value
+                        eot = list(struct.unpack(f"<{len(eot_raw) // 8}Q", eot_raw))
+                    frames = _encapsulated_frames(fh, raw.value_tell, n_frames, eot)
+                elif ts in NATIVE_SYNTAXES:
+                    frames = _native_frames(ds, raw.value_tell, raw.length, n_frames)
+            prefix = f"{base_prefix}/studies/{study}/series/{series}/instances/{sop}"
+            metadata = dataset_json(ds, prefix)
+    except InvalidInstance:
+        raise
+    except InvalidUID as exc:
+        raise InvalidInstance(str(exc)) from None
+    except (InvalidDicomError, EOFError, struct.error, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InvalidInstance(f"not a readable DICOM Part 10 object: {type(exc).__name__}") from None
+    metadata["00080056"] = {"vr": "CS", "Value": ["ONLINE"]}
+    patient_name = _text(ds, "PatientName")
+    referring = _text(ds, "ReferringPhysicianName")
+    index = {
+        "patient_id": _text(ds, "PatientID", 64),
+        "issuer_of_patient_id": _text(ds, "IssuerOfPatientID", 64),
+        "patient_name": patient_name,
+        "patient_name_search": person_name_search(patient_name),
+        "patient_birth_date": _text(ds, "PatientBirthDate", 8),
+        "patient_sex": _text(ds, "PatientSex", 16),
+        "study_date": _text(ds, "StudyDate", 8),
+        "study_time": _text(ds, "StudyTime", 16),
+        "accession_number": _text(ds, "AccessionNumber", 64),
+        "study_id": _text(ds, "StudyID", 64),
+        "study_description": _text(ds, "StudyDescription"),
+        "referring_physician_name": referring,
+        "referring_physician_search": person_name_search(referring),
+        "institution_name": _text(ds, "InstitutionName"),
+        "modality": _text(ds, "Modality", 16).upper(),
+        "series_number": _int(ds, "SeriesNumber"),
+        "series_description": _text(ds, "SeriesDescription"),
+        "series_date": _text(ds, "SeriesDate", 8),
+        "series_time": _text(ds, "SeriesTime", 16),
+        "body_part_examined": _text(ds, "BodyPartExamined", 64),
+        "instance_number": _int(ds, "InstanceNumber"),
+    }
+    return ParsedInstance(
+        study_instance_uid=study,
+        series_instance_uid=series,
+        sop_instance_uid=sop,
+        sop_class_uid=sop_class,
+        transfer_syntax_uid=ts,
+        metadata=metadata,
+        frames=frames,
+        number_of_frames=n_frames,
+        rows=_int(ds, "Rows"),
+        columns=_int(ds, "Columns"),
+        index=index,
+    )

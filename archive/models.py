@@ -1,0 +1,181 @@
+"""The archive index: Site, Patient, Study, Series, Instance, and API tokens.
+
+The index is derived data: every row can be rebuilt from the stored Part 10
+files alone (``manage.py reindex``). Query attributes live in indexed columns;
+the DICOM JSON of each instance and the byte ranges of each frame are
+precomputed at ingest so that reads never parse DICOM. Person names are kept
+as received and, upper-cased, in ``*_search`` columns for case-insensitive
+matching that can still use an index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class Site(models.Model):
+    """A hospital or clinic that owns studies; its users see its studies."""
+
+    code = models.SlugField(max_length=32, unique=True)
+    name = models.CharField(max_length=200)
+    institution_names = models.TextField(
+        blank=True,
+        help_text="(0008,0080) Institution Name values that belong to this site, one per line.",
+    )
+    source_aets = models.TextField(
+        blank=True, help_text="Sending AE titles or STOW client user names that belong to this site, one per line."
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.code})"
+
+    def institution_name_list(self) -> list[str]:
+        return [n.strip().upper() for n in self.institution_names.splitlines() if n.strip()]
+
+
+class Patient(models.Model):
+    """A patient as identified by (0010,0020) Patient ID and its issuer."""
+
+    patient_id = models.CharField(max_length=64, db_index=True)
+    issuer_of_patient_id = models.CharField(max_length=64, blank=True, default="")
+    patient_name = models.CharField(max_length=1024, blank=True, default="")
+    patient_name_search = models.CharField(max_length=1024, blank=True, default="", db_index=True)
+    patient_birth_date = models.CharField(max_length=8, blank=True, default="")
+    patient_sex = models.CharField(max_length=16, blank=True, default="")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["patient_id", "issuer_of_patient_id"], name="unique_patient_identity")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.patient_id} {self.patient_name}"
+
+
+class Availability(models.TextChoices):
+    """(0008,0056) Instance Availability, Defined Terms."""
+
+    ONLINE = "ONLINE"
+    NEARLINE = "NEARLINE"
+    OFFLINE = "OFFLINE"
+
+
+class Study(models.Model):
+    """(0020,000D) Study Instance UID and its query attributes."""
+
+    study_instance_uid = models.CharField(max_length=64, unique=True)
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="studies")
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, null=True, blank=True, related_name="studies")
+    study_date = models.CharField(max_length=8, blank=True, default="", db_index=True)
+    study_time = models.CharField(max_length=16, blank=True, default="")
+    accession_number = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    study_id = models.CharField(max_length=64, blank=True, default="")
+    study_description = models.CharField(max_length=1024, blank=True, default="")
+    referring_physician_name = models.CharField(max_length=1024, blank=True, default="")
+    referring_physician_search = models.CharField(max_length=1024, blank=True, default="", db_index=True)
+    institution_name = models.CharField(max_length=1024, blank=True, default="")
+    modalities_in_study = models.CharField(max_length=200, blank=True, default="")
+    number_of_series = models.PositiveIntegerField(default=0)
+    number_of_instances = models.PositiveIntegerField(default=0)
+    attributes = models.JSONField(default=dict, help_text="Study-level DICOM JSON (patient and study modules).")
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+    last_accessed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "studies"
+        indexes = [models.Index(fields=["-study_date", "-study_time"], name="study_recent")]
+
+    def __str__(self) -> str:
+        return self.study_instance_uid
+
+
+class Series(models.Model):
+    """(0020,000E) Series Instance UID and its query attributes."""
+
+    series_instance_uid = models.CharField(max_length=64, unique=True)
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="series")
+    modality = models.CharField(max_length=16, blank=True, default="", db_index=True)
+    series_number = models.IntegerField(null=True, blank=True)
+    series_description = models.CharField(max_length=1024, blank=True, default="")
+    series_date = models.CharField(max_length=8, blank=True, default="")
+    series_time = models.CharField(max_length=16, blank=True, default="")
+    body_part_examined = models.CharField(max_length=64, blank=True, default="")
+    number_of_instances = models.PositiveIntegerField(default=0)
+    attributes = models.JSONField(default=dict, help_text="Series-level DICOM JSON.")
+
+    class Meta:
+        verbose_name_plural = "series"
+
+    def __str__(self) -> str:
+        return self.series_instance_uid
+
+
+class Instance(models.Model):
+    """(0008,0018) SOP Instance UID: one stored Part 10 object."""
+
+    sop_instance_uid = models.CharField(max_length=64, unique=True)
+    series = models.ForeignKey(Series, on_delete=models.CASCADE, related_name="instances")
+    sop_class_uid = models.CharField(max_length=64, db_index=True)
+    instance_number = models.IntegerField(null=True, blank=True)
+    transfer_syntax_uid = models.CharField(max_length=64)
+    number_of_frames = models.PositiveIntegerField(default=0)
+    rows = models.PositiveIntegerField(null=True, blank=True)
+    columns = models.PositiveIntegerField(null=True, blank=True)
+    size = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    storage_key = models.CharField(max_length=300)
+    tier = models.CharField(max_length=32, default="hot")
+    availability = models.CharField(max_length=16, choices=Availability.choices, default=Availability.ONLINE)
+    metadata = models.TextField(help_text="DICOM JSON of the instance, bulk data as BulkDataURI.")
+    frames = models.JSONField(
+        null=True, blank=True, help_text="Per frame, the [offset, length] byte ranges of its data in the file."
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["series", "instance_number"], name="instance_order")]
+
+    def __str__(self) -> str:
+        return self.sop_instance_uid
+
+
+def hash_token(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class ApiToken(models.Model):
+    """A bearer token for machine clients; only its SHA-256 is stored."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, blank=True, default="")
+    prefix = models.CharField(max_length=12, editable=False)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked = models.BooleanField(default=False)
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user})"
+
+    @classmethod
+    def issue(cls, user: Any, name: str = "", expires_at: Any = None) -> tuple[ApiToken, str]:
+        """Create a token and return it with its one-time plain text."""
+        raw = "pacs_" + secrets.token_urlsafe(32)
+        token = cls.objects.create(
+            user=user, name=name, prefix=raw[:12], token_hash=hash_token(raw), expires_at=expires_at
+        )
+        return token, raw
+
+    def is_usable(self) -> bool:
+        return not self.revoked and (self.expires_at is None or self.expires_at > timezone.now())

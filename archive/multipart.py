@@ -1,0 +1,180 @@
+"""Streaming multipart/related (RFC 2387) reading and writing.
+
+:func:`iter_parts` reads a request body from a file-like stream in fixed-size
+chunks and hands each body part's content to a sink as it arrives, so a 2 GB
+STOW-RS request never sits in memory. A part is yielded only once its closing
+delimiter has been seen: a truncated last part is never mistaken for a whole
+one. :func:`encode_part` and :func:`closing` build multipart responses.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Protocol
+
+READ_SIZE = 256 * 1024
+MAX_HEADER_BYTES = 16 * 1024
+MAX_PREAMBLE_BYTES = 64 * 1024
+BOUNDARY_RE = re.compile(r"^[0-9A-Za-z'()+_,\-./:=? ]{1,70}$")
+
+
+class MultipartError(ValueError):
+    """The body is not well-formed multipart/related."""
+
+
+class PartSink(Protocol):
+    def write(self, data: bytes | memoryview) -> None: ...
+
+
+@dataclass
+class Part:
+    headers: dict[str, str]
+    sink: Any
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "")
+
+
+def parse_content_type(value: str) -> tuple[str, dict[str, str]]:
+    """Split a media type from its parameters; names lower-cased, quotes removed."""
+    pieces = _split_params(value)
+    media = pieces[0].strip().lower() if pieces else ""
+    params: dict[str, str] = {}
+    for piece in pieces[1:]:
+        if "=" not in piece:
+            continue
+        name, _, val = piece.partition("=")
+        val = val.strip()
+        if len(val) >= 2 and val[0] == val[-1] == '"':
+            val = val[1:-1].replace('\\"', '"')
+        params[name.strip().lower()] = val
+    return media, params
+
+
+def _split_params(value: str) -> list[str]:
+    out, buf, quoted = [], [], False
+    for ch in value:
+        if ch == '"':
+            quoted = not quoted
+        if ch == ";" and not quoted:
+            out.append("".join(buf))
+            buf = []
+        else:
+            buf.append(ch)
+    out.append("".join(buf))
+    return out
+
+
+def valid_boundary(boundary: str) -> bool:
+    return bool(BOUNDARY_RE.match(boundary)) and not boundary.endswith(" ")
+
+
+def _parse_headers(block: bytes) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for line in block.split(b"\r\n"):
+        if not line:
+            continue
+        if b":" not in line:
+            raise MultipartError("a part header line has no colon")
+        name, _, value = line.partition(b":")
+        headers[name.decode("latin-1").strip().lower()] = value.decode("latin-1").strip()
+    return headers
+
+
+def iter_parts(stream: BinaryIO, boundary: str, new_sink: Callable[[dict[str, str]], Any]) -> Iterator[Part]:
+    """Yield each complete part of ``stream``; its bytes go to ``new_sink(headers)``.
+
+    Raises :class:`MultipartError` on a missing boundary, oversized headers or a
+    body that ends before the closing delimiter. A sink whose part was cut off
+    is passed to ``abort`` (if it has one) before the error is raised.
+    """
+    delim = b"\r\n--" + boundary.encode("latin-1")
+    buf = bytearray(b"\r\n")  # so the first delimiter looks like the others
+    eof = False
+
+    def fill() -> bool:
+        nonlocal eof
+        if eof:
+            return False
+        chunk = stream.read(READ_SIZE)
+        if not chunk:
+            eof = True
+            return False
+        buf.extend(chunk)
+        return True
+
+    # Preamble: discard everything up to the first delimiter.
+    while True:
+        at = buf.find(delim)
+        if at >= 0:
+            del buf[: at + len(delim)]
+            break
+        if len(buf) > MAX_PREAMBLE_BYTES:
+            raise MultipartError("no multipart boundary found at the start of the body")
+        if not fill():
+            raise MultipartError("the body does not contain the declared multipart boundary")
+
+    while True:
+        # After a delimiter: "--" closes the body, otherwise padding and CRLF.
+        while len(buf) < 2 and fill():
+            pass
+        if buf[:2] == b"--":
+            return
+        while True:
+            eol = buf.find(b"\r\n")
+            if eol >= 0:
+                if buf[:eol].strip(b" \t"):
+                    raise MultipartError("unexpected bytes after a multipart boundary")
+                del buf[: eol + 2]
+                break
+            if len(buf) > 1024 or not fill():
+                raise MultipartError("the body ends inside a multipart boundary line")
+        # Part headers.
+        while True:
+            end = buf.find(b"\r\n\r\n")
+            if buf.startswith(b"\r\n"):
+                headers: dict[str, str] = {}
+                del buf[:2]
+                break
+            if end >= 0:
+                headers = _parse_headers(bytes(buf[:end]))
+                del buf[: end + 4]
+                break
+            if len(buf) > MAX_HEADER_BYTES:
+                raise MultipartError("multipart part headers are too large")
+            if not fill():
+                raise MultipartError("the body ends inside part headers")
+        # Part content up to the next delimiter.
+        sink = new_sink(headers)
+        keep = len(delim) - 1
+        while True:
+            at = buf.find(delim)
+            if at >= 0:
+                sink.write(bytes(buf[:at]))
+                del buf[: at + len(delim)]
+                break
+            if len(buf) > keep:
+                cut = len(buf) - keep
+                sink.write(bytes(buf[:cut]))
+                del buf[:cut]
+            if not fill():
+                abort = getattr(sink, "abort", None)
+                if abort is not None:
+                    abort()
+                raise MultipartError("the body ends before the closing multipart boundary")
+        yield Part(headers, sink)
+
+
+def encode_part(boundary: str, content_type: str, extra_headers: dict[str, str] | None = None) -> bytes:
+    """The delimiter and headers that precede one part's content."""
+    lines = [f"--{boundary}", f"Content-Type: {content_type}"]
+    for name, value in (extra_headers or {}).items():
+        lines.append(f"{name}: {value}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def closing(boundary: str) -> bytes:
+    return f"--{boundary}--\r\n".encode("latin-1")

@@ -1,0 +1,19 @@
+"""Small response helpers shared by the DICOMweb views."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import reverse
+
+
+def error(status: int, detail: str, allow: str | None = None) -> HttpResponse:
+    """A JSON error body with a human-readable reason; never a stack trace."""
+    response = JsonResponse({"detail": detail}, status=status)
+    if allow:
+        response["Allow"] = allow
+    return response
+
+
+def dicomweb_root(request: HttpRequest) -> str:
+    """The absolute URL of the DICOMweb root, e.g. ``http://host/dicom-web``."""
+    return request.build_absolute_uri(reverse("dicomweb-root")).rstrip("/")

@@ -1,0 +1,1 @@
+"""The audit trail: append-only, hash-chained records of every access and change."""

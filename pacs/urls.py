@@ -1,0 +1,18 @@
+"""Top-level URL map: DICOMweb, the portal, the viewer, admin, and health."""
+
+from django.contrib import admin
+from django.http import HttpRequest, JsonResponse
+from django.urls import include, path
+
+
+def health(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+urlpatterns = [
+    path("health", health, name="health"),
+    path("dicom-web/", include("archive.urls")),
+    path("admin/", admin.site.urls),
+    path("", include("portal.urls")),
+    path("viewer/", include("viewer.urls")),
+]

@@ -1,0 +1,7 @@
+"""App configuration for the viewer."""
+
+from django.apps import AppConfig
+
+
+class ViewerConfig(AppConfig):
+    name = "viewer"

@@ -1,0 +1,5 @@
+"""Viewer URLs."""
+
+from django.urls import path
+
+urlpatterns: list = []
