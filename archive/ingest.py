@@ -119,9 +119,51 @@ def _merge_modalities(current: str, modality: str) -> str:
 
 @transaction.atomic
 def index_instance(parsed: ParsedInstance, key: str, sha256: str, size: int, tier: str = "hot") -> Instance:
-    """Write the Patient/Study/Series/Instance rows for one placed object."""
+    """Write the Patient/Study/Series/Instance rows for one placed object.
+
+    The common case, another instance of a series already indexed, costs three
+    statements; the first instance of a series or study takes the full path.
+    """
+    known = (
+        Series.objects.filter(series_instance_uid=parsed.series_instance_uid)
+        .values_list("pk", "study_id", "study__study_instance_uid")
+        .first()
+    )
+    if known is None:
+        series_pk, study_pk, series_created = _index_parents(parsed)
+    else:
+        series_pk, study_pk, study_uid = known
+        if study_uid != parsed.study_instance_uid:
+            raise InvalidSeriesParent(parsed.series_instance_uid)
+        series_created = False
+    instance = Instance.objects.create(
+        sop_instance_uid=parsed.sop_instance_uid,
+        series_id=series_pk,
+        sop_class_uid=parsed.sop_class_uid,
+        instance_number=parsed.index["instance_number"],
+        transfer_syntax_uid=parsed.transfer_syntax_uid,
+        number_of_frames=parsed.number_of_frames,
+        rows=parsed.rows,
+        columns=parsed.columns,
+        size=size,
+        sha256=sha256,
+        storage_key=key,
+        tier=tier,
+        metadata=parsed.metadata_text(),
+        frames=parsed.frames,
+    )
+    Series.objects.filter(pk=series_pk).update(number_of_instances=F("number_of_instances") + 1)
+    Study.objects.filter(pk=study_pk).update(
+        number_of_instances=F("number_of_instances") + 1,
+        number_of_series=F("number_of_series") + (1 if series_created else 0),
+        updated_at=timezone.now(),
+    )
+    return instance
+
+
+def _index_parents(parsed: ParsedInstance) -> tuple[int, int, bool]:
+    """Create (or find) the patient, study and series of a new series."""
     ix: dict[str, Any] = parsed.index
-    now = timezone.now()
     patient, _ = Patient.objects.get_or_create(
         patient_id=ix["patient_id"],
         issuer_of_patient_id=ix["issuer_of_patient_id"],
@@ -132,7 +174,7 @@ def index_instance(parsed: ParsedInstance, key: str, sha256: str, size: int, tie
             "patient_sex": ix["patient_sex"],
         },
     )
-    study, created = Study.objects.select_for_update().get_or_create(
+    study, _ = Study.objects.select_for_update().get_or_create(
         study_instance_uid=parsed.study_instance_uid,
         defaults={
             "patient": patient,
@@ -148,7 +190,7 @@ def index_instance(parsed: ParsedInstance, key: str, sha256: str, size: int, tie
             "attributes": parsed.study_attributes(),
         },
     )
-    series, series_created = Series.objects.get_or_create(
+    series, created = Series.objects.get_or_create(
         series_instance_uid=parsed.series_instance_uid,
         defaults={
             "study": study,
@@ -163,31 +205,10 @@ def index_instance(parsed: ParsedInstance, key: str, sha256: str, size: int, tie
     )
     if series.study_id != study.pk:
         raise InvalidSeriesParent(parsed.series_instance_uid)
-    instance = Instance.objects.create(
-        sop_instance_uid=parsed.sop_instance_uid,
-        series=series,
-        sop_class_uid=parsed.sop_class_uid,
-        instance_number=ix["instance_number"],
-        transfer_syntax_uid=parsed.transfer_syntax_uid,
-        number_of_frames=parsed.number_of_frames,
-        rows=parsed.rows,
-        columns=parsed.columns,
-        size=size,
-        sha256=sha256,
-        storage_key=key,
-        tier=tier,
-        metadata=parsed.metadata_text(),
-        frames=parsed.frames,
-    )
-    Series.objects.filter(pk=series.pk).update(number_of_instances=F("number_of_instances") + 1)
     modalities = _merge_modalities(study.modalities_in_study, ix["modality"])
-    Study.objects.filter(pk=study.pk).update(
-        number_of_instances=F("number_of_instances") + 1,
-        number_of_series=F("number_of_series") + (1 if series_created else 0),
-        modalities_in_study=modalities,
-        updated_at=now,
-    )
-    return instance
+    if modalities != study.modalities_in_study:
+        Study.objects.filter(pk=study.pk).update(modalities_in_study=modalities)
+    return series.pk, study.pk, created
 
 
 class InvalidSeriesParent(IntegrityError):
