@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.utils.module_loading import import_string
 
-from archive.models import Study
+from archive.models import Site, Study
 
 
 class AccessPolicy:
@@ -34,6 +34,10 @@ class AccessPolicy:
 
     def can_delete(self, user: Any) -> bool:
         return bool(user and user.is_active and user.has_perm("archive.delete_study"))
+
+    def sender_site(self, user: Any) -> Site | None:
+        """The site a new study sent by ``user`` belongs to, if the sender decides it."""
+        return None
 
 
 class AuthenticatedPolicy(AccessPolicy):

@@ -113,7 +113,7 @@ def person_name_search(name: str) -> str:
 
 
 def _element_json(ds: Dataset, tag: int, bulk_prefix: str) -> dict[str, Any] | None:
-    raw = ds.get_item(tag)
+    raw = ds.get_item(tag, keep_deferred=True)
     if raw is None:
         return None
     vr = raw.VR
@@ -205,6 +205,8 @@ def _native_frames(ds: Dataset, value_tell: int, length: int, n_frames: int) -> 
     if bits % 8 or not rows or not cols:
         return None  # bit-packed (1-bit) frames do not start on byte boundaries
     frame_len = rows * cols * samples * bits // 8
+    if samples == 3 and _text(ds, "PhotometricInterpretation", 32) == "YBR_FULL_422":
+        frame_len = rows * cols * 2 * bits // 8  # two samples per pixel after horizontal subsampling
     count = max(n_frames, 1)
     if frame_len * count > length:
         raise InvalidInstance("Pixel Data is shorter than Rows × Columns × frames require")
@@ -233,7 +235,7 @@ def parse_instance(path: Path | str, base_prefix: str = BASE_MARK) -> ParsedInst
             validate_uid(ts, "Transfer Syntax UID")
             n_frames = _int(ds, "NumberOfFrames") or (1 if PIXEL_DATA in ds else 0)
             frames = None
-            raw = ds.get_item(PIXEL_DATA)
+            raw = ds.get_item(PIXEL_DATA, keep_deferred=True)
             if raw is not None and isinstance(raw, RawDataElement) and raw.value_tell is not None:
                 uid = UID(ts)
                 if uid.is_encapsulated and not uid.is_deflated:

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -34,6 +36,7 @@ class Outcome(enum.Enum):
     CONFLICT = "conflict"  # different bytes under an existing SOP Instance UID
     INVALID = "invalid"  # not a DICOM instance we can keep
     MISMATCH = "mismatch"  # Study Instance UID differs from the request's
+    FORBIDDEN = "forbidden"  # the study exists but the sender may not see it
 
 
 # (0008,1197) Failure Reason values used in STOW-RS responses.
@@ -41,6 +44,7 @@ FAILURE_REASON = {
     Outcome.INVALID: 0xC000,  # Error: Cannot understand
     Outcome.MISMATCH: 0xA900,  # Error: Data Set does not match the target study
     Outcome.CONFLICT: 0x0111,  # Duplicate SOP Instance with different content
+    Outcome.FORBIDDEN: 0x0124,  # Refused: not authorized
 }
 
 
@@ -58,8 +62,28 @@ class StoreResult:
         return self.outcome in (Outcome.STORED, Outcome.DUPLICATE)
 
 
-def site_for(parsed: ParsedInstance) -> Site | None:
-    """The site a new study belongs to, from (0008,0080) Institution Name."""
+@dataclass
+class Sender:
+    """Who is storing: decides the site of new studies and which studies may grow."""
+
+    site: Site | None = None
+    may_add_to: Callable[[str], bool] | None = None
+
+
+def site_for(parsed: ParsedInstance, sender_site: Site | None = None) -> Site | None:
+    """The site a new study belongs to.
+
+    By default (``PACS_STUDY_SITE_SOURCE = "sender"``) a sender that belongs to
+    one site decides; otherwise (0008,0080) Institution Name is matched against
+    the sites' institution names. ``"institution"`` reverses the order.
+    """
+    by_institution = _site_by_institution(parsed)
+    if settings.PACS_STUDY_SITE_SOURCE == "institution":
+        return by_institution or sender_site
+    return sender_site or by_institution
+
+
+def _site_by_institution(parsed: ParsedInstance) -> Site | None:
     name = parsed.index["institution_name"].strip().upper()
     if name:
         for site in Site.objects.exclude(institution_names=""):
@@ -68,8 +92,15 @@ def site_for(parsed: ParsedInstance) -> Site | None:
     return None
 
 
-def store_instance(staged: StagedObject, expected_study: str | None = None) -> StoreResult:
-    """Parse, place and index one staged object; always consumes ``staged``."""
+def store_instance(
+    staged: StagedObject, expected_study: str | None = None, sender: Sender | None = None
+) -> StoreResult:
+    """Parse, place and index one staged object; always consumes ``staged``.
+
+    ``sender`` (absent for trusted local imports) limits which existing studies
+    may receive instances and supplies the site of new ones.
+    """
+    sender = sender or Sender()
     try:
         try:
             parsed = parse_instance(staged.path)
@@ -86,6 +117,10 @@ def store_instance(staged: StagedObject, expected_study: str | None = None) -> S
             result.outcome = Outcome.MISMATCH
             result.detail = "Study Instance UID does not match the request URL"
             return result
+        if sender.may_add_to is not None and not sender.may_add_to(parsed.study_instance_uid):
+            result.outcome = Outcome.FORBIDDEN
+            result.detail = "the study exists and belongs to a site the sender cannot see"
+            return result
         existing = Instance.objects.filter(sop_instance_uid=parsed.sop_instance_uid).values_list("sha256", flat=True)
         for sha in existing:
             result.outcome = Outcome.DUPLICATE if sha == staged.sha256 else Outcome.CONFLICT
@@ -94,15 +129,15 @@ def store_instance(staged: StagedObject, expected_study: str | None = None) -> S
         storage = get_storage("hot")
         storage.put(key, staged)
         try:
-            index_instance(parsed, key, staged.sha256, staged.size)
+            index_instance(parsed, key, staged.sha256, staged.size, site=sender.site)
         except InvalidSeriesParent:
             storage.delete(key)
             result.outcome = Outcome.INVALID
             result.detail = "Series Instance UID already belongs to another study"
         except IntegrityError:
             # Another request indexed the same SOP Instance UID first.
-            sha = Instance.objects.filter(sop_instance_uid=parsed.sop_instance_uid).values_list("sha256", flat=True)
-            result.outcome = Outcome.DUPLICATE if list(sha) == [staged.sha256] else Outcome.CONFLICT
+            stored = Instance.objects.filter(sop_instance_uid=parsed.sop_instance_uid).values_list("sha256", flat=True)
+            result.outcome = Outcome.DUPLICATE if list(stored) == [staged.sha256] else Outcome.CONFLICT
             if result.outcome is Outcome.CONFLICT:
                 storage.delete(key)
         return result
@@ -118,7 +153,9 @@ def _merge_modalities(current: str, modality: str) -> str:
 
 
 @transaction.atomic
-def index_instance(parsed: ParsedInstance, key: str, sha256: str, size: int, tier: str = "hot") -> Instance:
+def index_instance(
+    parsed: ParsedInstance, key: str, sha256: str, size: int, tier: str = "hot", site: Site | None = None
+) -> Instance:
     """Write the Patient/Study/Series/Instance rows for one placed object.
 
     The common case, another instance of a series already indexed, costs three
@@ -130,7 +167,7 @@ def index_instance(parsed: ParsedInstance, key: str, sha256: str, size: int, tie
         .first()
     )
     if known is None:
-        series_pk, study_pk, series_created = _index_parents(parsed)
+        series_pk, study_pk, series_created = _index_parents(parsed, site)
     else:
         series_pk, study_pk, study_uid = known
         if study_uid != parsed.study_instance_uid:
@@ -161,7 +198,7 @@ def index_instance(parsed: ParsedInstance, key: str, sha256: str, size: int, tie
     return instance
 
 
-def _index_parents(parsed: ParsedInstance) -> tuple[int, int, bool]:
+def _index_parents(parsed: ParsedInstance, site: Site | None) -> tuple[int, int, bool]:
     """Create (or find) the patient, study and series of a new series."""
     ix: dict[str, Any] = parsed.index
     patient, _ = Patient.objects.get_or_create(
@@ -178,7 +215,7 @@ def _index_parents(parsed: ParsedInstance) -> tuple[int, int, bool]:
         study_instance_uid=parsed.study_instance_uid,
         defaults={
             "patient": patient,
-            "site": site_for(parsed),
+            "site": site_for(parsed, site),
             "study_date": ix["study_date"],
             "study_time": ix["study_time"],
             "accession_number": ix["accession_number"],

@@ -93,7 +93,10 @@ class Study(models.Model):
 
     class Meta:
         verbose_name_plural = "studies"
-        indexes = [models.Index(fields=["-study_date", "-study_time"], name="study_recent")]
+        indexes = [
+            # QIDO's default order (most recent first), walked with LIMIT; id makes paging stable.
+            models.Index(fields=["-study_date", "-study_time", "-id"], name="study_recent"),
+        ]
 
     def __str__(self) -> str:
         return self.study_instance_uid
@@ -115,6 +118,11 @@ class Series(models.Model):
 
     class Meta:
         verbose_name_plural = "series"
+        indexes = [
+            models.Index(fields=["study", "series_number"], name="series_order"),
+            # ModalitiesInStudy: the studies holding a series of a modality, without reading rows.
+            models.Index(fields=["modality", "study"], name="series_modality_study"),
+        ]
 
     def __str__(self) -> str:
         return self.series_instance_uid
@@ -143,7 +151,11 @@ class Instance(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        indexes = [models.Index(fields=["series", "instance_number"], name="instance_order")]
+        indexes = [
+            models.Index(fields=["series", "instance_number"], name="instance_order"),
+            # (0008,0056) at study and series level: find the few instances that are not ONLINE.
+            models.Index(fields=["series", "availability"], name="instance_availability"),
+        ]
 
     def __str__(self) -> str:
         return self.sop_instance_uid

@@ -24,6 +24,10 @@ class MultipartError(ValueError):
     """The body is not well-formed multipart/related."""
 
 
+class Readable(Protocol):
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
 class PartSink(Protocol):
     def write(self, data: bytes | memoryview) -> None: ...
 
@@ -55,7 +59,9 @@ def parse_content_type(value: str) -> tuple[str, dict[str, str]]:
 
 
 def _split_params(value: str) -> list[str]:
-    out, buf, quoted = [], [], False
+    out: list[str] = []
+    buf: list[str] = []
+    quoted = False
     for ch in value:
         if ch == '"':
             quoted = not quoted
@@ -84,7 +90,7 @@ def _parse_headers(block: bytes) -> dict[str, str]:
     return headers
 
 
-def iter_parts(stream: BinaryIO, boundary: str, new_sink: Callable[[dict[str, str]], Any]) -> Iterator[Part]:
+def iter_parts(stream: Readable, boundary: str, new_sink: Callable[[dict[str, str]], Any]) -> Iterator[Part]:
     """Yield each complete part of ``stream``; its bytes go to ``new_sink(headers)``.
 
     Raises :class:`MultipartError` on a missing boundary, oversized headers or a

@@ -1,28 +1,679 @@
-"""Placeholder: being written in this session (returns 501 until then)."""
+"""QIDO-RS (PS3.18 §10.6): searching studies, series and instances.
 
+A search is answered from the index alone: matching runs on indexed columns
+and responses are assembled from the JSON precomputed at ingest
+(``Study.attributes``, ``Series.attributes`` and, at instance level,
+``Instance.metadata``); no DICOM file is opened. Every search starts from
+:func:`archive.access.visible_studies`, costs a fixed number of queries
+whatever the number of results, and leaves one audit record.
+
+Matching follows PS3.4 C.2.2.2 as profiled by PS3.18 §8.3.4: single value,
+``*``/``?`` wildcards, DA/TM ranges, UID lists, case-insensitive person names
+and ``fuzzymatching``. Unsupported query keys are ignored with a
+``Warning: 299`` header; malformed values are a 400 that names the parameter.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse
+from django.conf import settings
+from django.db import connection
+from django.db.models import Model, Q, QuerySet
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 
+from archive.access import policy, visible_studies
 from archive.auth import dicomweb_view
-from archive.responses import error
+from archive.dicomfile import BASE_MARK, SERIES_TAGS, STUDY_TAGS
+from archive.models import Availability, Instance, Series, Study
+from archive.negotiation import accept_header, choose
+from archive.responses import dicomweb_root, error
+from archive.uid import is_valid_uid
+from audit.trail import record
+
+STUDY, SERIES, INSTANCE = 0, 1, 2
+LEVEL_NAMES = ("study", "series", "instance")
+ALLOW = "GET, HEAD"
+MAX_VALUE_LENGTH = 256  # longer than any PN/LO/SH a query can sensibly carry
+MAX_UIDS = 1000
+SPECIAL_PARAMS = {"limit", "offset", "includefield", "fuzzymatching", "accept", "charset"}
+ESCAPED_MARK = json.dumps(BASE_MARK)[1:-1]
+AVAILABILITY_RANK: dict[str, int] = {"ONLINE": 0, "NEARLINE": 1, "OFFLINE": 2}
+
+# Return attributes required at each level (PS3.18 Tables 10.6.3-3, -4 and -5), tag -> VR.
+STUDY_REQUIRED = {
+    "00080005": "CS", "00080020": "DA", "00080030": "TM", "00080050": "SH", "00080056": "CS",
+    "00080061": "CS", "00080090": "PN", "00081190": "UR", "00100010": "PN", "00100020": "LO",
+    "00100030": "DA", "00100040": "CS", "0020000D": "UI", "00200010": "SH", "00201206": "IS",
+    "00201208": "IS",
+}  # fmt: skip
+SERIES_REQUIRED = {
+    "00080005": "CS", "00080056": "CS", "00080060": "CS", "0008103E": "LO", "00081190": "UR",
+    "0020000D": "UI", "0020000E": "UI", "00200011": "IS", "00201209": "IS", "00400244": "DA",
+    "00400245": "TM", "00400275": "SQ",
+}  # fmt: skip
+INSTANCE_REQUIRED = {
+    "00080005": "CS", "00080016": "UI", "00080018": "UI", "00080056": "CS", "00081190": "UR",
+    "0020000D": "UI", "0020000E": "UI", "00200013": "IS", "00280008": "IS", "00280010": "US",
+    "00280011": "US", "00280100": "US",
+}  # fmt: skip
+REQUIRED = (STUDY_REQUIRED, SERIES_REQUIRED, INSTANCE_REQUIRED)
+# Tags that belong to a level: asked for and absent, they come back as {"vr": ...}.
+LEVEL_TAGS = (
+    set(STUDY_REQUIRED) | set(STUDY_TAGS),
+    set(SERIES_REQUIRED) | set(SERIES_TAGS),
+    set(INSTANCE_REQUIRED),
+)
+# Instance-level values read from the stored metadata rather than from columns.
+INSTANCE_FROM_METADATA = ("00080201", "00280008", "00280100")
+
+
+@dataclass(frozen=True)
+class Key:
+    """A supported matching key: its level, ORM path on that level's model and kind."""
+
+    level: int
+    path: str
+    kind: str  # pn, da, tm, ui, str, cs, int, modalities
+    raw_path: str = ""  # PN only: the column as received (for ideographic/phonetic groups)
+
+
+MATCHING: dict[str, Key] = {
+    "00100010": Key(STUDY, "patient__patient_name_search", "pn", "patient__patient_name"),
+    "00100020": Key(STUDY, "patient__patient_id", "str"),
+    "00100021": Key(STUDY, "patient__issuer_of_patient_id", "str"),
+    "00100030": Key(STUDY, "patient__patient_birth_date", "da"),
+    "00100040": Key(STUDY, "patient__patient_sex", "cs"),
+    "0020000D": Key(STUDY, "study_instance_uid", "ui"),
+    "00080020": Key(STUDY, "study_date", "da"),
+    "00080030": Key(STUDY, "study_time", "tm"),
+    "00080050": Key(STUDY, "accession_number", "str"),
+    "00200010": Key(STUDY, "study_id", "str"),
+    "00081030": Key(STUDY, "study_description", "str"),
+    "00080090": Key(STUDY, "referring_physician_search", "pn", "referring_physician_name"),
+    "00080080": Key(STUDY, "institution_name", "str"),
+    "00080061": Key(STUDY, "modality", "modalities"),
+    "0020000E": Key(SERIES, "series_instance_uid", "ui"),
+    "00080060": Key(SERIES, "modality", "cs"),
+    "00200011": Key(SERIES, "series_number", "int"),
+    "0008103E": Key(SERIES, "series_description", "str"),
+    "00080021": Key(SERIES, "series_date", "da"),
+    "00080031": Key(SERIES, "series_time", "tm"),
+    "00180015": Key(SERIES, "body_part_examined", "cs"),
+    "00080018": Key(INSTANCE, "sop_instance_uid", "ui"),
+    "00080016": Key(INSTANCE, "sop_class_uid", "ui"),
+    "00200013": Key(INSTANCE, "instance_number", "int"),
+    "00280008": Key(INSTANCE, "number_of_frames", "int"),
+    "00280010": Key(INSTANCE, "rows", "int"),
+    "00280011": Key(INSTANCE, "columns", "int"),
+    "00080056": Key(INSTANCE, "availability", "cs"),
+}
+
+DA_RE = re.compile(r"^\d{8}$")
+TM_RE = re.compile(r"^([01]\d|2[0-3])([0-5]\d([0-5]\d(\.\d{1,6})?)?)?$")
+TAG_RE = re.compile(r"^[0-9A-Fa-f]{8}$")
+INT_RE = re.compile(r"^[+-]?\d{1,10}$")
+SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9.]{1,64}$")
+
+
+class BadQuery(ValueError):
+    """A query parameter the server cannot understand: answered with 400."""
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def tag_of(name: str) -> str | None:
+    """``"PatientName"`` or ``"00100010"`` -> ``"00100010"``; None if neither."""
+    if TAG_RE.match(name):
+        return name.upper()
+    tag = tag_for_keyword(name) if name.isidentifier() else None
+    return f"{tag:08X}" if tag is not None else None
+
+
+def vr_of(tag: str) -> str | None:
+    try:
+        vr = str(dictionary_VR(int(tag, 16)))
+    except KeyError:
+        return None
+    return vr.split(" or ")[0]
+
+
+@dataclass
+class Query:
+    """A parsed QIDO request."""
+
+    level: int
+    matches: list[tuple[str, Key, str]] = field(default_factory=list)  # tag, key, value
+    returned: set[str] = field(default_factory=set)  # query keys and includefield tags
+    include_all: bool = False
+    fuzzy: bool = False
+    limit: int = 0
+    offset: int = 0
+    server_limited: bool = False
+    ignored: list[str] = field(default_factory=list)
+
+
+def _check_value(name: str, value: str, max_length: int = MAX_VALUE_LENGTH) -> str:
+    if len(value) > max_length:
+        raise BadQuery(f"{name}: value longer than {max_length} characters")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise BadQuery(f"{name}: value contains control characters")
+    return value
+
+
+def _number(name: str, raw: str, maximum: int) -> int:
+    if not re.fullmatch(r"\d{1,18}", raw.strip()):
+        raise BadQuery(f"{name} must be a non-negative integer of at most 18 digits")
+    return min(int(raw), maximum)
+
+
+def parse_query(request: HttpRequest, level: int) -> Query:
+    """Validate the query string; raise :class:`BadQuery` for anything malformed."""
+    query = Query(level)
+    params = request.GET
+    fuzzy = params.getlist("fuzzymatching")
+    if fuzzy:
+        if len(fuzzy) > 1 or fuzzy[0].lower() not in ("true", "false"):
+            raise BadQuery("fuzzymatching must be true or false")
+        query.fuzzy = fuzzy[0].lower() == "true"
+    maximum = settings.PACS_QIDO_MAX_LIMIT
+    limits = params.getlist("limit")
+    if len(limits) > 1:
+        raise BadQuery("limit given more than once")
+    if limits:
+        requested = _number("limit", limits[0], 10**18)
+        if requested == 0:
+            raise BadQuery("limit must be a positive integer")
+        query.limit = min(requested, maximum)
+        query.server_limited = requested > maximum
+    else:
+        query.limit = min(settings.PACS_QIDO_DEFAULT_LIMIT, maximum)
+        query.server_limited = True
+    offsets = params.getlist("offset")
+    if len(offsets) > 1:
+        raise BadQuery("offset given more than once")
+    if offsets:
+        query.offset = _number("offset", offsets[0], 10**18)
+        if query.offset > 2**31:
+            raise BadQuery("offset is out of range")
+    for raw in params.getlist("includefield"):
+        for item in filter(None, (p.strip() for p in _check_value("includefield", raw, 4096).split(","))):
+            if item.lower() == "all":
+                query.include_all = True
+                continue
+            tag = tag_of(item)
+            if tag is None:
+                raise BadQuery(f"includefield: {item[:64]!r} is neither a DICOM keyword nor a tag")
+            query.returned.add(tag)
+    for name in params:
+        if name in SPECIAL_PARAMS:
+            continue
+        tag = tag_of(name)
+        key = MATCHING.get(tag) if tag else None
+        if tag is None or key is None or key.level > level:
+            query.ignored.append(name if SAFE_NAME_RE.match(name) else "(unrecognised parameter)")
+            continue
+        values = params.getlist(name)
+        if len(values) > 1:
+            raise BadQuery(f"{name} given more than once")
+        limit = MAX_UIDS * 65 if key.kind == "ui" else MAX_VALUE_LENGTH
+        value = _check_value(name, values[0], limit)
+        query.returned.add(tag)
+        query.matches.append((tag, key, value))
+    return query
+
+
+# --------------------------------------------------------------------------- matching
+
+
+def _successor(prefix: str) -> str:
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def prefix_q(path: str, prefix: str) -> Q:
+    """Values of ``path`` starting with ``prefix``, case-sensitively and by an index.
+
+    PostgreSQL's LIKE uses the ``varchar_pattern_ops`` index Django creates for
+    indexed CharFields; SQLite's LIKE is case-insensitive and skips indexes, so
+    there a range on the binary-collated column does the same.
+    """
+    if not prefix:
+        return Q()
+    if connection.vendor == "sqlite":
+        return Q(**{f"{path}__gte": prefix, f"{path}__lt": _successor(prefix)})
+    return Q(**{f"{path}__startswith": prefix})
+
+
+def wildcard_regex(value: str, any_char: str = ".") -> str:
+    """A DICOM wildcard pattern (``*``, ``?``) as an anchored regex valid in Python and PostgreSQL."""
+    parts = []
+    for ch in value:
+        if ch == "*":
+            parts.append(any_char + "*")
+        elif ch == "?":
+            parts.append(any_char)
+        elif ch.isalnum() or ord(ch) > 0x7F:
+            parts.append(ch)
+        else:
+            parts.append("\\" + ch if ch not in "\\" else "\\\\")
+    return "(?s)^" + "".join(parts) + "$"
+
+
+def string_q(path: str, value: str) -> Q:
+    """Single value or wildcard matching of a string column."""
+    if "*" not in value and "?" not in value:
+        return Q(**{path: value})
+    if value.strip("*") == "":
+        return Q()
+    literal = re.split(r"[*?]", value, maxsplit=1)[0]
+    if value == literal + "*":
+        return prefix_q(path, literal)
+    return prefix_q(path, literal) & Q(**{f"{path}__regex": wildcard_regex(value)})
+
+
+def pn_q(key: Key, value: str, fuzzy: bool) -> Q:
+    """Person name matching: case-insensitive on the alphabetic group, literal on the others."""
+    groups = value.split("=")
+    if len(groups) > 3:
+        raise BadQuery("a person name has at most three component groups")
+    alphabetic = groups[0].upper()
+    q = Q()
+    if alphabetic:
+        if fuzzy:
+            for term in filter(None, re.split(r"[\^ ]+", alphabetic)):
+                body = wildcard_regex(term.rstrip("*") + "*")[len("(?s)^") :]
+                q &= Q(**{f"{key.path}__regex": "(?s)(^|[ ^])" + body})
+        elif "*" in alphabetic or "?" in alphabetic:
+            q &= string_q(key.path, alphabetic)
+        else:
+            trimmed = alphabetic.rstrip("^")
+            q &= Q(**{f"{key.path}__in": [trimmed + "^" * n for n in range(5)]})
+    for index, group in enumerate(groups[1:], start=1):
+        if group:
+            pattern = wildcard_regex(group, "[^=]")[len("(?s)^") : -1]
+            q &= Q(**{f"{key.raw_path}__regex": "(?s)^" + "[^=]*=" * index + pattern + "(=|$)"})
+    if len(groups) == 1 and any(ord(ch) > 0x24F for ch in value) and not fuzzy:
+        # A CJK name without '=' may be the ideographic or phonetic group.
+        pattern = wildcard_regex(value, "[^=]")[len("(?s)^") : -1]
+        q |= Q(**{f"{key.raw_path}__regex": "(?s)=" + pattern + "(=|$)"})
+    return q
+
+
+def _date(name: str, value: str) -> str:
+    if not DA_RE.match(value):
+        raise BadQuery(f"{name}: {value[:32]!r} is not a date (YYYYMMDD)")
+    try:
+        datetime.date(int(value[:4]), int(value[4:6]), int(value[6:]))
+    except ValueError:
+        raise BadQuery(f"{name}: {value!r} is not a valid calendar date") from None
+    return value
+
+
+def _time(name: str, value: str) -> str:
+    if not TM_RE.match(value):
+        raise BadQuery(f"{name}: {value[:32]!r} is not a time (HHMMSS.FFFFFF)")
+    return value
+
+
+def range_q(path: str, kind: str, name: str, value: str) -> Q:
+    """DA/TM single value or range (``A-B``, ``A-``, ``-B``); an upper time bound is inclusive."""
+    check = _date if kind == "da" else _time
+    if "-" not in value:
+        low = high = check(name, value)
+    else:
+        low, _, high = value.partition("-")
+        if "-" in high or not (low or high):
+            raise BadQuery(f"{name}: {value[:40]!r} is not a valid range")
+        low, high = low and check(name, low), high and check(name, high)
+    q = Q()
+    if low:
+        q &= Q(**{f"{path}__gte": low})
+    if high:
+        # "~" sorts after digits and '.': 0930 as an upper bound keeps 093000.5
+        q &= Q(**{f"{path}__lte": high + ("~" if kind == "tm" else "")})
+    return q & ~Q(**{path: ""})
+
+
+def uid_list(name: str, value: str) -> list[str]:
+    uids = [u.strip() for u in re.split(r"[,\\]", value) if u.strip()]
+    if len(uids) > MAX_UIDS:
+        raise BadQuery(f"{name}: more than {MAX_UIDS} UIDs")
+    for uid in uids:
+        if not is_valid_uid(uid):
+            raise BadQuery(f"{name}: {uid[:80]!r} is not a valid UID")
+    return uids
+
+
+def cs_q(path: str, value: str, name: str) -> Q:
+    """Code strings: one value or a list (comma or backslash separated), each maybe a wildcard."""
+    values = [v.strip() for v in re.split(r"[,\\]", value) if v.strip()]
+    if not values:
+        raise BadQuery(f"{name}: a list without values")
+    q = Q()
+    for v in values:
+        q |= string_q(path, v)
+    return q
+
+
+def key_q(tag: str, key: Key, value: str, fuzzy: bool, name: str) -> Q:
+    """The filter for one matching key on its own level's model; Q() for universal matching."""
+    if value == "" or value == "*":
+        return Q()
+    if key.kind == "pn":
+        return pn_q(key, value, fuzzy)
+    if key.kind in ("da", "tm"):
+        return range_q(key.path, key.kind, name, value)
+    if key.kind == "ui":
+        return Q(**{f"{key.path}__in": uid_list(name, value)})
+    if key.kind == "int":
+        if not INT_RE.match(value):
+            raise BadQuery(f"{name}: {value[:32]!r} is not an integer")
+        return Q(**{key.path: int(value)})
+    if key.kind == "cs":
+        return cs_q(key.path, value.upper() if key.path == "modality" else value, name)
+    if key.kind == "modalities":
+        series = Series.objects.filter(cs_q("modality", value.upper(), name)).values("study_id")
+        return Q(pk__in=series)
+    return string_q(key.path, value)
+
+
+def search_queryset(request: HttpRequest, query: Query, study: str | None, series: str | None) -> QuerySet[Any]:
+    """The ordered queryset of the target level, limited to what the user may see."""
+    filters = [Q(), Q(), Q()]
+    if study is not None:
+        filters[STUDY] &= Q(study_instance_uid=study)
+    if series is not None:
+        filters[SERIES] &= Q(series_instance_uid=series)
+    names = {tag_of(n): n for n in request.GET}
+    for tag, key, value in query.matches:
+        filters[key.level] &= key_q(tag, key, value, query.fuzzy, names.get(tag) or tag)
+    studies = visible_studies(request.user).filter(filters[STUDY])
+    if query.level == STUDY:
+        return studies.order_by("-study_date", "-study_time", "-id")
+    series_qs = Series.objects.filter(filters[SERIES], study__in=studies.values("pk"))
+    if query.level == SERIES:
+        return series_qs.order_by("study_id", "series_number", "id")
+    return Instance.objects.filter(filters[INSTANCE], series__in=series_qs.values("pk")).order_by(
+        "series_id", "instance_number", "id"
+    )
+
+
+# --------------------------------------------------------------------------- responses
+
+
+def element(vr: str, values: Iterable[Any] = ()) -> dict[str, Any]:
+    """A DICOM JSON attribute; without values it is ``{"vr": vr}``, never null or []."""
+    values = [v for v in values if v not in (None, "")]
+    return {"vr": vr, "Value": values} if values else {"vr": vr}
+
+
+def _empty(tag: str) -> dict[str, Any] | None:
+    vr = vr_of(tag)
+    return {"vr": vr} if vr else None
+
+
+def select(attributes: dict[str, Any], query: Query, level: int, required: dict[str, str]) -> dict[str, Any]:
+    """The attributes a response carries at ``level``: required, query keys, includefield."""
+    wanted = set(required) | query.returned
+    if query.include_all:
+        wanted |= set(attributes)
+    out: dict[str, Any] = {}
+    for tag in wanted:
+        if tag in attributes:
+            out[tag] = attributes[tag]
+        elif tag in required:
+            out[tag] = {"vr": required[tag]}
+        elif tag in LEVEL_TAGS[level] or (level == INSTANCE and query.level == INSTANCE):
+            empty = _empty(tag)
+            if empty is not None:
+                out[tag] = empty
+    return out
+
+
+def _availability(values: Iterable[str]) -> str:
+    return max(values, key=lambda v: AVAILABILITY_RANK.get(v, 0), default="ONLINE")
+
+
+def availability_of(level: int, ids: list[int]) -> dict[int, str]:
+    """(0008,0056) of each study or series: the least available of its instances (one query)."""
+    if not ids:
+        return {}
+    column = "series__study_id" if level == STUDY else "series_id"
+    rows = (
+        Instance.objects.filter(
+            **{f"{column}__in": ids}, availability__in=[Availability.NEARLINE, Availability.OFFLINE]
+        )
+        .values_list(column, "availability")
+        .distinct()
+    )
+    found: dict[int, list[str]] = {}
+    for pk, value in rows:
+        found.setdefault(pk, []).append(value)
+    return {pk: _availability(values) for pk, values in found.items()}
+
+
+def study_json(row: dict[str, Any], root: str, availability: str) -> dict[str, Any]:
+    attrs = dict(row["attributes"] or {})
+    attrs.update(
+        {
+            "00080005": element("CS", ["ISO_IR 192"]),
+            "00080056": element("CS", [availability]),
+            "00080061": element("CS", row["modalities_in_study"].split("\\")),
+            "0020000D": element("UI", [row["study_instance_uid"]]),
+            "00201206": element("IS", [row["number_of_series"]]),
+            "00201208": element("IS", [row["number_of_instances"]]),
+            "00081190": element("UR", [f"{root}/studies/{row['study_instance_uid']}"]),
+        }
+    )
+    return attrs
+
+
+def series_json(row: dict[str, Any], study_uid: str, root: str, availability: str) -> dict[str, Any]:
+    attrs = dict(row["attributes"] or {})
+    uid = row["series_instance_uid"]
+    attrs.update(
+        {
+            "00080005": element("CS", ["ISO_IR 192"]),
+            "00080056": element("CS", [availability]),
+            "0020000D": element("UI", [study_uid]),
+            "0020000E": element("UI", [uid]),
+            "00201209": element("IS", [row["number_of_instances"]]),
+            "00081190": element("UR", [f"{root}/studies/{study_uid}/series/{uid}"]),
+        }
+    )
+    return attrs
+
+
+def metadata_values(text: str, tags: Iterable[str]) -> dict[str, Any]:
+    """Top-level attributes of stored instance JSON without decoding all of it.
+
+    Keys are written sorted and compact, so a key met before the first sequence
+    is top-level; otherwise (rare) the whole document is decoded.
+    """
+    first_sq = text.find('"vr":"SQ"')
+    decoder = json.JSONDecoder()
+    out: dict[str, Any] = {}
+    for tag in tags:
+        needle = f'"{tag}":'
+        pos = text.find(needle)
+        if pos == -1:
+            continue
+        if first_sq != -1 and pos > first_sq:
+            whole = json.loads(text)
+            return {t: whole[t] for t in tags if t in whole}
+        out[tag], _ = decoder.raw_decode(text, pos + len(needle))
+    return out
+
+
+def instance_json(row: dict[str, Any], query: Query, study_uid: str, series_uid: str, root: str) -> dict[str, Any]:
+    text = row["metadata"]
+    if ESCAPED_MARK in text:
+        text = text.replace(ESCAPED_MARK, json.dumps(root)[1:-1])
+    if query.include_all:
+        attrs = json.loads(text)
+    else:
+        extra = [t for t in query.returned if t not in INSTANCE_REQUIRED]
+        attrs = metadata_values(text, [*INSTANCE_FROM_METADATA, *extra])
+    uid = row["sop_instance_uid"]
+    attrs.update(
+        {
+            "00080005": element("CS", ["ISO_IR 192"]),
+            "00080016": element("UI", [row["sop_class_uid"]]),
+            "00080018": element("UI", [uid]),
+            "00080056": element("CS", [row["availability"]]),
+            "0020000D": element("UI", [study_uid]),
+            "0020000E": element("UI", [series_uid]),
+            "00200013": element("IS", [row["instance_number"]]),
+            "00280010": element("US", [row["rows"]]),
+            "00280011": element("US", [row["columns"]]),
+            "00081190": element("UR", [f"{root}/studies/{study_uid}/series/{series_uid}/instances/{uid}"]),
+        }
+    )
+    return attrs
+
+
+STUDY_FIELDS = (
+    "pk", "study_instance_uid", "attributes", "modalities_in_study", "number_of_series", "number_of_instances"
+)  # fmt: skip
+SERIES_FIELDS = ("pk", "study_id", "series_instance_uid", "attributes", "number_of_instances")
+INSTANCE_FIELDS = (
+    "pk", "series_id", "sop_instance_uid", "sop_class_uid", "instance_number", "rows", "columns", "availability",
+    "metadata",
+)  # fmt: skip
+
+
+def _by_pk(model: type[Model], pks: Iterable[int], fields: tuple[str, ...]) -> dict[int, dict[str, Any]]:
+    return {row["pk"]: row for row in model._default_manager.filter(pk__in=set(pks)).values(*fields)}
+
+
+def results(query: Query, rows: list[dict[str, Any]], root: str, path_study: bool) -> list[dict[str, Any]]:
+    """DICOM JSON of each result row, with its parents' attributes where PS3.18 asks for them."""
+    out: list[dict[str, Any]] = []
+    if query.level == STUDY:
+        available = availability_of(STUDY, [r["pk"] for r in rows])
+        for row in rows:
+            attrs = study_json(row, root, available.get(row["pk"], Availability.ONLINE))
+            out.append(select(attrs, query, STUDY, STUDY_REQUIRED))
+        return out
+    if query.level == SERIES:
+        studies = _by_pk(Study, (r["study_id"] for r in rows), STUDY_FIELDS)
+        available = availability_of(SERIES, [r["pk"] for r in rows])
+        for row in rows:
+            parent = studies[row["study_id"]]
+            attrs = series_json(row, parent["study_instance_uid"], root, available.get(row["pk"], "ONLINE"))
+            item = select(attrs, query, SERIES, SERIES_REQUIRED)
+            if not path_study:  # all series: the study's attributes too (PS3.18 §10.6.3.3.2)
+                item = select(study_json(parent, root, "ONLINE"), query, STUDY, STUDY_REQUIRED) | item
+            out.append(item)
+        return out
+    series = _by_pk(Series, (r["series_id"] for r in rows), SERIES_FIELDS)
+    studies = _by_pk(Study, (s["study_id"] for s in series.values()), STUDY_FIELDS)
+    for row in rows:
+        se = series[row["series_id"]]
+        st = studies[se["study_id"]]
+        st_uid, se_uid = st["study_instance_uid"], se["series_instance_uid"]
+        item = select(instance_json(row, query, st_uid, se_uid, root), query, INSTANCE, INSTANCE_REQUIRED)
+        parents = select(series_json(se, st_uid, root, row["availability"]), query, SERIES, SERIES_REQUIRED)
+        if not path_study:
+            parents = select(study_json(st, root, row["availability"]), query, STUDY, STUDY_REQUIRED) | parents
+        out.append(parents | item)  # the instance's own URL and availability win
+    return out
+
+
+def _json_media_type(request: HttpRequest) -> str | None:
+    def offer(r: Any) -> str | None:
+        if r.matches("application/dicom+json"):
+            return "application/dicom+json"
+        if r.matches("application/json"):
+            return "application/json"
+        return None
+
+    return choose(accept_header(request), offer)
+
+
+def _warning(request: HttpRequest, text: str) -> str:
+    return f'299 {dicomweb_root(request)}: "{text}"'
+
+
+def search(request: HttpRequest, level: int, study: str | None = None, series: str | None = None) -> HttpResponse:
+    """The shared body of the three search resources."""
+    if request.method not in ("GET", "HEAD"):
+        return error(405, "Method not allowed on a search resource", allow=ALLOW)
+    media_type = _json_media_type(request)
+    if media_type is None:
+        return error(406, "Search results are available as application/dicom+json only")
+    for name, uid in (("Study Instance UID", study), ("Series Instance UID", series)):
+        if uid is not None and not is_valid_uid(uid):
+            return error(400, f"{name} in the URL is not a valid UID")
+    audit = {"level": LEVEL_NAMES[level], "query": {k[:64]: v[:64] for k, v in list(request.GET.items())[:16]}}
+    if study is None and not policy().can_search(request.user):
+        record("search", request, outcome="denied", detail=audit)
+        return error(403, "You may not search the archive; open a study you were given instead")
+    try:
+        query = parse_query(request, level)
+        queryset = search_queryset(request, query, study, series)
+    except BadQuery as exc:
+        return error(400, str(exc))
+    fields = (STUDY_FIELDS, SERIES_FIELDS, INSTANCE_FIELDS)[level]
+    rows = list(queryset.values(*fields)[query.offset : query.offset + query.limit + 1])
+    truncated = len(rows) > query.limit
+    body = results(query, rows[: query.limit], dicomweb_root(request), study is not None)
+    record("search", request, study_instance_uid=study or "", detail=audit)
+    response = HttpResponse(
+        b"" if request.method == "HEAD" else json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+        content_type=media_type,
+    )
+    warnings = []
+    if query.ignored:
+        names = ", ".join(sorted(set(query.ignored))[:10])
+        warnings.append(_warning(request, f"The following query keys are not supported and were ignored: {names}"))
+    if truncated and query.server_limited:
+        warnings.append(
+            _warning(request, f"The number of results exceeded the maximum of {query.limit}; use limit and offset")
+        )
+    if warnings:
+        response["Warning"] = ", ".join(warnings)
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @dicomweb_view
-def root(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-    return error(501, "Not implemented yet")
+def root(request: HttpRequest) -> HttpResponse:
+    """GET /dicom-web/: a small signed-in answer naming the service's resources."""
+    if request.method not in ("GET", "HEAD"):
+        return error(405, "Method not allowed on the DICOMweb root", allow=ALLOW)
+    base = dicomweb_root(request)
+    return JsonResponse(
+        {
+            "service": "DICOMweb",
+            "user": request.user.get_username(),
+            "studies": f"{base}/studies",
+            "series": f"{base}/series",
+            "instances": f"{base}/instances",
+        }
+    )
 
 
 @dicomweb_view
-def search_studies(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-    return error(501, "Not implemented yet")
+def search_studies(request: HttpRequest) -> HttpResponse:
+    """SearchForStudies: GET /studies."""
+    return search(request, STUDY)
 
 
 @dicomweb_view
-def search_series(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-    return error(501, "Not implemented yet")
+def search_series(request: HttpRequest, study: str | None = None) -> HttpResponse:
+    """SearchForSeries: GET /series and /studies/{study}/series."""
+    return search(request, SERIES, study)
 
 
 @dicomweb_view
-def search_instances(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-    return error(501, "Not implemented yet")
+def search_instances(request: HttpRequest, study: str | None = None, series: str | None = None) -> HttpResponse:
+    """SearchForInstances: GET /instances, /studies/{study}/instances, /studies/{study}/series/{series}/instances."""
+    return search(request, INSTANCE, study, series)

@@ -15,9 +15,10 @@ from typing import Any
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from archive.access import policy
+from archive.access import policy, visible_studies
 from archive.auth import dicomweb_view
-from archive.ingest import FAILURE_REASON, Outcome, StoreResult, store_instance
+from archive.ingest import FAILURE_REASON, Outcome, Sender, StoreResult, store_instance
+from archive.models import Study
 from archive.multipart import MultipartError, iter_parts, parse_content_type, valid_boundary
 from archive.negotiation import accepts_json
 from archive.storage import StagingWriter, get_storage
@@ -123,6 +124,9 @@ def stow(request: HttpRequest, study: str | None = None) -> HttpResponse:
     length = int(request.META.get("CONTENT_LENGTH") or 0)
     if length > settings.PACS_STOW_MAX_BYTES:
         return error(413, "The request body is larger than this server accepts")
+    sender = _sender(request)
+    if study is not None and not sender.may_add_to(study):  # type: ignore[misc]
+        return error(404, "No such study")
     results: list[StoreResult] = []
     warnings: list[str] = []
     if media == "application/dicom":
@@ -130,7 +134,7 @@ def stow(request: HttpRequest, study: str | None = None) -> HttpResponse:
         assert sink.writer is not None
         while chunk := request.read(256 * 1024):
             sink.write(chunk)
-        results.append(store_instance(sink.writer.finish(), study))
+        results.append(store_instance(sink.writer.finish(), study, sender))
     elif media == "multipart/related":
         part_type = params.get("type", "application/dicom").lower()
         boundary = params.get("boundary", "")
@@ -144,7 +148,7 @@ def stow(request: HttpRequest, study: str | None = None) -> HttpResponse:
                 if sink.writer is None:
                     results.append(StoreResult(Outcome.INVALID, detail=f"part of type {sink.media} is not DICOM"))
                     continue
-                results.append(store_instance(sink.writer.finish(), study))
+                results.append(store_instance(sink.writer.finish(), study, sender))
         except MultipartError as exc:
             if not results:
                 return error(400, str(exc))
@@ -158,6 +162,21 @@ def stow(request: HttpRequest, study: str | None = None) -> HttpResponse:
             log.info("STOW refused %s: %s %s", r.sop_instance_uid or "a part", r.outcome.value, r.detail)
     _audit(request, results)
     return stow_response(request, results, study, warnings)
+
+
+def _sender(request: HttpRequest) -> Sender:
+    """The storing user's site, and a check that existing studies are theirs to extend."""
+    user = request.user
+    visible = visible_studies(user)
+    known: dict[str, bool] = {}
+
+    def may_add_to(study_uid: str) -> bool:
+        if study_uid not in known:
+            exists = Study.objects.filter(study_instance_uid=study_uid).exists()
+            known[study_uid] = not exists or visible.filter(study_instance_uid=study_uid).exists()
+        return known[study_uid]
+
+    return Sender(site=policy().sender_site(user), may_add_to=may_add_to)
 
 
 def _audit(request: HttpRequest, results: list[StoreResult]) -> None:

@@ -1,48 +1,628 @@
-"""Placeholder: being written in this session (returns 501 until then)."""
+"""WADO-RS (PS3.18 §10.4): retrieve instances, metadata, frames and bulk data.
 
-from typing import Any
+Every lookup starts from :func:`archive.access.visible_studies`, so a study the
+user may not see is indistinguishable from one that does not exist (404).
+Reads never parse DICOM on the fast paths: metadata is the concatenation of
+the JSON precomputed at ingest, and a frame is a ranged read of the stored
+file using the byte ranges precomputed at ingest. pydicom is used only to
+transcode (:mod:`archive.transcode`) or when the frame ranges are unknown.
 
-from django.http import HttpRequest, HttpResponse
+Instances are streamed one chunk at a time, never a whole study in memory.
+Content negotiation follows PS3.18 §8.7: stored bytes are returned unchanged
+(SHA-256 identical) when the client accepts the stored transfer syntax,
+otherwise the object is transcoded to Explicit VR Little Endian, otherwise 406.
+"""
 
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import re
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from django.core.cache import cache
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+
+from archive import transcode
+from archive.access import visible_studies
 from archive.auth import dicomweb_view
-from archive.responses import error
+from archive.dicomfile import BASE_MARK
+from archive.models import Instance, Study
+from archive.multipart import closing, encode_part
+from archive.negotiation import (
+    DICOM,
+    PixelPlan,
+    accept_header,
+    acceptables,
+    accepts_json,
+    dicom_plan,
+    output_syntax,
+    pixel_plan,
+)
+from archive.responses import dicomweb_root, error
+from archive.storage import get_storage
+from archive.transcode import EXPLICIT_LE, OCTET_STREAM, TranscodeError
+from archive.uid import is_valid_uid
+from audit.trail import record
+
+log = logging.getLogger(__name__)
+
+CHUNK = 256 * 1024
+METADATA_MAX_AGE = 30
+IMMUTABLE = "private, max-age=31536000, immutable"
+FRAMES_AUDIT_SECONDS = 300
+MAX_FRAMES_PER_REQUEST = 10_000
+#: Bumped when the stored metadata text changes shape, so old ETags stop matching.
+METADATA_VERSION = "1"
+PIXEL_DATA_TAG = "7FE00010"
+TAG_RE = re.compile(r"^[0-9A-Fa-f]{8}$")
+FRAME_LIST_RE = re.compile(r"^[0-9]+(,[0-9]+)*$")
+ESCAPED_MARK = json.dumps(BASE_MARK)[1:-1]
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def _check(
+    request: HttpRequest, study: str, series: str | None = None, instance: str | None = None
+) -> HttpResponse | None:
+    """405 for methods other than GET/HEAD, 400 for a malformed UID; None if fine."""
+    if request.method not in ("GET", "HEAD"):
+        return error(405, "Only GET and HEAD are allowed on this resource", allow="GET, HEAD")
+    for value, what in ((study, "Study"), (series, "Series"), (instance, "SOP")):
+        if value is not None and not is_valid_uid(value):
+            return error(400, f"The {what} Instance UID in the URL is not a valid DICOM UID")
+    return None
+
+
+def _instances(
+    request: HttpRequest, study: str, series: str | None = None, instance: str | None = None
+) -> QuerySet[Instance]:
+    """The instances under a URL the user may see, in series then instance order."""
+    studies: QuerySet[Study] = visible_studies(request.user).filter(study_instance_uid=study)
+    qs = Instance.objects.filter(series__study__in=studies.values("pk"))
+    if series is not None:
+        qs = qs.filter(series__series_instance_uid=series)
+    if instance is not None:
+        qs = qs.filter(sop_instance_uid=instance)
+    return qs.order_by("series__series_number", "series_id", "instance_number", "pk")
+
+
+def _not_found(level: str) -> HttpResponse:
+    return error(404, f"No such {level}, or you may not see it")
+
+
+def _etag(*parts: object) -> str:
+    return '"' + hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:40] + '"'
+
+
+def _matches(request: HttpRequest, etag: str) -> bool:
+    header = request.META.get("HTTP_IF_NONE_MATCH", "")
+    if not header:
+        return False
+    tags = {t.strip().removeprefix("W/") for t in header.split(",")}
+    return "*" in tags or etag in tags
+
+
+def _not_modified(etag: str, cache_control: str) -> HttpResponse:
+    response = HttpResponse(status=304)
+    response["ETag"] = etag
+    response["Cache-Control"] = cache_control
+    return response
+
+
+def _head(response: HttpResponse | StreamingHttpResponse) -> HttpResponse:
+    """The headers of ``response`` without its body (the body is never produced)."""
+    head = HttpResponse(status=response.status_code)
+    for name, value in response.items():
+        head[name] = value
+    return head
+
+
+def _chunks(fh: BinaryIO) -> Iterator[bytes]:
+    while chunk := fh.read(CHUNK):
+        yield chunk
+
+
+# --------------------------------------------------------------------------- retrieve (instances)
+
+
+@dataclass
+class Part10:
+    """One stored object to send, and how."""
+
+    tier: str
+    key: str
+    size: int
+    syntax: str  # the transfer syntax of the bytes sent
+    transcode: bool
+    prepared: BinaryIO | None = None  # already transcoded
+
+    def open(self) -> BinaryIO:
+        """The bytes to send: the stored file, or its transcoded copy."""
+        if self.prepared is not None:
+            prepared, self.prepared = self.prepared, None
+            return prepared
+        return transcode_or_open(self)
+
+
+def _retrieve(
+    request: HttpRequest, level: str, study: str, series: str | None = None, instance: str | None = None
+) -> HttpResponse:
+    bad = _check(request, study, series, instance)
+    if bad:
+        return bad
+    plan = dicom_plan(acceptables(accept_header(request), DICOM), single_ok=instance is not None)
+    if plan is None:
+        return error(
+            406, 'Acceptable here: multipart/related; type="application/dicom" (and application/dicom for one instance)'
+        )
+    multipart, wanted = plan
+    rows = list(
+        _instances(request, study, series, instance).values_list(
+            "tier", "storage_key", "size", "transfer_syntax_uid", "rows", "columns", "number_of_frames", "sha256",
+            "series__study__patient__patient_id",
+        )
+    )  # fmt: skip
+    if not rows:
+        return _not_found(level)
+    objects = []
+    for tier, key, size, stored, n_rows, n_cols, n_frames, _sha, _pid in rows:
+        chosen = output_syntax(stored, wanted, (n_rows or 0) * (n_cols or 0) * max(n_frames, 1))
+        if chosen is None:
+            asked = ", ".join(w or "default" for w in wanted)
+            return error(406, f"An instance is stored as {stored} and cannot be sent as {asked}")
+        objects.append(Part10(tier, key, size, chosen[0], chosen[1]))
+    head = request.method == "HEAD"
+    if objects[0].transcode and not head:
+        # Transcode the first object before the status goes out, so an object
+        # that cannot be decoded is a 406 rather than a cut-off body.
+        try:
+            objects[0].prepared = transcode_or_open(objects[0])
+        except TranscodeError as exc:
+            return error(406, str(exc))
+    response = _multipart_dicom(objects, rows) if multipart else _single_dicom(objects[0], rows[0][7])
+    if not head:
+        record("retrieve", request, patient_id=rows[0][8], study_instance_uid=study, detail={"level": level})
+    response["Vary"] = "Accept"
+    return _head(response) if head else response
+
+
+def _multipart_dicom(objects: list[Part10], rows: list[Any]) -> HttpResponse:
+    boundary = "pacs-" + hashlib.sha256("".join(r[7] for r in rows).encode()).hexdigest()[:32]
+    headers = [encode_part(boundary, f"{DICOM}; transfer-syntax={o.syntax}") for o in objects]
+    response = StreamingHttpResponse(
+        _dicom_stream(boundary, objects, headers),
+        content_type=f'multipart/related; type="{DICOM}"; boundary={boundary}',
+    )
+    if not any(o.transcode for o in objects):
+        length = sum(len(h) + o.size + 2 for h, o in zip(headers, objects, strict=True)) + len(closing(boundary))
+        response["Content-Length"] = str(length)
+    return response  # type: ignore[return-value]
+
+
+def _dicom_stream(boundary: str, objects: list[Part10], headers: list[bytes]) -> Iterator[bytes]:
+    for obj, header in zip(objects, headers, strict=True):
+        try:
+            with obj.open() as fh:
+                yield header
+                yield from _chunks(fh)
+        except (TranscodeError, OSError) as exc:
+            # The status is already sent: end without the closing delimiter so
+            # the client sees an incomplete multipart body, not a silent gap.
+            log.error("retrieve of %s stopped: %s", obj.key, exc)
+            return
+        yield b"\r\n"
+    yield closing(boundary)
+
+
+def transcode_or_open(obj: Part10) -> BinaryIO:
+    """The bytes to send for ``obj``: the stored file, or its transcoded copy."""
+    fh = _open(obj.tier, obj.key)
+    if not obj.transcode:
+        return fh
+    with fh:
+        return transcode.to_explicit_little_endian(fh)
+
+
+def _open(tier: str, key: str) -> BinaryIO:
+    return get_storage(tier).open(key)
+
+
+def _single_dicom(obj: Part10, sha256: str) -> HttpResponse:
+    """One instance as a bare application/dicom body."""
+    response = StreamingHttpResponse(_closing_chunks(obj), content_type=f"{DICOM}; transfer-syntax={obj.syntax}")
+    if not obj.transcode:
+        response["Content-Length"] = str(obj.size)
+    response["ETag"] = _etag(sha256, obj.syntax)
+    response["Cache-Control"] = IMMUTABLE
+    return response  # type: ignore[return-value]
+
+
+def _closing_chunks(obj: Part10) -> Iterator[bytes]:
+    with obj.open() as src:
+        yield from _chunks(src)
 
 
 @dicomweb_view
-def retrieve_study(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-    return error(501, "Not implemented yet")
+def retrieve_study(request: HttpRequest, study: str) -> HttpResponse:
+    return _retrieve(request, "study", study)
 
 
 @dicomweb_view
-def retrieve_series(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-    return error(501, "Not implemented yet")
+def retrieve_series(request: HttpRequest, study: str, series: str) -> HttpResponse:
+    return _retrieve(request, "series", study, series)
 
 
 @dicomweb_view
-def retrieve_instance(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-    return error(501, "Not implemented yet")
+def retrieve_instance(request: HttpRequest, study: str, series: str, instance: str) -> HttpResponse:
+    return _retrieve(request, "instance", study, series, instance)
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def _metadata(
+    request: HttpRequest, level: str, study: str, series: str | None = None, instance: str | None = None
+) -> HttpResponse:
+    bad = _check(request, study, series, instance)
+    if bad:
+        return bad
+    if not accepts_json(accept_header(request)):
+        return error(406, "Metadata is available as application/dicom+json only")
+    qs = _instances(request, study, series, instance)
+    root = dicomweb_root(request)
+    cache_control = IMMUTABLE if instance else f"private, max-age={METADATA_MAX_AGE}"
+    if request.META.get("HTTP_IF_NONE_MATCH"):
+        shas = list(qs.values_list("sha256", flat=True))
+        if not shas:
+            return _not_found(level)
+        etag = _etag(METADATA_VERSION, root, *shas)
+        if _matches(request, etag):
+            return _not_modified(etag, cache_control)
+    rows = list(qs.values_list("sha256", "metadata", "series__study__patient__patient_id"))
+    if not rows:
+        return _not_found(level)
+    etag = _etag(METADATA_VERSION, root, *(r[0] for r in rows))
+    escaped_root = json.dumps(root)[1:-1]
+    body = ("[" + ",".join(r[1] for r in rows) + "]").replace(ESCAPED_MARK, escaped_root)
+    encoded = body.encode()
+    if request.method == "HEAD":
+        response = HttpResponse(content_type="application/dicom+json")
+        response["Content-Length"] = str(len(encoded))
+    else:
+        record("view", request, patient_id=rows[0][2], study_instance_uid=study, detail={"level": level})
+        response = HttpResponse(encoded, content_type="application/dicom+json")
+    response["ETag"] = etag
+    response["Cache-Control"] = cache_control
+    return response
 
 
 @dicomweb_view
-def study_metadata(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-    return error(501, "Not implemented yet")
+def study_metadata(request: HttpRequest, study: str) -> HttpResponse:
+    return _metadata(request, "study", study)
 
 
 @dicomweb_view
-def series_metadata(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-    return error(501, "Not implemented yet")
+def series_metadata(request: HttpRequest, study: str, series: str) -> HttpResponse:
+    return _metadata(request, "series", study, series)
 
 
 @dicomweb_view
-def instance_metadata(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-    return error(501, "Not implemented yet")
+def instance_metadata(request: HttpRequest, study: str, series: str, instance: str) -> HttpResponse:
+    return _metadata(request, "instance", study, series, instance)
+
+
+# --------------------------------------------------------------------------- pixel data: frames and bulk data
+
+
+def _pixel_offer(stored: str) -> str:
+    kind = transcode.media_type_of(stored)
+    also = f" or {kind}; transfer-syntax={stored}" if kind != OCTET_STREAM else ""
+    return f"application/octet-stream (Explicit VR Little Endian){also}"
+
+
+def parse_frame_list(value: str) -> list[int]:
+    """1-based frame numbers from ``1,3,5``; raises ValueError with a reason."""
+    if not FRAME_LIST_RE.match(value):
+        raise ValueError("The frame list must be comma-separated frame numbers, e.g. 1,3,5")
+    numbers = [int(v) for v in value.split(",")]
+    if len(numbers) > MAX_FRAMES_PER_REQUEST:
+        raise ValueError(f"At most {MAX_FRAMES_PER_REQUEST} frames may be requested at once")
+    if min(numbers) < 1:
+        raise ValueError("Frame numbers start at 1")
+    seen: set[int] = set()
+    for n in numbers:
+        if n in seen:
+            raise ValueError(f"Frame {n} is listed more than once")
+        seen.add(n)
+    return numbers
+
+
+@dataclass
+class PixelSource:
+    """The stored object a pixel request reads from."""
+
+    pk: int
+    tier: str
+    key: str
+    syntax: str
+    n_frames: int
+    frames: dict[int, list[list[int]]] | None  # frame index -> [offset, length] ranges
+    sha256: str
+    patient_id: str
+
+    def options(self) -> dict[str, Any]:
+        """Image Pixel attributes for decoding, from the stored metadata (cached per object)."""
+        cache_key = f"wado:pixel:{self.sha256}"
+        opts = cache.get(cache_key)
+        if opts is None:
+            text = Instance.objects.filter(pk=self.pk).values_list("metadata", flat=True).first() or "{}"
+            opts = transcode.pixel_options(json.loads(text))
+            cache.set(cache_key, opts, 3600)
+        return dict(opts)
+
+    def read(self, fh: BinaryIO, index: int) -> bytes:
+        assert self.frames is not None
+        out = []
+        for offset, length in self.frames[index]:
+            fh.seek(offset)
+            data = fh.read(length)
+            if len(data) != length:
+                raise OSError(f"object {self.key} is shorter than its index says")
+            out.append(data)
+        return b"".join(out)
+
+    def frame_bytes(self, fh: BinaryIO, indices: list[int], decode: bool) -> Iterator[bytes]:
+        """The requested frames, stored or decoded; pydicom reads them when ranges are unknown."""
+        if self.frames is None:
+            yield from transcode.frames_from_file(fh, indices, decode)
+            return
+        options = self.options() if decode else {}
+        for index in indices:
+            data = self.read(fh, index)
+            yield transcode.decode_frame(data, self.syntax, options) if decode else data
+
+
+def _pixel_source(
+    request: HttpRequest, study: str, series: str, instance: str, only_frame: int | None = None
+) -> PixelSource | None:
+    """The instance a pixel request reads, in one query.
+
+    With ``only_frame`` the database extracts just that frame's byte ranges
+    from the JSON list, so a 2,000-frame object costs no more than a 1-frame one.
+    """
+    frames_field = "frames" if only_frame is None else f"frames__{only_frame}"
+    qs = _instances(request, study, series, instance).order_by()
+    fields = ("pk", "tier", "storage_key", "transfer_syntax_uid", "number_of_frames", frames_field, "sha256")
+    rows = list(qs.values_list(*fields, "series__study__patient__patient_id")[:1])
+    if not rows:
+        return None
+    pk, tier, key, syntax, n_frames, frames, sha256, patient_id = rows[0]
+    if frames is None:
+        ranges = None
+    elif only_frame is None:
+        ranges = dict(enumerate(frames))
+    else:
+        ranges = {only_frame: frames}
+    return PixelSource(pk, tier, key, syntax, n_frames, ranges, sha256, patient_id or "")
+
+
+def _pixel_response(
+    request: HttpRequest,
+    source: PixelSource,
+    plan: PixelPlan,
+    parts: Iterator[bytes],
+    etag: str,
+    single_length: int | None,
+    one_part: bool = False,
+) -> HttpResponse:
+    """Multipart or single-part response over ``parts`` (produced lazily).
+
+    Each item of ``parts`` is one part, unless ``one_part`` says they are the
+    successive chunks of a single part (a whole bulk data value).
+
+    The first part is produced before the status is sent, so an object that
+    cannot be read or decoded is reported as such instead of as a cut body.
+    """
+    if request.method != "HEAD":
+        try:
+            first = next(parts, None)
+        except TranscodeError as exc:
+            return error(406, f"{exc}; ask for transfer-syntax=* to receive the stored bytes")
+        except OSError as exc:
+            log.error("pixel data of %s unreadable: %s", source.key, exc)
+            return error(503, "The stored object is not readable right now")
+        parts = itertools.chain([] if first is None else [first], parts)
+    if plan.multipart:
+        boundary = "pacs-" + etag.strip('"')[:32]
+        content_type = f'multipart/related; type="{plan.part_type}"; boundary={boundary}'
+        body: Iterator[bytes] = _pixel_stream(boundary, plan, parts, one_part)
+    else:
+        content_type = plan.content_type
+        body = parts
+    response: Any
+    if request.method == "HEAD":
+        response = HttpResponse(content_type=content_type)
+    else:
+        response = StreamingHttpResponse(body, content_type=content_type)
+    if single_length is not None and not plan.multipart:
+        response["Content-Length"] = str(single_length)
+    response["ETag"] = etag
+    response["Cache-Control"] = IMMUTABLE
+    response["Vary"] = "Accept"
+    return response
+
+
+def _pixel_stream(boundary: str, plan: PixelPlan, parts: Iterator[bytes], one_part: bool) -> Iterator[bytes]:
+    header = encode_part(boundary, plan.content_type)
+    try:
+        if one_part:
+            yield header
+            yield from parts
+            yield b"\r\n"
+        else:
+            for data in parts:
+                yield header
+                yield data
+                yield b"\r\n"
+    except (TranscodeError, OSError) as exc:
+        log.error("pixel data response stopped: %s", exc)
+        return
+    yield closing(boundary)
+
+
+def _audit_frames(request: HttpRequest, source: PixelSource, study: str) -> None:
+    """At most one "view_frames" record per user and study every few minutes."""
+    key = f"wado:view_frames:{getattr(request.user, 'pk', '')}:{study}"
+    if cache.add(key, True, FRAMES_AUDIT_SECONDS):
+        record(
+            "view_frames", request, patient_id=source.patient_id, study_instance_uid=study, detail={"level": "frames"}
+        )
+
+
+def _frames_fast(source: PixelSource, plan: PixelPlan, index: int, etag: str) -> HttpResponse:
+    """One stored frame as a ranged read: the hot path of every viewer."""
+    assert source.frames is not None
+    data = get_storage(source.tier).read_ranges(source.key, source.frames[index])
+    if plan.multipart:
+        boundary = "pacs-" + etag.strip('"')[:32]
+        body = encode_part(boundary, plan.content_type) + data + b"\r\n" + closing(boundary)
+        content_type = f'multipart/related; type="{plan.part_type}"; boundary={boundary}'
+    else:
+        body, content_type = data, plan.content_type
+    response = HttpResponse(body, content_type=content_type)
+    response["ETag"] = etag
+    response["Cache-Control"] = IMMUTABLE
+    response["Vary"] = "Accept"
+    return response
 
 
 @dicomweb_view
-def retrieve_frames(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-    return error(501, "Not implemented yet")
+def retrieve_frames(request: HttpRequest, study: str, series: str, instance: str, frames: str) -> HttpResponse:
+    bad = _check(request, study, series, instance)
+    if bad:
+        return bad
+    try:
+        numbers = parse_frame_list(frames)
+    except ValueError as exc:
+        return error(400, str(exc))
+    source = _pixel_source(request, study, series, instance, numbers[0] - 1 if len(numbers) == 1 else None)
+    if source is None:
+        return _not_found("instance")
+    if not source.n_frames:
+        return error(404, "The instance has no pixel data")
+    beyond = [n for n in numbers if n > source.n_frames]
+    if beyond:
+        return error(404, f"Frame {beyond[0]} does not exist: the instance has {source.n_frames} frame(s)")
+    plan = pixel_plan(acceptables(accept_header(request), OCTET_STREAM), source.syntax, single_ok=len(numbers) == 1)
+    if plan is None:
+        return error(406, f"Frames of this instance are available as {_pixel_offer(source.syntax)}")
+    etag = _etag(source.sha256, frames, plan.multipart, plan.content_type)
+    if _matches(request, etag):
+        return _not_modified(etag, IMMUTABLE)
+    _audit_frames(request, source, study)
+    indices = [n - 1 for n in numbers]
+    if len(indices) == 1 and not plan.decode and source.frames is not None and request.method == "GET":
+        return _frames_fast(source, plan, indices[0], etag)
+    return _pixel_response(request, source, plan, _frame_parts(source, indices, plan.decode), etag, None)
+
+
+def _frame_parts(source: PixelSource, indices: list[int], decode: bool) -> Iterator[bytes]:
+    with _open(source.tier, source.key) as fh:
+        yield from source.frame_bytes(fh, indices, decode)
+
+
+# --------------------------------------------------------------------------- bulk data
+
+
+def _pixel_data_parts(source: PixelSource, plan: PixelPlan) -> tuple[Iterator[bytes], int | None, bool]:
+    """The (7FE0,0010) Pixel Data value: chunks, length if known, and whether they form one part.
+
+    Stored compressed frames go one per part; native pixels are one part, read
+    as a byte range when stored little endian, otherwise decoded frame by frame.
+    """
+    if transcode.is_encapsulated(source.syntax) and not plan.decode:
+        return _frame_parts(source, list(range(source.n_frames)), False), None, False
+    if source.syntax in transcode.NATIVE:
+        if source.frames is not None:
+            start = source.frames[0][0][0]
+            length = struct.unpack("<I", _read_range(source, start - 4, 4))[0]
+            return _stream_range(source, start, length), length, True
+        value = _other_bulk(source, PIXEL_DATA_TAG)  # bit-packed: the stored value as it is
+        if value is not None:
+            return iter([value]), len(value), True
+    return _frame_parts(source, list(range(source.n_frames)), True), None, True
+
+
+def _read_range(source: PixelSource, offset: int, length: int) -> bytes:
+    return get_storage(source.tier).read_ranges(source.key, [[offset, length]])
+
+
+def _stream_range(source: PixelSource, offset: int, length: int) -> Iterator[bytes]:
+    """``length`` bytes from ``offset``, in chunks (one part, never all in memory)."""
+    with _open(source.tier, source.key) as fh:
+        fh.seek(offset)
+        left = length
+        while left > 0:
+            chunk = fh.read(min(CHUNK, left))
+            if not chunk:
+                raise OSError(f"object {source.key} is shorter than its index says")
+            left -= len(chunk)
+            yield chunk
+
+
+def _other_bulk(source: PixelSource, tag: str) -> bytes | None:
+    with _open(source.tier, source.key) as fh:
+        return transcode.element_value(fh, int(tag, 16))
 
 
 @dicomweb_view
-def bulkdata(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-    return error(501, "Not implemented yet")
+def bulkdata(request: HttpRequest, study: str, series: str, instance: str, tag: str) -> HttpResponse:
+    bad = _check(request, study, series, instance)
+    if bad:
+        return bad
+    if not TAG_RE.match(tag):
+        return error(400, "The bulk data tag must be eight hexadecimal digits, e.g. 7FE00010")
+    tag = tag.upper()
+    source = _pixel_source(request, study, series, instance)
+    if source is None:
+        return _not_found("instance")
+    accept = acceptables(accept_header(request), OCTET_STREAM)
+    if tag == PIXEL_DATA_TAG and source.n_frames:
+        single_ok = not transcode.is_encapsulated(source.syntax) or source.n_frames == 1
+        plan = pixel_plan(accept, source.syntax, single_ok=single_ok)
+        if plan is None:
+            return error(406, f"Pixel data of this instance is available as {_pixel_offer(source.syntax)}")
+    else:
+        plan = pixel_plan(accept, EXPLICIT_LE, single_ok=True)
+        if plan is None:
+            return error(406, "Bulk data is available as application/octet-stream")
+    etag = _etag(source.sha256, "bulk", tag, plan.multipart, plan.content_type)
+    if _matches(request, etag):
+        return _not_modified(etag, IMMUTABLE)
+    if tag == PIXEL_DATA_TAG and source.n_frames:
+        try:
+            parts, length, one_part = _pixel_data_parts(source, plan)
+        except (OSError, TranscodeError) as exc:
+            log.error("bulk data of %s unreadable: %s", source.key, exc)
+            return error(404, "The pixel data of this instance is not readable")
+    else:
+        try:
+            value = _other_bulk(source, tag)
+        except TranscodeError as exc:
+            return error(404, str(exc))
+        if value is None:
+            return error(404, f"The instance has no bulk data element ({tag[:4]},{tag[4:]})")
+        parts, length, one_part = iter([value]), len(value), True
+    response = _pixel_response(request, source, plan, parts, etag, length, one_part)
+    if response.status_code == 200 and request.method == "GET":
+        detail = {"level": "bulkdata", "tag": tag}
+        record("retrieve", request, patient_id=source.patient_id, study_instance_uid=study, detail=detail)
+    return response

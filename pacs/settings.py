@@ -81,6 +81,10 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_tasks",
     "django_tasks_db",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    "mozilla_django_oidc",
     "audit",
     "archive",
     "portal",
@@ -89,11 +93,15 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",  # serves collected static files from the app server
     "pacs.middleware.SecurityHeadersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "portal.middleware.SessionPolicyMiddleware",  # idle/absolute timeout, sign out everywhere
+    "django_otp.middleware.OTPMiddleware",
+    "portal.mfa_middleware.MFAEnforcementMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -125,7 +133,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": DATA_DIR / "pacs.sqlite3",
+            "NAME": str(DATA_DIR / "pacs.sqlite3"),
             "OPTIONS": {
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;",
                 "transaction_mode": "IMMEDIATE",
@@ -159,6 +167,42 @@ LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 
+# Second factor (django-otp): TOTP apps plus single-use backup codes. Wrong codes
+# back off exponentially per device (1 s, 2 s, 4 s ...); keep throttling on.
+OTP_TOTP_ISSUER = os.environ.get("PACS_MFA_ISSUER", "Cloud PACS")
+OTP_TOTP_THROTTLE_FACTOR = 1
+OTP_STATIC_THROTTLE_FACTOR = 1
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True  # the admin never shows TOTP keys or backup codes
+# An IdP sign-in whose ID token `amr` says mfa/otp/hwk counts as the second factor.
+PACS_MFA_TRUST_IDP_AMR = env_bool("PACS_MFA_TRUST_IDP_AMR", True)
+
+# Single sign-on (OpenID Connect, mozilla-django-oidc): on when a client id and an
+# issuer (discovery) or explicit endpoints are set. See portal/oidc.py.
+OIDC_OP_ISSUER = os.environ.get("OIDC_OP_ISSUER", "")
+OIDC_OP_AUTHORIZATION_ENDPOINT = os.environ.get("OIDC_OP_AUTHORIZATION_ENDPOINT", "")
+OIDC_OP_TOKEN_ENDPOINT = os.environ.get("OIDC_OP_TOKEN_ENDPOINT", "")
+OIDC_OP_USER_ENDPOINT = os.environ.get("OIDC_OP_USER_ENDPOINT", "")
+OIDC_OP_JWKS_ENDPOINT = os.environ.get("OIDC_OP_JWKS_ENDPOINT", "")
+OIDC_RP_CLIENT_ID = os.environ.get("OIDC_RP_CLIENT_ID", "")
+OIDC_RP_CLIENT_SECRET = env_secret("OIDC_RP_CLIENT_SECRET")
+OIDC_RP_SIGN_ALGO = os.environ.get("OIDC_RP_SIGN_ALGO", "RS256")
+OIDC_RP_SCOPES = os.environ.get("OIDC_RP_SCOPES", "openid email profile")
+OIDC_CREATE_USER = env_bool("OIDC_CREATE_USERS", False)
+OIDC_ROLES_CLAIM = os.environ.get("OIDC_ROLES_CLAIM", "groups")
+OIDC_ROLES_MAP = dict(  # "idp-group=role,other=role"
+    pair.split("=", 1) for pair in os.environ.get("OIDC_ROLES_MAP", "").split(",") if "=" in pair
+)
+OIDC_SITES_CLAIM = os.environ.get("OIDC_SITES_CLAIM", "")
+OIDC_USE_PKCE = True
+OIDC_USE_NONCE = True
+OIDC_TIMEOUT = env_int("OIDC_TIMEOUT_SECONDS", 10)
+OIDC_VERIFY_SSL = env_bool("OIDC_VERIFY_SSL", True)
+OIDC_AUTHENTICATE_CLASS = "portal.oidc.AuthenticateView"
+OIDC_CALLBACK_CLASS = "portal.oidc.CallbackView"
+LOGIN_REDIRECT_URL_FAILURE = "/accounts/login/?sso=failed"
+# Passwords go through Django's ModelBackend with the sign-in lockout (portal/lockout.py).
+AUTHENTICATION_BACKENDS = ["portal.backends.LockoutModelBackend", "portal.oidc.Backend"]
+
 # Web hardening. Cookies are Secure unless explicitly served over plain HTTP
 # on loopback (the demo): browsers treat 127.0.0.1 as a secure context anyway.
 SECURE_COOKIES = env_bool("PACS_SECURE_COOKIES", True)
@@ -168,9 +212,26 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_HTTPONLY = True
 SESSION_COOKIE_AGE = env_int("PACS_SESSION_ABSOLUTE_SECONDS", 12 * 3600)
+# Clinical workstations: a session idle this long ends (portal/sessions.py).
+PACS_SESSION_IDLE_SECONDS = env_int("PACS_SESSION_IDLE_SECONDS", 15 * 60)
+# Sign-in lockout: failures per user name / per address within the window lock it.
+PACS_SIGNIN_MAX_FAILURES = env_int("PACS_SIGNIN_MAX_FAILURES", 5)
+PACS_SIGNIN_MAX_FAILURES_PER_IP = env_int("PACS_SIGNIN_MAX_FAILURES_PER_IP", 20)
+PACS_SIGNIN_LOCKOUT_SECONDS = env_int("PACS_SIGNIN_LOCKOUT_SECONDS", 15 * 60)
+# Password-reset mail: written to files under the data folder unless an SMTP
+# backend is configured (EMAIL_BACKEND, EMAIL_HOST, ...).
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.filebased.EmailBackend")
+EMAIL_FILE_PATH = Path(os.environ.get("EMAIL_FILE_PATH", DATA_DIR / "mail"))
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_secret("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "pacs@localhost")
+PASSWORD_RESET_TIMEOUT = env_int("PACS_PASSWORD_RESET_SECONDS", 3600)
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
-SECURE_REFERRER_POLICY = "no-referrer"
+SECURE_REFERRER_POLICY = "same-origin"  # "no-referrer" makes Chromium send `Origin: null` on form POSTs, failing CSRF
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SECURE_HSTS_SECONDS = env_int("PACS_HSTS_SECONDS", 0)
@@ -178,11 +239,15 @@ SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("PACS_
 
 # Archive
 PACS_STORAGE_DIR = Path(os.environ.get("PACS_STORAGE_DIR", DATA_DIR / "objects")).resolve()
-PACS_ACCESS_POLICY = os.environ.get("PACS_ACCESS_POLICY", "archive.access.AuthenticatedPolicy")
+# Sites, roles and grants decide who sees which study (portal/access.py).
+PACS_ACCESS_POLICY = os.environ.get("PACS_ACCESS_POLICY", "portal.access.SitePolicy")
 PACS_STOW_MAX_BYTES = env_int("PACS_STOW_MAX_BYTES", 8 * 1024**3)
 PACS_QIDO_DEFAULT_LIMIT = env_int("PACS_QIDO_DEFAULT_LIMIT", 1000)
 PACS_QIDO_MAX_LIMIT = env_int("PACS_QIDO_MAX_LIMIT", 10000)
 PACS_FSYNC = env_bool("PACS_FSYNC", True)
+PACS_STUDY_SITE_SOURCE = os.environ.get("PACS_STUDY_SITE_SOURCE", "sender")
+if PACS_STUDY_SITE_SOURCE not in ("sender", "institution"):
+    raise ValueError("PACS_STUDY_SITE_SOURCE must be 'sender' or 'institution'")
 
 TASKS = {"default": {"BACKEND": "django_tasks_db.backend.DatabaseBackend"}}
 
@@ -193,3 +258,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.request": {"level": "ERROR"}},
 }
+
+# Audit trail export to a SIEM: "udp://host:514" or "tcp://host:6514" (RFC 5424;
+# TCP frames by octet counting, RFC 6587). Empty: no forwarding.
+PACS_AUDIT_SYSLOG = os.environ.get("PACS_AUDIT_SYSLOG", "")

@@ -13,6 +13,8 @@ urlpatterns = [
     path("health", health, name="health"),
     path("dicom-web/", include("archive.urls")),
     path("admin/", admin.site.urls),
+    path("mfa/", include("portal.mfa_urls")),
+    path("oidc/", include("mozilla_django_oidc.urls")),
     path("", include("portal.urls")),
     path("viewer/", include("viewer.urls")),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import uuid
 from collections.abc import Iterator
@@ -32,10 +33,28 @@ def isolated_storage(settings: Any, tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-def uploader(db: Any) -> User:
-    """A machine account allowed to store instances (a modality or gateway)."""
+def general_site(db: Any) -> Any:
+    """Site A: owns every study whose Institution Name is StudySpec's default, "General Hospital"."""
+    from archive.models import Site
+
+    site, _ = Site.objects.get_or_create(
+        code="general", defaults={"name": "General Hospital", "institution_names": "General Hospital"}
+    )
+    return site
+
+
+def join_site(user: User, site: Any) -> None:
+    from portal.models import SiteMembership
+
+    SiteMembership.objects.get_or_create(user=user, site=site)
+
+
+@pytest.fixture
+def uploader(general_site: Any) -> User:
+    """A machine account of site A allowed to store instances (a modality or gateway)."""
     user = User.objects.create_user("modality", password=uuid.uuid4().hex)
     user.user_permissions.add(Permission.objects.get(codename="add_instance"))
+    join_site(user, general_site)
     return user
 
 
@@ -45,9 +64,11 @@ def admin_user(db: Any) -> User:
 
 
 @pytest.fixture
-def reader(db: Any) -> User:
-    """A signed-in user without write permissions."""
-    return User.objects.create_user("reader", password=uuid.uuid4().hex)
+def reader(general_site: Any) -> User:
+    """A signed-in member of site A without a role or write permissions: reads site A's studies."""
+    user = User.objects.create_user("reader", password=uuid.uuid4().hex)
+    join_site(user, general_site)
+    return user
 
 
 def bearer_client(user: User) -> Client:
@@ -118,3 +139,82 @@ def chromium() -> Iterator[Any]:
         browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+# --- Isolation fixtures: an owner and a colleague at site A, an outsider at site B ---
+
+
+@pytest.fixture
+def other_site(db: Any) -> Any:
+    """Site B: "St Elsewhere"."""
+    from archive.models import Site
+
+    return Site.objects.create(code="elsewhere", name="St Elsewhere", institution_names="St Elsewhere")
+
+
+def role_user(username: str, role: Any, site: Any = None) -> User:
+    from portal.groups import add_role
+
+    user = User.objects.create_user(username, email=f"{username}@example.org", password=uuid.uuid4().hex)
+    add_role(user, role)
+    if site is not None:
+        join_site(user, site)
+    return user
+
+
+@pytest.fixture
+def owner(general_site: Any) -> User:
+    """A technologist at site A: stores site A's studies and reads them."""
+    from portal.roles import Role
+
+    return role_user("owner", Role.TECHNOLOGIST, general_site)
+
+
+@pytest.fixture
+def colleague(general_site: Any) -> User:
+    """A radiologist at site A: reads what the owner stored."""
+    from portal.roles import Role
+
+    return role_user("colleague", Role.RADIOLOGIST, general_site)
+
+
+@pytest.fixture
+def outsider(other_site: Any) -> User:
+    """A technologist at site B (may store, no MFA needed): must see nothing of site A."""
+    from portal.roles import Role
+
+    return role_user("outsider", Role.TECHNOLOGIST, other_site)
+
+
+@pytest.fixture
+def owner_client(owner: User) -> Client:
+    return bearer_client(owner)
+
+
+@pytest.fixture
+def colleague_client(colleague: User) -> Client:
+    return bearer_client(colleague)
+
+
+@pytest.fixture
+def outsider_client(outsider: User) -> Client:
+    return bearer_client(outsider)
+
+
+@pytest.fixture
+def site_a_study(owner_client: Client) -> dict[str, Any]:
+    """A two-series study stored by the owner at site A: its spec, parts and UIDs."""
+    import pydicom
+
+    spec = StudySpec(patient_name="ISOLATION^ALICE", patient_id="PAT-A1", accession="ACC-A1")
+    parts = make_series(spec, "CT", count=2) + make_series(spec, "CT", count=1)
+    response = stow(owner_client, parts)
+    assert response.status_code == 200, response.content
+    first = pydicom.dcmread(io.BytesIO(parts[0]))
+    return {
+        "spec": spec,
+        "parts": parts,
+        "study": spec.study_uid,
+        "series": str(first.SeriesInstanceUID),
+        "instance": str(first.SOPInstanceUID),
+    }

@@ -163,3 +163,30 @@ def test_it_keeps_a_hostile_patient_name_verbatim(upload_client: Client) -> None
     assert stow(upload_client, [part]).status_code == 200
     metadata = json.loads(Instance.objects.get().metadata)
     assert metadata["00100010"]["Value"][0]["Alphabetic"] == name
+
+
+@pytest.mark.django_db
+def test_it_refuses_to_add_instances_to_another_sites_study(site_a_study, outsider_client: Client) -> None:
+    spec = site_a_study["spec"]
+    intruder = make_instance(spec, sop_uid="1.2.3.4.777")
+    assert stow(outsider_client, [intruder], study=spec.study_uid).status_code == 404
+    response = stow(outsider_client, [intruder])
+    assert response.status_code == 409
+    _, failed = sops(response)
+    assert failed == [("1.2.3.4.777", 0x0124)]
+    assert not Instance.objects.filter(sop_instance_uid="1.2.3.4.777").exists()
+
+
+@pytest.mark.django_db
+def test_a_new_study_belongs_to_the_senders_site_whatever_its_institution_says(outsider, outsider_client, general_site) -> None:
+    spec = StudySpec(institution=general_site.institution_names.splitlines()[0])
+    assert stow(outsider_client, [make_instance(spec)]).status_code == 200
+    assert Study.objects.get(study_instance_uid=spec.study_uid).site.code == "elsewhere"
+
+
+@pytest.mark.django_db
+def test_the_institution_decides_when_configured(settings, outsider_client, general_site) -> None:
+    settings.PACS_STUDY_SITE_SOURCE = "institution"
+    spec = StudySpec(institution=general_site.institution_names.splitlines()[0])
+    assert stow(outsider_client, [make_instance(spec)]).status_code == 200
+    assert Study.objects.get(study_instance_uid=spec.study_uid).site == general_site

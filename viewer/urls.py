@@ -1,5 +1,10 @@
-"""Viewer URLs."""
+"""Viewer URLs, mounted at ``/viewer/``: the study search and the viewer page."""
 
 from django.urls import path
 
-urlpatterns: list = []
+from viewer import views
+
+urlpatterns = [
+    path("", views.search, name="viewer-search"),
+    path("studies/<str:study_instance_uid>", views.study, name="viewer-study"),
+]

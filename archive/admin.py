@@ -1,0 +1,227 @@
+"""The archive in the admin: patients, studies, series, instances (read-only), API tokens.
+
+Lists start from :func:`archive.access.visible_studies`, so a staff member sees
+in the admin exactly the studies the access policy lets them see. Index rows
+are derived from the stored files and are therefore read-only here, except a
+study's site (to place a study whose institution was not recognised).
+Deleting a study goes through :func:`archive.delete.remove_study`, which also
+removes its stored objects. Opening a study or patient page is recorded in the
+audit trail (``admin-view``). API tokens are issued here: the plain token is
+shown exactly once and only its hash is kept.
+
+Site administration (with memberships and grants) lives in ``portal/admin.py``
+because memberships are a portal concept and the archive never imports the portal.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.http import urlencode
+
+from archive.access import policy, visible_studies
+from archive.delete import remove_study
+from archive.models import ApiToken, Instance, Patient, Series, Study
+from audit.adminlog import AuditedModelAdmin
+from audit.trail import record
+
+
+class ReadOnlyAdmin(AuditedModelAdmin):
+    """Viewable by those with the view permission; nobody adds or edits here."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+def audit_trail_link(patient_id: str) -> str:
+    url = reverse("admin:audit_auditevent_changelist") + "?" + urlencode({"patient_id": patient_id})
+    return format_html('<a href="{}">Who accessed this patient</a>', url)
+
+
+@admin.register(Patient)
+class PatientAdmin(ReadOnlyAdmin):
+    list_display = ("patient_id", "patient_name", "patient_birth_date", "patient_sex")
+    search_fields = ("=patient_id", "patient_name_search")
+    fields = ("patient_id", "issuer_of_patient_id", "patient_name", "patient_birth_date", "patient_sex", "accesses")
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Patient]:
+        visible = visible_studies(request.user).values("patient_id")
+        return super().get_queryset(request).filter(pk__in=visible)
+
+    @admin.display(description="Audit trail")
+    def accesses(self, obj: Patient) -> str:
+        return audit_trail_link(obj.patient_id)
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None) -> Any:
+        response = super().change_view(request, object_id, form_url, extra_context)
+        patient = self.get_queryset(request).filter(pk=object_id).first() if object_id.isdigit() else None
+        if patient is not None and request.method == "GET":
+            record("admin-view", request, patient_id=patient.patient_id, detail={"model": "archive.patient"})
+        return response
+
+
+@admin.register(Study)
+class StudyAdmin(AuditedModelAdmin):
+    list_display = ("study_instance_uid", "patient_name", "study_date", "modalities_in_study", "site", "instances")
+    list_filter = ("site", "modalities_in_study")
+    list_select_related = ("patient", "site")
+    search_fields = ("=study_instance_uid", "=accession_number", "=patient__patient_id", "patient__patient_name_search")
+    date_hierarchy = "created_at"
+    readonly_fields = (
+        "study_instance_uid",
+        "patient",
+        "patient_name",
+        "study_date",
+        "study_time",
+        "accession_number",
+        "study_id",
+        "study_description",
+        "referring_physician_name",
+        "institution_name",
+        "modalities_in_study",
+        "number_of_series",
+        "number_of_instances",
+        "created_at",
+        "updated_at",
+        "last_accessed_at",
+        "accesses",
+    )
+    fields = ("site", *readonly_fields)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Study]:
+        return visible_studies(request.user).select_related("patient", "site")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return policy().can_delete(request.user)
+
+    def audit_subject(self, obj: Any) -> dict[str, str]:
+        return {"patient_id": obj.patient.patient_id, "study_instance_uid": obj.study_instance_uid}
+
+    @admin.display(description="Patient name", ordering="patient__patient_name")
+    def patient_name(self, obj: Study) -> str:
+        return obj.patient.patient_name
+
+    @admin.display(description="Instances", ordering="number_of_instances")
+    def instances(self, obj: Study) -> int:
+        return obj.number_of_instances
+
+    @admin.display(description="Audit trail")
+    def accesses(self, obj: Study) -> str:
+        return audit_trail_link(obj.patient.patient_id)
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> Any:
+        # Series and instances go with their study (remove_study); deleting them
+        # needs no permission of their own, only the right to delete the study.
+        deleted, counts, _perms_needed, protected = super().get_deleted_objects(objs, request)
+        return deleted, counts, set(), protected
+
+    def delete_model(self, request: HttpRequest, obj: Study) -> None:
+        count = remove_study(obj)
+        record("delete", request, detail={"instances": count, "via": "admin"}, **self.audit_subject(obj))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Study]) -> None:
+        for study in queryset.select_related("patient"):
+            self.delete_model(request, study)
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None) -> Any:
+        response = super().change_view(request, object_id, form_url, extra_context)
+        study = self.get_queryset(request).filter(pk=object_id).first() if object_id.isdigit() else None
+        if study is not None and request.method == "GET":
+            record("admin-view", request, detail={"model": "archive.study"}, **self.audit_subject(study))
+        return response
+
+
+@admin.register(Series)
+class SeriesAdmin(ReadOnlyAdmin):
+    list_display = ("series_instance_uid", "modality", "series_number", "series_description", "study", "patient_name")
+    list_select_related = ("study__patient",)
+    search_fields = ("=series_instance_uid", "=study__study_instance_uid")
+    exclude = ("attributes",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Series]:
+        return super().get_queryset(request).filter(study__in=visible_studies(request.user))
+
+    @admin.display(description="Patient name")
+    def patient_name(self, obj: Series) -> str:
+        return obj.study.patient.patient_name
+
+
+@admin.register(Instance)
+class InstanceAdmin(ReadOnlyAdmin):
+    list_display = ("sop_instance_uid", "instance_number", "series", "tier", "availability", "size")
+    list_select_related = ("series",)
+    list_filter = ("tier", "availability")
+    search_fields = ("=sop_instance_uid", "=series__series_instance_uid")
+    exclude = ("metadata", "frames")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Instance]:
+        return super().get_queryset(request).filter(series__study__in=visible_studies(request.user))
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(AuditedModelAdmin):
+    list_display = ("prefix", "user", "name", "created_at", "expires_at", "last_used_at", "revoked")
+    list_filter = ("revoked",)
+    search_fields = ("prefix", "user__username", "name")
+    actions = ("revoke",)
+    raw_id_fields = ("user",)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None:
+            return ["user", "name", "expires_at"]
+        return ["prefix", "user", "name", "created_at", "expires_at", "last_used_at", "revoked"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        if obj is None:
+            return []
+        return ["prefix", "user", "created_at", "last_used_at"]
+
+    def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        token, raw = ApiToken.issue(obj.user, obj.name, obj.expires_at)
+        obj.pk, obj.prefix, obj.token_hash, obj.created_at = token.pk, token.prefix, token.token_hash, token.created_at
+        obj._state.adding = False
+        request.pacs_issued_token = raw  # type: ignore[attr-defined]
+        record("token-issue", request, detail={"token": token.prefix, "for": obj.user.get_username(), "via": "admin"})
+
+    def response_add(self, request: HttpRequest, obj: ApiToken, post_url_continue: str | None = None) -> HttpResponse:
+        raw = getattr(request, "pacs_issued_token", None)
+        if raw is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Token issued",
+            "token": obj,
+            "raw": raw,
+        }
+        response = TemplateResponse(request, "admin/archive/apitoken/issued.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    @admin.action(description="Revoke the selected tokens", permissions=["change"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        tokens = list(queryset.filter(revoked=False).select_related("user"))
+        for token in tokens:
+            token.revoked = True
+            token.save(update_fields=["revoked"])
+            record("token-revoke", request, detail={"token": token.prefix, "for": token.user.get_username()})
+        messages.success(request, f"{len(tokens)} token(s) revoked.")
