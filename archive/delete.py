@@ -63,7 +63,9 @@ def delete_study(request: HttpRequest, study: str) -> HttpResponse:
     if found is None:
         return error(404, "No such study")
     count = remove_study(found)
-    record("delete", request, patient_id=found.patient.patient_id, study_instance_uid=study, detail={"instances": count})
+    record(
+        "delete", request, patient_id=found.patient.patient_id, study_instance_uid=study, detail={"instances": count}
+    )
     return HttpResponse(status=204)
 
 

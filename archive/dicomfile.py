@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import pydicom
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
-from pydicom.datadict import dictionary_VR
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
@@ -133,7 +133,8 @@ def _element_json(ds: Dataset, tag: int, bulk_prefix: str) -> dict[str, Any] | N
     elem: DataElement = ds[tag]
     try:
         return elem.to_json_dict(
-            bulk_data_element_handler=None, bulk_data_threshold=BULK_THRESHOLD if vr not in ("OB", "OW", "UN") else 10**12
+            bulk_data_element_handler=None,
+            bulk_data_threshold=BULK_THRESHOLD if vr not in ("OB", "OW", "UN") else 10**12,
         )
     except Exception as exc:  # noqa: BLE001 - one bad value must not lose the instance
         log.warning("element %s of %s could not be encoded as JSON: %s", tag_hex(tag), ds.get("SOPInstanceUID"), exc)
@@ -170,7 +171,9 @@ def _read_items(fh: BinaryIO, start: int) -> list[tuple[int, int]]:
         fh.seek(length, 1)
 
 
-def _encapsulated_frames(fh: BinaryIO, value_tell: int, n_frames: int, eot: list[int] | None) -> list[list[list[int]]] | None:
+def _encapsulated_frames(
+    fh: BinaryIO, value_tell: int, n_frames: int, eot: list[int] | None
+) -> list[list[list[int]]] | None:
     items = _read_items(fh, value_tell)
     if not items:
         raise InvalidInstance("encapsulated Pixel Data has no Basic Offset Table item")

@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 
 from archive.access import policy, visible_studies
 from archive.auth import dicomweb_view
@@ -21,9 +21,9 @@ from archive.ingest import FAILURE_REASON, Outcome, Sender, StoreResult, store_i
 from archive.models import Study
 from archive.multipart import MultipartError, iter_parts, parse_content_type, valid_boundary
 from archive.negotiation import accepts_json
+from archive.responses import dicomweb_root, error
 from archive.storage import StagingWriter, get_storage
 from archive.uid import is_valid_uid
-from archive.responses import dicomweb_root, error
 from audit.trail import record
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,9 @@ def _ui(value: str) -> dict[str, Any]:
     return {"vr": "UI", "Value": [value]} if value else {"vr": "UI"}
 
 
-def stow_response(request: HttpRequest, results: list[StoreResult], study: str | None, warnings: list[str]) -> HttpResponse:
+def stow_response(
+    request: HttpRequest, results: list[StoreResult], study: str | None, warnings: list[str]
+) -> HttpResponse:
     """The DICOM JSON response of PS3.18 Table 10.5.3-3 with the right status."""
     root = dicomweb_root(request)
     stored = [r for r in results if r.ok]
@@ -93,9 +95,7 @@ class _PartSink:
     def __init__(self, headers: dict[str, str]) -> None:
         media, _ = parse_content_type(headers.get("content-type", "application/dicom"))
         self.media = media
-        self.writer = (
-            StagingWriter(get_storage("hot"), settings.PACS_STOW_MAX_BYTES) if media in DICOM_TYPES else None
-        )
+        self.writer = StagingWriter(get_storage("hot"), settings.PACS_STOW_MAX_BYTES) if media in DICOM_TYPES else None
 
     def write(self, data: bytes | memoryview) -> None:
         if self.writer is not None:
@@ -139,7 +139,7 @@ def stow(request: HttpRequest, study: str | None = None) -> HttpResponse:
         part_type = params.get("type", "application/dicom").lower()
         boundary = params.get("boundary", "")
         if part_type not in DICOM_TYPES:
-            return error(415, "Only multipart/related; type=\"application/dicom\" is accepted")
+            return error(415, 'Only multipart/related; type="application/dicom" is accepted')
         if not valid_boundary(boundary):
             return error(400, "The multipart boundary is missing or invalid")
         try:
@@ -156,7 +156,7 @@ def stow(request: HttpRequest, study: str | None = None) -> HttpResponse:
         except ValueError as exc:  # a part over the size limit
             return error(413, str(exc))
     else:
-        return error(415, "STOW-RS takes multipart/related; type=\"application/dicom\"")
+        return error(415, 'STOW-RS takes multipart/related; type="application/dicom"')
     for r in results:
         if not r.ok:
             log.info("STOW refused %s: %s %s", r.sop_instance_uid or "a part", r.outcome.value, r.detail)

@@ -65,3 +65,6 @@ class ChainHead(models.Model):
 
     last_hash = models.CharField(max_length=64)
     count = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.count} records, head {self.last_hash[:12]}…"

@@ -103,7 +103,9 @@ def verify_chain() -> Verification:
     checked = 0
     for event in AuditEvent.objects.order_by("id").iterator(chunk_size=2000):
         if event.prev_hash != prev:
-            return Verification(False, checked, event.pk, "previous-hash link broken (a record was removed or reordered)")
+            return Verification(
+                False, checked, event.pk, "previous-hash link broken (a record was removed or reordered)"
+            )
         if compute_hash(event) != event.hash:
             return Verification(False, checked, event.pk, "content does not match its hash (the record was edited)")
         prev = event.hash

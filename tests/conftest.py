@@ -91,7 +91,9 @@ def reader_client(reader: User) -> Client:
     return bearer_client(reader)
 
 
-def multipart(parts: list[bytes], boundary: str = "XyZ123boundary", ctype: str = "application/dicom") -> tuple[bytes, str]:
+def multipart(
+    parts: list[bytes], boundary: str = "XyZ123boundary", ctype: str = "application/dicom"
+) -> tuple[bytes, str]:
     body = b"".join(
         b"--" + boundary.encode() + b"\r\nContent-Type: " + ctype.encode() + b"\r\n\r\n" + p + b"\r\n" for p in parts
     )

@@ -178,7 +178,9 @@ def test_it_refuses_to_add_instances_to_another_sites_study(site_a_study, outsid
 
 
 @pytest.mark.django_db
-def test_a_new_study_belongs_to_the_senders_site_whatever_its_institution_says(outsider, outsider_client, general_site) -> None:
+def test_a_new_study_belongs_to_the_senders_site_whatever_its_institution_says(
+    outsider, outsider_client, general_site
+) -> None:
     spec = StudySpec(institution=general_site.institution_names.splitlines()[0])
     assert stow(outsider_client, [make_instance(spec)]).status_code == 200
     assert Study.objects.get(study_instance_uid=spec.study_uid).site.code == "elsewhere"

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Side-by-side DICOMweb benchmark: our server and Orthanc, same machine, same run.
+#
+#   bench/side_by_side.sh [COUNT]        (default 2000 instances)
+#
+# Starts a reference Orthanc (Debian packages, via ../shared/bench/orthanc.sh),
+# starts our server with gunicorn on a fresh data directory (SQLite, local
+# files: the embedded default), runs ../shared/bench/dicomweb_bench.py against
+# each, and prints bench/compare.py's ratio table. Results go to bench/results/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+count=${1:-2000}
+shared=${SHARED_BENCH:-../shared/bench}
+out=bench/results
+mkdir -p "$out"
+port=${BENCH_PORT:-8765}
+data=$(mktemp -d /tmp/pacs-bench.XXXXXX)
+py=.venv/bin/python
+stamp=$(date +%Y%m%d-%H%M%S)
+
+cleanup() {
+    [ -n "${server_pid:-}" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+    "$shared/orthanc.sh" stop >/dev/null 2>&1 || true
+    rm -rf "$data"
+}
+trap cleanup EXIT
+
+export PACS_DATA_DIR=$data DJANGO_SETTINGS_MODULE=pacs.settings PORT=$port HOST=127.0.0.1
+$py manage.py migrate --noinput -v0
+$py manage.py setup_roles -v0 >/dev/null
+$py manage.py collectstatic --noinput -v0
+$py - <<'EOF'
+import django, uuid
+django.setup()
+from django.contrib.auth.models import User
+User.objects.create_superuser("bench", "bench@example.org", uuid.uuid4().hex)
+EOF
+token=$($py manage.py issue_token bench --name bench | grep -o 'pacs_[A-Za-z0-9_-]*' | head -1)
+WEB_LOG_LEVEL=warning .venv/bin/gunicorn -c scripts/gunicorn.conf.py pacs.wsgi:application &
+server_pid=$!
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.2; done
+
+"$shared/orthanc.sh" start
+$py "$shared/dicomweb_bench.py" --base http://127.0.0.1:8042/dicom-web --count "$count" \
+    --out "$out/orthanc-$stamp.json" --label orthanc | tail -n +1 > "$out/orthanc-$stamp.txt"
+$py "$shared/dicomweb_bench.py" --base "http://127.0.0.1:$port/dicom-web" --count "$count" \
+    --out "$out/ours-$stamp.json" --label ours --header "Authorization: Bearer $token" \
+    --server-pid "$server_pid" --server-disk "$data/objects" > "$out/ours-$stamp.txt"
+cat "$out/ours-$stamp.txt"
+echo
+$py bench/compare.py "$out/ours-$stamp.json" "$out/orthanc-$stamp.json" || true
+$py bench/compare.py "$out/ours-$stamp.json" "$out/orthanc-$stamp.json" --markdown > "$out/compare-$stamp.md" || true
+echo "results: $out/*-$stamp.*"
