@@ -93,6 +93,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "pacs.middleware.JsonGZipMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # serves collected static files from the app server
     "pacs.middleware.SecurityHeadersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
