@@ -44,7 +44,7 @@ class Part:
 
 def parse_content_type(value: str) -> tuple[str, dict[str, str]]:
     """Split a media type from its parameters; names lower-cased, quotes removed."""
-    pieces = _split_params(value)
+    pieces = split_unquoted(value)
     media = pieces[0].strip().lower() if pieces else ""
     params: dict[str, str] = {}
     for piece in pieces[1:]:
@@ -58,14 +58,15 @@ def parse_content_type(value: str) -> tuple[str, dict[str, str]]:
     return media, params
 
 
-def _split_params(value: str) -> list[str]:
+def split_unquoted(value: str, separator: str = ";") -> list[str]:
+    """Split ``value`` at ``separator`` outside double quotes."""
     out: list[str] = []
     buf: list[str] = []
     quoted = False
     for ch in value:
         if ch == '"':
             quoted = not quoted
-        if ch == ";" and not quoted:
+        if ch == separator and not quoted:
             out.append("".join(buf))
             buf = []
         else:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from archive import transcode
-from archive.multipart import _split_params
+from archive.multipart import split_unquoted
 from archive.transcode import EXPLICIT_LE, OCTET_STREAM
 from archive.uid import is_valid_uid
 
@@ -45,19 +45,7 @@ class MediaRange:
 
 
 def _split_ranges(header: str) -> list[str]:
-    out: list[str] = []
-    buf: list[str] = []
-    quoted = False
-    for ch in header:
-        if ch == '"':
-            quoted = not quoted
-        if ch == "," and not quoted:
-            out.append("".join(buf))
-            buf = []
-        else:
-            buf.append(ch)
-    out.append("".join(buf))
-    return [p for p in (o.strip() for o in out) if p]
+    return [p for p in (o.strip() for o in split_unquoted(header, ",")) if p]
 
 
 def parse_accept(header: str | None) -> list[MediaRange]:
@@ -66,7 +54,7 @@ def parse_accept(header: str | None) -> list[MediaRange]:
         return [MediaRange("*/*")]
     ranges = []
     for raw in _split_ranges(header)[:64]:
-        pieces = _split_params(raw)
+        pieces = split_unquoted(raw)
         media = pieces[0].strip().lower()
         if "/" not in media:
             continue
