@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import IntegrityError, connections, router, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from archive.dicomfile import InvalidInstance, ParsedInstance, parse_instance
-from archive.models import Instance, Patient, Series, Site, Study
+from archive.models import Instance, Patient, PersonNameWord, Series, Site, Study
 from archive.storage import StagedObject, get_storage, object_key
+from pacs.dblock import write_lock
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +66,20 @@ class StoreResult:
 
 @dataclass
 class Sender:
-    """Who is storing: decides the site of new studies and which studies may grow."""
+    """Who is storing: decides the site of new studies and which studies may grow.
+
+    ``site_of`` (looked up once, and only when a new study is created) takes
+    precedence over ``site``.
+    """
 
     site: Site | None = None
     may_add_to: Callable[[str], bool] | None = None
+    site_of: Callable[[], Site | None] | None = None
+
+    def new_study_site(self) -> Site | None:
+        if self.site_of is not None:
+            self.site, self.site_of = self.site_of(), None
+        return self.site
 
 
 def site_for(parsed: ParsedInstance, sender_site: Site | None = None) -> Site | None:
@@ -92,6 +104,17 @@ def _site_by_institution(parsed: ParsedInstance) -> Site | None:
     return None
 
 
+@dataclass
+class _Pending:
+    """One parsed object on its way into the index."""
+
+    staged: StagedObject
+    parsed: ParsedInstance
+    result: StoreResult
+    key: str = ""
+    twin: _Pending | None = None  # an earlier part of the same request with the same SOP Instance UID
+
+
 def store_instance(
     staged: StagedObject, expected_study: str | None = None, sender: Sender | None = None
 ) -> StoreResult:
@@ -100,49 +123,154 @@ def store_instance(
     ``sender`` (absent for trusted local imports) limits which existing studies
     may receive instances and supplies the site of new ones.
     """
+    return store_instances([staged], expected_study, sender)[0]
+
+
+def store_instances(
+    staged: list[StagedObject], expected_study: str | None = None, sender: Sender | None = None
+) -> list[StoreResult]:
+    """Parse, place and index the objects of one request; always consumes them.
+
+    Every object is placed (its file was fsynced when staged) and every new
+    directory entry fsynced once per directory before a single transaction
+    writes all index rows, each instance under its own savepoint so that one
+    refused instance costs only itself. Results come back in input order and
+    are final only once this returns, that is after the commit.
+    """
     sender = sender or Sender()
+    results: list[StoreResult] = []
+    pending: list[_Pending] = []
     try:
-        try:
-            parsed = parse_instance(staged.path)
-        except InvalidInstance as exc:
-            return StoreResult(Outcome.INVALID, detail=str(exc))
-        result = StoreResult(
-            Outcome.STORED,
-            sop_class_uid=parsed.sop_class_uid,
-            sop_instance_uid=parsed.sop_instance_uid,
-            study_instance_uid=parsed.study_instance_uid,
-            series_instance_uid=parsed.series_instance_uid,
-        )
-        if expected_study is not None and parsed.study_instance_uid != expected_study:
-            result.outcome = Outcome.MISMATCH
-            result.detail = "Study Instance UID does not match the request URL"
-            return result
-        if sender.may_add_to is not None and not sender.may_add_to(parsed.study_instance_uid):
-            result.outcome = Outcome.FORBIDDEN
-            result.detail = "the study exists and belongs to a site the sender cannot see"
-            return result
-        existing = Instance.objects.filter(sop_instance_uid=parsed.sop_instance_uid).values_list("sha256", flat=True)
-        for sha in existing:
-            result.outcome = Outcome.DUPLICATE if sha == staged.sha256 else Outcome.CONFLICT
-            return result
-        key = object_key(parsed.study_instance_uid, parsed.series_instance_uid, parsed.sop_instance_uid, staged.sha256)
+        for item in staged:
+            result, parsed = _check(item, expected_study, sender)
+            results.append(result)
+            if parsed is not None:
+                pending.append(_Pending(item, parsed, result))
+        _classify_known(pending)
+        fresh = [p for p in pending if p.result.outcome is Outcome.STORED and p.twin is None]
         storage = get_storage("hot")
-        storage.put(key, staged)
-        try:
-            index_instance(parsed, key, staged.sha256, staged.size, site=sender.site)
-        except InvalidSeriesParent:
-            storage.delete(key)
-            result.outcome = Outcome.INVALID
-            result.detail = "Series Instance UID already belongs to another study"
-        except IntegrityError:
-            # Another request indexed the same SOP Instance UID first.
-            stored = Instance.objects.filter(sop_instance_uid=parsed.sop_instance_uid).values_list("sha256", flat=True)
-            result.outcome = Outcome.DUPLICATE if list(stored) == [staged.sha256] else Outcome.CONFLICT
-            if result.outcome is Outcome.CONFLICT:
-                storage.delete(key)
-        return result
+        for p in fresh:
+            p.key = object_key(
+                p.parsed.study_instance_uid, p.parsed.series_instance_uid, p.parsed.sop_instance_uid, p.staged.sha256
+            )
+            storage.put(p.key, p.staged, sync=False)
+        storage.sync([p.key for p in fresh])
+        if fresh:
+            _index_placed(fresh, sender)
+        for p in fresh:
+            if p.result.outcome in (Outcome.INVALID, Outcome.CONFLICT):
+                storage.delete(p.key)
+        for p in pending:
+            if p.twin is not None:
+                _follow_twin(p)
+        return results
     finally:
-        staged.discard()
+        for item in staged:
+            item.discard()
+
+
+def _check(
+    staged: StagedObject, expected_study: str | None, sender: Sender
+) -> tuple[StoreResult, ParsedInstance | None]:
+    """Parse one object and apply the checks that need no index lookup."""
+    try:
+        parsed = parse_instance(staged.path)
+    except InvalidInstance as exc:
+        return StoreResult(Outcome.INVALID, detail=str(exc)), None
+    result = StoreResult(
+        Outcome.STORED,
+        sop_class_uid=parsed.sop_class_uid,
+        sop_instance_uid=parsed.sop_instance_uid,
+        study_instance_uid=parsed.study_instance_uid,
+        series_instance_uid=parsed.series_instance_uid,
+    )
+    if expected_study is not None and parsed.study_instance_uid != expected_study:
+        result.outcome = Outcome.MISMATCH
+        result.detail = "Study Instance UID does not match the request URL"
+        return result, None
+    if sender.may_add_to is not None and not sender.may_add_to(parsed.study_instance_uid):
+        result.outcome = Outcome.FORBIDDEN
+        result.detail = "the study exists and belongs to a site the sender cannot see"
+        return result, None
+    return result, parsed
+
+
+def _classify_known(pending: list[_Pending]) -> None:
+    """Mark instances already indexed (duplicate or conflict) and repeats within the request."""
+    stored = _stored_hashes([p.parsed.sop_instance_uid for p in pending])
+    first: dict[str, _Pending] = {}
+    for p in pending:
+        uid = p.parsed.sop_instance_uid
+        if uid in stored:
+            p.result.outcome = Outcome.DUPLICATE if stored[uid] == p.staged.sha256 else Outcome.CONFLICT
+        elif uid in first:
+            p.twin = first[uid]
+        else:
+            first[uid] = p
+
+
+def _follow_twin(p: _Pending) -> None:
+    """A repeat within one request shares the fate of the first copy."""
+    assert p.twin is not None
+    earlier = p.twin.result
+    if earlier.ok:
+        same = p.twin.staged.sha256 == p.staged.sha256
+        p.result.outcome = Outcome.DUPLICATE if same else Outcome.CONFLICT
+    else:
+        p.result.outcome, p.result.detail = earlier.outcome, earlier.detail
+
+
+def _stored_hashes(sop_uids: list[str]) -> dict[str, str]:
+    if not sop_uids:
+        return {}
+    found: dict[str, str] = {}
+    for start in range(0, len(sop_uids), 500):
+        chunk = sop_uids[start : start + 500]
+        found.update(Instance.objects.filter(sop_instance_uid__in=chunk).values_list("sop_instance_uid", "sha256"))
+    return found
+
+
+def _index_placed(fresh: list[_Pending], sender: Sender) -> None:
+    """Write the rows of placed objects: one transaction, a savepoint per instance when there are several."""
+    if len(fresh) == 1:
+        p = fresh[0]
+        try:
+            with write_lock(), transaction.atomic():
+                writer = _IndexWriter(site_of=sender.new_study_site)
+                writer.add(p.parsed, p.key, p.staged.sha256, p.staged.size)
+                writer.flush()
+        except IntegrityError as exc:
+            _refused(p, exc)
+        return
+    try:
+        with write_lock(), transaction.atomic():
+            writer = _IndexWriter(site_of=sender.new_study_site)
+            for p in fresh:
+                try:
+                    with transaction.atomic():
+                        writer.add(p.parsed, p.key, p.staged.sha256, p.staged.size)
+                except IntegrityError as exc:
+                    writer.forget(p.parsed)
+                    _refused(p, exc)
+                else:
+                    writer.commit_counts()
+            writer.flush()
+    except IntegrityError:
+        # The batch failed as a whole (e.g. at commit): index each instance on its own.
+        for p in fresh:
+            p.result.outcome, p.result.detail = Outcome.STORED, ""
+        for p in fresh:
+            _index_placed([p], sender)
+
+
+def _refused(p: _Pending, exc: IntegrityError) -> None:
+    if isinstance(exc, InvalidSeriesParent):
+        p.result.outcome = Outcome.INVALID
+        p.result.detail = "Series Instance UID already belongs to another study"
+        return
+    # Another request indexed the same SOP Instance UID first.
+    stored = _stored_hashes([p.parsed.sop_instance_uid]).get(p.parsed.sop_instance_uid)
+    p.result.outcome = Outcome.DUPLICATE if stored == p.staged.sha256 else Outcome.CONFLICT
 
 
 def _merge_modalities(current: str, modality: str) -> str:
@@ -152,56 +280,149 @@ def _merge_modalities(current: str, modality: str) -> str:
     return "\\".join(sorted(values))
 
 
-@transaction.atomic
 def index_instance(
     parsed: ParsedInstance, key: str, sha256: str, size: int, tier: str = "hot", site: Site | None = None
-) -> Instance:
-    """Write the Patient/Study/Series/Instance rows for one placed object.
+) -> int:
+    """Write the Patient/Study/Series/Instance rows for one placed object; returns the instance's pk."""
+    with write_lock(), transaction.atomic():
+        writer = _IndexWriter(site_of=lambda: site)
+        pk = writer.add(parsed, key, sha256, size, tier)
+        writer.flush()
+    return pk
 
-    The common case, another instance of a series already indexed, costs three
-    statements; the first instance of a series or study takes the full path.
+
+class _IndexWriter:
+    """Writes instance rows inside the caller's transaction; counters once per series at the end.
+
+    The common case, another instance of a series already indexed, costs one
+    lookup per series and one INSERT per instance in plain SQL (the ORM's query
+    building cost more than the statements); the first instance of a series or
+    study takes the full ORM path. :meth:`flush` adds the instance and series
+    counts in two UPDATEs per series.
     """
-    known = (
-        Series.objects.filter(series_instance_uid=parsed.series_instance_uid)
-        .values_list("pk", "study_id", "study__study_instance_uid")
-        .first()
-    )
-    if known is None:
-        series_pk, study_pk, series_created = _index_parents(parsed, site)
-    else:
-        series_pk, study_pk, study_uid = known
-        if study_uid != parsed.study_instance_uid:
-            raise InvalidSeriesParent(parsed.series_instance_uid)
-        series_created = False
-    instance = Instance.objects.create(
-        sop_instance_uid=parsed.sop_instance_uid,
-        series_id=series_pk,
-        sop_class_uid=parsed.sop_class_uid,
-        instance_number=parsed.index["instance_number"],
-        transfer_syntax_uid=parsed.transfer_syntax_uid,
-        number_of_frames=parsed.number_of_frames,
-        rows=parsed.rows,
-        columns=parsed.columns,
-        size=size,
-        sha256=sha256,
-        storage_key=key,
-        tier=tier,
-        metadata=parsed.metadata_text(),
-        frames=parsed.frames,
-    )
-    Series.objects.filter(pk=series_pk).update(number_of_instances=F("number_of_instances") + 1)
-    Study.objects.filter(pk=study_pk).update(
-        number_of_instances=F("number_of_instances") + 1,
-        number_of_series=F("number_of_series") + (1 if series_created else 0),
-        updated_at=timezone.now(),
-    )
-    return instance
+
+    def __init__(self, site_of: Callable[[], Site | None]) -> None:
+        self.site_of = site_of
+        self.connection = connections[router.db_for_write(Instance)]
+        self.series: dict[str, tuple[int, int, str]] = {}  # series UID -> (series pk, study pk, study UID)
+        self.counts: dict[tuple[int, int], list[int]] = {}  # (series pk, study pk) -> [instances, new series]
+        self.uncommitted: tuple[tuple[int, int], bool] | None = None
+        self.created: set[str] = set()
+
+    def add(self, parsed: ParsedInstance, key: str, sha256: str, size: int, tier: str = "hot") -> int:
+        uid = parsed.series_instance_uid
+        known = self.series.get(uid) or self._lookup(uid)
+        created = False
+        if known is None:
+            series_pk, study_pk, created = _index_parents(parsed, self.site_of)
+            known = (series_pk, study_pk, parsed.study_instance_uid)
+            if created:
+                self.created.add(uid)
+        if known[2] != parsed.study_instance_uid:
+            raise InvalidSeriesParent(uid)
+        self.series[uid] = known
+        pk = self._insert(parsed, known[0], key, sha256, size, tier)
+        self.uncommitted = ((known[0], known[1]), created)
+        return pk
+
+    def commit_counts(self) -> None:
+        if self.uncommitted is not None:
+            group, created = self.uncommitted
+            counts = self.counts.setdefault(group, [0, 0])
+            counts[0] += 1
+            counts[1] += int(created)
+            self.uncommitted = None
+
+    def forget(self, parsed: ParsedInstance) -> None:
+        """The last :meth:`add` was rolled back: forget what it learned inside its savepoint."""
+        self.uncommitted = None
+        uid = parsed.series_instance_uid
+        if uid in self.created:
+            self.created.discard(uid)
+            self.series.pop(uid, None)
+
+    def flush(self) -> None:
+        self.commit_counts()
+        if not self.counts:
+            return
+        sql = _statements(self.connection)
+        now = self.connection.ops.adapt_datetimefield_value(timezone.now())
+        with self.connection.cursor() as cursor:
+            for (series_pk, study_pk), (instances, new_series) in self.counts.items():
+                cursor.execute(sql.count_series, [instances, series_pk])
+                cursor.execute(sql.count_study, [instances, new_series, now, study_pk])
+        self.counts = {}
+
+    def _lookup(self, series_uid: str) -> tuple[int, int, str] | None:
+        with self.connection.cursor() as cursor:
+            cursor.execute(_statements(self.connection).find_series, [series_uid])
+            row = cursor.fetchone()
+        return (row[0], row[1], row[2]) if row else None
+
+    def _insert(self, parsed: ParsedInstance, series_pk: int, key: str, sha256: str, size: int, tier: str) -> int:
+        instance = Instance(
+            sop_instance_uid=parsed.sop_instance_uid,
+            series_id=series_pk,
+            sop_class_uid=parsed.sop_class_uid,
+            instance_number=parsed.index["instance_number"],
+            transfer_syntax_uid=parsed.transfer_syntax_uid,
+            number_of_frames=parsed.number_of_frames,
+            rows=parsed.rows,
+            columns=parsed.columns,
+            size=size,
+            sha256=sha256,
+            storage_key=key,
+            tier=tier,
+            metadata=parsed.metadata_text(),
+            frames=parsed.frames,
+        )
+        params = [f.get_db_prep_save(f.pre_save(instance, True), self.connection) for f in _INSTANCE_FIELDS]
+        with self.connection.cursor() as cursor:
+            cursor.execute(_statements(self.connection).insert_instance, params)
+            return int(cursor.fetchone()[0])
 
 
-def _index_parents(parsed: ParsedInstance, site: Site | None) -> tuple[int, int, bool]:
+_INSTANCE_FIELDS = [f for f in Instance._meta.concrete_fields if not f.primary_key]
+
+
+@dataclass(frozen=True)
+class _Statements:
+    find_series: str
+    insert_instance: str
+    count_series: str
+    count_study: str
+
+
+_BY_VENDOR: dict[str, _Statements] = {}
+
+
+def _statements(connection: BaseDatabaseWrapper) -> _Statements:
+    sql = _BY_VENDOR.get(connection.vendor)
+    if sql is None:
+        q = connection.ops.quote_name
+        series, study, instance = (q(m._meta.db_table) for m in (Series, Study, Instance))
+        columns = ", ".join(q(str(f.column)) for f in _INSTANCE_FIELDS)
+        marks = ", ".join(["%s"] * len(_INSTANCE_FIELDS))
+        # Only model metadata is interpolated (quoted table and column names); values are parameters.
+        sql = _BY_VENDOR[connection.vendor] = _Statements(
+            find_series=(
+                f"SELECT s.id, s.study_id, st.study_instance_uid FROM {series} s "  # noqa: S608
+                f"JOIN {study} st ON st.id = s.study_id WHERE s.series_instance_uid = %s"
+            ),
+            insert_instance=f"INSERT INTO {instance} ({columns}) VALUES ({marks}) RETURNING id",  # noqa: S608
+            count_series=f"UPDATE {series} SET number_of_instances = number_of_instances + %s WHERE id = %s",  # noqa: S608
+            count_study=(
+                f"UPDATE {study} SET number_of_instances = number_of_instances + %s, "  # noqa: S608
+                "number_of_series = number_of_series + %s, updated_at = %s WHERE id = %s"
+            ),
+        )
+    return sql
+
+
+def _index_parents(parsed: ParsedInstance, site_of: Callable[[], Site | None]) -> tuple[int, int, bool]:
     """Create (or find) the patient, study and series of a new series."""
     ix: dict[str, Any] = parsed.index
-    patient, _ = Patient.objects.get_or_create(
+    patient, new_patient = Patient.objects.get_or_create(
         patient_id=ix["patient_id"],
         issuer_of_patient_id=ix["issuer_of_patient_id"],
         defaults={
@@ -211,22 +432,31 @@ def _index_parents(parsed: ParsedInstance, site: Site | None) -> tuple[int, int,
             "patient_sex": ix["patient_sex"],
         },
     )
-    study, _ = Study.objects.select_for_update().get_or_create(
-        study_instance_uid=parsed.study_instance_uid,
-        defaults={
-            "patient": patient,
-            "site": site_for(parsed, site),
-            "study_date": ix["study_date"],
-            "study_time": ix["study_time"],
-            "accession_number": ix["accession_number"],
-            "study_id": ix["study_id"],
-            "study_description": ix["study_description"],
-            "referring_physician_name": ix["referring_physician_name"],
-            "referring_physician_search": ix["referring_physician_search"],
-            "institution_name": ix["institution_name"],
-            "attributes": parsed.study_attributes(),
-        },
-    )
+    words = []
+    if new_patient:
+        words += [PersonNameWord(word=w, patient=patient) for w in name_words(ix["patient_name_search"])]
+    study = Study.objects.select_for_update().filter(study_instance_uid=parsed.study_instance_uid).first()
+    if study is None:
+        study, new_study = Study.objects.select_for_update().get_or_create(
+            study_instance_uid=parsed.study_instance_uid,
+            defaults={
+                "patient": patient,
+                "site": site_for(parsed, site_of()),
+                "study_date": ix["study_date"],
+                "study_time": ix["study_time"],
+                "accession_number": ix["accession_number"],
+                "study_id": ix["study_id"],
+                "study_description": ix["study_description"],
+                "referring_physician_name": ix["referring_physician_name"],
+                "referring_physician_search": ix["referring_physician_search"],
+                "institution_name": ix["institution_name"],
+                "attributes": parsed.study_attributes(),
+            },
+        )
+        if new_study:
+            words += [PersonNameWord(word=w, study=study) for w in name_words(ix["referring_physician_search"])]
+    if words:
+        PersonNameWord.objects.bulk_create(words)
     series, created = Series.objects.get_or_create(
         series_instance_uid=parsed.series_instance_uid,
         defaults={
@@ -246,6 +476,11 @@ def _index_parents(parsed: ParsedInstance, site: Site | None) -> tuple[int, int,
     if modalities != study.modalities_in_study:
         Study.objects.filter(pk=study.pk).update(modalities_in_study=modalities)
     return series.pk, study.pk, created
+
+
+def name_words(name_search: str) -> set[str]:
+    """The words of an upper-cased alphabetic name group, as :class:`PersonNameWord` stores them."""
+    return {w[:64] for w in re.split(r"[ ^]+", name_search) if w}
 
 
 class InvalidSeriesParent(IntegrityError):

@@ -161,6 +161,31 @@ class Instance(models.Model):
         return self.sop_instance_uid
 
 
+class PersonNameWord(models.Model):
+    """One word of a person name's alphabetic group, upper-cased, for fuzzy matching by an index.
+
+    QIDO ``fuzzymatching=true`` matches each query word against the start of
+    any word of the name; a range on ``word`` finds those names through the
+    (word, owner) indexes instead of a regex over every name. Rows belong to
+    a patient ((0010,0010) Patient's Name) or to a study ((0008,0090)
+    Referring Physician's Name) and are written at ingest
+    (:func:`archive.ingest.name_words`).
+    """
+
+    word = models.CharField(max_length=64)
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, null=True, blank=True, related_name="name_words")
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, null=True, blank=True, related_name="referring_words")
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["word", "patient"], name="name_word_patient"),
+            models.Index(fields=["word", "study"], name="name_word_study"),
+        ]
+
+    def __str__(self) -> str:
+        return self.word
+
+
 def hash_token(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 

@@ -31,7 +31,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from archive.access import policy, visible_studies
 from archive.auth import dicomweb_view
 from archive.dicomfile import BASE_MARK, SERIES_TAGS, STUDY_TAGS
-from archive.models import Availability, Instance, Series, Study
+from archive.models import Availability, Instance, PersonNameWord, Series, Study
 from archive.negotiation import accept_header, choose
 from archive.responses import dicomweb_root, error
 from archive.uid import is_valid_uid
@@ -288,8 +288,7 @@ def pn_q(key: Key, value: str, fuzzy: bool) -> Q:
     if alphabetic:
         if fuzzy:
             for term in filter(None, re.split(r"[\^ ]+", alphabetic)):
-                body = wildcard_regex(term.rstrip("*") + "*")[len("(?s)^") :]
-                q &= Q(**{f"{key.path}__regex": "(?s)(^|[ ^])" + body})
+                q &= fuzzy_term_q(key, term)
         elif "*" in alphabetic or "?" in alphabetic:
             q &= string_q(key.path, alphabetic)
         else:
@@ -304,6 +303,28 @@ def pn_q(key: Key, value: str, fuzzy: bool) -> Q:
         pattern = wildcard_regex(value, "[^=]")[len("(?s)^") : -1]
         q |= Q(**{f"{key.raw_path}__regex": "(?s)=" + pattern + "(=|$)"})
     return q
+
+
+def fuzzy_term_q(key: Key, term: str) -> Q:
+    """One fuzzy query word: the start of some word of the name.
+
+    The literal part before any wildcard is a range on the indexed
+    :class:`~archive.models.PersonNameWord` table (filled at ingest), so the
+    search no longer reads every name; a term with wildcards also keeps the
+    exact regex on the name itself.
+    """
+    body = wildcard_regex(term.rstrip("*") + "*")[len("(?s)^") :]
+    regex = Q(**{f"{key.path}__regex": "(?s)(^|[ ^])" + body})
+    literal = re.split(r"[*?]", term, maxsplit=1)[0][:64]
+    if not literal:
+        return regex
+    owner = "patient" if key.path.endswith("patient_name_search") else "study"
+    words = PersonNameWord.objects.filter(
+        **{f"{owner}__isnull": False, "word__gte": literal, "word__lt": _successor(literal)}
+    ).values(f"{owner}_id")
+    parent = key.path.rsplit("__", 1)[0] if "__" in key.path else ""
+    match = Q(**{f"{parent}__in" if parent else "pk__in": words})
+    return match if literal == term.rstrip("*") else match & regex
 
 
 def _date(name: str, value: str) -> str:

@@ -55,8 +55,12 @@ class StagedObject:
 class Storage:
     """Base class of storage backends; one method per operation."""
 
-    def put(self, key: str, staged: StagedObject) -> None:
+    def put(self, key: str, staged: StagedObject, sync: bool = True) -> None:
+        """Place ``staged`` under ``key``; with ``sync=False`` it is durable only after :meth:`sync`."""
         raise NotImplementedError
+
+    def sync(self, keys: list[str]) -> None:
+        """Make the objects placed with ``sync=False`` under ``keys`` durable."""
 
     def open(self, key: str) -> BinaryIO:
         raise NotImplementedError
@@ -103,19 +107,34 @@ class FileSystemStorage(Storage):
         fd, name = tempfile.mkstemp(dir=self.staging_dir, suffix=".part")
         return os.fdopen(fd, "wb"), Path(name)
 
-    def put(self, key: str, staged: StagedObject) -> None:
+    def put(self, key: str, staged: StagedObject, sync: bool = True) -> None:
         target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.parent.is_dir():
+            self._make_dirs(target.parent)
         try:
             os.link(staged.path, target)
         except FileExistsError:
             pass  # same key means same content hash: the object is already there
+        if sync:
+            self.sync([key])
+
+    def _make_dirs(self, directory: Path) -> None:
+        """Create ``directory`` and its missing parents, making each new entry durable."""
+        if directory.is_dir():
+            return
+        self._make_dirs(directory.parent)
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            return
         if self.fsync:
-            dir_fd = os.open(target.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            _fsync_dir(directory.parent)
+
+    def sync(self, keys: list[str]) -> None:
+        """One directory fsync per directory that received new entries."""
+        if self.fsync:
+            for directory in {self.path(key).parent for key in keys}:
+                _fsync_dir(directory)
 
     def open(self, key: str) -> BinaryIO:
         return open(self.path(key), "rb")
@@ -135,6 +154,14 @@ class FileSystemStorage(Storage):
             for name in filenames:
                 if name.endswith(".dcm"):
                     yield os.path.relpath(os.path.join(dirpath, name), self.root)
+
+
+def _fsync_dir(directory: Path) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 class StagingWriter:

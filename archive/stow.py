@@ -13,16 +13,17 @@ import logging
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Exists, OuterRef
 from django.http import HttpRequest, HttpResponse
 
 from archive.access import policy, visible_studies
 from archive.auth import dicomweb_view
-from archive.ingest import FAILURE_REASON, Outcome, Sender, StoreResult, store_instance
+from archive.ingest import FAILURE_REASON, Outcome, Sender, StoreResult, store_instance, store_instances
 from archive.models import Study
 from archive.multipart import MultipartError, iter_parts, parse_content_type, valid_boundary
 from archive.negotiation import accepts_json
 from archive.responses import dicomweb_root, error
-from archive.storage import StagingWriter, get_storage
+from archive.storage import StagedObject, StagingWriter, get_storage
 from archive.uid import is_valid_uid
 from audit.trail import record
 
@@ -125,7 +126,7 @@ def stow(request: HttpRequest, study: str | None = None) -> HttpResponse:
     if length > settings.PACS_STOW_MAX_BYTES:
         return error(413, "The request body is larger than this server accepts")
     sender = _sender(request)
-    if study is not None and not sender.may_add_to(study):  # type: ignore[misc]
+    if study is not None and sender.may_add_to is not None and not sender.may_add_to(study):
         return error(404, "No such study")
     results: list[StoreResult] = []
     warnings: list[str] = []
@@ -142,19 +143,23 @@ def stow(request: HttpRequest, study: str | None = None) -> HttpResponse:
             return error(415, 'Only multipart/related; type="application/dicom" is accepted')
         if not valid_boundary(boundary):
             return error(400, "The multipart boundary is missing or invalid")
+        batch = _Batch(results, study, sender)
         try:
             for part in iter_parts(request, boundary, _PartSink):
                 sink = part.sink
                 if sink.writer is None:
-                    results.append(StoreResult(Outcome.INVALID, detail=f"part of type {sink.media} is not DICOM"))
+                    batch.refuse(StoreResult(Outcome.INVALID, detail=f"part of type {sink.media} is not DICOM"))
                     continue
-                results.append(store_instance(sink.writer.finish(), study, sender))
+                batch.add(sink.writer.finish())
         except MultipartError as exc:
-            if not results:
+            if not batch.parts:
+                batch.discard()
                 return error(400, str(exc))
             warnings.append(str(exc))
         except ValueError as exc:  # a part over the size limit
+            batch.discard()
             return error(413, str(exc))
+        batch.flush()
     else:
         return error(415, 'STOW-RS takes multipart/related; type="application/dicom"')
     for r in results:
@@ -164,19 +169,71 @@ def stow(request: HttpRequest, study: str | None = None) -> HttpResponse:
     return stow_response(request, results, study, warnings)
 
 
+class _Batch:
+    """Collects staged parts and stores them together (see :func:`store_instances`).
+
+    Parts are indexed in groups of :data:`BATCH` so one request never holds
+    the index's write lock for long; refused non-DICOM parts keep their place
+    in the response order.
+    """
+
+    def __init__(self, results: list[StoreResult], study: str | None, sender: Sender) -> None:
+        self.results, self.study, self.sender = results, study, sender
+        self.staged: list[StagedObject] = []
+        self.slots: list[int] = []
+        self.parts = 0
+
+    def add(self, staged: StagedObject) -> None:
+        self.parts += 1
+        self.slots.append(len(self.results))
+        self.results.append(StoreResult(Outcome.INVALID))  # replaced by flush()
+        self.staged.append(staged)
+        if len(self.staged) >= BATCH:
+            self.flush()
+
+    def refuse(self, result: StoreResult) -> None:
+        self.parts += 1
+        self.results.append(result)
+
+    def flush(self) -> None:
+        if self.staged:
+            for slot, result in zip(self.slots, store_instances(self.staged, self.study, self.sender), strict=True):
+                self.results[slot] = result
+        self.staged, self.slots = [], []
+
+    def discard(self) -> None:
+        for staged in self.staged:
+            staged.discard()
+        self.staged, self.slots = [], []
+
+
+#: Parts of one request indexed in one transaction at most.
+BATCH = 50
+
+
 def _sender(request: HttpRequest) -> Sender:
-    """The storing user's site, and a check that existing studies are theirs to extend."""
+    """The storing user's site, and a check that existing studies are theirs to extend.
+
+    A user who sees every study needs no check; otherwise one statement per
+    study tells whether it exists and, if so, whether the user sees it. The
+    sender's site is looked up only when a new study is created.
+    """
     user = request.user
     visible = visible_studies(user)
+    if not visible.query.has_filters() and not visible.query.is_empty():
+        return Sender(site_of=lambda: policy().sender_site(user))
     known: dict[str, bool] = {}
+    seen = Exists(visible.filter(pk=OuterRef("pk")))
 
     def may_add_to(study_uid: str) -> bool:
         if study_uid not in known:
-            exists = Study.objects.filter(study_instance_uid=study_uid).exists()
-            known[study_uid] = not exists or visible.filter(study_instance_uid=study_uid).exists()
+            found = (
+                Study.objects.filter(study_instance_uid=study_uid).annotate(seen=seen).values_list("seen", flat=True)
+            )
+            known[study_uid] = all(found)  # no row: a new study
         return known[study_uid]
 
-    return Sender(site=policy().sender_site(user), may_add_to=may_add_to)
+    return Sender(may_add_to=may_add_to, site_of=lambda: policy().sender_site(user))
 
 
 def _audit(request: HttpRequest, results: list[StoreResult]) -> None:

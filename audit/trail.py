@@ -4,20 +4,24 @@
 code that does the audited thing (no signals). Appends are serialised by
 locking the single :class:`ChainHead` row so the chain stays linear under
 concurrent requests on PostgreSQL; on SQLite writes are serialised anyway.
+An append is three raw statements in one transaction (see :func:`_append`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
+from django.db import connections, router, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.http import HttpRequest
 from django.utils import timezone
 
 from audit.models import AuditEvent, ChainHead
+from pacs.dblock import write_lock
 
 GENESIS = "0" * 64
 
@@ -77,16 +81,71 @@ def record(
         study_instance_uid=study_instance_uid[:64],
         detail=detail or {},
     )
-    with transaction.atomic():
-        head = ChainHead.objects.select_for_update().filter(pk=1).first()
-        if head is None:
-            head = ChainHead.objects.create(pk=1, last_hash=GENESIS, count=0)
-            head = ChainHead.objects.select_for_update().get(pk=1)
-        event.prev_hash = head.last_hash
-        event.hash = compute_hash(event)
-        event.save()
-        ChainHead.objects.filter(pk=1).update(last_hash=event.hash, count=head.count + 1)
+    _append(event)
     return event
+
+
+def _append(event: AuditEvent) -> None:
+    """Link ``event`` to the chain head and insert it: three statements in one transaction.
+
+    ``UPDATE … RETURNING`` both takes the head row's write lock (PostgreSQL
+    row lock; SQLite writes are serialised by ``BEGIN IMMEDIATE``) and reads the
+    previous hash, so concurrent appends stay linear. Raw SQL because the
+    ORM's save machinery cost more than the statements themselves on every
+    audited read.
+    """
+    using = router.db_for_write(AuditEvent)
+    connection = connections[using]
+    sql = _statements(connection)
+    with write_lock(using), transaction.atomic(using=using), connection.cursor() as cursor:
+        cursor.execute(sql.take_head, [])
+        row = cursor.fetchone()
+        if row is None:  # the first record ever: create the head, then take it
+            cursor.execute(sql.create_head, [GENESIS])
+            cursor.execute(sql.take_head, [])
+            row = cursor.fetchone()
+        event.prev_hash = row[0]
+        event.hash = compute_hash(event)
+        cursor.execute(sql.insert_event, [f.get_db_prep_save(getattr(event, f.attname), connection) for f in _FIELDS])
+        event.pk = cursor.fetchone()[0]
+        cursor.execute(sql.move_head, [event.hash])
+    event._state.adding = False
+    event._state.db = using
+
+
+_FIELDS = [f for f in AuditEvent._meta.concrete_fields if not f.primary_key]
+
+
+@dataclass(frozen=True)
+class _Statements:
+    take_head: str
+    create_head: str
+    insert_event: str
+    move_head: str
+
+
+_BY_VENDOR: dict[str, _Statements] = {}
+
+
+def _statements_for(quote: Callable[[str], str]) -> _Statements:
+    # Only model metadata is interpolated (quoted table and column names); values are parameters.
+    head = quote(ChainHead._meta.db_table)
+    table = quote(AuditEvent._meta.db_table)
+    columns = ", ".join(quote(str(f.column)) for f in _FIELDS)
+    marks = ", ".join(["%s"] * len(_FIELDS))
+    return _Statements(
+        take_head=f"UPDATE {head} SET count = count + 1 WHERE id = 1 RETURNING last_hash",  # noqa: S608
+        create_head=f"INSERT INTO {head} (id, last_hash, count) VALUES (1, %s, 0) ON CONFLICT DO NOTHING",  # noqa: S608
+        insert_event=f"INSERT INTO {table} ({columns}) VALUES ({marks}) RETURNING id",  # noqa: S608
+        move_head=f"UPDATE {head} SET last_hash = %s WHERE id = 1",  # noqa: S608
+    )
+
+
+def _statements(connection: BaseDatabaseWrapper) -> _Statements:
+    sql = _BY_VENDOR.get(connection.vendor)
+    if sql is None:
+        sql = _BY_VENDOR[connection.vendor] = _statements_for(connection.ops.quote_name)
+    return sql
 
 
 @dataclass

@@ -48,7 +48,8 @@ from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
-from archive.models import ApiToken, Instance, Patient, Series, Site, Study, hash_token  # noqa: E402
+from archive.ingest import name_words  # noqa: E402
+from archive.models import ApiToken, Instance, Patient, PersonNameWord, Series, Site, Study, hash_token  # noqa: E402
 from portal.models import SiteMembership  # noqa: E402
 
 FAMILIES = "SMITH JONES BROWN GARCIA MILLER DAVIS MARTIN LEE WALKER HALL YOUNG KING WRIGHT LOPEZ HILL SCOTT".split()
@@ -153,6 +154,15 @@ class Generator:
         Study.objects.bulk_create([s for _, s, _ in batch])
         pks = dict(Study.objects.filter(study_instance_uid__in=[s.study_instance_uid for _, s, _ in batch]).values_list(
             "study_instance_uid", "pk"))  # fmt: skip
+        # The fuzzy-matching words ingest writes for each new patient and study.
+        PersonNameWord.objects.bulk_create(
+            [PersonNameWord(word=w, patient=p) for p in patients for w in name_words(p.patient_name_search)]
+            + [
+                PersonNameWord(word=w, study_id=pks[s.study_instance_uid])
+                for _, s, _ in batch
+                for w in name_words(s.referring_physician_search)
+            ]
+        )
         series_rows, members = [], []
         for _, study, plan in batch:
             number_of_instances = 0
