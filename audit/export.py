@@ -13,7 +13,8 @@
   and the study (110180 Study Instance UID) as entities.
 
 :class:`SyslogSender` ships lines over UDP or TCP (octet-counted framing,
-RFC 6587) to ``settings.PACS_AUDIT_SYSLOG`` (``udp://host:514``).
+RFC 6587) to ``settings.PACS_AUDIT_SYSLOG`` (``udp://host:514``); ``manage.py
+audit_forward --follow`` (:mod:`portal.auditforward`) streams new records there.
 """
 
 from __future__ import annotations
@@ -78,6 +79,9 @@ EVENT_CODES: dict[str, EventCode] = {
     "admin-delete": EventCode(*SECURITY_ALERT, "D", ("110129", "Security Configuration")),
     "audit-verify": EventCode("110101", "Audit Log Used", "R"),
     "audit-export": EventCode("110101", "Audit Log Used", "R"),
+    "audit-forward": EventCode("110101", "Audit Log Used", "R"),
+    "sso-link": EventCode(*SECURITY_ALERT, "U", ("110137", "User security Attributes Changed")),
+    "sso-user-created": EventCode(*SECURITY_ALERT, "C", ("110137", "User security Attributes Changed")),
 }
 APPLICATION_ACTIVITY = EventCode("110100", "Application Activity", "E")
 

@@ -191,6 +191,10 @@ OIDC_RP_CLIENT_SECRET = env_secret("OIDC_RP_CLIENT_SECRET")
 OIDC_RP_SIGN_ALGO = os.environ.get("OIDC_RP_SIGN_ALGO", "RS256")
 OIDC_RP_SCOPES = os.environ.get("OIDC_RP_SCOPES", "openid email profile")
 OIDC_CREATE_USER = env_bool("OIDC_CREATE_USERS", False)
+# Accounts are bound to the provider's (iss, sub). An identity seen for the first
+# time is linked to the account with the same address only when this is true and
+# the provider says email_verified: true (portal/oidc.py).
+OIDC_LINK_BY_EMAIL = env_bool("OIDC_LINK_BY_EMAIL", False)
 OIDC_ROLES_CLAIM = os.environ.get("OIDC_ROLES_CLAIM", "groups")
 OIDC_ROLES_MAP = dict(  # "idp-group=role,other=role"
     pair.split("=", 1) for pair in os.environ.get("OIDC_ROLES_MAP", "").split(",") if "=" in pair
@@ -203,6 +207,12 @@ OIDC_VERIFY_SSL = env_bool("OIDC_VERIFY_SSL", True)
 OIDC_AUTHENTICATE_CLASS = "portal.oidc.AuthenticateView"
 OIDC_CALLBACK_CLASS = "portal.oidc.CallbackView"
 LOGIN_REDIRECT_URL_FAILURE = "/accounts/login/?sso=failed"
+# Sign-out also ends the provider's session (RP-initiated logout) when it has an
+# end_session_endpoint (discovered, or OIDC_OP_LOGOUT_ENDPOINT); the ID token is
+# kept in the server-side session as the id_token_hint.
+OIDC_OP_LOGOUT_ENDPOINT = os.environ.get("OIDC_OP_LOGOUT_ENDPOINT", "")
+OIDC_OP_LOGOUT_URL_METHOD = "portal.oidc.provider_logout_url"
+OIDC_STORE_ID_TOKEN = True
 # Passwords go through Django's ModelBackend with the sign-in lockout (portal/lockout.py).
 AUTHENTICATION_BACKENDS = ["portal.backends.LockoutModelBackend", "portal.oidc.Backend"]
 
@@ -232,6 +242,10 @@ EMAIL_HOST_PASSWORD = env_secret("EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "pacs@localhost")
 PASSWORD_RESET_TIMEOUT = env_int("PACS_PASSWORD_RESET_SECONDS", 3600)
+# Reset mail per address / per client address within the window (portal/resetlimit.py).
+PACS_PASSWORD_RESET_MAX_PER_EMAIL = env_int("PACS_PASSWORD_RESET_MAX_PER_EMAIL", 3)
+PACS_PASSWORD_RESET_MAX_PER_IP = env_int("PACS_PASSWORD_RESET_MAX_PER_IP", 10)
+PACS_PASSWORD_RESET_WINDOW_SECONDS = env_int("PACS_PASSWORD_RESET_WINDOW_SECONDS", 3600)
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"  # "no-referrer" makes Chromium send `Origin: null` on form POSTs, failing CSRF
@@ -251,6 +265,12 @@ PACS_FSYNC = env_bool("PACS_FSYNC", True)
 PACS_STUDY_SITE_SOURCE = os.environ.get("PACS_STUDY_SITE_SOURCE", "sender")
 if PACS_STUDY_SITE_SOURCE not in ("sender", "institution"):
     raise ValueError("PACS_STUDY_SITE_SOURCE must be 'sender' or 'institution'")
+# DICOM DIMSE listener (`manage.py dicom_listener`, archive/dimse.py). Only the
+# calling AE titles listed may associate: "CT1@10.0.0.21=general,MR2=general"
+# (AE title, optional address or network, then the code of the Site it stores into).
+PACS_DIMSE_AE_TITLE = os.environ.get("PACS_DIMSE_AE_TITLE", "PACS")
+PACS_DIMSE_PORT = env_int("PACS_DIMSE_PORT", 11112)
+PACS_DIMSE_ALLOWED = os.environ.get("PACS_DIMSE_ALLOWED", "")
 
 TASKS = {"default": {"BACKEND": "django_tasks_db.backend.DatabaseBackend"}}
 

@@ -6,6 +6,9 @@
 * Roles are Django groups (created by ``setup_roles``); they can be edited
   here, and every change is audited like all admin changes.
 * Grants record who gave what to whom, why, and until when.
+* SSO identities (issuer, subject) are listed and can be unlinked (deleted):
+  the person's next SSO sign-in is then treated as a first one. They cannot
+  be added or edited here: binding happens only through a real sign-in.
 * The admin has no sign-in form of its own: it sends people to the portal
   sign-in, so the lockout, MFA and SSO apply there too.
 """
@@ -30,7 +33,7 @@ from audit.adminlog import AuditedModelAdmin
 from audit.trail import record
 from portal import lockout
 from portal.groups import sync_staff_flag
-from portal.models import AccessGrant, SignInFailure, SiteMembership, UserProfile
+from portal.models import AccessGrant, OIDCIdentity, SignInFailure, SiteMembership, UserProfile
 from portal.sessions import sign_out_everywhere
 
 
@@ -184,3 +187,17 @@ class SignInFailureAdmin(AuditedModelAdmin):
             lockout.clear(name)
             record("sign-in-unlock", request, detail={"username": name})
         messages.success(request, f"Unlocked: {', '.join(names)}")
+
+
+@admin.register(OIDCIdentity)
+class OIDCIdentityAdmin(AuditedModelAdmin):
+    list_display = ("user", "subject", "issuer", "linked_by", "email_at_link", "created_at", "last_used_at")
+    list_filter = ("issuer", "linked_by")
+    search_fields = ("user__username", "=subject", "email_at_link")
+    list_select_related = ("user",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

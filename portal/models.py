@@ -11,6 +11,13 @@
   generation that "sign out everywhere" increments.
 * :class:`SignInFailure` rows count failed sign-ins per user name and address
   for the lockout (``portal/lockout.py``).
+* :class:`OIDCIdentity` binds an account to one identity at an OpenID
+  provider, (issuer, subject): the only key SSO sign-ins are matched by once
+  linked (``portal/oidc.py``).
+* :class:`PasswordResetRequest` rows count reset requests per address and per
+  client address for the reset throttle (``portal/resetlimit.py``).
+* :class:`AuditForwardCursor` remembers, per syslog target, the last audit
+  record shipped (``manage.py audit_forward``).
 """
 
 from __future__ import annotations
@@ -115,3 +122,59 @@ class SignInFailure(models.Model):
 
     def __str__(self) -> str:
         return f"{self.username} from {self.source_ip or '?'} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class OIDCIdentity(models.Model):
+    """An account's identity at an OpenID provider: the ID token's ``iss`` and ``sub``.
+
+    ``sub`` is the provider's stable, never reassigned key for a person; e-mail
+    addresses change and can be reused, so they are used at most once, to link
+    an existing account on its first SSO sign-in (``OIDC_LINK_BY_EMAIL``).
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="oidc_identities")
+    issuer = models.CharField(max_length=255)
+    subject = models.CharField(max_length=255)
+    email_at_link = models.CharField(max_length=254, blank=True, default="", editable=False)
+    linked_by = models.CharField(
+        max_length=16, editable=False, choices=[("created", "account created"), ("email", "verified e-mail")]
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name = "OIDC identity"
+        verbose_name_plural = "OIDC identities"
+        constraints = [
+            models.UniqueConstraint(fields=["issuer", "subject"], name="unique_oidc_identity"),
+            models.UniqueConstraint(fields=["user", "issuer"], name="one_oidc_identity_per_issuer"),
+        ]
+        ordering = ["issuer", "subject"]
+
+    def __str__(self) -> str:
+        return f"{self.user} = {self.subject} @ {self.issuer}"
+
+
+class PasswordResetRequest(models.Model):
+    """One password-reset request (address lower-cased), whether or not an account has it."""
+
+    email = models.CharField(max_length=254, db_index=True)
+    source_ip = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-at"]
+
+    def __str__(self) -> str:
+        return f"reset for {self.email} from {self.source_ip or '?'} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class AuditForwardCursor(models.Model):
+    """The id of the last audit record a syslog target has been sent (at-least-once delivery)."""
+
+    target = models.CharField(max_length=255, unique=True)
+    last_id = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.target}: up to record {self.last_id}"

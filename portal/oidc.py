@@ -10,8 +10,13 @@ The authorization-code flow uses PKCE (S256) and a nonce. Beyond what
 mozilla-django-oidc checks (signature, nonce, expiry) the ID token's ``iss``
 must be the configured issuer and its ``aud`` must hold our client id.
 
-Users are matched by e-mail (a provider that says ``email_verified: false`` is
-refused) and created on first sign-in only when ``OIDC_CREATE_USERS`` is true.
+Accounts are bound to the provider's identity, (``iss``, ``sub``), in
+:class:`portal.models.OIDCIdentity`; once bound, sign-ins are matched by that
+pair only, so an e-mail change at the provider never moves a sign-in to another
+account. An identity seen for the first time is linked to the one existing
+account with the same address only when ``OIDC_LINK_BY_EMAIL`` is true and the
+provider says ``email_verified: true``; otherwise a new account is created
+(``OIDC_CREATE_USERS``) or the sign-in is refused. Every outcome is audited.
 On every sign-in the roles claim (``OIDC_ROLES_CLAIM``, default ``groups``)
 replaces the user's role groups (names from :class:`portal.roles.Role`, or
 mapped by ``OIDC_ROLES_MAP``); groups that are not roles are left alone. The
@@ -22,6 +27,11 @@ Second factor: an ID token whose ``amr`` holds ``mfa``, ``otp`` or ``hwk``
 counts as a verified second factor for users whose role requires MFA
 (``PACS_MFA_TRUST_IDP_AMR``, default on); otherwise they pass our TOTP challenge
 after the provider sends them back.
+
+Signing out of the portal also ends the provider's session (RP-initiated
+logout) when its discovery document names an ``end_session_endpoint`` (or
+``OIDC_OP_LOGOUT_ENDPOINT`` is set): :func:`provider_logout_url`, which is also
+mozilla-django-oidc's ``OIDC_OP_LOGOUT_URL_METHOD``.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import requests
 from django.conf import settings
@@ -41,6 +52,8 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
+from django.urls import reverse
+from django.utils import timezone
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthenticationRequestView
 
@@ -48,7 +61,7 @@ from archive.models import Site
 from audit import trail
 from portal import mfa
 from portal.groups import sync_staff_flag
-from portal.models import SiteMembership
+from portal.models import OIDCIdentity, SiteMembership
 from portal.roles import Role
 
 logger = logging.getLogger(__name__)
@@ -65,6 +78,7 @@ class Provider:
     token_endpoint: str
     userinfo_endpoint: str
     jwks_endpoint: str
+    end_session_endpoint: str = ""
 
 
 def enabled() -> bool:
@@ -102,7 +116,41 @@ def provider() -> Provider:
         token_endpoint=pick("OIDC_OP_TOKEN_ENDPOINT", "token_endpoint"),
         userinfo_endpoint=pick("OIDC_OP_USER_ENDPOINT", "userinfo_endpoint"),
         jwks_endpoint=pick("OIDC_OP_JWKS_ENDPOINT", "jwks_uri"),
+        end_session_endpoint=pick("OIDC_OP_LOGOUT_ENDPOINT", "end_session_endpoint"),
     )
+
+
+#: Where the ID token is kept for the sign-out (mozilla-django-oidc's OIDC_STORE_ID_TOKEN).
+ID_TOKEN_SESSION_KEY = "oidc_id_token"
+
+
+def provider_logout_url(request: HttpRequest) -> str:
+    """Where to send the browser after our sign-out: the provider's end-session endpoint
+    (OpenID Connect RP-Initiated Logout 1.0) for a session that came through SSO, with the
+    ID token as hint and our sign-in page to come back to; else our sign-in page.
+
+    Call it before the session is flushed. Never raises: an unreachable provider
+    leaves the local sign-out done and the user on our sign-in page.
+    """
+    here = str(settings.LOGOUT_REDIRECT_URL)
+    id_token = request.session.get(ID_TOKEN_SESSION_KEY) if hasattr(request, "session") else None
+    if not id_token or not enabled():
+        return here
+    try:
+        endpoint = provider().end_session_endpoint
+    except (requests.RequestException, ValueError, ImproperlyConfigured) as exc:
+        logger.warning("OIDC provider unreachable for sign-out: %s", exc)
+        return here
+    if not endpoint:
+        return here
+    query = urlencode(
+        {
+            "id_token_hint": id_token,
+            "client_id": settings.OIDC_RP_CLIENT_ID,
+            "post_logout_redirect_uri": request.build_absolute_uri(reverse("login")),
+        }
+    )
+    return f"{endpoint}{'&' if '?' in endpoint else '?'}{query}"
 
 
 def _claim_values(value: Any) -> list[str]:
@@ -163,6 +211,15 @@ def apply_sites(user: Any, site_codes: list[str]) -> None:
     SiteMembership.objects.bulk_create([SiteMembership(user=user, site_id=pk) for pk in wanted - current])
 
 
+def verified_email(claims: dict[str, Any]) -> str:
+    """The e-mail address, if the provider vouches for it (``email_verified: true``); else ""."""
+    email = str(claims.get("email") or "").strip()
+    verified = claims.get("email_verified")
+    if isinstance(verified, str):  # some providers send the JSON boolean as a string
+        verified = verified.lower() == "true"
+    return email[:254] if email and verified is True and "@" in email else ""
+
+
 class Backend(OIDCAuthenticationBackend):
     """mozilla-django-oidc's backend with our endpoint discovery, token checks and claim mapping.
 
@@ -207,12 +264,46 @@ class Backend(OIDCAuthenticationBackend):
             raise SuspiciousOperation("ID token authorized party is not this client")
 
     def get_or_create_user(self, access_token: str, id_token: str, payload: dict[str, Any]) -> Any:
+        """The account bound to (iss, sub); on first sight, link by verified e-mail, create, or refuse."""
         self.verify_id_token_claims(payload)
         self.id_token_claims = payload
-        user = super().get_or_create_user(access_token, id_token, payload)
+        claims = self.get_userinfo(access_token, id_token, payload)
+        if not self.verify_claims(claims):
+            raise SuspiciousOperation("Claims verification failed")
+        issuer, subject = str(payload["iss"]), str(claims["sub"])
+        identity = OIDCIdentity.objects.select_related("user").filter(issuer=issuer, subject=subject).first()
+        if identity is not None:
+            OIDCIdentity.objects.filter(pk=identity.pk).update(last_used_at=timezone.now())
+            user = self.update_user(identity.user, claims)
+        else:
+            user = self.bind_new_identity(issuer, subject, claims)
         if user is not None:
             user.oidc_amr = _claim_values(payload.get("amr"))
         return user
+
+    def bind_new_identity(self, issuer: str, subject: str, claims: dict[str, Any]) -> Any:
+        """First sign-in of this identity: link it to an account, or create one, or refuse (None)."""
+        email = verified_email(claims)
+        detail = {"issuer": issuer[:200], "sub": subject[:200]}
+        if settings.OIDC_LINK_BY_EMAIL and email:
+            candidates = list(
+                self.UserModel.objects.filter(email__iexact=email).exclude(oidc_identities__issuer=issuer)[:2]
+            )
+            if len(candidates) > 1:
+                trail.record("sso-link", self.request, outcome="failure", detail={**detail, "reason": "ambiguous"})
+                raise SuspiciousOperation("More than one account has this e-mail address")
+            if candidates:
+                with transaction.atomic():
+                    user = candidates[0]
+                    OIDCIdentity.objects.create(
+                        user=user, issuer=issuer, subject=subject, email_at_link=email, linked_by="email"
+                    )
+                    trail.record("sso-link", self.request, user=user, detail={**detail, "by": "email"})
+                    return self.update_user(user, claims)
+        if not settings.OIDC_CREATE_USER:
+            trail.record("sso-link", self.request, outcome="failure", detail={**detail, "reason": "no account"})
+            return None
+        return self.create_user(claims)
 
     def get_userinfo(self, access_token: str, id_token: str, payload: dict[str, Any]) -> dict[str, Any]:
         claims = dict(payload)
@@ -223,10 +314,13 @@ class Backend(OIDCAuthenticationBackend):
         return claims
 
     def verify_claims(self, claims: dict[str, Any]) -> bool:
-        return bool(claims.get("sub")) and bool(claims.get("email")) and claims.get("email_verified") is not False
+        return bool(claims.get("sub")) and bool(str(claims.get("iss", "")))
 
     def filter_users_by_claims(self, claims: dict[str, Any]) -> Any:
-        return self.UserModel.objects.filter(email__iexact=claims["email"])
+        """Only the bound account (mozilla-django-oidc calls this for session refresh)."""
+        return self.UserModel.objects.filter(
+            oidc_identities__issuer=str(claims.get("iss", "")), oidc_identities__subject=str(claims.get("sub", ""))
+        )
 
     def get_username(self, claims: dict[str, Any]) -> str:
         preferred = str(claims.get("preferred_username", ""))
@@ -234,12 +328,22 @@ class Backend(OIDCAuthenticationBackend):
             return preferred
         return "oidc-" + hashlib.sha256(str(claims["sub"]).encode()).hexdigest()[:24]
 
+    def email_taken(self, email: str, user: Any) -> bool:
+        return bool(self.UserModel.objects.filter(email__iexact=email).exclude(pk=user.pk).exists())
+
     def create_user(self, claims: dict[str, Any]) -> Any:
+        email = verified_email(claims)
+        issuer, subject = str(self.id_token_claims["iss"]), str(claims["sub"])
         with transaction.atomic():
-            user = self.UserModel.objects.create_user(self.get_username(claims), email=claims["email"])
+            user = self.UserModel.objects.create_user(self.get_username(claims), email=email)
             user.set_unusable_password()
             user.save()
-            trail.record("sso-user-created", self.request, user=user, detail={"sub": str(claims["sub"])[:200]})
+            OIDCIdentity.objects.create(
+                user=user, issuer=issuer, subject=subject, email_at_link=email, linked_by="created"
+            )
+            trail.record(
+                "sso-user-created", self.request, user=user, detail={"issuer": issuer[:200], "sub": subject[:200]}
+            )
             return self.update_user(user, claims)
 
     def update_user(self, user: Any, claims: dict[str, Any]) -> Any:
@@ -250,6 +354,10 @@ class Backend(OIDCAuthenticationBackend):
                 if value and getattr(user, field) != value:
                     setattr(user, field, value)
                     changed = True
+            email = verified_email(claims)
+            if email and user.email.lower() != email.lower() and not self.email_taken(email, user):
+                user.email = email
+                changed = True
             if changed:
                 user.save()
             apply_roles(user, roles_from_claims(claims))

@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from django.contrib.auth.models import Group, User
 from archive.models import Site
 from audit.models import AuditEvent
 from portal import oidc
-from portal.models import SiteMembership
+from portal.models import OIDCIdentity, SiteMembership
 from portal.roles import Role
 from tests.mfa_support import user_with_role
 
@@ -76,6 +77,7 @@ def provider_url(live_server: Any) -> Iterator[str]:
         "OIDC_CLIENT_ID": CLIENT_ID,
         "OIDC_CLIENT_SECRET": CLIENT_SECRET,
         "OIDC_REDIRECT_URIS": f"{live_server.url}/oidc/callback/",
+        "OIDC_POST_LOGOUT_REDIRECT_URIS": f"{live_server.url}/accounts/login/",
         "OIDC_ACCOUNTS": json.dumps(ACCOUNTS),
     }
     process = subprocess.Popen(
@@ -108,6 +110,8 @@ def sso(settings: Any, provider_url: str) -> str:
     settings.OIDC_ROLES_CLAIM = "groups"
     settings.OIDC_SITES_CLAIM = "sites"
     settings.OIDC_CREATE_USER = True
+    settings.OIDC_LINK_BY_EMAIL = False
+    settings.OIDC_OP_LOGOUT_ENDPOINT = ""
     settings.OIDC_VERIFY_SSL = True
     oidc.discover.cache_clear()
     for code in ("north", "south"):
@@ -157,7 +161,8 @@ def test_it_asks_for_our_totp_when_the_provider_did_only_a_password(page: Any, s
     assert page.locator("img.qr").count() == 1
 
 
-def test_it_updates_an_existing_user_matched_by_email(page: Any, sso: str) -> None:
+def test_it_links_an_existing_user_by_verified_email_when_configured(page: Any, sso: str, settings: Any) -> None:
+    settings.OIDC_LINK_BY_EMAIL = True
     existing = user_with_role("tess", Role.RADIOLOGIST.value)
     existing.email = "TECH.SSO@example.org"
     existing.save()
@@ -170,11 +175,83 @@ def test_it_updates_an_existing_user_matched_by_email(page: Any, sso: str) -> No
     assert set(existing.groups.values_list("name", flat=True)) == {"technologist", "night shift"}
     assert list(SiteMembership.objects.filter(user=existing).values_list("site__code", flat=True)) == ["south"]
     assert User.objects.count() == 1
+    identity = OIDCIdentity.objects.get(user=existing)
+    assert (identity.issuer, identity.subject, identity.linked_by) == (sso, "tech.sso", "email")
 
 
-def test_it_refuses_unknown_users_when_creation_is_off(page: Any, sso: str, settings: Any, live_server: Any) -> None:
-    settings.OIDC_CREATE_USER = False
+def test_by_default_it_does_not_link_an_account_by_email(page: Any, sso: str) -> None:
+    existing = user_with_role("tess", Role.RADIOLOGIST.value)
+    existing.email = "tech.sso@example.org"
+    existing.save()
+
     sign_in_with_sso(page, "tech.sso", sso)
-    assert page.url == f"{live_server.url}/accounts/login/?sso=failed"
-    assert "did not complete" in page.inner_text("[role=alert]")
-    assert not User.objects.exists()
+
+    created = OIDCIdentity.objects.get(subject="tech.sso").user
+    assert created != existing and created.username == "tech.sso"
+    assert not OIDCIdentity.objects.filter(user=existing).exists()
+    assert set(existing.groups.values_list("name", flat=True)) == {Role.RADIOLOGIST.value}
+
+
+def change_account_at_provider(provider_url: str, login: str, claims: dict[str, Any]) -> None:
+    request = urllib.request.Request(
+        f"{provider_url}/test-control/accounts/{login}", data=json.dumps(claims).encode(), method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 204
+
+
+def test_an_email_change_at_the_provider_does_not_move_the_sign_in(
+    chromium: Any, live_server: Any, sso: str, settings: Any
+) -> None:
+    settings.OIDC_LINK_BY_EMAIL = True
+    other = user_with_role("tess", Role.TECHNOLOGIST.value)
+    other.email = "tess@example.org"
+    other.save()
+    for round_trip in range(2):
+        context = chromium.new_context(base_url=live_server.url)  # a fresh provider session each time
+        context.set_default_timeout(20000)
+        try:
+            sign_in_with_sso(context.new_page(), "rad.sso", sso)
+        finally:
+            context.close()
+        if round_trip == 0:
+            first = OIDCIdentity.objects.get(subject="rad.sso").user
+            change_account_at_provider(sso, "rad.sso", {"email": "tess@example.org"})
+    try:
+        signed_in = AuditEvent.objects.filter(action="sign-in", outcome="success").order_by("id")
+        assert [event.actor_id for event in signed_in] == [first.pk, first.pk]
+        assert not OIDCIdentity.objects.filter(user=other).exists()
+        other.refresh_from_db()
+        assert set(other.groups.values_list("name", flat=True)) == {Role.TECHNOLOGIST.value}
+        first.refresh_from_db()
+        assert first.email == "rad.sso@example.org"  # the new address belongs to another account here
+    finally:
+        change_account_at_provider(sso, "rad.sso", {"email": ACCOUNTS["rad.sso"]["email"]})
+
+
+def test_signing_out_also_ends_the_session_at_the_provider(page: Any, sso: str, live_server: Any) -> None:
+    sign_in_with_sso(page, "rad.sso", sso)
+    page.click("#sign-out")
+    page.wait_for_url(f"{sso}/session/end**")
+    page.click("#idp-logout-yes")
+    page.wait_for_url(f"{live_server.url}/accounts/login/**")
+    assert page.locator("#sso-sign-in").count() == 1
+    assert page.context.request.get(f"{live_server.url}/").url == f"{live_server.url}/accounts/login/?next=/"
+    assert AuditEvent.objects.filter(action="sign-out", actor="rad.sso").exists()
+
+    page.click("#sso-sign-in")  # the provider asks for the password again: its session is gone
+    page.wait_for_url(f"{sso}/interaction/**")
+    assert page.locator("#idp-login").count() == 1
+
+
+def test_without_provider_logout_the_provider_session_would_sign_the_next_user_straight_in(
+    page: Any, sso: str, live_server: Any, settings: Any
+) -> None:
+    """The control for the test above: losing only the portal session leaves the provider's,
+    and the next click on "Sign in with SSO" comes back signed in without a password."""
+    sign_in_with_sso(page, "rad.sso", sso)
+    page.context.clear_cookies(name=settings.SESSION_COOKIE_NAME)
+    page.goto("/accounts/login/")
+    page.click("#sso-sign-in")
+    page.wait_for_url(f"{live_server.url}/")
+    assert "Welcome, Rita Radiologist" in page.inner_text("h1")

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from portal.authevents import LAST_SEEN, SIGNED_IN_AT
-from portal.models import SignInFailure
+from portal.models import PasswordResetRequest, SignInFailure
 from portal.roles import Role
 from tests.conftest import role_user
 
@@ -122,7 +122,7 @@ def test_password_reset_never_reveals_whether_an_account_exists(client: Client, 
     assert known.status_code == unknown.status_code == 302
     assert known["Location"] == unknown["Location"] == "/accounts/password/reset/sent/"
     assert len(mail.outbox) == 1 and mail.outbox[0].to == ["tech@example.org"]
-    link = re.search(r"http://testserver(/accounts/password/reset/\S+/)", mail.outbox[0].body)
+    link = re.search(r"http://testserver(/accounts/password/reset/\S+/)", str(mail.outbox[0].body))
     assert link is not None
     form = client.get(link.group(1), follow=True)
     assert form.status_code == 200 and b"Choose a new password" in form.content
@@ -131,6 +131,46 @@ def test_password_reset_never_reveals_whether_an_account_exists(client: Client, 
     assert done.status_code == 302 and done["Location"] == "/accounts/password/reset/complete/"
     assert User.objects.get(pk=tech.pk).check_password(new)
     assert last("password-reset").actor == "tech"
+
+
+RESET = "/accounts/password/reset/"
+
+
+def request_reset(email: str, ip: str = "192.0.2.10") -> Any:
+    return Client().post(RESET, {"email": email}, REMOTE_ADDR=ip)
+
+
+@pytest.mark.parametrize("email", ["tech@example.org", "nobody@example.org"])
+def test_reset_mail_to_one_address_is_throttled_with_the_same_answer(tech: User, settings: Any, email: str) -> None:
+    settings.PACS_PASSWORD_RESET_MAX_PER_EMAIL = 2
+    answers = [request_reset(email.upper() if n % 2 else email, ip=f"192.0.2.{n}") for n in range(4)]
+    assert {(a.status_code, a["Location"]) for a in answers} == {(302, "/accounts/password/reset/sent/")}
+    assert len(mail.outbox) == (2 if email.startswith("tech") else 0)
+    events = AuditEvent.objects.filter(action="password-reset-request").order_by("id")
+    assert [e.outcome for e in events] == ["success", "success", "throttled", "throttled"]
+    assert events.last().detail == {"email": email, "limit": "email"}  # type: ignore[union-attr]
+
+
+def test_reset_requests_from_one_client_address_are_throttled(tech: User, settings: Any) -> None:
+    settings.PACS_PASSWORD_RESET_MAX_PER_IP = 3
+    for n in range(3):
+        request_reset(f"someone-{n}@example.org", ip="198.51.100.9")
+    assert request_reset("tech@example.org", ip="198.51.100.9").status_code == 302
+    assert mail.outbox == []
+    assert last("password-reset-request").detail == {"email": "tech@example.org", "limit": "ip"}
+    request_reset("tech@example.org", ip="198.51.100.10")
+    assert len(mail.outbox) == 1
+
+
+def test_the_reset_throttle_lifts_when_the_requests_leave_the_window(tech: User, settings: Any) -> None:
+    settings.PACS_PASSWORD_RESET_MAX_PER_EMAIL = 1
+    request_reset("tech@example.org")
+    request_reset("tech@example.org")
+    assert len(mail.outbox) == 1
+    PasswordResetRequest.objects.update(at=timezone.now() - timedelta(hours=2))
+    request_reset("tech@example.org")
+    assert len(mail.outbox) == 2
+    assert PasswordResetRequest.objects.count() == 1  # old rows are pruned
 
 
 def test_signing_out_takes_a_post_and_is_audited(client: Client, tech: User) -> None:

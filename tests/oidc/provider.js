@@ -7,11 +7,16 @@
 //   OIDC_CLIENT_ID      the relying party's client id
 //   OIDC_CLIENT_SECRET  its secret (client_secret_post)
 //   OIDC_REDIRECT_URIS  comma-separated callback URLs (the live server's)
-//   OIDC_ACCOUNTS       JSON: {"login": {"password", "email", "name", "groups", "sites", "amr"}}
+//   OIDC_POST_LOGOUT_REDIRECT_URIS  comma-separated URLs the client may return to after sign-out
+//   OIDC_ACCOUNTS       JSON: {"login": {"password", "email", "email_verified", "name", "groups", "sites", "amr"}}
 // The sign-in and consent pages are this file's own small forms (no dev
 // interactions): a wrong password is refused, and the account's `amr` goes
 // into the ID token so the portal can be tested with and without IdP-side MFA.
-// PKCE is required for every client. Prints "listening <issuer>" when ready.
+// PKCE is required for every client. RP-initiated logout (end_session_endpoint)
+// is on, with its confirmation page as this file's form too. A test may change
+// an account's claims while the provider runs (an e-mail change at the IdP):
+// POST /test-control/accounts/<login> with a JSON object of claims to merge
+// (loopback only, like everything here). Prints "listening <issuer>" when ready.
 
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import Provider from 'oidc-provider';
@@ -56,6 +61,7 @@ const configuration = {
     redirect_uris: (process.env.OIDC_REDIRECT_URIS || '').split(',').filter(Boolean),
     response_types: ['code'],
     grant_types: ['authorization_code'],
+    post_logout_redirect_uris: (process.env.OIDC_POST_LOGOUT_REDIRECT_URIS || '').split(',').filter(Boolean),
     token_endpoint_auth_method: 'client_secret_post',
     id_token_signed_response_alg: 'RS256',
   }],
@@ -72,7 +78,17 @@ const configuration = {
     pacs: ['groups', 'sites'],
   },
   pkce: { required: () => true },
-  features: { devInteractions: { enabled: false } },
+  features: {
+    devInteractions: { enabled: false },
+    rpInitiatedLogout: {
+      enabled: true,
+      async logoutSource(ctx, form) {
+        ctx.body = page('Test IdP sign-out', `${form}
+<button type="submit" form="op.logoutForm" name="logout" value="yes" id="idp-logout-yes">Sign me out</button>
+<button type="submit" form="op.logoutForm" id="idp-logout-no">Stay signed in</button>`);
+      },
+    },
+  },
   interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
   async findAccount(ctx, sub) {
     const account = accounts[sub];
@@ -99,16 +115,28 @@ const configuration = {
 
 const provider = new Provider(issuer, configuration);
 
-async function readForm(req) {
+async function readBody(req) {
   const chunks = [];
   let size = 0;
   for await (const chunk of req) {
     size += chunk.length;
-    if (size > 16384) throw new Error('form too large');
+    if (size > 16384) throw new Error('body too large');
     chunks.push(chunk);
   }
-  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+  return Buffer.concat(chunks).toString('utf8');
 }
+
+const readForm = async (req) => new URLSearchParams(await readBody(req));
+
+provider.use(async (ctx, next) => {
+  const control = ctx.path.match(/^\/test-control\/accounts\/([\w.-]+)$/);
+  if (!control) return next();
+  if (ctx.method !== 'POST' || !accounts[control[1]]) ctx.throw(404);
+  const changes = JSON.parse(await readBody(ctx.req));
+  Object.assign(accounts[control[1]], changes);
+  ctx.status = 204;
+  return undefined;
+});
 
 provider.use(async (ctx, next) => {
   const match = ctx.path.match(/^\/interaction\/([\w-]+)(?:\/(login|confirm))?$/);
