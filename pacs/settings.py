@@ -93,6 +93,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "pacs.middleware.DicomWebCorsMiddleware",  # off unless PACS_CORS_ORIGINS; bearer tokens only
     "pacs.middleware.JsonGZipMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",  # serves collected static files from the app server
     "pacs.middleware.SecurityHeadersMiddleware",
@@ -260,6 +261,8 @@ PACS_STORAGE_DIR = Path(os.environ.get("PACS_STORAGE_DIR", DATA_DIR / "objects")
 PACS_ACCESS_POLICY = os.environ.get("PACS_ACCESS_POLICY", "portal.access.SitePolicy")
 PACS_STOW_MAX_BYTES = env_int("PACS_STOW_MAX_BYTES", 8 * 1024**3)
 PACS_QIDO_DEFAULT_LIMIT = env_int("PACS_QIDO_DEFAULT_LIMIT", 1000)
+# Origins (scheme://host:port, comma-separated) whose pages may call DICOMweb with a bearer token (OHIF).
+PACS_CORS_ORIGINS = [o.strip().rstrip("/") for o in os.environ.get("PACS_CORS_ORIGINS", "").split(",") if o.strip()]
 PACS_QIDO_MAX_LIMIT = env_int("PACS_QIDO_MAX_LIMIT", 10000)
 PACS_FSYNC = env_bool("PACS_FSYNC", True)
 PACS_STUDY_SITE_SOURCE = os.environ.get("PACS_STUDY_SITE_SOURCE", "sender")
