@@ -4,9 +4,10 @@ Measures what a radiologist feels: time to the first image (navigation start
 to ``performance.mark('viewer:first-image')``), to the first lossless image
 (``viewer:first-full``), to having shown all 50 slices of a 512x512 16-bit CT
 at full fidelity while scrolling by keyboard as fast as frames arrive, the cine
-frame rate once loaded, and memory (V8 JS heap from CDP Performance.getMetrics,
-decoded pixel bytes held by the viewer, renderer RSS) including for a
-1,000-slice series. Then the same under CDP network throttling (5 Mbit/s,
+frame rate once loaded, and memory (the page's JS memory from CDP
+Runtime.getHeapUsage: V8 and Blink heaps plus ArrayBuffer backing stores, where
+the pixels are; decoded pixel bytes held by the viewer; renderer RSS) including
+for a 1,000-slice series. Then the same under CDP network throttling (5 Mbit/s,
 150 ms latency).
 
 Usage::
@@ -19,6 +20,28 @@ second run reuses them) through STOW-RS with the bearer token. The browser
 signs in with ``--username/--password`` through the sign-in page, or takes an
 existing ``--session`` cookie value; that user must be allowed to see the
 benchmark studies (institution ``--institution``) without a second factor.
+
+Against the production server (gunicorn) on a scratch data directory, with a
+technologist at a site as the benchmark user (technologists need no second
+factor, may STOW, and see their site's studies)::
+
+    export PACS_DATA_DIR=$(mktemp -d) PORT=8791 PACS_SECURE_COOKIES=false
+    .venv/bin/python manage.py migrate && .venv/bin/python manage.py setup_roles
+    .venv/bin/python manage.py collectstatic --noinput
+    .venv/bin/python manage.py shell -c "
+    from django.contrib.auth.models import Group, User
+    from archive.models import Site
+    from portal.models import SiteMembership
+    site = Site.objects.create(code='bench', name='Bench', institution_names='General Hospital')
+    user = User.objects.create_user('benchtech', password='bench-pass-123')
+    user.groups.add(Group.objects.get(name='technologist'))
+    SiteMembership.objects.create(user=user, site=site)"
+    token=$(.venv/bin/python manage.py issue_token benchtech)
+    .venv/bin/gunicorn -c scripts/gunicorn.conf.py pacs.wsgi:application &
+    .venv/bin/python bench/viewer_bench.py --base http://127.0.0.1:8791 --token $token \\
+        --username benchtech --password bench-pass-123
+
+Single runs vary by tens of milliseconds on a shared machine; run it a few times.
 """
 
 from __future__ import annotations
@@ -191,11 +214,10 @@ CINE = """async (ms) => {
 
 
 class Memory:
-    """Peak V8 heap (CDP Performance.getMetrics) and renderer RSS (/proc) while sampling."""
+    """Peak JS memory (CDP Runtime.getHeapUsage: V8 heap, Blink heap, ArrayBuffer backing stores) and renderer RSS."""
 
     def __init__(self, browser: Any, page: Any) -> None:
         self.cdp = page.context.new_cdp_session(page)
-        self.cdp.send("Performance.enable")
         self.browser_cdp = browser.new_browser_cdp_session()
         self.peak_heap = 0.0
         self.peak_rss = 0.0
@@ -219,8 +241,10 @@ class Memory:
         return total
 
     def sample(self) -> dict[str, float]:
-        metrics = {m["name"]: m["value"] for m in self.cdp.send("Performance.getMetrics")["metrics"]}
-        heap = metrics.get("JSHeapUsedSize", 0.0)
+        # The V8 heap alone leaves out typed arrays, where the pixels live: count their
+        # backing stores (and Blink's heap) too, so the figure is what the page really holds.
+        usage = self.cdp.send("Runtime.getHeapUsage")
+        heap = float(usage["usedSize"] + usage.get("embedderHeapUsedSize", 0) + usage.get("backingStorageSize", 0))
         rss = self.renderer_rss()
         self.peak_heap = max(self.peak_heap, heap)
         self.peak_rss = max(self.peak_rss, rss)
@@ -324,7 +348,8 @@ def run(
     return out
 
 
-def report(title: str, result: dict[str, Any]) -> None:
+def report(title: str, result: dict[str, Any], judged: bool = True) -> None:
+    """Print one run; the targets are loopback targets, so a throttled run is shown beside them, not judged."""
     print(f"\n== {title}")
     for key, value in result.items():
         target = TARGETS.get(key)
@@ -333,7 +358,12 @@ def report(title: str, result: dict[str, Any]) -> None:
         verdict = ""
         if target is not None and isinstance(value, int | float):
             ok = value >= target if key == "cine_fps" else value <= target
-            verdict = f"  (target {'>=' if key == 'cine_fps' else '<='} {target}: {'ok' if ok else 'MISSED'})"
+            sign = ">=" if key == "cine_fps" else "<="
+            verdict = (
+                f"  (target {sign} {target}: {'ok' if ok else 'MISSED'})"
+                if judged
+                else f"  (loopback target {sign} {target})"
+            )
         print(f"  {key:26} {value}{verdict}")
 
 
@@ -369,7 +399,7 @@ def main() -> None:
         if not args.no_throttle:
             # The 1,000-slice series would take ~15 minutes at 5 Mbit/s; it is measured unthrottled only.
             results["throttled"] = run(browser, args, ct50, None, throttle=True)
-            report("throttled: 5 Mbit/s, 150 ms latency", results["throttled"])
+            report("throttled: 5 Mbit/s, 150 ms latency", results["throttled"], judged=False)
         browser.close()
     if args.json:
         print(json.dumps(results, indent=2))

@@ -137,6 +137,9 @@ else:
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(DATA_DIR / "pacs.sqlite3"),
             "CONN_MAX_AGE": env_int("DB_CONN_MAX_AGE", 600),
+            # Tests use a file too: concurrent requests of live-server tests then queue
+            # on WAL locks as in production instead of failing on shared-cache locks.
+            "TEST": {"NAME": str(DATA_DIR / "test.sqlite3")},
             "CONN_HEALTH_CHECKS": True,
             "OPTIONS": {
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;",

@@ -301,3 +301,119 @@ def test_layouts_hang_several_series_and_accept_a_dragged_series(
     assert page.evaluate(STATE, 1)["total"] == 2
     page.drag_and_drop(".vw-set >> nth=0", ".vw-viewport[data-viewport='1']")
     page.wait_for_function("() => window.__viewer.updateStats().viewports[1].total === 4")
+
+
+def orthogonal_study(upload_client: Client, axial: int = 8, coronal: int = 5) -> StudySpec:
+    """An axial and a coronal series (64x64, 0.7 mm pixels) sharing one frame of reference.
+
+    Axial slice ``i`` (sorted head first) lies at z = -2.5 i mm; the coronal images
+    run from z = 0 at their top row downwards, so axial slice ``i`` crosses them at
+    row 2.5 i / 0.7 (image y = that + 0.5, pixel centres at +0.5).
+    """
+    spec = StudySpec(patient_id="REF-1")
+    frame = "1.2.826.0.1.3680043.8.498.77"
+    series = make_series(spec, "CT", count=axial, size=64, extra={"FrameOfReferenceUID": frame})
+    coronal_uid = "1.2.826.0.1.3680043.8.498.78"
+    for k in range(coronal):
+        extra = {
+            "FrameOfReferenceUID": frame,
+            "ImageOrientationPatient": [1, 0, 0, 0, 0, -1],
+            "ImagePositionPatient": [-22.4, -20.0 + 10.0 * k, 0.0],
+            "ImageType": ["ORIGINAL", "PRIMARY", "REFORMATTED"],
+        }
+        series.append(
+            make_instance(
+                spec,
+                "CT",
+                series_uid=coronal_uid,
+                series_number=2,
+                series_description="CORONAL",
+                instance_number=k + 1,
+                size=64,
+                extra=extra,
+            )
+        )
+    assert stow(upload_client, series).status_code == 200
+    return spec
+
+
+REFERENCE_PIXEL = """([n, x, y]) => {
+  const vp = window.__viewer.viewports[n];
+  const p = vp.toClient(x, y), r = vp.root.getBoundingClientRect(), dpr = window.devicePixelRatio || 1;
+  const x0 = Math.round((p.x - r.left) * dpr), y0 = Math.round((p.y - r.top) * dpr);
+  const d = vp.canvas.getContext('2d').getImageData(x0, y0, 1, 1).data;
+  return [d[0], d[1], d[2]];
+}"""
+
+
+def test_an_axial_slice_is_shown_as_a_reference_line_on_the_coronal_series(
+    page: Any, live_server: Any, upload_client: Client
+) -> None:
+    spec = orthogonal_study(upload_client)
+    open_viewer(page, live_server, spec.study_uid)
+    page.select_option("#vw-layout", "1x2")
+    page.wait_for_function(FULL_AT, arg=[1, 0])
+    assert page.evaluate(STATE, 0)["total"] == 8 and page.evaluate(STATE, 1)["total"] == 5
+    for index in (0, 3, 7):
+        page.locator(".vw-viewport[data-viewport='0']").click()
+        page.keyboard.press("Home")
+        for _ in range(index):
+            page.keyboard.press("ArrowDown")
+        page.wait_for_function(FULL_AT, arg=[0, index])
+        line = page.evaluate("() => window.__viewer.viewports[1].referenceLine")
+        expected_y = 2.5 * index / 0.7 + 0.5
+        assert line is not None
+        (a, b) = line
+        assert a["y"] == pytest.approx(expected_y, abs=1e-6) and b["y"] == pytest.approx(expected_y, abs=1e-6)
+        assert sorted([a["x"], b["x"]]) == pytest.approx([0.0, 64.0], abs=1e-6)
+        # The line is drawn: on the grey image the coronal canvas turns green under it.
+        r, g, bl = page.evaluate(REFERENCE_PIXEL, [1, 32.0, expected_y])
+        assert g - r > 60 and g - bl > 30, (r, g, bl)
+    # The coronal image casts no line on itself, and the active axial shows the coronal's line.
+    assert page.evaluate("() => window.__viewer.viewports[0].referenceLine") is None
+    page.locator(".vw-viewport[data-viewport='1']").click()
+    page.wait_for_function("() => window.__viewer.viewports[0].referenceLine !== null")
+    line = page.evaluate("() => window.__viewer.viewports[0].referenceLine")
+    # The coronal stack is sorted along its normal (+y first): slice 0 lies at y = +20 mm,
+    # axial row (20 + 22.4) / 0.7.
+    assert line[0]["y"] == pytest.approx(42.4 / 0.7 + 0.5, abs=1e-6)
+    assert not page.problems
+
+
+def test_parallel_series_and_other_frames_of_reference_get_no_reference_line(
+    page: Any, live_server: Any, upload_client: Client
+) -> None:
+    spec = StudySpec(patient_id="REF-2")
+    parallel = make_series(spec, "CT", count=4, size=64, extra={"FrameOfReferenceUID": "1.2.3.4"})
+    other = make_series(spec, "CT", count=3, size=64, extra={"ImageOrientationPatient": [1, 0, 0, 0, 0, -1]})
+    assert stow(upload_client, parallel + other).status_code == 200
+    open_viewer(page, live_server, spec.study_uid)
+    page.select_option("#vw-layout", "1x2")
+    page.wait_for_function(FULL_AT, arg=[1, 0])
+    page.locator(".vw-viewport[data-viewport='0']").click()
+    page.keyboard.press("ArrowDown")
+    page.wait_for_function(FULL_AT, arg=[0, 1])
+    assert page.evaluate("() => window.__viewer.viewports[1].referenceLine") is None
+
+
+def test_the_first_requests_are_preloaded_by_the_page_and_fetched_once(
+    page: Any, live_server: Any, ct: StudySpec
+) -> None:
+    open_viewer(page, live_server, ct.study_uid)
+    hinted = page.evaluate("() => [...document.querySelectorAll('link[rel=preload][as=fetch]')].map((l) => l.href)")
+    # The series search, the first series' metadata, the first slice's preview and lossless frame.
+    assert len(hinted) == 4
+    assert any("/rendered?viewport=" in url for url in hinted) and any(url.endswith("/frames/1") for url in hinted)
+    # Answered once each: the viewer's own fetch took the preloaded response. (A request the
+    # test server failed, SQLite's "table is locked" under concurrent audit writes, is retried
+    # for the search, metadata and frames; a failed preview is only skipped.)
+    answered = page.evaluate(
+        "() => performance.getEntriesByType('resource').filter((e) => e.responseStatus === 200).map((e) => e.name)"
+    )
+    for url in hinted:
+        count = answered.count(url)
+        assert count == 1 or (count == 0 and "/rendered?" in url), url
+    # The hinted frame is the slice the viewer shows first.
+    state = page.evaluate("() => { const vp = window.__viewer.viewports[0]; return [vp.index, vp.image.sop]; }")
+    assert state[0] == 0 and f"/instances/{state[1]}/frames/1" in hinted[-1]
+    assert not page.problems

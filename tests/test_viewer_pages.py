@@ -14,9 +14,10 @@ from django.test import Client
 from archive import access
 from archive.access import AccessPolicy
 from archive.models import Study
-from archive.synthetic import StudySpec, make_series
+from archive.synthetic import StudySpec, make_instance, make_series
 from audit.models import AuditEvent
 from tests.conftest import stow
+from viewer.bundle import BundleError, bundle
 
 PAYLOAD = "<script>alert(1)</script>^<img src=x onerror=alert(2)>"
 
@@ -98,7 +99,7 @@ def test_it_serves_the_viewer_shell_for_a_visible_study(signed_in: Client, ct_st
     html = response.content.decode()
     assert f'data-study="{uid}"' in html
     assert 'data-dicomweb="/dicom-web"' in html
-    assert '<script type="module" src="/static/viewer/viewer.js"></script>' in html
+    assert '<script type="module" src="/static/viewer/viewer.bundle.js"></script>' in html
     # The page is a shell: patient data only ever arrives over DICOMweb.
     assert "DOE" not in html and "PAT-1" not in html
 
@@ -172,3 +173,82 @@ def test_a_patient_name_with_markup_never_reaches_the_html(signed_in: Client, up
     for url in ("/viewer/", viewer_url(spec.study_uid)):
         html = signed_in.get(url).content.decode()
         assert "<script>alert" not in html and "onerror" not in html
+
+
+def preloads(client: Client, uid: str) -> list[str]:
+    html = client.get(viewer_url(uid)).content.decode()
+    return re.findall(r'<link rel="preload" as="fetch" crossorigin="anonymous" href="([^"]+)">', html)
+
+
+@pytest.mark.django_db
+def test_the_viewer_page_preloads_its_first_dicomweb_requests(signed_in: Client, upload_client: Client) -> None:
+    spec = StudySpec(patient_id="PRE-1")
+    axial = make_series(spec, "CT", count=3, size=32)
+    scout = make_series(spec, "CT", count=5, size=32, series_description="SCOUT")
+    assert stow(upload_client, axial + scout).status_code == 200
+    series_uid = Study.objects.get(study_instance_uid=spec.study_uid).series.get(series_description="AXIAL")
+    study_path = f"/dicom-web/studies/{spec.study_uid}"
+    series_path = f"{study_path}/series/{series_uid.series_instance_uid}"
+    search, metadata, rendered, frame = preloads(signed_in, spec.study_uid)
+    assert search == (
+        f"{study_path}/series?includefield=SeriesDescription&amp;includefield=SeriesNumber&amp;includefield=Modality"
+        "&amp;includefield=NumberOfSeriesRelatedInstances&amp;includefield=BodyPartExamined"
+    )
+    # The hanging protocol puts the axial series first although the scout has more images.
+    assert metadata == f"{series_path}/metadata"
+    assert rendered.startswith(f"{series_path}/instances/") and rendered.endswith("/rendered?viewport=32,32")
+    assert frame.startswith(f"{series_path}/instances/") and frame.endswith("/frames/1")
+
+
+@pytest.mark.django_db
+def test_the_preloaded_frame_is_the_highest_slice_along_the_normal(signed_in: Client, upload_client: Client) -> None:
+    spec = StudySpec(patient_id="PRE-2")
+    series_uid = "1.2.826.0.1.3680043.8.498.91"
+    # Instance 2 lies highest (z = +40 mm): the viewer's stack starts there, not at instance 1.
+    heights = {1: 0.0, 2: 40.0, 3: 20.0}
+    parts = [
+        make_instance(
+            spec,
+            "CT",
+            series_uid=series_uid,
+            instance_number=n,
+            size=32,
+            sop_uid=f"1.2.826.0.1.3680043.8.498.91.{n}",
+            extra={"ImagePositionPatient": [0.0, 0.0, z]},
+        )
+        for n, z in heights.items()
+    ]
+    assert stow(upload_client, parts).status_code == 200
+    frame = preloads(signed_in, spec.study_uid)[-1]
+    assert frame.endswith("/instances/1.2.826.0.1.3680043.8.498.91.2/frames/1")
+
+
+@pytest.mark.django_db
+def test_a_study_without_images_preloads_only_the_series_search(signed_in: Client, upload_client: Client) -> None:
+    spec = StudySpec(patient_id="PRE-3")
+    assert stow(upload_client, make_series(spec, "CT", count=1, size=16)).status_code == 200
+    Study.objects.get(study_instance_uid=spec.study_uid).series.update(modality="SR")
+    assert [url.split("?")[0] for url in preloads(signed_in, spec.study_uid)] == [
+        f"/dicom-web/studies/{spec.study_uid}/series"
+    ]
+
+
+def test_the_committed_bundle_is_built_from_the_current_modules() -> None:
+    """viewer.bundle.js is what the page loads: a module edited without `python -m viewer.bundle` fails here."""
+    found = finders.find("viewer/viewer.bundle.js")
+    assert found
+    assert open(found, encoding="utf-8").read() == bundle(), "stale bundle: run .venv/bin/python -m viewer.bundle"
+
+
+def test_the_bundle_keeps_every_module_in_its_own_scope_in_dependency_order() -> None:
+    text = bundle()
+    order = re.findall(r"^const __([a-z]+) = \(\(\) => \{$", text, re.MULTILINE)
+    assert order[-1] == "viewer" and order.index("dicomjson") < order.index("pixels") < order.index("viewport")
+    assert not re.search(r"^\s*(import|export)\b", text, re.MULTILINE)
+    assert "  const { TAG, formatDate, num, personName, str } = __dicomjson;" in text
+
+
+def test_the_bundler_refuses_an_import_form_it_does_not_know(tmp_path: Any) -> None:
+    (tmp_path / "viewer.js").write_text("import * as all from './other.js';\n", encoding="utf-8")
+    with pytest.raises(BundleError):
+        bundle(tmp_path)

@@ -1,7 +1,8 @@
 """The viewer's two pages: the study search and the diagnostic viewer.
 
 Both pages are shells: they carry the DICOMweb root and, for the viewer, the
-Study Instance UID as ``data-`` attributes and load ES modules from
+Study Instance UID as ``data-`` attributes and load ES modules (the viewer as one
+bundle of them, see :mod:`viewer.bundle`) from
 ``static/viewer/``. Everything shown about a patient is fetched by that
 JavaScript over DICOMweb, so the viewer is just another DICOMweb client of the
 archive. Access is decided by :func:`archive.access.visible_studies`; a study
@@ -18,12 +19,10 @@ from django.urls import reverse
 from archive.access import visible_studies
 from archive.uid import is_valid_uid
 from audit.trail import record
+from viewer.hints import preload_urls
 
-# The viewer's ES modules, preloaded in parallel instead of discovered import by import.
-MODULES = [
-    f"viewer/{name}.js"
-    for name in ("dicomjson", "multipart", "dicomweb", "pixels", "loader", "displaysets", "measure", "viewport")
-]
+# The viewer's ES modules joined into one file (viewer/bundle.py): one request instead of ten.
+SCRIPT = "viewer/viewer.bundle.js"
 
 
 def dicomweb_base(request: HttpRequest) -> str:
@@ -43,13 +42,16 @@ def study(request: HttpRequest, study_instance_uid: str) -> HttpResponse:
     if not is_valid_uid(study_instance_uid):
         return render(request, "viewer/error.html", {"message": "That is not a valid Study Instance UID."}, status=400)
     found = (
-        visible_studies(request.user)
-        .filter(study_instance_uid=study_instance_uid)
-        .values_list("patient__patient_id", flat=True)
-        .first()
+        visible_studies(request.user).filter(study_instance_uid=study_instance_uid).select_related("patient").first()
     )
     if found is None:
         return render(request, "viewer/error.html", {"message": "Study not found."}, status=404)
-    record("viewer.open", request, patient_id=found, study_instance_uid=study_instance_uid)
-    context = {"dicomweb": dicomweb_base(request), "study_instance_uid": study_instance_uid, "modules": MODULES}
+    record("viewer.open", request, patient_id=found.patient.patient_id, study_instance_uid=study_instance_uid)
+    root = dicomweb_base(request)
+    context = {
+        "dicomweb": root,
+        "study_instance_uid": study_instance_uid,
+        "script": SCRIPT,
+        "preloads": preload_urls(root, found),
+    }
     return render(request, "viewer/viewer.html", context)

@@ -10,6 +10,8 @@ export const EXPLICIT_VR_LITTLE_ENDIAN = '1.2.840.10008.1.2.1';
 export const FRAMES_ACCEPT =
   `multipart/related; type="application/octet-stream"; transfer-syntax=${EXPLICIT_VR_LITTLE_ENDIAN}`;
 const UNCOMPRESSED = new Set(['1.2.840.10008.1.2', EXPLICIT_VR_LITTLE_ENDIAN]);
+const JSON_ACCEPT = 'application/dicom+json';
+const IMAGE_ACCEPT = 'image/jpeg, image/png;q=0.9';
 
 export class DicomWebError extends Error {
   constructor(status, url, detail) {
@@ -40,6 +42,16 @@ function query(params) {
 }
 
 const seg = encodeURIComponent;
+const RETRIES = 3;
+const RETRY_MS = 150;
+const PRIMED_MS = 30000;
+
+function pause(ms, signal) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, ms);
+    if (signal) signal.addEventListener('abort', () => { clearTimeout(timer); reject(new DOMException('Aborted', 'AbortError')); }, { once: true });
+  });
+}
 
 export class DicomWebClient {
   /** @param {string} root the DICOMweb root path, e.g. "/dicom-web" */
@@ -47,16 +59,67 @@ export class DicomWebClient {
     this.root = root.replace(/\/$/, '');
     this.requests = 0;
     this.bytes = 0;
+    this.primed = new Map(); // absolute URL -> Promise<Response>, taken once
   }
 
+  /**
+   * Start now the requests the page declared as `<link rel="preload" as="fetch">`
+   * (the series search, the first series' metadata, its first frame), so they
+   * run while the rest of the viewer starts; the first caller of that URL takes
+   * the response. The browser answers them from its preload.
+   */
+  prime(urls) {
+    for (const raw of urls) {
+      const url = new URL(raw, location.href).href;
+      if (this.primed.has(url)) continue;
+      const path = new URL(url).pathname;
+      const accept = /\/frames\/[0-9,]+$/.test(path) ? FRAMES_ACCEPT : /\/rendered$/.test(path) ? IMAGE_ACCEPT : JSON_ACCEPT;
+      // The body is read as soon as it arrives, so whoever takes it does not wait for it.
+      const pending = fetch(url, { headers: { Accept: accept }, credentials: 'same-origin' }).then(async (r) => {
+        const body = r.status === 204 ? null : await r.arrayBuffer();
+        return new Response(body, { status: r.status, statusText: r.statusText, headers: r.headers });
+      });
+      pending.catch(() => {}); // a failure is reported to whoever takes it
+      this.primed.set(url, pending);
+      // A hint the viewer did not follow (another series hung first) is not kept.
+      setTimeout(() => { if (this.primed.get(url) === pending) this.primed.delete(url); }, PRIMED_MS);
+    }
+  }
+
+  request(url, init) {
+    this.requests++;
+    const key = new URL(url, location.href).href;
+    const pending = this.primed.get(key);
+    if (pending) {
+      this.primed.delete(key);
+      return pending;
+    }
+    return fetch(url, init);
+  }
+
+  /** A DICOM JSON search or metadata request; network errors, 429 and 5xx are tried three times. */
   async json(path, params, signal) {
     const url = this.root + path + query(params);
-    this.requests++;
-    const r = await fetch(url, { headers: { Accept: 'application/dicom+json' }, credentials: 'same-origin', signal });
-    if (r.status === 204) return [];
-    if (!r.ok) throw await failure(r);
-    const body = await r.json();
-    return Array.isArray(body) ? body : [];
+    for (let attempt = 1; ; attempt++) {
+      let r;
+      try {
+        r = await this.request(url, { headers: { Accept: JSON_ACCEPT }, credentials: 'same-origin', signal });
+      } catch (err) {
+        if (err.name === 'AbortError' || attempt >= RETRIES) throw err;
+        await pause(RETRY_MS * attempt, signal);
+        continue;
+      }
+      if (r.status === 204) return [];
+      if (!r.ok) {
+        if ((r.status === 429 || r.status >= 500) && attempt < RETRIES) {
+          await pause(RETRY_MS * attempt, signal);
+          continue;
+        }
+        throw await failure(r);
+      }
+      const body = await r.json();
+      return Array.isArray(body) ? body : [];
+    }
   }
 
   searchStudies(params, signal) { return this.json('/studies', params, signal); }
@@ -77,8 +140,7 @@ export class DicomWebClient {
    */
   async frames(study, series, sop, frameNumbers, signal) {
     const url = `${this.instanceUrl(study, series, sop)}/frames/${frameNumbers.join(',')}`;
-    this.requests++;
-    const r = await fetch(url, { headers: { Accept: FRAMES_ACCEPT }, credentials: 'same-origin', signal });
+    const r = await this.request(url, { headers: { Accept: FRAMES_ACCEPT }, credentials: 'same-origin', signal });
     if (!r.ok) throw await failure(r);
     const contentType = r.headers.get('Content-Type') || '';
     const buffer = await r.arrayBuffer();
@@ -117,8 +179,7 @@ export class DicomWebClient {
   }
 
   async blob(url, signal) {
-    this.requests++;
-    const r = await fetch(url, { headers: { Accept: 'image/jpeg, image/png;q=0.9' }, credentials: 'same-origin', signal });
+    const r = await this.request(url, { headers: { Accept: IMAGE_ACCEPT }, credentials: 'same-origin', signal });
     if (!r.ok) throw await failure(r);
     const b = await r.blob();
     this.bytes += b.size;

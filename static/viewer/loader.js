@@ -179,7 +179,7 @@ export class StackLoader {
         if (!near) task.controller.abort();
       }
     }
-    this.pool.schedule();
+    this.pool.pump(); // now, not after the repaint this focus change is about to cause
   }
 
   clearFocus(owner) {

@@ -29,6 +29,7 @@ class ViewerApp {
     this.root = root;
     this.studyUID = root.dataset.study;
     this.client = new DicomWebClient(root.dataset.dicomweb);
+    this.client.prime([...document.querySelectorAll('link[rel="preload"][as="fetch"]')].map((link) => link.href));
     const params = new URLSearchParams(location.search);
     const budgetMB = Number(params.get('budget')) || Number(root.dataset.budget) || 512;
     this.cache = new FrameCache(budgetMB * MB);
@@ -190,6 +191,7 @@ class ViewerApp {
     const ds = this.displaySets.get(id);
     if (!ds) return;
     viewport.setDisplaySet(ds, this.loaderFor(ds), 0);
+    this.referenceChanged();
     this.markShown();
     this.schedulePrefetch();
   }
@@ -271,8 +273,15 @@ class ViewerApp {
   visibleViewports() { return this.viewports.slice(0, LAYOUTS[this.layout]); }
 
   activate(vp) {
+    const changed = this.active !== vp;
     this.active = vp;
     for (const v of this.viewports) v.root.classList.toggle('vw-active', v === vp);
+    if (changed) this.referenceChanged();
+  }
+
+  /** The active viewport's slice moved: redraw the reference lines it casts on the others. */
+  referenceChanged() {
+    for (const vp of this.visibleViewports()) if (vp !== this.active && vp.ds) vp.render();
   }
 
   setLayout(name, hang = true) {

@@ -9,6 +9,7 @@
 import { TAG, formatDate, num, personName, str } from './dicomjson.js';
 import { defaultWindow, isMonochrome, renderFrame } from './pixels.js';
 import { angle, ellipseStats, length } from './measure.js';
+import { planeOf, referenceLine } from './geometry.js';
 
 export const PRESETS = Object.freeze({
   'soft tissue': { center: 40, width: 400 },
@@ -20,6 +21,7 @@ export const PRESETS = Object.freeze({
 });
 
 const PREVIEW_MAX = 512;
+export const REFERENCE_COLOR = '#00e676';
 
 function el(tag, cls, parent) {
   const e = document.createElement(tag);
@@ -107,9 +109,9 @@ export class Viewport {
     this.root.classList.toggle('vw-has-image', Boolean(ds));
     if (!ds) { this.render(); return; }
     this.index = Math.min(Math.max(0, index), ds.images.length - 1);
-    this.requestPreview(this.index);
     this.unlisten = loader.onChange((i) => this.onLoaded(i));
     loader.setFocus(this, this.index);
+    this.requestPreview(this.index);
     this.render();
     if (ds.kind === 'multiframe') this.startCine(Math.min(60, Math.round(ds.cineRate) || 15));
   }
@@ -127,10 +129,12 @@ export class Viewport {
     const next = Math.min(Math.max(0, i), n - 1);
     if (next === this.index && this.drawnIndex === next) return;
     this.index = next;
+    const wanted = this.loader.status[next] === 0; // neither loaded nor on its way yet
     this.loader.setFocus(this, next);
-    if (!this.loader.isLoaded(next) && this.loader.status[next] === 0) this.requestPreview(next);
+    if (wanted) this.requestPreview(next);
     this.render();
     if (!fromSync) this.app.synchronize(this);
+    if (this.app.active === this) this.app.referenceChanged();
   }
 
   scroll(delta) { if (this.ds) this.setIndex(this.index + delta); }
@@ -259,12 +263,34 @@ export class Viewport {
       ctx.filter = 'none';
     }
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    this.drawReferenceLines(ctx);
     this.drawAnnotations(ctx);
     this.drawnIndex = this.index;
     this.shownFull = fidelity === 'full';
     this.updateOverlays(fidelity);
     this.updateProgress();
     if (source) this.app.painted(this, fidelity);
+  }
+
+  /** The active viewport's current slice as a line across this one, when the planes cross. */
+  drawReferenceLines(ctx) {
+    const source = this.app.active;
+    let line = null;
+    if (source && source !== this && source.ds && source.ds !== this.ds && !source.root.hidden) {
+      line = referenceLine(planeOf(source.image), planeOf(this.image));
+    }
+    this.referenceLine = line;
+    if (!line) return;
+    const m = this.matrix();
+    const [a, b] = line.map((p) => m.transformPoint(new DOMPoint(p.x, p.y)));
+    ctx.save();
+    ctx.strokeStyle = REFERENCE_COLOR;
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    ctx.moveTo(a.x, a.y);
+    ctx.lineTo(b.x, b.y);
+    ctx.stroke();
+    ctx.restore();
   }
 
   drawAnnotations(ctx) {
