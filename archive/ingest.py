@@ -494,7 +494,7 @@ def sweep_orphans(tier: str = "hot", min_age: timedelta = timedelta(hours=1)) ->
     removed = 0
     known = set(Instance.objects.filter(tier=tier).values_list("storage_key", flat=True))
     for key in list(storage.keys()):
-        if key not in known and storage.path(key).stat().st_mtime < cutoff:
+        if key not in known and storage.modified(key) < cutoff:
             storage.delete(key)
             removed += 1
     for path in storage.staging_dir.glob("*.part"):

@@ -21,7 +21,7 @@ from django.db import IntegrityError, transaction
 from archive.dicomfile import InvalidInstance, parse_instance
 from archive.ingest import InvalidSeriesParent, index_instance
 from archive.models import Instance, Patient, Study
-from archive.storage import CHUNK, FileSystemStorage, get_storage, object_key
+from archive.storage import CHUNK, Storage, get_storage, object_key
 
 
 @dataclass
@@ -55,10 +55,10 @@ def file_sha256(path: Path) -> tuple[str, int]:
 
 
 def known_tiers() -> list[str]:
-    """``hot`` plus every tier folder present under the storage root."""
+    """``hot``, every configured tier, and every tier folder present under the storage root."""
     root = Path(settings.PACS_STORAGE_DIR)
     found = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")} if root.is_dir() else set()
-    return sorted(found | {"hot"})
+    return sorted(found | set(settings.PACS_TIERS) | {"hot"})
 
 
 def wipe_index() -> int:
@@ -72,7 +72,7 @@ def wipe_index() -> int:
 
 def reindex_tier(tier: str, progress: Callable[[int], None] | None = None) -> ReindexReport:
     """Index every object of ``tier`` that has no row yet."""
-    storage: FileSystemStorage = get_storage(tier)
+    storage: Storage = get_storage(tier)
     report = ReindexReport()
     indexed = dict(Instance.objects.filter(tier=tier).values_list("storage_key", "sop_instance_uid"))
     for key in sorted(storage.keys()):
@@ -82,13 +82,13 @@ def reindex_tier(tier: str, progress: Callable[[int], None] | None = None) -> Re
         if key in indexed:
             report.already += 1
             continue
-        path = storage.path(key)
-        sha256, size = file_sha256(path)
-        try:
-            parsed = parse_instance(path)
-        except InvalidInstance as exc:
-            report.invalid.append(f"{key}: {exc}")
-            continue
+        with storage.local_path(key) as path:
+            sha256, size = file_sha256(path)
+            try:
+                parsed = parse_instance(path)
+            except InvalidInstance as exc:
+                report.invalid.append(f"{key}: {exc}")
+                continue
         expected = object_key(parsed.study_instance_uid, parsed.series_instance_uid, parsed.sop_instance_uid, sha256)
         if expected != key:
             report.corrupt.append(f"{key}: content does not match its key (SHA-256 {sha256[:16]}…)")

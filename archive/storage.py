@@ -6,7 +6,11 @@ the bytes go to a temporary file in the same file system, are fsynced, and are
 then hard-linked into place, so a reader or a crash never sees half an object
 and an existing object is never overwritten. Keys carry a prefix of the
 object's SHA-256, so two different objects that claim the same SOP Instance
-UID can never replace each other's bytes.
+UID can never replace each other's bytes. :class:`S3Storage` (in
+:mod:`archive.s3`) keeps a tier in an S3-compatible bucket; whatever the
+backend, uploads are staged on the local file system first. Tiers are
+configured by ``settings.PACS_TIERS``; a tier not named there is a folder
+under ``PACS_STORAGE_DIR``.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -53,7 +58,35 @@ class StagedObject:
 
 
 class Storage:
-    """Base class of storage backends; one method per operation."""
+    """Base class of storage backends; one method per operation.
+
+    Every backend stages incoming bytes in ``staging_dir``, a local directory
+    (see :class:`StagingWriter`), before :meth:`put` places them.
+    """
+
+    staging_dir: Path
+    fsync: bool = True
+
+    def stage(self) -> tuple[BinaryIO, Path]:
+        """An open temporary file in the staging directory, for streaming writes."""
+        fd, name = tempfile.mkstemp(dir=self.staging_dir, suffix=".part")
+        return os.fdopen(fd, "wb"), Path(name)
+
+    def modified(self, key: str) -> float:
+        """When the object under ``key`` was written (POSIX timestamp)."""
+        raise NotImplementedError
+
+    @contextmanager
+    def local_path(self, key: str) -> Iterator[Path]:
+        """A local file holding the object's bytes, for as long as the context lasts."""
+        fh, path = self.stage()
+        try:
+            with fh, self.open(key) as source:
+                while chunk := source.read(CHUNK):
+                    fh.write(chunk)
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
 
     def put(self, key: str, staged: StagedObject, sync: bool = True) -> None:
         """Place ``staged`` under ``key``; with ``sync=False`` it is durable only after :meth:`sync`."""
@@ -102,10 +135,12 @@ class FileSystemStorage(Storage):
             raise ValueError("key escapes the storage root")
         return path
 
-    def stage(self, chunks: Iterator[bytes] | None = None) -> tuple[BinaryIO, Path]:
-        """An open temporary file in this file system, for streaming writes."""
-        fd, name = tempfile.mkstemp(dir=self.staging_dir, suffix=".part")
-        return os.fdopen(fd, "wb"), Path(name)
+    @contextmanager
+    def local_path(self, key: str) -> Iterator[Path]:
+        yield self.path(key)
+
+    def modified(self, key: str) -> float:
+        return self.path(key).stat().st_mtime
 
     def put(self, key: str, staged: StagedObject, sync: bool = True) -> None:
         target = self.path(key)
@@ -167,7 +202,7 @@ def _fsync_dir(directory: Path) -> None:
 class StagingWriter:
     """Streams bytes into a staging file while computing SHA-256 and size."""
 
-    def __init__(self, storage: FileSystemStorage, max_bytes: int) -> None:
+    def __init__(self, storage: Storage, max_bytes: int) -> None:
         self.fh, self.path = storage.stage()
         self.digest = hashlib.sha256()
         self.size = 0
@@ -193,7 +228,7 @@ class StagingWriter:
         self.path.unlink(missing_ok=True)
 
 
-def stage_file(storage: FileSystemStorage, source: Path | str) -> StagedObject:
+def stage_file(storage: Storage, source: Path | str) -> StagedObject:
     """Copy an existing file into staging (used by imports and tests)."""
     writer = StagingWriter(storage, max_bytes=1 << 62)
     with open(source, "rb") as fh:
@@ -203,6 +238,12 @@ def stage_file(storage: FileSystemStorage, source: Path | str) -> StagedObject:
 
 
 @cache
-def get_storage(tier: str = "hot") -> FileSystemStorage:
-    """The backend of a named tier (the embedded default keeps every tier on local disk)."""
-    return FileSystemStorage(Path(settings.PACS_STORAGE_DIR) / tier, fsync=settings.PACS_FSYNC)
+def get_storage(tier: str = "hot") -> Storage:
+    """The backend of a named tier, as ``settings.PACS_TIERS`` configures it (default: a local folder)."""
+    config = settings.PACS_TIERS.get(tier, {"backend": "filesystem"})
+    root = Path(settings.PACS_STORAGE_DIR)
+    if config["backend"] == "s3":
+        from archive.s3 import S3Storage  # boto3 is imported only when a tier needs it
+
+        return S3Storage.from_config(config, staging_dir=root / ".staging" / tier, fsync=settings.PACS_FSYNC)
+    return FileSystemStorage(config.get("root") or root / tier, fsync=settings.PACS_FSYNC)

@@ -10,6 +10,7 @@ generated once into the data folder.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from pathlib import Path
@@ -268,6 +269,16 @@ PACS_QIDO_DEFAULT_LIMIT = env_int("PACS_QIDO_DEFAULT_LIMIT", 1000)
 PACS_CORS_ORIGINS = [o.strip().rstrip("/") for o in os.environ.get("PACS_CORS_ORIGINS", "").split(",") if o.strip()]
 PACS_QIDO_MAX_LIMIT = env_int("PACS_QIDO_MAX_LIMIT", 10000)
 PACS_FSYNC = env_bool("PACS_FSYNC", True)
+# Storage tiers (archive/storage.py), JSON: {"hot": {"backend": "filesystem", "root": "/optional/dir"},
+# "warm": {"backend": "s3", "bucket": "pacs-warm", "endpoint_url": "http://127.0.0.1:8333", "region": "us-east-1",
+# "prefix": "", "access_key_file": "/run/secrets/s3_key", "secret_key_file": "/run/secrets/s3_secret"}}. Without key
+# files boto3 reads AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY. A tier not named is a folder under PACS_STORAGE_DIR.
+PACS_TIERS: dict[str, dict[str, str]] = json.loads(os.environ.get("PACS_TIERS") or "{}")
+for _tier, _config in PACS_TIERS.items():
+    if not isinstance(_config, dict) or _config.get("backend") not in ("filesystem", "s3"):
+        raise ValueError(f"PACS_TIERS[{_tier!r}] needs a backend of 'filesystem' or 's3'")
+    if _config["backend"] == "s3" and not _config.get("bucket"):
+        raise ValueError(f"PACS_TIERS[{_tier!r}] needs a bucket")
 PACS_STUDY_SITE_SOURCE = os.environ.get("PACS_STUDY_SITE_SOURCE", "sender")
 if PACS_STUDY_SITE_SOURCE not in ("sender", "institution"):
     raise ValueError("PACS_STUDY_SITE_SOURCE must be 'sender' or 'institution'")
