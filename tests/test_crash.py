@@ -107,6 +107,24 @@ def manage(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
+def prepare_server(data: Path, database_url: str | None, name: str) -> tuple[dict[str, str], str]:
+    """Environment for a server on its own data folder, migrated, with a superuser and its token."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update(
+        PACS_DATA_DIR=str(data),
+        SECRET_KEY=f"{name}-test-" + secrets.token_hex(8),
+        PACS_FSYNC="true",
+        DJANGO_SETTINGS_MODULE="pacs.settings",
+        DJANGO_SUPERUSER_PASSWORD=secrets.token_urlsafe(16),
+        LOG_LEVEL="WARNING",
+    )
+    if database_url:
+        env["DATABASE_URL"] = database_url
+    manage(env, "migrate", "--noinput", "-v", "0")
+    manage(env, "createsuperuser", "--noinput", "--username", name, "--email", f"{name}@example.org")
+    return env, manage(env, "issue_token", name, "--name", f"{name}-test").strip()
+
+
 @pytest.fixture(scope="module")
 def database_url() -> Iterator[str | None]:
     """None for SQLite; a brand-new PostgreSQL database when the suite runs on PostgreSQL."""
@@ -201,20 +219,7 @@ def stored_files(objects: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def crash(tmp_path_factory: pytest.TempPathFactory, database_url: str | None) -> Iterator[CrashOutcome]:
     data = tmp_path_factory.mktemp("crash")
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env.update(
-        PACS_DATA_DIR=str(data),
-        SECRET_KEY="crash-test-" + secrets.token_hex(8),
-        PACS_FSYNC="true",
-        DJANGO_SETTINGS_MODULE="pacs.settings",
-        DJANGO_SUPERUSER_PASSWORD=secrets.token_urlsafe(16),
-        LOG_LEVEL="WARNING",
-    )
-    if database_url:
-        env["DATABASE_URL"] = database_url
-    manage(env, "migrate", "--noinput", "-v", "0")
-    manage(env, "createsuperuser", "--noinput", "--username", "crash", "--email", "crash@example.org")
-    token = manage(env, "issue_token", "crash", "--name", "crash-test").strip()
+    env, token = prepare_server(data, database_url, "crash")
 
     originals: dict[str, bytes] = {}
     per_thread: list[list[tuple[bytes, str]]] = []

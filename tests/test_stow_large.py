@@ -24,7 +24,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from archive.synthetic import SOP_CLASSES, new_uid
-from tests.test_crash import Server, database_url, manage  # noqa: F401 - fixture re-used
+from tests.test_crash import Server, database_url, prepare_server  # noqa: F401 - fixture re-used
 
 pytestmark = pytest.mark.slow
 
@@ -79,19 +79,7 @@ def peak_rss_mb(pgid: int) -> float:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, database_url: str | None) -> Iterator[tuple[Server, str]]:  # noqa: F811
     data = tmp_path_factory.mktemp("large")
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env.update(
-        PACS_DATA_DIR=str(data),
-        SECRET_KEY="large-test-" + secrets.token_hex(8),
-        DJANGO_SETTINGS_MODULE="pacs.settings",
-        DJANGO_SUPERUSER_PASSWORD=secrets.token_urlsafe(16),
-        LOG_LEVEL="WARNING",
-    )
-    if database_url:
-        env["DATABASE_URL"] = database_url
-    manage(env, "migrate", "--noinput", "-v", "0")
-    manage(env, "createsuperuser", "--noinput", "--username", "large", "--email", "large@example.org")
-    token = manage(env, "issue_token", "large", "--name", "large-test").strip()
+    env, token = prepare_server(data, database_url, "large")
     srv = Server(env, data / "gunicorn.log")
     srv.start()
     yield srv, token
