@@ -417,3 +417,35 @@ def test_the_first_requests_are_preloaded_by_the_page_and_fetched_once(
     state = page.evaluate("() => { const vp = window.__viewer.viewports[0]; return [vp.index, vp.image.sop]; }")
     assert state[0] == 0 and f"/instances/{state[1]}/frames/1" in hinted[-1]
     assert not page.problems
+
+
+def test_a_referring_clinician_is_told_that_their_role_cannot_search(
+    chromium: Any, live_server: Any, settings: Any
+) -> None:
+    from portal.roles import Role
+    from tests.conftest import role_user
+
+    settings.PACS_ACCESS_POLICY = "portal.access.SitePolicy"
+    access.policy.cache_clear()
+    clinician = role_user("dr-referrer", Role.REFERRING_CLINICIAN)
+    client = Client()
+    client.force_login(clinician)
+    context = chromium.new_context()
+    context.add_cookies(
+        [
+            {
+                "name": django_settings.SESSION_COOKIE_NAME,
+                "value": client.cookies[django_settings.SESSION_COOKIE_NAME].value,
+                "url": live_server.url,
+                "secure": bool(django_settings.SESSION_COOKIE_SECURE),
+                "httpOnly": True,
+                "sameSite": "Lax",
+            }
+        ]
+    )
+    page = context.new_page()
+    page.goto(f"{live_server.url}/viewer/")
+    page.click("#search-button")
+    page.wait_for_function("() => document.getElementById('search-status').textContent.includes('Your role')")
+    assert page.locator("#search-results tbody tr").count() == 0
+    context.close()

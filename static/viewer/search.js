@@ -93,7 +93,9 @@ async function search(event) {
   } catch (err) {
     if (err.name === 'AbortError') return;
     tbody.replaceChildren();
-    status.textContent = err.status === 401 ? 'Your session has ended: sign in again.' : `Search failed (${err.message}).`;
+    status.textContent = err.status === 401 ? 'Your session has ended: sign in again.'
+      : err.status === 403 ? 'Your role cannot search the archive: open the studies shared with you from their links.'
+        : `Search failed (${err.message}).`;
   }
 }
 
