@@ -6,7 +6,7 @@ gets a 400 with a reason rather than a bare 404.
 
 from django.urls import path, register_converter
 
-from archive import qido, rendered, views, wado
+from archive import bulkdata, qido, rendered, views, wado
 
 
 class UIDConverter:
@@ -48,5 +48,5 @@ urlpatterns = [
     path(I + "/frames/<str:frames>", wado.retrieve_frames),
     path(I + "/frames/<str:frames>/rendered", rendered.frames_rendered),
     path(I + "/frames/<str:frames>/thumbnail", rendered.frames_thumbnail),
-    path(I + "/bulkdata/<str:tag>", wado.bulkdata),
+    path(I + "/bulkdata/<str:tag>", bulkdata.bulkdata),
 ]
