@@ -7,4 +7,5 @@ from viewer import views
 urlpatterns = [
     path("", views.search, name="viewer-search"),
     path("studies/<str:study_instance_uid>", views.study, name="viewer-study"),
+    path("viewer.js", views.viewer_script, name="viewer-script"),
 ]

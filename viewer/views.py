@@ -1,9 +1,9 @@
 """The viewer's two pages: the study search and the diagnostic viewer.
 
 Both pages are shells: they carry the DICOMweb root and, for the viewer, the
-Study Instance UID as ``data-`` attributes and load ES modules (the viewer as one
-bundle of them, see :mod:`viewer.bundle`) from
-``static/viewer/``. Everything shown about a patient is fetched by that
+Study Instance UID as ``data-`` attributes and load ES modules from ``static/viewer/`` (the
+viewer as one script joined from them at first request, see
+:mod:`viewer.bundle`). Everything shown about a patient is fetched by that
 JavaScript over DICOMweb, so the viewer is just another DICOMweb client of the
 archive. Access is decided by :func:`archive.access.visible_studies`; a study
 the user may not see answers 404, exactly like one that does not exist.
@@ -15,14 +15,13 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.views.decorators.http import require_GET
 
 from archive.access import visible_studies
 from archive.uid import is_valid_uid
 from audit.trail import record
+from viewer.bundle import script
 from viewer.hints import preload_urls
-
-# The viewer's ES modules joined into one file (viewer/bundle.py): one request instead of ten.
-SCRIPT = "viewer/viewer.bundle.js"
 
 
 def dicomweb_base(request: HttpRequest) -> str:
@@ -51,7 +50,21 @@ def study(request: HttpRequest, study_instance_uid: str) -> HttpResponse:
     context = {
         "dicomweb": root,
         "study_instance_uid": study_instance_uid,
-        "script": SCRIPT,
+        "script": reverse("viewer-script"),
         "preloads": preload_urls(root, found),
     }
     return render(request, "viewer/viewer.html", context)
+
+
+@login_required
+@require_GET
+def viewer_script(request: HttpRequest) -> HttpResponse:
+    """The viewer's modules as one script, built once per process from ``static/viewer/``."""
+    text, etag = script()
+    if etag in request.META.get("HTTP_IF_NONE_MATCH", ""):
+        response = HttpResponse(status=304)
+    else:
+        response = HttpResponse(text, content_type="text/javascript; charset=utf-8")
+    response["ETag"] = etag
+    response["Cache-Control"] = "private, no-cache"  # revalidated each load: a deploy changes it at once
+    return response
