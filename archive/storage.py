@@ -57,6 +57,18 @@ class StagedObject:
             pass
 
 
+def read_ranges_from(fh: BinaryIO, ranges: list[list[int]], key: str) -> bytes:
+    """The concatenation of the ``[offset, length]`` ranges of the open object ``key``."""
+    parts = []
+    for offset, length in ranges:
+        fh.seek(offset)
+        data = fh.read(length)
+        if len(data) != length:
+            raise OSError(f"object {key} is shorter than its index says")
+        parts.append(data)
+    return b"".join(parts)
+
+
 class Storage:
     """Base class of storage backends; one method per operation.
 
@@ -110,14 +122,7 @@ class Storage:
     def read_ranges(self, key: str, ranges: list[list[int]]) -> bytes:
         """The concatenation of the ``[offset, length]`` ranges of an object."""
         with self.open(key) as fh:
-            parts = []
-            for offset, length in ranges:
-                fh.seek(offset)
-                data = fh.read(length)
-                if len(data) != length:
-                    raise OSError(f"object {key} is shorter than its index says")
-                parts.append(data)
-        return b"".join(parts)
+            return read_ranges_from(fh, ranges, key)
 
 
 class FileSystemStorage(Storage):

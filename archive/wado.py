@@ -46,7 +46,7 @@ from archive.negotiation import (
     pixel_plan,
 )
 from archive.responses import dicomweb_root, error
-from archive.storage import get_storage
+from archive.storage import get_storage, read_ranges_from
 from archive.transcode import OCTET_STREAM, TranscodeError
 from archive.uid import is_valid_uid
 from audit.trail import record
@@ -368,14 +368,7 @@ class PixelSource:
 
     def read(self, fh: BinaryIO, index: int) -> bytes:
         assert self.frames is not None
-        out = []
-        for offset, length in self.frames[index]:
-            fh.seek(offset)
-            data = fh.read(length)
-            if len(data) != length:
-                raise OSError(f"object {self.key} is shorter than its index says")
-            out.append(data)
-        return b"".join(out)
+        return read_ranges_from(fh, self.frames[index], self.key)
 
     def frame_bytes(self, fh: BinaryIO, indices: list[int], decode: bool) -> Iterator[bytes]:
         """The requested frames, stored or decoded; pydicom reads them when ranges are unknown."""

@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from audit.models import AuditEvent
+from audit.trail import hashed_fields
 
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 ACTION_CODES = "http://hl7.org/fhir/audit-event-action"
@@ -98,17 +99,8 @@ def is_success(event: AuditEvent) -> bool:
 def as_dict(event: AuditEvent) -> dict[str, Any]:
     return {
         "id": event.pk,
+        **hashed_fields(event),
         "timestamp": event.timestamp.astimezone(UTC).isoformat(),
-        "actor": event.actor,
-        "actor_id": event.actor_id,
-        "action": event.action,
-        "outcome": event.outcome,
-        "source_ip": event.source_ip,
-        "user_agent": event.user_agent,
-        "patient_id": event.patient_id,
-        "study_instance_uid": event.study_instance_uid,
-        "detail": event.detail,
-        "prev_hash": event.prev_hash,
         "hash": event.hash,
     }
 

@@ -26,9 +26,9 @@ from pacs.dblock import write_lock
 GENESIS = "0" * 64
 
 
-def canonical(event: AuditEvent) -> bytes:
-    """The bytes an event's hash covers, in a fixed order."""
-    body = {
+def hashed_fields(event: AuditEvent) -> dict[str, Any]:
+    """The fields an event's hash covers."""
+    return {
         "timestamp": event.timestamp.isoformat(),
         "actor": event.actor,
         "actor_id": event.actor_id,
@@ -41,7 +41,11 @@ def canonical(event: AuditEvent) -> bytes:
         "detail": event.detail,
         "prev_hash": event.prev_hash,
     }
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def canonical(event: AuditEvent) -> bytes:
+    """The bytes an event's hash covers, in a fixed order."""
+    return json.dumps(hashed_fields(event), sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
 def compute_hash(event: AuditEvent) -> str:
