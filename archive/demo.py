@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from archive.ingest import Outcome, store_instance
-from archive.models import Instance
+from archive.models import Instance, Site, Study
 from archive.storage import StagingWriter, get_storage
 from archive.synthetic import StudySpec, make_instance
 
@@ -258,10 +258,29 @@ def store_bytes(data: bytes) -> Outcome:
     return store_instance(staged).outcome
 
 
+DEMO_SITE_CODE = "demo"
+
+
+def demo_site() -> Site:
+    """The site the demo studies belong to, matched by their Institution Names.
+
+    Give users a membership of it in the admin and their role decides what they
+    see of the demo studies, as for any real site.
+    """
+    names = sorted({plan.institution for plan in plans()})
+    site, _ = Site.objects.get_or_create(code=DEMO_SITE_CODE, defaults={"name": "Demo hospitals"})
+    if site.institution_name_list() != [n.upper() for n in names]:
+        site.institution_names = "\n".join(names)
+        site.save(update_fields=["institution_names"])
+    Study.objects.filter(site=None, institution_name__in=names).update(site=site)
+    return site
+
+
 def load_demo(progress: Callable[[str], None] | None = None) -> LoadReport:
     """Load every demo study; complete series are skipped, so re-running is cheap."""
     started = time.monotonic()
     report = LoadReport()
+    demo_site()
     for plan in plans():
         report.studies += 1
         for index, series in enumerate(plan.series):

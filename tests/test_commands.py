@@ -184,3 +184,11 @@ def test_the_demo_admin_gets_a_private_password_that_survives_reruns(settings, t
     user.refresh_from_db()
     assert user.is_active and user.is_superuser and user.check_password(password)
     assert user.groups.filter(name="administrator").exists()
+
+
+def test_every_demo_study_belongs_to_the_demo_site(demo: str) -> None:
+    from archive.models import Site, Study
+
+    site = Site.objects.get(code="demo")
+    assert Study.objects.count() == len(plans())
+    assert set(Study.objects.values_list("site", flat=True)) == {site.pk}
