@@ -18,6 +18,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from django.db import connections, router
 from django.db.models import Model
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from pydicom.datadict import dictionary_VR
@@ -110,17 +111,32 @@ def _availability(values: Iterable[str]) -> str:
 
 
 def availability_of(level: int, ids: list[int]) -> dict[int, str]:
-    """(0008,0056) of each study or series: the least available of its instances (one query)."""
+    """(0008,0056) of each study or series: the least available of its instances (one query).
+
+    Only studies or series holding a NEARLINE or OFFLINE instance appear;
+    the rest are ONLINE. Plain SQL: this runs on every study and series
+    search, and building it with the ORM cost more than running it.
+    """
     if not ids:
         return {}
-    column = "series__study_id" if level == STUDY else "series_id"
-    rows = (
-        Instance.objects.filter(
-            **{f"{column}__in": ids}, availability__in=[Availability.NEARLINE, Availability.OFFLINE]
+    connection = connections[router.db_for_read(Instance)]
+    q = connection.ops.quote_name
+    instance, series = q(Instance._meta.db_table), q(Series._meta.db_table)
+    marks = ", ".join(["%s"] * len(ids))
+    # Only table names (quoted model metadata) are interpolated; values are parameters.
+    if level == STUDY:
+        sql = (
+            f"SELECT DISTINCT s.study_id, i.availability FROM {instance} i "  # noqa: S608
+            f"JOIN {series} s ON s.id = i.series_id WHERE s.study_id IN ({marks}) AND i.availability IN (%s, %s)"
         )
-        .values_list(column, "availability")
-        .distinct()
-    )
+    else:
+        sql = (
+            f"SELECT DISTINCT i.series_id, i.availability FROM {instance} i "  # noqa: S608
+            f"WHERE i.series_id IN ({marks}) AND i.availability IN (%s, %s)"
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*ids, Availability.NEARLINE.value, Availability.OFFLINE.value])
+        rows = cursor.fetchall()
     found: dict[int, list[str]] = {}
     for pk, value in rows:
         found.setdefault(pk, []).append(value)

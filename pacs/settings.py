@@ -267,6 +267,8 @@ PACS_STOW_MAX_BYTES = env_int("PACS_STOW_MAX_BYTES", 8 * 1024**3)
 PACS_QIDO_DEFAULT_LIMIT = env_int("PACS_QIDO_DEFAULT_LIMIT", 1000)
 # Origins (scheme://host:port, comma-separated) whose pages may call DICOMweb with a bearer token (OHIF).
 PACS_CORS_ORIGINS = [o.strip().rstrip("/") for o in os.environ.get("PACS_CORS_ORIGINS", "").split(",") if o.strip()]
+#: Answer single-frame reads of bearer clients outside the Django request cycle (archive/fastpath.py).
+PACS_FAST_PATH = env_bool("PACS_FAST_PATH", True)
 PACS_QIDO_MAX_LIMIT = env_int("PACS_QIDO_MAX_LIMIT", 10000)
 PACS_FSYNC = env_bool("PACS_FSYNC", True)
 # Storage tiers (archive/storage.py), JSON: {"hot": {"backend": "filesystem", "root": "/optional/dir"},

@@ -26,12 +26,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from archive.access import AccessPolicy
+from archive.access import AccessPolicy, Visibility
 from archive.dicomfile import person_name_search
-from archive.models import Site, Study
+from archive.models import Site
 from portal.models import AccessGrant, SiteMembership, UserProfile
 from portal.roles import RESTRICTED, SITE_READERS, Role, roles_of
 
@@ -59,26 +58,29 @@ def referring_name(user: Any) -> str:
 class SitePolicy(AccessPolicy):
     """Sites, grants and roles decide; see the module docstring."""
 
-    def studies(self, user: Any) -> QuerySet[Study]:
+    def visibility(self, user: Any) -> Visibility:
         if not _signed_in(user):
-            return Study.objects.none()
+            return Visibility()
         if is_administrator(user):
-            return Study.objects.all()
+            return Visibility(everything=True)
         roles = roles_of(user)
         if Role.AUDITOR in roles and not (roles - {Role.AUDITOR}):
-            return Study.objects.none()
-        now = timezone.now()
-        grants = AccessGrant.objects.filter(user=user, expires_at__gt=now)
-        allowed = Q(pk__in=grants.filter(study__isnull=False).values("study_id"))
+            return Visibility()
+        grants = list(
+            AccessGrant.objects.filter(user=user, expires_at__gt=timezone.now()).values_list("study_id", "site_id")
+        )
+        study_ids = {study for study, _ in grants if study is not None}
+        site_ids: set[int] = set()
         if reads_sites(user):
-            allowed |= Q(site_id__in=SiteMembership.objects.filter(user=user).values("site_id"))
-            allowed |= Q(site_id__in=grants.filter(site__isnull=False).values("site_id"))
+            site_ids.update(SiteMembership.objects.filter(user=user).values_list("site_id", flat=True))
+            site_ids.update(site for _, site in grants if site is not None)
+        names: set[str] = set()
         if Role.REFERRING_CLINICIAN in roles:
             name = referring_name(user)
             if name:
                 # Trailing empty components ("SMITH^JOHN^^") are the same name.
-                allowed |= Q(referring_physician_search__in=[name + "^" * n for n in range(4)])
-        return Study.objects.filter(allowed)
+                names = {name + "^" * n for n in range(4)}
+        return Visibility(False, frozenset(site_ids), frozenset(study_ids), frozenset(names))
 
     def can_search(self, user: Any) -> bool:
         """Archive-wide search is for administrators and site readers, not referring clinicians or auditors."""
