@@ -242,6 +242,8 @@ def pixel_plan(accept: list[Acceptable], stored: str, single_ok: bool) -> PixelP
                 return as_stored
         elif want in (stored, stored_syntax) and (a.matches(stored_type) or a.matches(OCTET_STREAM)):
             return as_stored
+        elif want in transcode.ALSO_VALID_AS.get(stored, ()) and a.matches(stored_type):
+            return replace(as_stored, syntax=want)
         elif want == EXPLICIT_LE and a.matches(OCTET_STREAM) and decodable:
             return native
     return None

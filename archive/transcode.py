@@ -59,6 +59,12 @@ MEDIA_TYPES: dict[str, str] = {
     "1.2.840.10008.1.2.4.112": "image/jxl",
     "1.2.840.10008.1.2.5": "image/dicom-rle",
 }
+#: Other syntaxes a stored syntax's code streams meet unchanged (PS3.5 §8.2.14, §10.18): an HTJ2K
+#: Lossless RPCL stream is an HTJ2K Lossless one, and a lossless HTJ2K stream is an HTJ2K one.
+ALSO_VALID_AS: dict[str, frozenset[str]] = {
+    "1.2.840.10008.1.2.4.201": frozenset({"1.2.840.10008.1.2.4.203"}),
+    "1.2.840.10008.1.2.4.202": frozenset({"1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.203"}),
+}
 #: Names clients use for the same media types (cornerstone, older dcm4che).
 MEDIA_ALIASES = {"image/x-dicom-rle": "image/dicom-rle", "image/x-jls": "image/jls"}
 

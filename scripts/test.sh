@@ -9,21 +9,27 @@ step() { printf '\n== %s (%ss)\n' "$*" "$(($(date +%s) - started))"; }
 
 step "System packages"
 packages=(postgresql chromium dcmtk)
-if [ -f tests/oidc/package.json ] && ! command -v npm >/dev/null 2>&1; then
-    packages+=(nodejs npm)
-fi
+# Node packages the tests run: the OpenID provider and the HTJ2K encoder.
+npm_dirs=(tests/oidc tests/htj2k)
+for dir in "${npm_dirs[@]}"; do
+    if [ -f "$dir/package.json" ] && ! command -v npm >/dev/null 2>&1; then
+        packages+=(nodejs npm)
+        break
+    fi
+done
 scripts/install-system-deps.sh "${packages[@]}"
 
 step "Python packages"
 scripts/venv.sh requirements-test.txt
-if [ -f tests/oidc/package.json ]; then
-    lock_hash=$(cat tests/oidc/package.json tests/oidc/package-lock.json 2>/dev/null | sha256sum | cut -c1-16)
-    if [ ! -e "tests/oidc/node_modules/.installed-$lock_hash" ]; then
-        step "npm packages for tests/oidc"
-        npm --prefix tests/oidc ci --no-audit --no-fund --loglevel=error
-        touch "tests/oidc/node_modules/.installed-$lock_hash"
+for dir in "${npm_dirs[@]}"; do
+    [ -f "$dir/package.json" ] || continue
+    lock_hash=$(cat "$dir/package.json" "$dir/package-lock.json" 2>/dev/null | sha256sum | cut -c1-16)
+    if [ ! -e "$dir/node_modules/.installed-$lock_hash" ]; then
+        step "npm packages for $dir"
+        npm --prefix "$dir" ci --no-audit --no-fund --loglevel=error
+        touch "$dir/node_modules/.installed-$lock_hash"
     fi
-fi
+done
 
 export PATH="$PWD/.venv/bin:$PATH"
 # Tests never touch ./var: each pass gets its own data folder and secret.

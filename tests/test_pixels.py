@@ -114,9 +114,11 @@ def _case_id(case: tuple[str, str, int, str | None]) -> str:
 def derive(name: str, syntax: str, tmp_path: Path) -> Path:
     """``name`` re-encoded in ``syntax`` (HTJ2K ones hold a lossless JPEG 2000 code stream).
 
-    No HTJ2K encoder is installed, so the HTJ2K cases carry a Part 1 code stream
-    (which every Part 15 decoder also reads): they prove the transfer syntax is
-    routed to the HTJ2K decoder, not that HT code blocks decode.
+    No HTJ2K encoder runs in Python here, so the HTJ2K cases carry a Part 1 code
+    stream (which every Part 15 decoder also reads): they prove the transfer
+    syntax is routed to the HTJ2K decoder on pydicom's test files. Real HT code
+    streams (made by OpenJPH under Node) are stored, retrieved, decoded and
+    rendered in tests/test_htj2k.py.
     """
     ds = pydicom.dcmread(data_file(name))
     if syntax == DeflatedExplicitVRLittleEndian:
