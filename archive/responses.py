@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
 
 
 def error(status: int, detail: str, allow: str | None = None) -> HttpResponse:
@@ -16,4 +18,10 @@ def error(status: int, detail: str, allow: str | None = None) -> HttpResponse:
 
 def dicomweb_root(request: HttpRequest) -> str:
     """The absolute URL of the DICOMweb root, e.g. ``http://host/dicom-web``."""
-    return request.build_absolute_uri(reverse("dicomweb-root")).rstrip("/")
+    return request.build_absolute_uri(_root_path(get_script_prefix())).rstrip("/")
+
+
+@functools.cache
+def _root_path(script_prefix: str) -> str:
+    """The root's path under ``script_prefix`` (the argument keys the cache; reverse() reads the prefix itself)."""
+    return reverse("dicomweb-root")

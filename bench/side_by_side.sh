@@ -2,6 +2,8 @@
 # Side-by-side DICOMweb benchmark: our server and Orthanc, same machine, same run.
 #
 #   bench/side_by_side.sh [COUNT]        (default 2000 instances)
+#   BENCH_REPEAT=N                       repetitions of each cheap read figure (default 20;
+#                                        the shared script's own default of 5 is too noisy for a ratio)
 #
 # Starts a reference Orthanc (Debian packages, via ../shared/bench/orthanc.sh),
 # starts our server with gunicorn on a fresh data directory (SQLite, local
@@ -14,6 +16,7 @@ shared=${SHARED_BENCH:-../shared/bench}
 out=bench/results
 mkdir -p "$out"
 port=${BENCH_PORT:-8765}
+repeat=${BENCH_REPEAT:-20}
 data=$(mktemp -d /tmp/pacs-bench.XXXXXX)
 py=.venv/bin/python
 stamp=$(date +%Y%m%d-%H%M%S)
@@ -41,9 +44,9 @@ server_pid=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.2; done
 
 "$shared/orthanc.sh" start
-$py "$shared/dicomweb_bench.py" --base http://127.0.0.1:8042/dicom-web --count "$count" \
+$py "$shared/dicomweb_bench.py" --base http://127.0.0.1:8042/dicom-web --count "$count" --repeat "$repeat" \
     --out "$out/orthanc-$stamp.json" --label orthanc | tail -n +1 > "$out/orthanc-$stamp.txt"
-$py "$shared/dicomweb_bench.py" --base "http://127.0.0.1:$port/dicom-web" --count "$count" \
+$py "$shared/dicomweb_bench.py" --base "http://127.0.0.1:$port/dicom-web" --count "$count" --repeat "$repeat" \
     --out "$out/ours-$stamp.json" --label ours --header "Authorization: Bearer $token" \
     --server-pid "$server_pid" --server-disk "$data/objects" > "$out/ours-$stamp.txt"
 cat "$out/ours-$stamp.txt"
