@@ -31,7 +31,7 @@ from typing import Any
 from django.conf import settings
 from django.core import signals
 from django.core.handlers.wsgi import WSGIHandler, WSGIRequest
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponseBase
 from django.utils.module_loading import import_string
 
 from archive import wado
@@ -87,7 +87,7 @@ class FastPath:
         self.app = app
         self.bearer_app = bearer_app or app
         self.enabled = bool(getattr(settings, "PACS_FAST_PATH", True))
-        handler: Callable[[HttpRequest], HttpResponse] = self._answer
+        handler: Callable[[HttpRequest], HttpResponseBase] = self._answer
         for path in reversed([m for m in settings.MIDDLEWARE if m in RESPONSE_MIDDLEWARE]):
             handler = import_string(path)(handler)
         self.handler = handler
@@ -118,7 +118,7 @@ class FastPath:
         return response
 
     @staticmethod
-    def _answer(request: HttpRequest) -> HttpResponse:
+    def _answer(request: HttpRequest) -> HttpResponseBase:
         response = wado.fast_frame(request, *request.fast_path_match)  # type: ignore[attr-defined]
         if response is None:
             raise _Declined

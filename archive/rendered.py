@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -290,7 +290,7 @@ def cached_thumbnail(key: str, produce: Callable[[], bytes]) -> bytes:
 # --- views -------------------------------------------------------------------
 
 
-def _guard(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponse]:
+def _guard(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
     """GET/HEAD only; BadRequest becomes a 400 with its reason."""
 
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
@@ -303,7 +303,7 @@ def _guard(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponse]
 
     wrapper.__name__ = view.__name__
     wrapper.__doc__ = view.__doc__
-    return dicomweb_view(cast(Callable[..., HttpResponse], wrapper))
+    return dicomweb_view(wrapper)
 
 
 def _not_acceptable() -> HttpResponse:

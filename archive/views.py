@@ -10,7 +10,7 @@ carry no ambient credentials, and session requests must still pass it.
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
 from archive import delete, qido, stow, wado
@@ -18,7 +18,7 @@ from archive.responses import error
 
 
 @csrf_exempt
-def studies(request: HttpRequest) -> HttpResponse:
+def studies(request: HttpRequest) -> HttpResponseBase:
     if request.method in ("GET", "HEAD"):
         return qido.search_studies(request)
     if request.method == "POST":
@@ -27,7 +27,7 @@ def studies(request: HttpRequest) -> HttpResponse:
 
 
 @csrf_exempt
-def study(request: HttpRequest, study: str) -> HttpResponse:
+def study(request: HttpRequest, study: str) -> HttpResponseBase:
     if request.method in ("GET", "HEAD"):
         return wado.retrieve_study(request, study)
     if request.method == "POST":
@@ -38,7 +38,7 @@ def study(request: HttpRequest, study: str) -> HttpResponse:
 
 
 @csrf_exempt
-def series(request: HttpRequest, study: str, series: str) -> HttpResponse:
+def series(request: HttpRequest, study: str, series: str) -> HttpResponseBase:
     if request.method in ("GET", "HEAD"):
         return wado.retrieve_series(request, study, series)
     if request.method == "DELETE":

@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 from django.core.cache import cache
 from django.db import connections, router
 from django.db.models import Model, QuerySet
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 
 from archive import transcode
 from archive.access import Visibility, visibility, visible_studies
@@ -534,25 +534,29 @@ def _audit_frames(request: HttpRequest, source: PixelSource, study: str) -> None
         )
 
 
-def _frames_fast(source: PixelSource, plan: PixelPlan, index: int, etag: str) -> HttpResponse:
-    """One stored frame as a ranged read: the hot path of every viewer."""
+def _frames_fast(source: PixelSource, plan: PixelPlan, index: int, etag: str) -> StreamingHttpResponse:
+    """One stored frame as a ranged read: the hot path of every viewer.
+
+    The frame is read once and handed to the server as it is, between its
+    multipart header and trailer, never copied into one body.
+    """
     assert source.frames is not None
     data = get_storage(source.tier).read_ranges(source.key, source.frames[index])
     if plan.multipart:
         boundary = "pacs-" + etag.strip('"')[:32]
-        body = encode_part(boundary, plan.content_type) + data + b"\r\n" + closing(boundary)
+        chunks = [encode_part(boundary, plan.content_type), data, b"\r\n" + closing(boundary)]
         content_type = f'multipart/related; type="{plan.part_type}"; boundary={boundary}'
     else:
-        body, content_type = data, plan.content_type
-    response = HttpResponse(body, content_type=content_type)
-    response["Content-Length"] = str(len(body))
+        chunks, content_type = [data], plan.content_type
+    response = StreamingHttpResponse(chunks, content_type=content_type)
+    response["Content-Length"] = str(sum(len(c) for c in chunks))
     response["ETag"] = etag
     response["Cache-Control"] = IMMUTABLE
     response["Vary"] = "Accept"
     return response
 
 
-def fast_frame(request: HttpRequest, study: str, series: str, instance: str, frame: str) -> HttpResponse | None:
+def fast_frame(request: HttpRequest, study: str, series: str, instance: str, frame: str) -> HttpResponseBase | None:
     """The ordinary case of :func:`retrieve_frames`, for :mod:`archive.fastpath`; None for anything else.
 
     Ordinary means: a usable bearer token, valid UIDs, one frame of a visible
@@ -583,7 +587,7 @@ def fast_frame(request: HttpRequest, study: str, series: str, instance: str, fra
 
 
 @dicomweb_view
-def retrieve_frames(request: HttpRequest, study: str, series: str, instance: str, frames: str) -> HttpResponse:
+def retrieve_frames(request: HttpRequest, study: str, series: str, instance: str, frames: str) -> HttpResponseBase:
     bad = _check(request, study, series, instance)
     if bad:
         return bad
