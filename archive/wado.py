@@ -437,7 +437,7 @@ def _pixel_source_sql(
 def _frames_column(vendor: str, only_frame: int | None) -> tuple[str, list[Any]]:
     """SQL for the stored frame ranges (all, or the one frame), as JSON text."""
     if vendor == "postgresql":
-        return ("i.frames::text", []) if only_frame is None else ("(i.frames -> %s)::text", [only_frame])
+        return ("i.frames::text", []) if only_frame is None else ("(i.frames -> %s::integer)::text", [only_frame])
     return ("i.frames", []) if only_frame is None else ("json_extract(i.frames, %s)", [f"$[{only_frame}]"])
 
 
