@@ -115,11 +115,27 @@ def _known_text(ds: Dataset, metadata: dict[str, Any], keyword: str, limit: int 
 
 
 def _known_int(ds: Dataset, metadata: dict[str, Any], keyword: str) -> int | None:
-    """:func:`_int`, read from the instance's DICOM JSON when it holds one integer."""
-    values = metadata.get(_TAG_HEX[keyword], {}).get("Value")
+    """:func:`_int`, read from the instance's DICOM JSON when it holds one integer (or nothing)."""
+    item = metadata.get(_TAG_HEX[keyword])
+    if item is None:
+        return None  # the JSON holds every top-level element: absent from it is absent from ds
+    values = item.get("Value")
     if values and len(values) == 1 and type(values[0]) is int:
         return values[0]
     return _int(ds, keyword)
+
+
+def _ascii_text(ds: Dataset, keyword: str, limit: int = 80) -> str:
+    """:func:`_text` for an element of an ASCII VR (UI, CS), read from its raw bytes when it has not been converted.
+
+    The bytes are what pydicom would decode; only the conversion work (and
+    its validation, which merely warns) is skipped. UIDs read this way are
+    validated by :func:`archive.uid.validate_uid` like any other.
+    """
+    raw = ds.get_item(_TAG[keyword], keep_deferred=True)
+    if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes):
+        return raw.value.decode("latin_1").replace("\x00", "").strip()[:limit]
+    return _text(ds, keyword, limit)
 
 
 def _int(ds: Dataset, keyword: str) -> int | None:
@@ -135,8 +151,12 @@ _TAG_HEX = {
     for keyword in (
         "PatientID IssuerOfPatientID PatientBirthDate PatientSex StudyDate StudyTime AccessionNumber StudyID "
         "StudyDescription InstitutionName Modality SeriesDescription SeriesDate SeriesTime BodyPartExamined "
-        "SeriesNumber InstanceNumber"
+        "SeriesNumber InstanceNumber NumberOfFrames Rows Columns SamplesPerPixel BitsAllocated"
     ).split()
+}
+_TAG = {
+    keyword: int(tag_for_keyword(keyword) or 0)
+    for keyword in "StudyInstanceUID SeriesInstanceUID SOPInstanceUID SOPClassUID".split()
 }
 
 
@@ -324,10 +344,12 @@ def _encapsulated_frames(
     return frames if all(frames) else None
 
 
-def _native_frames(ds: Dataset, value_tell: int, length: int, n_frames: int) -> list[list[list[int]]] | None:
-    rows, cols = _int(ds, "Rows") or 0, _int(ds, "Columns") or 0
-    samples = _int(ds, "SamplesPerPixel") or 1
-    bits = _int(ds, "BitsAllocated") or 0
+def _native_frames(
+    ds: Dataset, metadata: dict[str, Any], value_tell: int, length: int, n_frames: int
+) -> list[list[list[int]]] | None:
+    rows, cols = _known_int(ds, metadata, "Rows") or 0, _known_int(ds, metadata, "Columns") or 0
+    samples = _known_int(ds, metadata, "SamplesPerPixel") or 1
+    bits = _known_int(ds, metadata, "BitsAllocated") or 0
     if bits % 8 or not rows or not cols:
         return None  # bit-packed (1-bit) frames do not start on byte boundaries
     frame_len = rows * cols * samples * bits // 8
@@ -352,14 +374,16 @@ def parse_instance(path: Path | str, base_prefix: str = BASE_MARK) -> ParsedInst
             ts = str(meta.get("TransferSyntaxUID", "") or "")
             if not ts:
                 raise InvalidInstance("file meta has no (0002,0010) Transfer Syntax UID")
-            study = validate_uid(_text(ds, "StudyInstanceUID", 80), "Study Instance UID")
-            series = validate_uid(_text(ds, "SeriesInstanceUID", 80), "Series Instance UID")
-            sop = validate_uid(_text(ds, "SOPInstanceUID", 80), "SOP Instance UID")
+            study = validate_uid(_ascii_text(ds, "StudyInstanceUID"), "Study Instance UID")
+            series = validate_uid(_ascii_text(ds, "SeriesInstanceUID"), "Series Instance UID")
+            sop = validate_uid(_ascii_text(ds, "SOPInstanceUID"), "SOP Instance UID")
             sop_class = validate_uid(
-                _text(ds, "SOPClassUID", 80) or str(meta.get("MediaStorageSOPClassUID", "")), "SOP Class UID"
+                _ascii_text(ds, "SOPClassUID") or str(meta.get("MediaStorageSOPClassUID", "")), "SOP Class UID"
             )
             validate_uid(ts, "Transfer Syntax UID")
-            n_frames = _int(ds, "NumberOfFrames") or (1 if PIXEL_DATA in ds else 0)
+            prefix = f"{base_prefix}/studies/{study}/series/{series}/instances/{sop}"
+            metadata = dataset_json(ds, prefix)  # first: the integers below are read from it
+            n_frames = _known_int(ds, metadata, "NumberOfFrames") or (1 if PIXEL_DATA in ds else 0)
             frames = None
             raw = ds.get_item(PIXEL_DATA, keep_deferred=True)
             if raw is not None and isinstance(raw, RawDataElement) and raw.value_tell is not None:
@@ -371,9 +395,7 @@ def parse_instance(path: Path | str, base_prefix: str = BASE_MARK) -> ParsedInst
                         eot = list(struct.unpack(f"<{len(eot_raw) // 8}Q", eot_raw))
                     frames = _encapsulated_frames(fh, raw.value_tell, n_frames, eot)
                 elif ts in NATIVE_SYNTAXES:
-                    frames = _native_frames(ds, raw.value_tell, raw.length, n_frames)
-            prefix = f"{base_prefix}/studies/{study}/series/{series}/instances/{sop}"
-            metadata = dataset_json(ds, prefix)
+                    frames = _native_frames(ds, metadata, raw.value_tell, raw.length, n_frames)
     except InvalidInstance:
         raise
     except InvalidUID as exc:
@@ -415,7 +437,7 @@ def parse_instance(path: Path | str, base_prefix: str = BASE_MARK) -> ParsedInst
         metadata=metadata,
         frames=frames,
         number_of_frames=n_frames,
-        rows=_int(ds, "Rows"),
-        columns=_int(ds, "Columns"),
+        rows=_known_int(ds, metadata, "Rows"),
+        columns=_known_int(ds, metadata, "Columns"),
         index=index,
     )

@@ -1,9 +1,12 @@
 """The one ingest path: every stored instance, from STOW-RS, C-STORE, the demo
 loader or ``reindex``, goes through :func:`store_instance`.
 
-Order of work: parse the staged file (outside any transaction), place the
-object in storage atomically, then write the index rows in one transaction.
-An instance is acknowledged only after that transaction commits; a crash in
+Order of work: parse the staged file (outside any transaction, while its
+digest and fsync run in the background), place the object in storage
+atomically once its bytes are durable, then write the index rows in one
+transaction, together with the caller's audit record when it passes one,
+and commit it once the new directory entries (fsynced meanwhile) are
+durable. An instance is acknowledged only after that commit; a crash in
 between leaves an object without a row, which :func:`sweep_orphans` removes.
 Re-sending identical bytes is idempotent; different bytes under an existing
 SOP Instance UID are refused as a conflict and the stored object is kept.
@@ -104,6 +107,10 @@ def _site_by_institution(parsed: ParsedInstance) -> Site | None:
     return None
 
 
+#: Records the outcome of a store in the audit trail; see :func:`store_instances`.
+AuditHook = Callable[[list[StoreResult]], None]
+
+
 @dataclass
 class _Pending:
     """One parsed object on its way into the index."""
@@ -116,30 +123,45 @@ class _Pending:
 
 
 def store_instance(
-    staged: StagedObject, expected_study: str | None = None, sender: Sender | None = None
+    staged: StagedObject,
+    expected_study: str | None = None,
+    sender: Sender | None = None,
+    audit: AuditHook | None = None,
 ) -> StoreResult:
     """Parse, place and index one staged object; always consumes ``staged``.
 
     ``sender`` (absent for trusted local imports) limits which existing studies
     may receive instances and supplies the site of new ones.
     """
-    return store_instances([staged], expected_study, sender)[0]
+    return store_instances([staged], expected_study, sender, audit)[0]
 
 
 def store_instances(
-    staged: list[StagedObject], expected_study: str | None = None, sender: Sender | None = None
+    staged: list[StagedObject],
+    expected_study: str | None = None,
+    sender: Sender | None = None,
+    audit: AuditHook | None = None,
 ) -> list[StoreResult]:
     """Parse, place and index the objects of one request; always consumes them.
 
-    Every object is placed (its file was fsynced when staged) and every new
-    directory entry fsynced once per directory before a single transaction
-    writes all index rows, each instance under its own savepoint so that one
-    refused instance costs only itself. Results come back in input order and
-    are final only once this returns, that is after the commit.
+    Every object is placed once its staged bytes are durable, and every new
+    directory entry fsynced (once per directory, all together, while the
+    rows are written) before the single transaction that writes all index
+    rows commits, each instance under its own savepoint so that one refused
+    instance costs only itself. Results come
+    back in input order and are final only once this returns, that is after
+    the commit.
+
+    ``audit`` is called with every result exactly once in all: inside the
+    index transaction, just before it commits, for every result when rows
+    are written (so a stored instance never exists without its audit
+    record, and one commit serves both), and afterwards for whatever no
+    committed transaction covered (nothing to index, or a refused write).
     """
     sender = sender or Sender()
     results: list[StoreResult] = []
     pending: list[_Pending] = []
+    plan = _AuditPlan(audit, results, pending) if audit is not None else None
     try:
         for item in staged:
             result, parsed = _check(item, expected_study, sender)
@@ -154,19 +176,55 @@ def store_instances(
                 p.parsed.study_instance_uid, p.parsed.series_instance_uid, p.parsed.sop_instance_uid, p.staged.sha256
             )
             storage.put(p.key, p.staged, sync=False)
-        storage.sync([p.key for p in fresh])
+        durable = storage.begin_sync([p.key for p in fresh])  # directory fsyncs run while the rows are written
         if fresh:
-            _index_placed(fresh, sender)
+            _index_placed(fresh, sender, durable, plan, whole=True)
+        durable()
         for p in fresh:
             if p.result.outcome in (Outcome.INVALID, Outcome.CONFLICT):
                 storage.delete(p.key)
         for p in pending:
             if p.twin is not None:
                 _follow_twin(p)
+        if plan is not None:
+            plan.rest()
         return results
     finally:
         for item in staged:
             item.discard()
+
+
+class _AuditPlan:
+    """Which results the audit records of one :func:`store_instances` call cover.
+
+    An index transaction calls :meth:`inside` just before it commits and
+    :meth:`committed` once it has; :meth:`rest` records what no committed
+    transaction did. A result is recorded once, and a stored one always in
+    the transaction that wrote its rows.
+    """
+
+    def __init__(self, hook: AuditHook, results: list[StoreResult], pending: list[_Pending]) -> None:
+        self.hook, self.results, self.pending = hook, results, pending
+        self.done: set[int] = set()
+
+    def inside(self, group: list[_Pending], whole: bool) -> list[StoreResult]:
+        if whole:  # the request's only transaction: record every result of the request
+            for p in self.pending:
+                if p.twin is not None:
+                    _follow_twin(p)  # final: the first copy's savepoint has settled
+            covered = [r for r in self.results if id(r) not in self.done]
+        else:
+            covered = [p.result for p in group]
+        self.hook(covered)
+        return covered
+
+    def committed(self, covered: list[StoreResult]) -> None:
+        self.done.update(id(r) for r in covered)
+
+    def rest(self) -> None:
+        left = [r for r in self.results if id(r) not in self.done]
+        if left:
+            self.hook(left)
 
 
 def _check(
@@ -221,17 +279,39 @@ def _follow_twin(p: _Pending) -> None:
 
 
 def _stored_hashes(sop_uids: list[str]) -> dict[str, str]:
+    """SHA-256 of the indexed instances among ``sop_uids`` (plain SQL: this runs on every store)."""
     if not sop_uids:
         return {}
+    connection = connections[router.db_for_read(Instance)]
+    q = connection.ops.quote_name
+    table, uid, digest = q(Instance._meta.db_table), q("sop_instance_uid"), q("sha256")
     found: dict[str, str] = {}
-    for start in range(0, len(sop_uids), 500):
-        chunk = sop_uids[start : start + 500]
-        found.update(Instance.objects.filter(sop_instance_uid__in=chunk).values_list("sop_instance_uid", "sha256"))
+    with connection.cursor() as cursor:
+        for start in range(0, len(sop_uids), 500):
+            chunk = sop_uids[start : start + 500]
+            marks = ", ".join(["%s"] * len(chunk))
+            # Only model metadata is interpolated (quoted table and column names); values are parameters.
+            cursor.execute(f"SELECT {uid}, {digest} FROM {table} WHERE {uid} IN ({marks})", chunk)  # noqa: S608
+            found.update(cursor.fetchall())
     return found
 
 
-def _index_placed(fresh: list[_Pending], sender: Sender) -> None:
-    """Write the rows of placed objects: one transaction, a savepoint per instance when there are several."""
+def _index_placed(
+    fresh: list[_Pending],
+    sender: Sender,
+    durable: Callable[[], None],
+    plan: _AuditPlan | None = None,
+    whole: bool = False,
+) -> None:
+    """Write the rows of placed objects: one transaction, a savepoint per instance when there are several.
+
+    ``durable`` waits until the objects' directory entries are durable: it is
+    called before the commit, so no row is ever committed for an object a
+    power cut could still take away. ``plan`` adds the audit record to the
+    same transaction (``whole``: for every result of the request, not only
+    ``fresh``).
+    """
+    covered: list[StoreResult] = []
     if len(fresh) == 1:
         p = fresh[0]
         try:
@@ -239,8 +319,14 @@ def _index_placed(fresh: list[_Pending], sender: Sender) -> None:
                 writer = _IndexWriter(site_of=sender.new_study_site)
                 writer.add(p.parsed, p.key, p.staged.sha256, p.staged.size)
                 writer.flush()
+                durable()
+                if plan is not None:
+                    covered = plan.inside(fresh, whole)
         except IntegrityError as exc:
             _refused(p, exc)
+            return
+        if plan is not None:
+            plan.committed(covered)
         return
     try:
         with write_lock(), transaction.atomic():
@@ -255,12 +341,18 @@ def _index_placed(fresh: list[_Pending], sender: Sender) -> None:
                 else:
                     writer.commit_counts()
             writer.flush()
+            durable()
+            if plan is not None and any(p.result.outcome is Outcome.STORED for p in fresh):
+                covered = plan.inside(fresh, whole)
     except IntegrityError:
         # The batch failed as a whole (e.g. at commit): index each instance on its own.
         for p in fresh:
             p.result.outcome, p.result.detail = Outcome.STORED, ""
         for p in fresh:
-            _index_placed([p], sender)
+            _index_placed([p], sender, durable, plan)
+        return
+    if plan is not None:
+        plan.committed(covered)
 
 
 def _refused(p: _Pending, exc: IntegrityError) -> None:
@@ -420,7 +512,12 @@ def _statements(connection: BaseDatabaseWrapper) -> _Statements:
 
 
 def _index_parents(parsed: ParsedInstance, site_of: Callable[[], Site | None]) -> tuple[int, int, bool]:
-    """Create (or find) the patient, study and series of a new series."""
+    """Create (or find) the patient, study and series of a series not yet indexed.
+
+    The caller has just looked the series up in this transaction, so it is
+    created straight away (a savepoint catches a concurrent writer on
+    PostgreSQL); likewise the study once the locking lookup found none.
+    """
     ix: dict[str, Any] = parsed.index
     patient, new_patient = Patient.objects.get_or_create(
         patient_id=ix["patient_id"],
@@ -437,9 +534,10 @@ def _index_parents(parsed: ParsedInstance, site_of: Callable[[], Site | None]) -
         words += [PersonNameWord(word=w, patient=patient) for w in name_words(ix["patient_name_search"])]
     study = Study.objects.select_for_update().filter(study_instance_uid=parsed.study_instance_uid).first()
     if study is None:
-        study, new_study = Study.objects.select_for_update().get_or_create(
-            study_instance_uid=parsed.study_instance_uid,
-            defaults={
+        study, new_study = _create_or_get(
+            Study,
+            {"study_instance_uid": parsed.study_instance_uid},
+            lambda: {
                 "patient": patient,
                 "site": site_for(parsed, site_of()),
                 "study_date": ix["study_date"],
@@ -450,6 +548,7 @@ def _index_parents(parsed: ParsedInstance, site_of: Callable[[], Site | None]) -
                 "referring_physician_name": ix["referring_physician_name"],
                 "referring_physician_search": ix["referring_physician_search"],
                 "institution_name": ix["institution_name"],
+                "modalities_in_study": _merge_modalities("", ix["modality"]),
                 "attributes": parsed.study_attributes(),
             },
         )
@@ -457,9 +556,10 @@ def _index_parents(parsed: ParsedInstance, site_of: Callable[[], Site | None]) -
             words += [PersonNameWord(word=w, study=study) for w in name_words(ix["referring_physician_search"])]
     if words:
         PersonNameWord.objects.bulk_create(words)
-    series, created = Series.objects.get_or_create(
-        series_instance_uid=parsed.series_instance_uid,
-        defaults={
+    series, created = _create_or_get(
+        Series,
+        {"series_instance_uid": parsed.series_instance_uid},
+        lambda: {
             "study": study,
             "modality": ix["modality"],
             "series_number": ix["series_number"],
@@ -476,6 +576,18 @@ def _index_parents(parsed: ParsedInstance, site_of: Callable[[], Site | None]) -
     if modalities != study.modalities_in_study:
         Study.objects.filter(pk=study.pk).update(modalities_in_study=modalities)
     return series.pk, study.pk, created
+
+
+def _create_or_get(model: Any, unique: dict[str, Any], values: Callable[[], dict[str, Any]]) -> tuple[Any, bool]:
+    """INSERT the row the caller has just not found; a concurrent twin wins and is read back (locked)."""
+    try:
+        with transaction.atomic():
+            return model.objects.create(**unique, **values()), True
+    except IntegrityError as exc:
+        try:
+            return model.objects.select_for_update().get(**unique), False
+        except model.DoesNotExist:
+            raise exc from None  # not a twin: the row itself was refused
 
 
 def name_words(name_search: str) -> set[str]:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-READ_SIZE = 256 * 1024
+READ_SIZE = 1024 * 1024  # bounded memory per request, few trips through the WSGI input
 MAX_HEADER_BYTES = 16 * 1024
 MAX_PREAMBLE_BYTES = 64 * 1024
 BOUNDARY_RE = re.compile(r"^[0-9A-Za-z'()+_,\-./:=? ]{1,70}$")
@@ -29,6 +29,8 @@ class Readable(Protocol):
 
 
 class PartSink(Protocol):
+    """Receives a part's content; ``data`` is only valid during the call."""
+
     def write(self, data: bytes | memoryview) -> None: ...
 
 
@@ -60,6 +62,8 @@ def parse_content_type(value: str) -> tuple[str, dict[str, str]]:
 
 def split_unquoted(value: str, separator: str = ";") -> list[str]:
     """Split ``value`` at ``separator`` outside double quotes."""
+    if '"' not in value:
+        return value.split(separator)
     out: list[str] = []
     buf: list[str] = []
     quoted = False
@@ -154,18 +158,18 @@ def iter_parts(stream: Readable, boundary: str, new_sink: Callable[[dict[str, st
                 raise MultipartError("multipart part headers are too large")
             if not fill():
                 raise MultipartError("the body ends inside part headers")
-        # Part content up to the next delimiter.
+        # Part content up to the next delimiter, handed over without copying.
         sink = new_sink(headers)
         keep = len(delim) - 1
         while True:
             at = buf.find(delim)
             if at >= 0:
-                sink.write(bytes(buf[:at]))
+                _write(sink, buf, at)
                 del buf[: at + len(delim)]
                 break
             if len(buf) > keep:
                 cut = len(buf) - keep
-                sink.write(bytes(buf[:cut]))
+                _write(sink, buf, cut)
                 del buf[:cut]
             if not fill():
                 abort = getattr(sink, "abort", None)
@@ -173,6 +177,13 @@ def iter_parts(stream: Readable, boundary: str, new_sink: Callable[[dict[str, st
                     abort()
                 raise MultipartError("the body ends before the closing multipart boundary")
         yield Part(headers, sink)
+
+
+def _write(sink: PartSink, buf: bytearray, end: int) -> None:
+    """Give ``buf[:end]`` to ``sink`` as a view, released before ``buf`` changes (sinks must not keep it)."""
+    if end:
+        with memoryview(buf) as view, view[:end] as data:
+            sink.write(data)
 
 
 def encode_part(boundary: str, content_type: str, extra_headers: dict[str, str] | None = None) -> bytes:

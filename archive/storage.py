@@ -6,7 +6,16 @@ the bytes go to a temporary file in the same file system, are fsynced, and are
 then hard-linked into place, so a reader or a crash never sees half an object
 and an existing object is never overwritten. Keys carry a prefix of the
 object's SHA-256, so two different objects that claim the same SOP Instance
-UID can never replace each other's bytes. :class:`S3Storage` (in
+UID can never replace each other's bytes. A key must have exactly the shape
+:func:`object_key` gives it (:func:`check_key`), which is what keeps a key
+inside the storage root: no path resolution is needed on reads.
+
+Digests and fsyncs run on a small thread pool (:func:`background`): a staged
+file is hashed and fsynced while the caller parses it, and the directories
+of a batch are fsynced together while its index rows are written; but
+:meth:`Storage.put` never links an object whose bytes are not yet durable,
+and the wait of :meth:`Storage.begin_sync` (which ingest calls before its
+commit) returns only once every new directory entry is. :class:`S3Storage` (in
 :mod:`archive.s3`) keeps a tier in an S3-compatible bucket; whatever the
 backend, uploads are staged on the local file system first. Tiers are
 configured by ``settings.PACS_TIERS``; a tier not named there is a folder
@@ -17,19 +26,22 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from django.conf import settings
 
 from archive.uid import validate_uid
 
 CHUNK = 1024 * 1024
+T = TypeVar("T")
 
 
 def object_key(study: str, series: str, sop: str, sha256: str) -> str:
@@ -42,15 +54,87 @@ def object_key(study: str, series: str, sop: str, sha256: str) -> str:
     return f"{study}/{series}/{sop}.{sha256[:16]}.dcm"
 
 
-@dataclass
-class StagedObject:
-    """A complete object written to a temporary file, with its digest and size."""
+_UID = r"[0-9]+(?:\.[0-9]+)*"
+_KEY_RE = re.compile(rf"({_UID})/({_UID})/({_UID})\.[0-9a-f]{{16}}\.dcm")
 
-    path: Path
-    sha256: str
-    size: int
+
+def is_object_key(key: str) -> bool:
+    """True if ``key`` has exactly the shape :func:`object_key` builds."""
+    match = _KEY_RE.fullmatch(key)
+    return match is not None and all(len(uid) <= 64 for uid in match.groups())
+
+
+def check_key(key: str) -> str:
+    """``key`` if it is an object key, else :class:`ValueError`.
+
+    Three UIDs (digits and dots, no empty component) and a hex digest leave no
+    room for ``..``, an absolute path, a separator or a hidden name, so a
+    checked key always names a file two directories below the storage root.
+    """
+    if not is_object_key(key):
+        raise ValueError("not an object key: it could escape the storage root")
+    return key
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_pid = 0
+_pool_lock = threading.Lock()
+
+
+def background(fn: Callable[[], T]) -> Future[T]:
+    """Run ``fn`` (an fsync or a digest: both release the GIL) on the durability pool.
+
+    The pool is created on first use in each process, so a forked server
+    worker never inherits a pool whose threads did not survive the fork.
+    """
+    global _pool, _pool_pid
+    with _pool_lock:
+        if _pool is None or _pool_pid != os.getpid():
+            _pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="pacs-durable")
+            _pool_pid = os.getpid()
+        return _pool.submit(fn)
+
+
+def _fsync_fd_then_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class StagedObject:
+    """A complete object written to a temporary file, with its digest and size.
+
+    Right after :meth:`StagingWriter.finish` the SHA-256 of a small object
+    and the file's fsync may still be under way on the durability pool:
+    :attr:`sha256` waits for the digest, :meth:`wait_durable` for the fsync.
+    """
+
+    def __init__(self, path: Path, sha256: str | Future[str], size: int, pending: Future[None] | None = None) -> None:
+        self.path = path
+        self.size = size
+        self.pending = pending
+        self._sha256 = sha256
+
+    @property
+    def sha256(self) -> str:
+        """The object's SHA-256 (lowercase hex), once computed."""
+        if not isinstance(self._sha256, str):
+            self._sha256 = self._sha256.result()
+        return self._sha256
+
+    def wait_durable(self) -> None:
+        """Block until the staged bytes are durable (re-raises a failed fsync)."""
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()
 
     def discard(self) -> None:
+        if self.pending is not None:
+            try:
+                self.wait_durable()  # no fsync left running for an object already thrown away
+            except OSError:
+                pass
         try:
             self.path.unlink()
         except FileNotFoundError:
@@ -80,9 +164,9 @@ class Storage:
     fsync: bool = True
 
     def stage(self) -> tuple[BinaryIO, Path]:
-        """An open temporary file in the staging directory, for streaming writes."""
+        """An open temporary file in the staging directory, for streaming writes (unbuffered)."""
         fd, name = tempfile.mkstemp(dir=self.staging_dir, suffix=".part")
-        return os.fdopen(fd, "wb"), Path(name)
+        return os.fdopen(fd, "wb", buffering=0), Path(name)
 
     def modified(self, key: str) -> float:
         """When the object under ``key`` was written (POSIX timestamp)."""
@@ -107,6 +191,18 @@ class Storage:
     def sync(self, keys: list[str]) -> None:
         """Make the objects placed with ``sync=False`` under ``keys`` durable."""
 
+    def begin_sync(self, keys: list[str]) -> Callable[[], None]:
+        """Start :meth:`sync` of ``keys``; the returned function waits for it (and may be called again)."""
+        done = False
+
+        def wait() -> None:
+            nonlocal done
+            if not done:
+                self.sync(keys)
+                done = True
+
+        return wait
+
     def open(self, key: str) -> BinaryIO:
         raise NotImplementedError
 
@@ -129,16 +225,16 @@ class FileSystemStorage(Storage):
     """Objects as plain files under a root directory."""
 
     def __init__(self, root: Path | str, fsync: bool = True) -> None:
-        self.root = Path(root)
+        self.root = Path(root).resolve()
+        self._root = str(self.root)
         self.fsync = fsync
         self.staging_dir = self.root / ".staging"
         self.staging_dir.mkdir(parents=True, exist_ok=True)
+        self._unsynced: set[str] = set()  # directories holding new subdirectories not yet fsynced
+        self._lock = threading.Lock()
 
     def path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if self.root.resolve() not in path.parents:
-            raise ValueError("key escapes the storage root")
-        return path
+        return Path(self._root, check_key(key))
 
     @contextmanager
     def local_path(self, key: str) -> Iterator[Path]:
@@ -148,9 +244,16 @@ class FileSystemStorage(Storage):
         return self.path(key).stat().st_mtime
 
     def put(self, key: str, staged: StagedObject, sync: bool = True) -> None:
+        """Hard-link the staged file under ``key`` once its bytes are durable.
+
+        New directories are created without waiting; :meth:`sync` makes their
+        entries durable together with the object's own.
+        """
         target = self.path(key)
-        if not target.parent.is_dir():
-            self._make_dirs(target.parent)
+        parent = os.path.dirname(target)
+        if not os.path.isdir(parent):
+            self._make_dirs(parent)
+        staged.wait_durable()  # never link bytes that a power cut could still lose
         try:
             os.link(staged.path, target)
         except FileExistsError:
@@ -158,23 +261,50 @@ class FileSystemStorage(Storage):
         if sync:
             self.sync([key])
 
-    def _make_dirs(self, directory: Path) -> None:
-        """Create ``directory`` and its missing parents, making each new entry durable."""
-        if directory.is_dir():
+    def _make_dirs(self, directory: str) -> None:
+        """Create ``directory`` and its missing parents; remember which parents need an fsync."""
+        if os.path.isdir(directory):
             return
-        self._make_dirs(directory.parent)
+        parent = os.path.dirname(directory)
+        self._make_dirs(parent)
         try:
-            directory.mkdir()
+            os.mkdir(directory)
         except FileExistsError:
             return
         if self.fsync:
-            _fsync_dir(directory.parent)
+            with self._lock:
+                self._unsynced.add(parent)
 
     def sync(self, keys: list[str]) -> None:
-        """One directory fsync per directory that received new entries."""
-        if self.fsync:
-            for directory in {self.path(key).parent for key in keys}:
-                _fsync_dir(directory)
+        """Make the entries of ``keys`` durable: their directories (and new parents), fsynced together.
+
+        A directory created by :meth:`put` stays on the to-do list until its
+        parent's fsync has returned, so a concurrent request never skips it.
+        """
+        self.begin_sync(keys)()
+
+    def begin_sync(self, keys: list[str]) -> Callable[[], None]:
+        """Start the directory fsyncs of :meth:`sync` on the durability pool; the caller waits when it must."""
+        if not self.fsync or not keys:
+            return _nothing
+        directories = {os.path.dirname(self.path(key)) for key in keys}
+        with self._lock:
+            if self._unsynced:
+                for directory in list(directories):
+                    while len(directory) > len(self._root):  # the study directory, then the tier root
+                        directory = os.path.dirname(directory)
+                        if directory in self._unsynced:
+                            directories.add(directory)
+        futures = [background(partial(_fsync_dir, d)) for d in directories]
+
+        def wait() -> None:
+            while futures:
+                futures[0].result()
+                futures.pop(0)
+            with self._lock:
+                self._unsynced.difference_update(directories)
+
+        return wait
 
     def open(self, key: str) -> BinaryIO:
         return open(self.path(key), "rb")
@@ -189,14 +319,17 @@ class FileSystemStorage(Storage):
         return self.path(key).is_file()
 
     def keys(self) -> Iterator[str]:
+        """Every object key under the root (files not named like an object are not objects)."""
         for dirpath, dirnames, filenames in os.walk(self.root):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for name in filenames:
                 if name.endswith(".dcm"):
-                    yield os.path.relpath(os.path.join(dirpath, name), self.root)
+                    key = os.path.relpath(os.path.join(dirpath, name), self.root)
+                    if is_object_key(key):
+                        yield key
 
 
-def _fsync_dir(directory: Path) -> None:
+def _fsync_dir(directory: Path | str) -> None:
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -204,12 +337,27 @@ def _fsync_dir(directory: Path) -> None:
         os.close(dir_fd)
 
 
+def _nothing() -> None:
+    return None
+
+
+#: Objects up to this size are hashed after :meth:`StagingWriter.finish`, in the background
+#: (from the page cache, while the caller parses them); larger ones as their bytes arrive.
+HASH_LATER_MAX = 8 * 1024 * 1024
+
+
 class StagingWriter:
-    """Streams bytes into a staging file while computing SHA-256 and size."""
+    """Streams bytes into a staging file, counting them and computing their SHA-256.
+
+    :meth:`finish` returns at once: the fsync, and the digest of an object of
+    at most :data:`HASH_LATER_MAX` bytes, run on the durability pool while the
+    caller parses the object; :class:`StagedObject` waits for them where they
+    are needed (the digest to name the object, the fsync to place it).
+    """
 
     def __init__(self, storage: Storage, max_bytes: int) -> None:
         self.fh, self.path = storage.stage()
-        self.digest = hashlib.sha256()
+        self.digest: hashlib._Hash | None = None  # set once the object outgrows HASH_LATER_MAX
         self.size = 0
         self.max_bytes = max_bytes
         self.fsync = storage.fsync
@@ -218,19 +366,46 @@ class StagingWriter:
         self.size += len(data)
         if self.size > self.max_bytes:
             raise ValueError("object exceeds the maximum size")
-        self.digest.update(data)
+        if self.digest is None and self.size > HASH_LATER_MAX:
+            self.digest = _hash_fd(self.fh.fileno(), self.size - len(data))  # the bytes so far, then inline
+        if self.digest is not None:
+            self.digest.update(data)
         self.fh.write(data)
 
     def finish(self) -> StagedObject:
         self.fh.flush()
-        if self.fsync:
-            os.fsync(self.fh.fileno())
+        fd = self.fh.fileno()
+        if self.digest is not None:
+            sha256: str | Future[str] = self.digest.hexdigest()
+        else:
+            sha256 = background(partial(_hexdigest_then_close, os.dup(fd), self.size))
+        pending = background(partial(_fsync_fd_then_close, os.dup(fd))) if self.fsync else None
         self.fh.close()
-        return StagedObject(self.path, self.digest.hexdigest(), self.size)
+        return StagedObject(self.path, sha256, self.size, pending)
 
     def abort(self) -> None:
         self.fh.close()
         self.path.unlink(missing_ok=True)
+
+
+def _hash_fd(fd: int, size: int) -> hashlib._Hash:
+    """SHA-256 of the first ``size`` bytes of the open file ``fd``."""
+    digest = hashlib.sha256()
+    offset = 0
+    while offset < size:
+        chunk = os.pread(fd, min(CHUNK, size - offset), offset)
+        if not chunk:
+            raise OSError("staging file is shorter than what was written to it")
+        digest.update(chunk)
+        offset += len(chunk)
+    return digest
+
+
+def _hexdigest_then_close(fd: int, size: int) -> str:
+    try:
+        return _hash_fd(fd, size).hexdigest()
+    finally:
+        os.close(fd)
 
 
 def stage_file(storage: Storage, source: Path | str) -> StagedObject:

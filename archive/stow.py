@@ -1,9 +1,12 @@
 """STOW-RS (PS3.18 §10.5): ``POST /dicom-web/studies[/{study}]``.
 
 The body is read as a stream: each multipart part is written straight to a
-staging file (hashing as it goes) and handed to the one ingest path as soon as
-its closing delimiter arrives. The response lists every instance stored and
-every part refused, with a Failure Reason, and never drops one silently.
+staging file (its digest and fsync then run in the background, see
+:class:`archive.storage.StagingWriter`) and handed to the one ingest path as
+soon as its closing delimiter arrives. The response lists every instance stored and
+every part refused, with a Failure Reason, and never drops one silently. The
+audit record of the stored instances is written in the same transaction as
+their index rows (see :func:`archive.ingest.store_instances`).
 """
 
 from __future__ import annotations
@@ -18,9 +21,17 @@ from django.http import HttpRequest, HttpResponse
 
 from archive.access import policy, visible_studies
 from archive.auth import dicomweb_view
-from archive.ingest import FAILURE_REASON, Outcome, Sender, StoreResult, store_instance, store_instances
+from archive.ingest import (
+    FAILURE_REASON,
+    AuditHook,
+    Outcome,
+    Sender,
+    StoreResult,
+    store_instance,
+    store_instances,
+)
 from archive.models import Study
-from archive.multipart import MultipartError, iter_parts, parse_content_type, valid_boundary
+from archive.multipart import READ_SIZE, MultipartError, iter_parts, parse_content_type, valid_boundary
 from archive.negotiation import accepts_json
 from archive.responses import dicomweb_root, error
 from archive.storage import StagedObject, StagingWriter, get_storage
@@ -130,12 +141,16 @@ def stow(request: HttpRequest, study: str | None = None) -> HttpResponse:
         return error(404, "No such study")
     results: list[StoreResult] = []
     warnings: list[str] = []
+
+    def audit(items: list[StoreResult]) -> None:
+        _audit(request, items)
+
     if media == "application/dicom":
         sink = _PartSink({"content-type": "application/dicom"})
         assert sink.writer is not None
-        while chunk := request.read(256 * 1024):
+        while chunk := request.read(READ_SIZE):
             sink.write(chunk)
-        results.append(store_instance(sink.writer.finish(), study, sender))
+        results.append(store_instance(sink.writer.finish(), study, sender, audit))
     elif media == "multipart/related":
         part_type = params.get("type", "application/dicom").lower()
         boundary = params.get("boundary", "")
@@ -143,7 +158,7 @@ def stow(request: HttpRequest, study: str | None = None) -> HttpResponse:
             return error(415, 'Only multipart/related; type="application/dicom" is accepted')
         if not valid_boundary(boundary):
             return error(400, "The multipart boundary is missing or invalid")
-        batch = _Batch(results, study, sender)
+        batch = _Batch(results, study, sender, audit)
         try:
             for part in iter_parts(request, boundary, _PartSink):
                 sink = part.sink
@@ -160,12 +175,13 @@ def stow(request: HttpRequest, study: str | None = None) -> HttpResponse:
             batch.discard()
             return error(413, str(exc))
         batch.flush()
+        if batch.refused:  # parts refused before ingest (not DICOM): audited on their own
+            audit(batch.refused)
     else:
         return error(415, 'STOW-RS takes multipart/related; type="application/dicom"')
     for r in results:
         if not r.ok:
             log.info("STOW refused %s: %s %s", r.sop_instance_uid or "a part", r.outcome.value, r.detail)
-    _audit(request, results)
     return stow_response(request, results, study, warnings)
 
 
@@ -177,10 +193,11 @@ class _Batch:
     in the response order.
     """
 
-    def __init__(self, results: list[StoreResult], study: str | None, sender: Sender) -> None:
-        self.results, self.study, self.sender = results, study, sender
+    def __init__(self, results: list[StoreResult], study: str | None, sender: Sender, audit: AuditHook) -> None:
+        self.results, self.study, self.sender, self.audit = results, study, sender, audit
         self.staged: list[StagedObject] = []
         self.slots: list[int] = []
+        self.refused: list[StoreResult] = []
         self.parts = 0
 
     def add(self, staged: StagedObject) -> None:
@@ -194,10 +211,12 @@ class _Batch:
     def refuse(self, result: StoreResult) -> None:
         self.parts += 1
         self.results.append(result)
+        self.refused.append(result)
 
     def flush(self) -> None:
         if self.staged:
-            for slot, result in zip(self.slots, store_instances(self.staged, self.study, self.sender), strict=True):
+            stored = store_instances(self.staged, self.study, self.sender, self.audit)
+            for slot, result in zip(self.slots, stored, strict=True):
                 self.results[slot] = result
         self.staged, self.slots = [], []
 

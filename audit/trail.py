@@ -4,7 +4,10 @@
 code that does the audited thing (no signals). Appends are serialised by
 locking the single :class:`ChainHead` row so the chain stays linear under
 concurrent requests on PostgreSQL; on SQLite writes are serialised anyway.
-An append is three raw statements in one transaction (see :func:`_append`).
+An append is three raw statements in one transaction (see :func:`_append`);
+called inside a transaction, it joins it, so a caller can make its own rows
+and their audit record one commit (STOW-RS does: see
+:func:`archive.ingest.store_instances`).
 """
 
 from __future__ import annotations
@@ -101,7 +104,9 @@ def _append(event: AuditEvent) -> None:
     using = router.db_for_write(AuditEvent)
     connection = connections[using]
     sql = _statements(connection)
-    with write_lock(using), transaction.atomic(using=using), connection.cursor() as cursor:
+    # Inside a caller's transaction (an ingest writing its index rows) the record
+    # commits or rolls back with it: no savepoint, and a failed append fails the whole.
+    with write_lock(using), transaction.atomic(using=using, savepoint=False), connection.cursor() as cursor:
         cursor.execute(sql.take_head, [])
         row = cursor.fetchone()
         if row is None:  # the first record ever: create the head, then take it
