@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+UID_RE = re.compile(r"[0-9]+(\.[0-9]+)*")
 MAX_UID_LENGTH = 64
 
 
@@ -19,7 +19,7 @@ class InvalidUID(ValueError):
 
 def is_valid_uid(value: object) -> bool:
     """True if ``value`` is a string of digit components joined by dots, ≤ 64 chars."""
-    return isinstance(value, str) and 0 < len(value) <= MAX_UID_LENGTH and UID_RE.match(value) is not None
+    return isinstance(value, str) and 0 < len(value) <= MAX_UID_LENGTH and UID_RE.fullmatch(value) is not None
 
 
 def validate_uid(value: object, what: str = "UID") -> str:
