@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import mmap
 import re
 import struct
 from dataclasses import dataclass, field
@@ -361,6 +362,15 @@ def _native_frames(
     return [[[value_tell + i * frame_len, frame_len]] for i in range(count)]
 
 
+def _mapped(file: BinaryIO) -> Any:
+    """``file`` as a read-only memory map: pydicom asks for its position once per element,
+    which on a file is a system call each time and in a map is not."""
+    try:
+        return mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+    except ValueError:  # an empty file cannot be mapped
+        raise InvalidInstance("not a readable DICOM Part 10 object: the file is empty") from None
+
+
 def parse_instance(path: Path | str, base_prefix: str = BASE_MARK) -> ParsedInstance:
     """Parse the Part 10 file at ``path`` into a :class:`ParsedInstance`.
 
@@ -368,7 +378,7 @@ def parse_instance(path: Path | str, base_prefix: str = BASE_MARK) -> ParsedInst
     instance with valid identifying UIDs.
     """
     try:
-        with open(path, "rb") as fh:
+        with open(path, "rb") as file, _mapped(file) as fh:
             ds = pydicom.dcmread(fh, defer_size=DEFER_SIZE, force=False)
             meta = ds.file_meta
             ts = str(meta.get("TransferSyntaxUID", "") or "")
