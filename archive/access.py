@@ -121,8 +121,16 @@ def visible_studies(user: Any) -> QuerySet[Study]:
 
 
 def visibility(user: Any) -> Visibility | None:
-    """The studies ``user`` may see as plain values, when the policy can say so (see :class:`Visibility`)."""
-    return policy().visibility(user)
+    """The studies ``user`` may see as plain values, when the policy can say so (see :class:`Visibility`).
+
+    None when the policy's class overrides :meth:`AccessPolicy.studies`: then
+    that queryset is the rule (a subclass may narrow it), and a
+    :class:`Visibility` inherited from a parent class could say more.
+    """
+    chosen = policy()
+    if type(chosen).studies is not AccessPolicy.studies:
+        return None
+    return chosen.visibility(user)
 
 
 def can_see_study(user: Any, study_instance_uid: str) -> bool:

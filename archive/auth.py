@@ -21,6 +21,7 @@ from django.db.models import BooleanField, Field
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.csrf import csrf_exempt
 
 from archive.models import ApiToken, hash_token
@@ -138,6 +139,9 @@ def dicomweb_view(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpRe
                     return JsonResponse({"detail": "CSRF check failed"}, status=403)
         else:
             return unauthorized()
-        return view(request, *args, **kwargs)
+        response = view(request, *args, **kwargs)
+        # Another user's token must never be answered from a cache (the session path adds Vary: Cookie).
+        patch_vary_headers(response, ("Authorization",))
+        return response
 
     return wrapper

@@ -42,7 +42,7 @@ from audit.trail import record
 log = logging.getLogger(__name__)
 
 PIXEL_DATA_TAG = "7FE00010"
-TAG_RE = re.compile(r"^[0-9A-Fa-f]{8}$")
+TAG_RE = re.compile(r"^[0-9A-Fa-f]{8}\Z")
 
 
 def _pixel_data_parts(source: PixelSource, plan: PixelPlan) -> tuple[Iterator[bytes], int | None, bool]:

@@ -84,7 +84,7 @@ STATUS = {
 }
 TRANSFER_SYNTAXES = list(dict.fromkeys([*ALL_TRANSFER_SYNTAXES, *AllTransferSyntaxes]))
 _KNOWN_SYNTAXES = frozenset(TRANSFER_SYNTAXES)
-_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # PS3.5 AE: 16 chars, no backslash or control
+_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}\Z")  # PS3.5 AE: 16 chars, no backslash or control
 
 
 class ConfigurationError(ValueError):

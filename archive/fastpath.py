@@ -30,6 +30,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core import signals
+from django.core.exceptions import DisallowedHost
 from django.core.handlers.wsgi import WSGIHandler, WSGIRequest
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.module_loading import import_string
@@ -39,7 +40,7 @@ from archive import wado
 log = logging.getLogger(__name__)
 
 FRAME_PATH = re.compile(
-    r"^/dicom-web/studies/([0-9.]{1,64})/series/([0-9.]{1,64})/instances/([0-9.]{1,64})/frames/([1-9][0-9]{0,8})$"
+    r"^/dicom-web/studies/([0-9.]{1,64})/series/([0-9.]{1,64})/instances/([0-9.]{1,64})/frames/([1-9][0-9]{0,8})\Z"
 )
 #: Middleware that only decorates responses (security headers, CORS); the rest never applies to bearer requests.
 RESPONSE_MIDDLEWARE = frozenset(
@@ -119,7 +120,14 @@ class FastPath:
 
     @staticmethod
     def _answer(request: HttpRequest) -> HttpResponseBase:
-        response = wado.fast_frame(request, *request.fast_path_match)  # type: ignore[attr-defined]
+        try:
+            request.get_host()  # ALLOWED_HOSTS, as CommonMiddleware checks it on the full path
+        except DisallowedHost:
+            raise _Declined from None
+        try:
+            response = wado.fast_frame(request, *request.fast_path_match)  # type: ignore[attr-defined]
+        except OSError:
+            raise _Declined from None  # the full view reports an unreadable object
         if response is None:
             raise _Declined
         return response

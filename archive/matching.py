@@ -73,11 +73,11 @@ MATCHING: dict[str, Key] = {
     "00080056": Key(INSTANCE, "availability", "cs"),
 }
 
-DA_RE = re.compile(r"^\d{8}$")
-TM_RE = re.compile(r"^([01]\d|2[0-3])([0-5]\d([0-5]\d(\.\d{1,6})?)?)?$")
-TAG_RE = re.compile(r"^[0-9A-Fa-f]{8}$")
-INT_RE = re.compile(r"^[+-]?\d{1,10}$")
-SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9.]{1,64}$")
+DA_RE = re.compile(r"^\d{8}\Z")
+TM_RE = re.compile(r"^([01]\d|2[0-3])([0-5]\d([0-5]\d(\.\d{1,6})?)?)?\Z")
+TAG_RE = re.compile(r"^[0-9A-Fa-f]{8}\Z")
+INT_RE = re.compile(r"^[+-]?\d{1,10}\Z")
+SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9.]{1,64}\Z")
 
 
 class BadQuery(ValueError):

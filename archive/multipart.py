@@ -17,7 +17,7 @@ from typing import Any, Protocol
 READ_SIZE = 1024 * 1024  # bounded memory per request, few trips through the WSGI input
 MAX_HEADER_BYTES = 16 * 1024
 MAX_PREAMBLE_BYTES = 64 * 1024
-BOUNDARY_RE = re.compile(r"^[0-9A-Za-z'()+_,\-./:=? ]{1,70}$")
+BOUNDARY_RE = re.compile(r"^[0-9A-Za-z'()+_,\-./:=? ]{1,70}\Z")
 
 
 class MultipartError(ValueError):

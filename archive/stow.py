@@ -101,6 +101,18 @@ def stow_response(
     return response
 
 
+def _not_written() -> HttpResponse:
+    """The request body could not be staged (disk full, I/O error, client gone): tell the sender to retry."""
+    log.exception("STOW body could not be staged")
+    response = error(
+        503,
+        "The archive could not write this request's objects to storage. Send it again later: "
+        "instances it already stored are recognised as duplicates.",
+    )
+    response["Retry-After"] = "30"
+    return response
+
+
 class _PartSink:
     """Streams one part either into a staging file (DICOM) or nowhere (others)."""
 
@@ -113,7 +125,7 @@ class _PartSink:
         if self.writer is not None:
             try:
                 self.writer.write(data)
-            except ValueError:
+            except (ValueError, OSError):  # over the size limit, or the disk refused the bytes
                 self.writer.abort()
                 raise
 
@@ -146,11 +158,17 @@ def stow(request: HttpRequest, study: str | None = None) -> HttpResponse:
         _audit(request, items)
 
     if media == "application/dicom":
-        sink = _PartSink({"content-type": "application/dicom"})
-        assert sink.writer is not None
-        while chunk := request.read(READ_SIZE):
-            sink.write(chunk)
-        results.append(store_instance(sink.writer.finish(), study, sender, audit))
+        try:
+            sink = _PartSink({"content-type": "application/dicom"})
+            assert sink.writer is not None
+            while chunk := request.read(READ_SIZE):
+                sink.write(chunk)
+            staged = sink.writer.finish()
+        except ValueError as exc:  # over the size limit
+            return error(413, str(exc))
+        except OSError:
+            return _not_written()
+        results.append(store_instance(staged, study, sender, audit))
     elif media == "multipart/related":
         part_type = params.get("type", "application/dicom").lower()
         boundary = params.get("boundary", "")
@@ -174,6 +192,9 @@ def stow(request: HttpRequest, study: str | None = None) -> HttpResponse:
         except ValueError as exc:  # a part over the size limit
             batch.discard()
             return error(413, str(exc))
+        except OSError:
+            batch.discard()
+            return _not_written()
         batch.flush()
         if batch.refused:  # parts refused before ingest (not DICOM): audited on their own
             audit(batch.refused)

@@ -22,7 +22,7 @@ import itertools
 import json
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -62,7 +62,7 @@ FRAMES_AUDIT_SECONDS = 300
 MAX_FRAMES_PER_REQUEST = 10_000
 #: Bumped when the stored metadata text changes shape, so old ETags stop matching.
 METADATA_VERSION = "1"
-FRAME_LIST_RE = re.compile(r"^[0-9]+(,[0-9]+)*$")
+FRAME_LIST_RE = re.compile(r"^[0-9]+(,[0-9]+)*\Z")
 ESCAPED_MARK = json.dumps(BASE_MARK)[1:-1]
 
 
@@ -420,10 +420,11 @@ def _source_from_row(row: tuple[Any, ...], only_frame: int | None) -> PixelSourc
 def _pixel_source_sql(
     seen: Visibility, study: str, series: str, instance: str, only_frame: int | None
 ) -> PixelSource | None:
-    connection = connections[router.db_for_read(Instance)]
+    alias = router.db_for_read(Instance) or "default"
+    connection = connections[alias]
     where, where_params = seen.where("st", connection.ops.quote_name)
     frames_sql, frames_params = _frames_column(connection.vendor, only_frame)
-    sql = _source_sql(connection.vendor, connection.ops.quote_name, frames_sql, where)
+    sql = _source_sql(alias, frames_sql, where)
     with connection.cursor() as cursor:
         cursor.execute(sql, [*frames_params, instance, series, study, *where_params])
         row = cursor.fetchone()
@@ -442,7 +443,9 @@ def _frames_column(vendor: str, only_frame: int | None) -> tuple[str, list[Any]]
 
 
 @functools.lru_cache(maxsize=256)
-def _source_sql(vendor: str, quote: Callable[[str], str], frames: str, where: str) -> str:
+def _source_sql(alias: str, frames: str, where: str) -> str:
+    quote = connections[alias].ops.quote_name
+
     def column(model: type[Model], name: str) -> str:
         return quote(next(str(f.column) for f in model._meta.concrete_fields if f.name == name))
 
@@ -552,7 +555,7 @@ def _frames_fast(source: PixelSource, plan: PixelPlan, index: int, etag: str) ->
     response["Content-Length"] = str(sum(len(c) for c in chunks))
     response["ETag"] = etag
     response["Cache-Control"] = IMMUTABLE
-    response["Vary"] = "Accept"
+    response["Vary"] = "Accept, Authorization"
     return response
 
 
@@ -612,7 +615,11 @@ def retrieve_frames(request: HttpRequest, study: str, series: str, instance: str
     _audit_frames(request, source, study)
     indices = [n - 1 for n in numbers]
     if len(indices) == 1 and not plan.decode and source.frames is not None and request.method == "GET":
-        return _frames_fast(source, plan, indices[0], etag)
+        try:
+            return _frames_fast(source, plan, indices[0], etag)
+        except OSError as exc:
+            log.error("pixel data of %s unreadable: %s", source.key, exc)
+            return error(503, "The stored object is not readable right now")
     return _pixel_response(request, source, plan, _frame_parts(source, indices, plan.decode), etag, None)
 
 

@@ -72,7 +72,12 @@ def record(
     detail: dict[str, Any] | None = None,
     actor: str | None = None,
 ) -> AuditEvent:
-    """Append one record to the chain."""
+    """Append one record to the chain.
+
+    Called inside a transaction, the record joins it (no savepoint): it is
+    committed with what it records, and a failed append fails the whole
+    transaction, so a caller must not catch the error and carry on.
+    """
     if user is None and request is not None:
         user = getattr(request, "user", None)
     is_user = user is not None and getattr(user, "is_authenticated", False)

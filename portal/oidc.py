@@ -66,7 +66,7 @@ from portal.roles import Role
 
 logger = logging.getLogger(__name__)
 
-USERNAME_RE = re.compile(r"^[\w.@+-]{1,150}$")
+USERNAME_RE = re.compile(r"^[\w.@+-]{1,150}\Z")
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,12 @@ from django.db import close_old_connections, connection
 from django.test import RequestFactory
 from django.utils import timezone
 
-from archive.access import visibility, visible_studies
+from archive.access import policy, visibility, visible_studies
 from archive.fastpath import BearerHandler, FastPath
 from archive.models import ApiToken, Study
 from archive.synthetic import StudySpec, make_series
 from audit.models import AuditEvent
+from portal.access import SitePolicy
 from portal.models import AccessGrant, UserProfile
 from portal.roles import Role
 from tests.conftest import bearer_client, multipart, role_user, stow
@@ -118,6 +119,7 @@ def test_it_answers_a_stored_frame_itself_exactly_as_the_full_view_does(
     assert fast.headers["X-Content-Type-Options"] == "nosniff"
     assert fast.headers["X-Frame-Options"] == "DENY"
     assert int(fast.headers["Content-Length"]) == len(fast.body)
+    assert "Authorization" in fast.headers["Vary"] and "Authorization" in full.headers["Vary"]
 
 
 def test_the_fast_frame_is_the_stored_pixel_data(site_a_study: dict[str, Any], owner_token: str) -> None:
@@ -202,6 +204,41 @@ def test_head_and_unacceptable_types_go_to_the_full_view(site_a_study: dict[str,
     assert (head.status, head.body, head.by_django) == (200, b"", True)
     refused = call(frame_url(site_a_study), token=owner_token, accept="image/png")
     assert (refused.status, refused.by_django) == (406, True)
+
+
+def test_a_host_outside_allowed_hosts_gets_the_full_views_400(site_a_study: dict[str, Any], owner_token: str) -> None:
+    answer = call(frame_url(site_a_study), token=owner_token, HTTP_HOST="evil.example")
+    assert (answer.status, answer.by_django) == (400, True)
+
+
+def test_an_inactive_users_token_and_an_auditors_token_read_no_frame(
+    site_a_study: dict[str, Any], colleague: User, general_site: Any
+) -> None:
+    token = token_for(colleague)
+    User.objects.filter(pk=colleague.pk).update(is_active=False)
+    assert call(frame_url(site_a_study), token=token).status == 401
+    auditor = role_user("auditor", Role.AUDITOR, general_site)
+    answer = call(frame_url(site_a_study), token=token_for(auditor))
+    assert (answer.status, answer.by_django) == (404, True)
+
+
+class NarrowedPolicy(SitePolicy):
+    """A hospital's policy that narrows only studies(): it must govern frames too."""
+
+    def studies(self, user: Any) -> Any:
+        return Study.objects.none()
+
+
+def test_a_policy_that_narrows_its_queryset_governs_frames_too(
+    site_a_study: dict[str, Any], owner_token: str, settings: Any
+) -> None:
+    settings.PACS_ACCESS_POLICY = f"{__name__}.NarrowedPolicy"
+    policy.cache_clear()
+    try:
+        answer = call(frame_url(site_a_study), token=owner_token)
+    finally:
+        policy.cache_clear()
+    assert (answer.status, answer.by_django) == (404, True)
 
 
 def test_it_can_be_switched_off(site_a_study: dict[str, Any], owner_token: str, settings: Any) -> None:

@@ -128,15 +128,63 @@ def test_put_links_only_durable_bytes_then_makes_every_new_entry_durable(
     assert Path(target).read_bytes() == DATA
 
 
-def test_a_second_object_of_a_known_series_syncs_only_its_own_directory(
+def test_every_object_makes_its_whole_folder_chain_durable_even_in_a_known_series(
     durable: FileSystemStorage, journal: list[tuple[str, str]]
 ) -> None:
     durable.put(key_for(DATA), staged(durable, DATA))
     journal.clear()
     other = DATA + b"x"
     durable.put(key_for(other, sop="1.2.3.4.6"), staged(durable, other))
-    dirs = [path for event, path in journal if event == "fsync" and os.path.isdir(path)]
-    assert dirs == [str(durable.root / STUDY / SERIES)]
+    dirs = {path for event, path in journal if event == "fsync" and os.path.isdir(path)}
+    assert dirs == {str(durable.root / STUDY / SERIES), str(durable.root / STUDY), str(durable.root)}
+
+
+def test_folders_another_process_just_created_are_made_durable_by_whoever_uses_them(
+    tmp_path: Path, journal: list[tuple[str, str]]
+) -> None:
+    """Process B created the study and series folders and has not fsynced them yet; A's object lands there."""
+    process_a = FileSystemStorage(tmp_path / "objects")
+    process_b = FileSystemStorage(tmp_path / "objects")
+    process_b.put(key_for(DATA), staged(process_b, DATA), sync=False)
+    journal.clear()
+    other = DATA + b"a"
+    key = key_for(other, sop="1.2.3.4.7")
+    process_a.put(key, staged(process_a, other))
+    linked = journal.index(("link", str(process_a.path(key))))
+    after = {path for event, path in journal[linked:] if event == "fsync"}
+    assert {str(process_a.root / STUDY / SERIES), str(process_a.root / STUDY), str(process_a.root)} <= after
+
+
+class PartialWriter:
+    """A file that takes at most ``most`` bytes per write, as a disk filling up or a signal can make it."""
+
+    def __init__(self, most: int) -> None:
+        self.most, self.data = most, bytearray()
+
+    def write(self, data: Any) -> int:
+        taken = bytes(data[: self.most])
+        self.data += taken
+        return len(taken)
+
+
+def test_a_write_that_takes_only_part_of_the_bytes_is_continued_until_all_are_written() -> None:
+    target = PartialWriter(most=1000)
+    storage._write_all(target, memoryview(DATA * 30))  # type: ignore[arg-type]
+    assert bytes(target.data) == DATA * 30
+
+
+def test_a_write_that_takes_nothing_is_an_error() -> None:
+    with pytest.raises(OSError, match="no more bytes"):
+        storage._write_all(PartialWriter(most=0), DATA)  # type: ignore[arg-type]
+
+
+def test_a_staging_file_shorter_than_what_was_written_is_refused_and_removed(durable: FileSystemStorage) -> None:
+    writer = StagingWriter(durable, max_bytes=1 << 30)
+    writer.write(DATA * 10)
+    os.ftruncate(writer.fh.fileno(), len(DATA))  # the bytes the disk lost
+    with pytest.raises(OSError, match="holds"):
+        writer.finish()
+    assert not writer.path.exists()
 
 
 def test_directories_placed_without_sync_are_made_durable_by_sync(

@@ -192,3 +192,23 @@ def test_the_institution_decides_when_configured(settings, outsider_client, gene
     spec = StudySpec(institution=general_site.institution_names.splitlines()[0])
     assert stow(outsider_client, [make_instance(spec)]).status_code == 200
     assert Study.objects.get(study_instance_uid=spec.study_uid).site == general_site
+
+
+@pytest.mark.parametrize("single_part", [False, True], ids=["multipart", "single application/dicom"])
+def test_it_answers_503_and_indexes_nothing_when_storage_cannot_take_the_bytes(
+    upload_client: Client, single_part: bool
+) -> None:
+    staging = get_storage("hot").staging_dir
+    staging.rmdir()
+    staging.write_bytes(b"a file where the staging folder should be")  # every write now fails, even as root
+    part = make_instance(StudySpec(study_uid="1.2.3.503"))
+    if single_part:
+        response = upload_client.post(
+            "/dicom-web/studies", part, content_type="application/dicom", HTTP_ACCEPT="application/dicom+json"
+        )
+    else:
+        response = stow(upload_client, [part])
+    assert response.status_code == 503
+    assert response["Retry-After"] == "30"
+    assert b"Send it again later" in response.content
+    assert not Instance.objects.exists()
