@@ -176,7 +176,7 @@ def store_instances(
                 p.parsed.study_instance_uid, p.parsed.series_instance_uid, p.parsed.sop_instance_uid, p.staged.sha256
             )
             storage.put(p.key, p.staged, sync=False)
-        durable = storage.begin_sync([p.key for p in fresh])  # directory fsyncs run while the rows are written
+        durable = storage.begin_sync([p.key for p in fresh])  # the index transaction waits for these fsyncs
         if fresh:
             _index_placed(fresh, sender, durable, plan, whole=True)
         durable()
@@ -306,12 +306,14 @@ def _index_placed(
     """Write the rows of placed objects: one transaction, a savepoint per instance when there are several.
 
     ``durable`` waits until the objects' directory entries are durable: it is
-    called before the commit, so no row is ever committed for an object a
-    power cut could still take away. ``plan`` adds the audit record to the
+    called before the transaction begins, so no row is ever committed for an
+    object a power cut could still take away, and no writer lock is held
+    while the disk works (other writers, audited reads among them, go on). ``plan`` adds the audit record to the
     same transaction (``whole``: for every result of the request, not only
     ``fresh``).
     """
     covered: list[StoreResult] = []
+    durable()
     if len(fresh) == 1:
         p = fresh[0]
         try:
@@ -319,7 +321,6 @@ def _index_placed(
                 writer = _IndexWriter(site_of=sender.new_study_site)
                 writer.add(p.parsed, p.key, p.staged.sha256, p.staged.size)
                 writer.flush()
-                durable()
                 if plan is not None:
                     covered = plan.inside(fresh, whole)
         except IntegrityError as exc:
@@ -341,7 +342,6 @@ def _index_placed(
                 else:
                     writer.commit_counts()
             writer.flush()
-            durable()
             if plan is not None and any(p.result.outcome is Outcome.STORED for p in fresh):
                 covered = plan.inside(fresh, whole)
     except IntegrityError:
