@@ -161,21 +161,24 @@ def iter_parts(stream: Readable, boundary: str, new_sink: Callable[[dict[str, st
         # Part content up to the next delimiter, handed over without copying.
         sink = new_sink(headers)
         keep = len(delim) - 1
-        while True:
-            at = buf.find(delim)
-            if at >= 0:
-                _write(sink, buf, at)
-                del buf[: at + len(delim)]
-                break
-            if len(buf) > keep:
-                cut = len(buf) - keep
-                _write(sink, buf, cut)
-                del buf[:cut]
-            if not fill():
-                abort = getattr(sink, "abort", None)
-                if abort is not None:
-                    abort()
-                raise MultipartError("the body ends before the closing multipart boundary")
+        try:
+            while True:
+                at = buf.find(delim)
+                if at >= 0:
+                    _write(sink, buf, at)
+                    del buf[: at + len(delim)]
+                    break
+                if len(buf) > keep:
+                    cut = len(buf) - keep
+                    _write(sink, buf, cut)
+                    del buf[:cut]
+                if not fill():
+                    raise MultipartError("the body ends before the closing multipart boundary")
+        except BaseException:  # a cut body, a client gone mid-part, a sink that refused: drop the partial part
+            abort = getattr(sink, "abort", None)
+            if abort is not None:
+                abort()
+            raise
         yield Part(headers, sink)
 
 

@@ -212,3 +212,33 @@ def test_it_answers_503_and_indexes_nothing_when_storage_cannot_take_the_bytes(
     assert response["Retry-After"] == "30"
     assert b"Send it again later" in response.content
     assert not Instance.objects.exists()
+
+
+class DroppingStream:
+    """A request body whose client goes away after ``keep`` bytes."""
+
+    def __init__(self, body: bytes, keep: int) -> None:
+        self.body, self.keep, self.sent = body, keep, 0
+
+    def read(self, size: int = -1) -> bytes:
+        if self.sent >= self.keep:
+            raise OSError("client disconnected")
+        chunk = self.body[self.sent : min(self.keep, self.sent + (size if size > 0 else len(self.body)))]
+        self.sent += len(chunk)
+        return chunk
+
+
+def test_a_client_gone_mid_part_leaves_no_staging_file_behind() -> None:
+    from archive.multipart import iter_parts
+    from archive.stow import _PartSink
+
+    body, ctype = multipart([make_instance(StudySpec(study_uid="1.2.3.404")), make_instance(StudySpec())])
+    boundary = ctype.split("boundary=")[1]
+    staging = get_storage("hot").staging_dir
+    parts = iter_parts(DroppingStream(body, keep=len(body) * 3 // 4), boundary, _PartSink)
+    first = next(parts)
+    assert first.sink.writer is not None
+    with pytest.raises(OSError, match="disconnected"):
+        next(parts)
+    first.sink.writer.abort()
+    assert list(staging.iterdir()) == []
