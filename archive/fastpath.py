@@ -124,10 +124,7 @@ class FastPath:
             request.get_host()  # ALLOWED_HOSTS, as CommonMiddleware checks it on the full path
         except DisallowedHost:
             raise _Declined from None
-        try:
-            response = wado.fast_frame(request, *request.fast_path_match)  # type: ignore[attr-defined]
-        except OSError:
-            raise _Declined from None  # the full view reports an unreadable object
+        response = wado.fast_frame(request, *request.fast_path_match)  # type: ignore[attr-defined]
         if response is None:
             raise _Declined
         return response

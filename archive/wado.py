@@ -562,64 +562,68 @@ def _frames_fast(source: PixelSource, plan: PixelPlan, index: int, etag: str) ->
 def fast_frame(request: HttpRequest, study: str, series: str, instance: str, frame: str) -> HttpResponseBase | None:
     """The ordinary case of :func:`retrieve_frames`, for :mod:`archive.fastpath`; None for anything else.
 
-    Ordinary means: a usable bearer token, valid UIDs, one frame of a visible
-    instance whose byte ranges are known, and an Accept that takes the stored
-    bytes. The caller hands every other request to the full view, so each
-    refusal (401, 400, 404, 406) is given in one place only. The same token
-    check, access policy, ETag and audit record as the view are used here.
+    Ordinary means: a usable bearer token and one frame of a visible instance
+    read as stored. It runs the view's own body (:func:`_frames`), which
+    declines instead of refusing, so each refusal (401, 400, 404, 406, 503)
+    is given by the full view only, with the same checks, ETag and audit.
     """
     user = user_from_bearer(request)
-    if user is None or not all(is_valid_uid(uid) for uid in (study, series, instance)):
+    if user is None:
         return None
     request.user = user
-    seen = visibility(user)
-    if seen is None:
-        return None
-    index = int(frame) - 1
-    source = _pixel_source_sql(seen, study, series, instance, index)
-    if source is None or source.frames is None or not 0 <= index < source.n_frames:
-        return None
-    plan = pixel_plan(acceptables(accept_header(request), OCTET_STREAM), source.syntax, single_ok=True)
-    if plan is None or plan.decode:
-        return None
-    etag = _etag(source.sha256, frame, plan.multipart, plan.content_type)
-    if _matches(request, etag):
-        return _not_modified(etag, IMMUTABLE)
-    _audit_frames(request, source, study)
-    return _frames_fast(source, plan, index, etag)
+    return _frames(request, study, series, instance, frame, decline=True)
 
 
 @dicomweb_view
 def retrieve_frames(request: HttpRequest, study: str, series: str, instance: str, frames: str) -> HttpResponseBase:
+    response = _frames(request, study, series, instance, frames, decline=False)
+    assert response is not None
+    return response
+
+
+def _frames(
+    request: HttpRequest, study: str, series: str, instance: str, frames: str, decline: bool
+) -> HttpResponseBase | None:
+    """The frames resource. With ``decline`` it answers only one stored frame read as stored, and
+    returns None wherever the view would refuse or do more (the fast path then hands the request over)."""
+
+    def refuse(response: HttpResponseBase) -> HttpResponseBase | None:
+        return None if decline else response
+
     bad = _check(request, study, series, instance)
     if bad:
-        return bad
+        return refuse(bad)
     try:
         numbers = parse_frame_list(frames)
     except ValueError as exc:
-        return error(400, str(exc))
+        return refuse(error(400, str(exc)))
+    if decline and len(numbers) != 1:
+        return None
     source = _pixel_source(request, study, series, instance, numbers[0] - 1 if len(numbers) == 1 else None)
     if source is None:
-        return _not_found("instance")
+        return refuse(_not_found("instance"))
     if not source.n_frames:
-        return error(404, "The instance has no pixel data")
+        return refuse(error(404, "The instance has no pixel data"))
     beyond = [n for n in numbers if n > source.n_frames]
     if beyond:
-        return error(404, f"Frame {beyond[0]} does not exist: the instance has {source.n_frames} frame(s)")
+        return refuse(error(404, f"Frame {beyond[0]} does not exist: the instance has {source.n_frames} frame(s)"))
     plan = pixel_plan(acceptables(accept_header(request), OCTET_STREAM), source.syntax, single_ok=len(numbers) == 1)
     if plan is None:
-        return error(406, f"Frames of this instance are available as {_pixel_offer(source.syntax)}")
+        return refuse(error(406, f"Frames of this instance are available as {_pixel_offer(source.syntax)}"))
+    one_stored = len(numbers) == 1 and not plan.decode and source.frames is not None and request.method == "GET"
+    if decline and not one_stored:
+        return None
     etag = _etag(source.sha256, frames, plan.multipart, plan.content_type)
     if _matches(request, etag):
         return _not_modified(etag, IMMUTABLE)
     _audit_frames(request, source, study)
     indices = [n - 1 for n in numbers]
-    if len(indices) == 1 and not plan.decode and source.frames is not None and request.method == "GET":
+    if one_stored:
         try:
             return _frames_fast(source, plan, indices[0], etag)
         except OSError as exc:
             log.error("pixel data of %s unreadable: %s", source.key, exc)
-            return error(503, "The stored object is not readable right now")
+            return refuse(error(503, "The stored object is not readable right now"))
     return _pixel_response(request, source, plan, _frame_parts(source, indices, plan.decode), etag, None)
 
 

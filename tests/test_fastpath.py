@@ -229,16 +229,28 @@ class NarrowedPolicy(SitePolicy):
         return Study.objects.none()
 
 
-def test_a_policy_that_narrows_its_queryset_governs_frames_too(
-    site_a_study: dict[str, Any], owner_token: str, settings: Any
+class QuerysetOnlyPolicy(SitePolicy):
+    """A policy that states its rule as a queryset only (no Visibility): frames still work."""
+
+    def studies(self, user: Any) -> Any:
+        return super().studies(user).filter(site__isnull=False)
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "by_django"),
+    [("NarrowedPolicy", 404, True), ("QuerysetOnlyPolicy", 200, False)],
+)
+def test_a_policy_that_overrides_its_queryset_governs_frames(
+    site_a_study: dict[str, Any], owner_token: str, settings: Any, name: str, status: int, by_django: bool
 ) -> None:
-    settings.PACS_ACCESS_POLICY = f"{__name__}.NarrowedPolicy"
+    settings.PACS_ACCESS_POLICY = f"{__name__}.{name}"
     policy.cache_clear()
     try:
+        assert visibility(User.objects.get(username="owner")) is None
         answer = call(frame_url(site_a_study), token=owner_token)
     finally:
         policy.cache_clear()
-    assert (answer.status, answer.by_django) == (404, True)
+    assert (answer.status, answer.by_django) == (status, by_django)
 
 
 def test_it_can_be_switched_off(site_a_study: dict[str, Any], owner_token: str, settings: Any) -> None:
