@@ -63,7 +63,7 @@ from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
-from archive.ingest import Outcome, Sender, StoreResult, store_instance
+from archive.ingest import Outcome, Sender, StoreResult, record_stores, store_instance
 from archive.models import Instance, Site, Study
 from archive.storage import CHUNK, StagingWriter, get_storage
 from audit.trail import record
@@ -438,26 +438,14 @@ def _same_data_set(sop_instance: str, data: memoryview, transfer_syntax: UID) ->
 
 
 def _audit(session: _Session) -> None:
-    by_study: dict[str, list[StoreResult]] = {}
-    for r in session.results:
-        by_study.setdefault(r.study_instance_uid, []).append(r)
-    request = session.request()
-    for study_uid, items in by_study.items():
-        stored = sum(1 for r in items if r.ok)
-        record(
-            "store",
-            request,
-            actor=f"AE:{session.calling_ae}",
-            outcome="success" if stored == len(items) else ("partial" if stored else "failure"),
-            study_instance_uid=study_uid,
-            detail={
-                "stored": stored,
-                "failed": len(items) - stored,
-                "via": "DIMSE",
-                "calling_ae": session.calling_ae,
-                "called_ae": session.called_ae,
-            },
-        )
+    record_stores(
+        session.request(),
+        session.results,
+        via="DIMSE",
+        actor=f"AE:{session.calling_ae}",
+        calling_ae=session.calling_ae,
+        called_ae=session.called_ae,
+    )
     if session.results:
         stored = sum(1 for r in session.results if r.ok)
         log.info(

@@ -30,6 +30,7 @@ from django.utils import timezone
 from archive.dicomfile import InvalidInstance, ParsedInstance, parse_instance
 from archive.models import Instance, Patient, PersonNameWord, Series, Site, Study
 from archive.storage import StagedObject, get_storage, object_key
+from audit.trail import record
 from pacs.dblock import write_lock
 
 log = logging.getLogger(__name__)
@@ -225,6 +226,26 @@ class _AuditPlan:
         left = [r for r in self.results if id(r) not in self.done]
         if left:
             self.hook(left)
+
+
+def record_stores(request: Any, results: list[StoreResult], via: str, actor: str | None = None, **detail: str) -> None:
+    """One "store" audit record per study of ``results``: how many were stored and refused, and how they came.
+
+    STOW-RS and the DICOM listener both report their stores this way.
+    """
+    by_study: dict[str, list[StoreResult]] = {}
+    for r in results:
+        by_study.setdefault(r.study_instance_uid, []).append(r)
+    for study_uid, items in by_study.items():
+        stored = sum(1 for r in items if r.ok)
+        record(
+            "store",
+            request,
+            actor=actor,
+            outcome="success" if stored == len(items) else ("partial" if stored else "failure"),
+            study_instance_uid=study_uid,
+            detail={"stored": stored, "failed": len(items) - stored, "via": via, **detail},
+        )
 
 
 def _check(

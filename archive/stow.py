@@ -27,6 +27,7 @@ from archive.ingest import (
     Outcome,
     Sender,
     StoreResult,
+    record_stores,
     store_instance,
     store_instances,
 )
@@ -36,7 +37,6 @@ from archive.negotiation import accepts_json
 from archive.responses import dicomweb_root, error
 from archive.storage import StagedObject, StagingWriter, get_storage
 from archive.uid import is_valid_uid
-from audit.trail import record
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def stow(request: HttpRequest, study: str | None = None) -> HttpResponse:
     warnings: list[str] = []
 
     def audit(items: list[StoreResult]) -> None:
-        _audit(request, items)
+        record_stores(request, items, via="STOW-RS")
 
     if media == "application/dicom":
         try:
@@ -274,18 +274,3 @@ def _sender(request: HttpRequest) -> Sender:
         return known[study_uid]
 
     return Sender(may_add_to=may_add_to, site_of=lambda: policy().sender_site(user))
-
-
-def _audit(request: HttpRequest, results: list[StoreResult]) -> None:
-    by_study: dict[str, list[StoreResult]] = {}
-    for r in results:
-        by_study.setdefault(r.study_instance_uid, []).append(r)
-    for study_uid, items in by_study.items():
-        stored = sum(1 for r in items if r.ok)
-        record(
-            "store",
-            request,
-            outcome="success" if stored == len(items) else ("partial" if stored else "failure"),
-            study_instance_uid=study_uid,
-            detail={"stored": stored, "failed": len(items) - stored, "via": "STOW-RS"},
-        )
