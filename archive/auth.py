@@ -16,7 +16,6 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import connections, router
-from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import BooleanField, Field
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
@@ -25,6 +24,7 @@ from django.utils.cache import patch_vary_headers
 from django.views.decorators.csrf import csrf_exempt
 
 from archive.models import ApiToken, hash_token
+from pacs.sql import per_vendor
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
@@ -81,32 +81,24 @@ class _TokenLookup:
         return user_model.from_db(alias, [f.attname for f in self.fields], values)
 
 
-_LOOKUPS: dict[str, _TokenLookup] = {}
-
-
-def _token_lookup(connection: BaseDatabaseWrapper) -> _TokenLookup:
-    lookup = _LOOKUPS.get(connection.vendor)
-    if lookup is None:
-        q = connection.ops.quote_name
-        user_model = get_user_model()
-        fields = tuple(
-            f
-            for f in user_model._meta.concrete_fields
-            if f.get_internal_type() in _PLAIN_TYPES and f.attname != "password"
-        )
-        token = {f.attname: q(str(f.column)) for f in ApiToken._meta.concrete_fields}
-        columns = ", ".join(f"u.{q(str(f.column))}" for f in fields)
-        # Only model metadata is interpolated (quoted names); values are parameters.
-        sql = (
-            f"SELECT t.{token['id']}, t.{token['revoked']}, "  # noqa: S608
-            f"(t.{token['expires_at']} IS NOT NULL AND t.{token['expires_at']} <= %s), "
-            f"(t.{token['last_used_at']} IS NULL OR t.{token['last_used_at']} < %s), {columns} "
-            f"FROM {q(ApiToken._meta.db_table)} t JOIN {q(user_model._meta.db_table)} u "
-            f"ON u.{q(str(user_model._meta.pk.column))} = t.{token['user_id']} "  # type: ignore[union-attr]
-            f"WHERE t.{token['token_hash']} = %s"
-        )
-        lookup = _LOOKUPS[connection.vendor] = _TokenLookup(sql, fields)
-    return lookup
+@per_vendor
+def _token_lookup(q: Callable[[str], str]) -> _TokenLookup:
+    user_model = get_user_model()
+    fields = tuple(
+        f for f in user_model._meta.concrete_fields if f.get_internal_type() in _PLAIN_TYPES and f.attname != "password"
+    )
+    token = {f.attname: q(str(f.column)) for f in ApiToken._meta.concrete_fields}
+    columns = ", ".join(f"u.{q(str(f.column))}" for f in fields)
+    # Only model metadata is interpolated (quoted names); values are parameters.
+    sql = (
+        f"SELECT t.{token['id']}, t.{token['revoked']}, "  # noqa: S608
+        f"(t.{token['expires_at']} IS NOT NULL AND t.{token['expires_at']} <= %s), "
+        f"(t.{token['last_used_at']} IS NULL OR t.{token['last_used_at']} < %s), {columns} "
+        f"FROM {q(ApiToken._meta.db_table)} t JOIN {q(user_model._meta.db_table)} u "
+        f"ON u.{q(str(user_model._meta.pk.column))} = t.{token['user_id']} "  # type: ignore[union-attr]
+        f"WHERE t.{token['token_hash']} = %s"
+    )
+    return _TokenLookup(sql, fields)
 
 
 def unauthorized(detail: str = "Authentication required") -> HttpResponse:

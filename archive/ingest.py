@@ -24,7 +24,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connections, router, transaction
-from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from archive.dicomfile import InvalidInstance, ParsedInstance, parse_instance
@@ -32,6 +31,7 @@ from archive.models import Instance, Patient, PersonNameWord, Series, Site, Stud
 from archive.storage import StagedObject, get_storage, object_key
 from audit.trail import record
 from pacs.dblock import write_lock
+from pacs.sql import per_vendor
 
 log = logging.getLogger(__name__)
 
@@ -506,30 +506,24 @@ class _Statements:
     count_study: str
 
 
-_BY_VENDOR: dict[str, _Statements] = {}
-
-
-def _statements(connection: BaseDatabaseWrapper) -> _Statements:
-    sql = _BY_VENDOR.get(connection.vendor)
-    if sql is None:
-        q = connection.ops.quote_name
-        series, study, instance = (q(m._meta.db_table) for m in (Series, Study, Instance))
-        columns = ", ".join(q(str(f.column)) for f in _INSTANCE_FIELDS)
-        marks = ", ".join(["%s"] * len(_INSTANCE_FIELDS))
-        # Only model metadata is interpolated (quoted table and column names); values are parameters.
-        sql = _BY_VENDOR[connection.vendor] = _Statements(
-            find_series=(
-                f"SELECT s.id, s.study_id, st.study_instance_uid FROM {series} s "  # noqa: S608
-                f"JOIN {study} st ON st.id = s.study_id WHERE s.series_instance_uid = %s"
-            ),
-            insert_instance=f"INSERT INTO {instance} ({columns}) VALUES ({marks}) RETURNING id",  # noqa: S608
-            count_series=f"UPDATE {series} SET number_of_instances = number_of_instances + %s WHERE id = %s",  # noqa: S608
-            count_study=(
-                f"UPDATE {study} SET number_of_instances = number_of_instances + %s, "  # noqa: S608
-                "number_of_series = number_of_series + %s, updated_at = %s WHERE id = %s"
-            ),
-        )
-    return sql
+@per_vendor
+def _statements(q: Callable[[str], str]) -> _Statements:
+    series, study, instance = (q(m._meta.db_table) for m in (Series, Study, Instance))
+    columns = ", ".join(q(str(f.column)) for f in _INSTANCE_FIELDS)
+    marks = ", ".join(["%s"] * len(_INSTANCE_FIELDS))
+    # Only model metadata is interpolated (quoted table and column names); values are parameters.
+    return _Statements(
+        find_series=(
+            f"SELECT s.id, s.study_id, st.study_instance_uid FROM {series} s "  # noqa: S608
+            f"JOIN {study} st ON st.id = s.study_id WHERE s.series_instance_uid = %s"
+        ),
+        insert_instance=f"INSERT INTO {instance} ({columns}) VALUES ({marks}) RETURNING id",  # noqa: S608
+        count_series=f"UPDATE {series} SET number_of_instances = number_of_instances + %s WHERE id = %s",  # noqa: S608
+        count_study=(
+            f"UPDATE {study} SET number_of_instances = number_of_instances + %s, "  # noqa: S608
+            "number_of_series = number_of_series + %s, updated_at = %s WHERE id = %s"
+        ),
+    )
 
 
 def _index_parents(parsed: ParsedInstance, site_of: Callable[[], Site | None]) -> tuple[int, int, bool]:

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connections, router, transaction
-from django.db.backends.base.base import BaseDatabaseWrapper
 from django.http import HttpRequest
 from django.utils import timezone
 
 from audit.models import AuditEvent, ChainHead
 from pacs.dblock import write_lock
+from pacs.sql import per_vendor
 
 GENESIS = "0" * 64
 
@@ -138,10 +138,8 @@ class _Statements:
     move_head: str
 
 
-_BY_VENDOR: dict[str, _Statements] = {}
-
-
-def _statements_for(quote: Callable[[str], str]) -> _Statements:
+@per_vendor
+def _statements(quote: Callable[[str], str]) -> _Statements:
     # Only model metadata is interpolated (quoted table and column names); values are parameters.
     head = quote(ChainHead._meta.db_table)
     table = quote(AuditEvent._meta.db_table)
@@ -153,13 +151,6 @@ def _statements_for(quote: Callable[[str], str]) -> _Statements:
         insert_event=f"INSERT INTO {table} ({columns}) VALUES ({marks}) RETURNING id",  # noqa: S608
         move_head=f"UPDATE {head} SET last_hash = %s WHERE id = 1",  # noqa: S608
     )
-
-
-def _statements(connection: BaseDatabaseWrapper) -> _Statements:
-    sql = _BY_VENDOR.get(connection.vendor)
-    if sql is None:
-        sql = _BY_VENDOR[connection.vendor] = _statements_for(connection.ops.quote_name)
-    return sql
 
 
 @dataclass
