@@ -110,15 +110,21 @@ class UserProfile(models.Model):
         return profile
 
 
-class SignInFailure(models.Model):
-    """One failed password sign-in (user name as typed, lower-cased)."""
+class Attempt(models.Model):
+    """Something a client tried, from where and when: what the sign-in and reset throttles count."""
 
-    username = models.CharField(max_length=150, db_index=True)
     source_ip = models.CharField(max_length=64, blank=True, default="", db_index=True)
     at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
+        abstract = True
         ordering = ["-at"]
+
+
+class SignInFailure(Attempt):
+    """One failed password sign-in (user name as typed, lower-cased)."""
+
+    username = models.CharField(max_length=150, db_index=True)
 
     def __str__(self) -> str:
         return f"{self.username} from {self.source_ip or '?'} at {self.at:%Y-%m-%d %H:%M:%S}"
@@ -155,15 +161,10 @@ class OIDCIdentity(models.Model):
         return f"{self.user} = {self.subject} @ {self.issuer}"
 
 
-class PasswordResetRequest(models.Model):
+class PasswordResetRequest(Attempt):
     """One password-reset request (address lower-cased), whether or not an account has it."""
 
     email = models.CharField(max_length=254, db_index=True)
-    source_ip = models.CharField(max_length=64, blank=True, default="", db_index=True)
-    at = models.DateTimeField(default=timezone.now, db_index=True)
-
-    class Meta:
-        ordering = ["-at"]
 
     def __str__(self) -> str:
         return f"reset for {self.email} from {self.source_ip or '?'} at {self.at:%Y-%m-%d %H:%M:%S}"
