@@ -1,7 +1,9 @@
 """WADO-RS (PS3.18 §10.4): retrieve instances, metadata and frames.
 
-Every lookup starts from :func:`archive.access.visible_studies`, so a study the
-user may not see is indistinguishable from one that does not exist (404).
+Every lookup is limited by the access policy (its compiled
+:class:`~archive.access.Visibility` condition in one prepared statement, or
+:func:`archive.access.visible_studies`), so a study the user may not see is
+indistinguishable from one that does not exist (404).
 Reads never parse DICOM on the fast paths: metadata is the concatenation of
 the JSON precomputed at ingest, and a frame is a ranged read of the stored
 file using the byte ranges precomputed at ingest. pydicom is used only to
@@ -55,7 +57,7 @@ from audit.trail import record
 
 log = logging.getLogger(__name__)
 
-CHUNK = 256 * 1024
+CHUNK = 1024 * 1024
 METADATA_MAX_AGE = 30
 IMMUTABLE = "private, max-age=31536000, immutable"
 FRAMES_AUDIT_SECONDS = 300
@@ -92,6 +94,81 @@ def _instances(
     if instance is not None:
         qs = qs.filter(sop_instance_uid=instance)
     return qs.order_by("series__series_number", "series_id", "instance_number", "pk")
+
+
+#: The one column of another table a lookup may name, as ``values_list`` names it.
+PATIENT_ID = "series__study__patient__patient_id"
+
+
+def _instance_rows(
+    request: HttpRequest, study: str, series: str | None, instance: str | None, fields: tuple[str, ...]
+) -> list[tuple[Any, ...]]:
+    """``_instances(...).values_list(*fields)``, as one prepared statement when the policy allows.
+
+    Retrieve and metadata requests run this on every call, and building the
+    ORM query cost more than running it. When the access policy states the
+    user's reach as plain values (:class:`~archive.access.Visibility`) the
+    statement is built once per shape and cached; otherwise the ORM builds it
+    from the policy's queryset. ``fields`` are plain columns of the instance
+    (no JSON) or :data:`PATIENT_ID`; both forms return the same rows in the same order.
+    """
+    seen = visibility(request.user)
+    if seen is None:
+        return list(_instances(request, study, series, instance).values_list(*fields))
+    alias = router.db_for_read(Instance) or "default"
+    connection = connections[alias]
+    where, where_params = seen.where("st", connection.ops.quote_name)
+    select = tuple(_column_sql(alias, name) for name in fields)
+    sql = _rows_sql(alias, select, series is not None, instance is not None, where)
+    keys = [key for key in (study, series, instance) if key is not None]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*keys, *where_params])
+        return cursor.fetchall()
+
+
+@functools.lru_cache(maxsize=64)
+def _column_sql(alias: str, name: str) -> str:
+    if name == PATIENT_ID:
+        return f"pa.{_column(alias, Patient, 'patient_id')}"
+    field = Instance._meta.get_field(name)
+    if field.get_internal_type() == "JSONField" or field.is_relation:
+        raise ValueError(f"{name} is not a plain column of the instance")
+    return f"i.{_column(alias, Instance, name)}"
+
+
+def _column(alias: str, model: type[Model], name: str) -> str:
+    return connections[alias].ops.quote_name(next(str(f.column) for f in model._meta.concrete_fields if f.name == name))
+
+
+@functools.lru_cache(maxsize=256)
+def _rows_sql(alias: str, select: tuple[str, ...], by_series: bool, by_instance: bool, where: str) -> str:
+    """SELECT ``select`` from the instances of one study (series, instance) the condition ``where`` lets through.
+
+    Parameters, in order: those of ``select``, the study UID, the series UID
+    and the SOP Instance UID (when asked for), then those of ``where``. Rows
+    come in :func:`_instances`'s order.
+    """
+    quote = connections[alias].ops.quote_name
+
+    def column(model: type[Model], name: str) -> str:
+        return _column(alias, model, name)
+
+    i, se, st, pa = (quote(m._meta.db_table) for m in (Instance, Series, Study, Patient))
+    keys = [f"st.{column(Study, 'study_instance_uid')} = %s"]
+    if by_series:
+        keys.append(f"se.{column(Series, 'series_instance_uid')} = %s")
+    if by_instance:
+        keys.append(f"i.{column(Instance, 'sop_instance_uid')} = %s")
+    # Only model metadata and the policy's fixed condition text are interpolated; values are parameters.
+    return (
+        f"SELECT {', '.join(select)} "  # noqa: S608
+        f"FROM {i} i JOIN {se} se ON se.{column(Series, 'id')} = i.{column(Instance, 'series')} "
+        f"JOIN {st} st ON st.{column(Study, 'id')} = se.{column(Series, 'study')} "
+        f"JOIN {pa} pa ON pa.{column(Patient, 'id')} = st.{column(Study, 'patient')} "
+        f"WHERE {' AND '.join(keys)} AND {where} "
+        f"ORDER BY se.{column(Series, 'series_number')}, i.{column(Instance, 'series')}, "
+        f"i.{column(Instance, 'instance_number')}, i.{column(Instance, 'id')}"
+    )
 
 
 def _not_found(level: str) -> HttpResponse:
@@ -164,12 +241,7 @@ def _retrieve(
             406, 'Acceptable here: multipart/related; type="application/dicom" (and application/dicom for one instance)'
         )
     multipart, wanted = plan
-    rows = list(
-        _instances(request, study, series, instance).values_list(
-            "tier", "storage_key", "size", "transfer_syntax_uid", "rows", "columns", "number_of_frames", "sha256",
-            "series__study__patient__patient_id",
-        )
-    )  # fmt: skip
+    rows = _instance_rows(request, study, series, instance, RETRIEVE_FIELDS)
     if not rows:
         return _not_found(level)
     objects = []
@@ -192,6 +264,11 @@ def _retrieve(
         record("retrieve", request, patient_id=rows[0][8], study_instance_uid=study, detail={"level": level})
     response["Vary"] = "Accept"
     return _head(response) if head else response
+
+
+RETRIEVE_FIELDS = (
+    "tier", "storage_key", "size", "transfer_syntax_uid", "rows", "columns", "number_of_frames", "sha256", PATIENT_ID
+)  # fmt: skip
 
 
 def _multipart_dicom(objects: list[Part10], rows: list[Any]) -> HttpResponse:
@@ -276,17 +353,16 @@ def _metadata(
         return bad
     if not accepts_json(accept_header(request)):
         return error(406, "Metadata is available as application/dicom+json only")
-    qs = _instances(request, study, series, instance)
     root = dicomweb_root(request)
     cache_control = IMMUTABLE if instance else f"private, max-age={METADATA_MAX_AGE}"
     if request.META.get("HTTP_IF_NONE_MATCH"):
-        shas = list(qs.values_list("sha256", flat=True))
+        shas = [row[0] for row in _instance_rows(request, study, series, instance, ("sha256",))]
         if not shas:
             return _not_found(level)
         etag = _etag(METADATA_VERSION, root, *shas)
         if _matches(request, etag):
             return _not_modified(etag, cache_control)
-    rows = list(qs.values_list("sha256", "metadata", "series__study__patient__patient_id"))
+    rows = _instance_rows(request, study, series, instance, ("sha256", "metadata", PATIENT_ID))
     if not rows:
         return _not_found(level)
     etag = _etag(METADATA_VERSION, root, *(r[0] for r in rows))
@@ -424,9 +500,12 @@ def _pixel_source_sql(
     connection = connections[alias]
     where, where_params = seen.where("st", connection.ops.quote_name)
     frames_sql, frames_params = _frames_column(connection.vendor, only_frame)
-    sql = _source_sql(alias, frames_sql, where)
+    select = (*(_column_sql(alias, name) for name in SOURCE_FIELDS[:5]), frames_sql, *(
+        _column_sql(alias, name) for name in SOURCE_FIELDS[5:]
+    ))  # fmt: skip
+    sql = _rows_sql(alias, select, True, True, where)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*frames_params, instance, series, study, *where_params])
+        cursor.execute(sql, [*frames_params, study, series, instance, *where_params])
         row = cursor.fetchone()
     if row is None:
         return None
@@ -435,33 +514,15 @@ def _pixel_source_sql(
     return _source_from_row(row, only_frame)
 
 
+#: The columns of a pixel source around its frame ranges (selected between the fifth and sixth).
+SOURCE_FIELDS = ("id", "tier", "storage_key", "transfer_syntax_uid", "number_of_frames", "sha256", PATIENT_ID)
+
+
 def _frames_column(vendor: str, only_frame: int | None) -> tuple[str, list[Any]]:
     """SQL for the stored frame ranges (all, or the one frame), as JSON text."""
     if vendor == "postgresql":
         return ("i.frames::text", []) if only_frame is None else ("(i.frames -> %s::integer)::text", [only_frame])
     return ("i.frames", []) if only_frame is None else ("json_extract(i.frames, %s)", [f"$[{only_frame}]"])
-
-
-@functools.lru_cache(maxsize=256)
-def _source_sql(alias: str, frames: str, where: str) -> str:
-    quote = connections[alias].ops.quote_name
-
-    def column(model: type[Model], name: str) -> str:
-        return quote(next(str(f.column) for f in model._meta.concrete_fields if f.name == name))
-
-    i, se, st, pa = (quote(m._meta.db_table) for m in (Instance, Series, Study, Patient))
-    # Only model metadata and the policy's fixed condition text are interpolated; values are parameters.
-    return (
-        f"SELECT i.{column(Instance, 'id')}, i.{column(Instance, 'tier')}, "  # noqa: S608
-        f"i.{column(Instance, 'storage_key')}, i.{column(Instance, 'transfer_syntax_uid')}, "
-        f"i.{column(Instance, 'number_of_frames')}, {frames}, i.{column(Instance, 'sha256')}, "
-        f"pa.{column(Patient, 'patient_id')} "
-        f"FROM {i} i JOIN {se} se ON se.{column(Series, 'id')} = i.{column(Instance, 'series')} "
-        f"JOIN {st} st ON st.{column(Study, 'id')} = se.{column(Series, 'study')} "
-        f"JOIN {pa} pa ON pa.{column(Patient, 'id')} = st.{column(Study, 'patient')} "
-        f"WHERE i.{column(Instance, 'sop_instance_uid')} = %s AND se.{column(Series, 'series_instance_uid')} = %s "
-        f"AND st.{column(Study, 'study_instance_uid')} = %s AND {where}"
-    )
 
 
 def _pixel_response(

@@ -5,8 +5,8 @@ The side-by-side run repeats each cheap read 20 times, which leaves about
 ±25 % noise on this shared machine. This probe stores one small study into
 each server it is given (our server and Orthanc, say), then alternates the
 same requests between them, round after round, so drift hits both equally:
-one raw frame with the benchmark's own Accept header, and a QIDO study search
-by exact AccessionNumber. It prints each server's median and the ratio.
+one raw frame and one whole instance, each with the benchmark's own Accept
+header, and a QIDO study search by exact AccessionNumber. It prints each server's median and the ratio.
 
     .venv/bin/python bench/latency_probe.py --rounds 400 \\
         ours=http://127.0.0.1:8765/dicom-web@TOKEN orthanc=http://127.0.0.1:8042/dicom-web
@@ -26,6 +26,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+DICOM_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+FIGURES = ("frame", "instance", "accession")
 
 
 def load_bench(shared: Path) -> Any:
@@ -63,21 +65,24 @@ def main() -> int:
 
     study = plan["studies"][0]
     series = study["series"][0]
-    frame = f"/studies/{study['uid']}/series/{series['uid']}/instances/{series['instances'][0]}/frames/1"
-    samples: dict[str, dict[str, list[float]]] = {n: {"frame": [], "accession": []} for n in clients}
+    instance = f"/studies/{study['uid']}/series/{series['uid']}/instances/{series['instances'][0]}"
+    samples: dict[str, dict[str, list[float]]] = {n: {f: [] for f in FIGURES} for n in clients}
     for i in range(args.rounds):
         accession = plan["studies"][i % len(plan["studies"])]["accession"]
         for name, cli in clients.items():
-            r = cli.get(frame, accept=FRAME_ACCEPT)
+            r = cli.get(instance + "/frames/1", accept=FRAME_ACCEPT)
             assert r.ok, r.why()
             samples[name]["frame"].append(r.secs * 1000)
+            r = cli.get(instance, accept=DICOM_ACCEPT)
+            assert r.ok, r.why()
+            samples[name]["instance"].append(r.secs * 1000)
             r = cli.get("/studies", accept="application/dicom+json", params={"AccessionNumber": accession})
             assert r.ok and len(r.json()) == 1, r.why()
             samples[name]["accession"].append(r.secs * 1000)
 
     names = list(clients)
     print(f"{'figure':<12}" + "".join(f"{n:>12}" for n in names) + (f"{'ratio':>10}" if len(names) == 2 else ""))
-    for fig in ("frame", "accession"):
+    for fig in FIGURES:
         medians = [statistics.median(samples[n][fig]) for n in names]
         line = f"{fig:<12}" + "".join(f"{m:>10.3f}ms" for m in medians)
         if len(names) == 2:

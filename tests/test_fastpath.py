@@ -8,10 +8,12 @@ gunicorn calls it; a recorder in front of Django tells who answered.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
+import pydicom
 import pytest
 from django.contrib.auth.models import User
 from django.core.handlers.wsgi import WSGIHandler
@@ -24,6 +26,7 @@ from archive.access import policy, visibility, visible_studies
 from archive.fastpath import BearerHandler, FastPath
 from archive.models import ApiToken, Study
 from archive.synthetic import StudySpec, make_series
+from archive.wado import PATIENT_ID, _instance_rows, _instances
 from audit.models import AuditEvent
 from portal.access import SitePolicy
 from portal.models import AccessGrant, UserProfile
@@ -393,3 +396,33 @@ def test_the_compiled_policy_and_the_queryset_select_the_same_studies(
     for user, count in expectations.items():
         assert selected_by_sql(user) == selected_by_queryset(user), user.username
         assert len(selected_by_sql(user)) == count, user.username
+
+
+def test_the_prepared_instance_lookup_returns_the_querysets_rows_in_its_order(
+    site_a_study: dict[str, Any], owner: User, outsider: User, admin_user: User, general_site: Any
+) -> None:
+    spec = site_a_study["spec"]
+    # A third series numbered before the others, so series order is not storage order.
+    early = make_series(spec, "CT", count=2)
+    for part in early:
+        ds = pydicom.dcmread(io.BytesIO(part))
+        ds.SeriesNumber = 0
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        assert stow(bearer_client(owner), [buffer.getvalue()]).status_code == 200
+    fields = ("storage_key", "sha256", "size", "instance_number", "metadata", PATIENT_ID)
+    request = RequestFactory().get("/")
+    study, series, instance = site_a_study["study"], site_a_study["series"], site_a_study["instance"]
+    shapes = [(study, None, None), (study, series, None), (study, series, instance), (study, None, instance)]
+    for user in (owner, outsider, admin_user):
+        request.user = User.objects.get(pk=user.pk)
+        assert visibility(request.user) is not None
+        for shape in shapes:
+            expected = list(_instances(request, *shape).values_list(*fields))
+            assert _instance_rows(request, *shape, fields) == expected, (user.username, shape)
+    request.user = owner
+    assert len(_instance_rows(request, study, None, None, ("sha256",))) == 5
+    assert _instance_rows(request, study, None, None, ("instance_number",))[0] is not None
+    assert _instance_rows(request, "1.2.3", None, None, ("sha256",)) == []
+    with pytest.raises(ValueError, match="not a plain column"):
+        _instance_rows(request, study, None, None, ("frames",))
