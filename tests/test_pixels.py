@@ -287,6 +287,16 @@ def test_thumbnails_shrink_but_never_enlarge() -> None:
     assert fit(small, RenderOptions(max_box=128)).size == (64, 64)
 
 
+def test_an_exact_integer_reduction_averages_each_block_of_source_pixels() -> None:
+    arr = np.random.default_rng(3).integers(0, 256, (512, 384), dtype=np.uint8)
+    half = np.asarray(fit(Image.fromarray(arr), RenderOptions(viewport=Viewport(192, 256))))
+    blocks = arr.reshape(256, 2, 192, 2).astype(np.float64).mean(axis=(1, 3))
+    assert half.shape == (256, 192)
+    assert np.abs(half.astype(np.float64) - blocks).max() <= 0.5  # each pixel the rounded mean of its 2x2 block
+    odd = fit(Image.fromarray(arr), RenderOptions(viewport=Viewport(100, 100)))
+    assert odd.size == (75, 100)  # not an integer factor: resampled, aspect ratio kept
+
+
 def test_the_window_functions_follow_ps3_3() -> None:
     from archive.pixels import _voi
 
