@@ -17,25 +17,16 @@ A server given as NAME=URL@TOKEN is sent ``Authorization: Bearer TOKEN``.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import statistics
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from profile_inprocess import ROOT, load_bench  # the same folder: the shared benchmark, loaded once
+
 FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
 DICOM_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 FIGURES = ("frame", "instance", "accession")
-
-
-def load_bench(shared: Path) -> Any:
-    spec = importlib.util.spec_from_file_location("dicomweb_bench", shared / "dicomweb_bench.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def main() -> int:
