@@ -25,8 +25,11 @@ not a readable instance 0xC000; data set UIDs differ from the request's
 retry; PS3.4 has no C-STORE status for duplicates, and STOW-RS reports 0111);
 a study of another site 0x0124; too large or storage failure 0xA700. A data
 set identical to the stored one counts as a duplicate even when its file meta
-differs (another sender, or STOW-RS first). Stores are audited once per study
-per association, like STOW-RS.
+differs (another sender, or STOW-RS first).
+
+Each C-STORE is audited on its own, and a stored instance's record is written
+in the transaction that indexes it: a success status is never sent for an
+instance the trail does not show, even if the server stops mid-association.
 """
 
 from __future__ import annotations
@@ -320,6 +323,7 @@ class DicomListener:
         found = _dataset_uids(data, transfer_syntax)
         if found is not None and found != (sop_class, sop_instance):
             refused.detail = "SOP Class/Instance UID differ from the C-STORE request"
+            _audit_refusal(session, refused)
             return refused, DOES_NOT_MATCH
         writer = StagingWriter(get_storage("hot"), self.max_bytes)
         try:
@@ -329,26 +333,42 @@ class DicomListener:
         except (ValueError, OSError) as exc:  # over the size limit, or the disk failed
             writer.abort()
             refused.detail = str(exc)
+            _audit_refusal(session, refused)
             return refused, OUT_OF_RESOURCES
+
+        def audit(results: list[StoreResult]) -> None:
+            for result in results:
+                if result.outcome is Outcome.CONFLICT and _same_data_set(
+                    result.sop_instance_uid, data, transfer_syntax
+                ):
+                    result.outcome = Outcome.DUPLICATE  # the same data set, only the file meta differs (another sender)
+            _audit(session, results, sop_instance)
+
         try:
-            result = store_instance(writer.finish(), sender=session.sender)
+            result = store_instance(writer.finish(), sender=session.sender, audit=audit)
         except DatabaseError as exc:  # e.g. the index is locked or unreachable: the sender may retry later
             close_old_connections()
             log.warning("C-STORE of %s from %s not indexed: %s", sop_instance, session.calling_ae, exc)
             refused.detail = "the index is not available"
+            _audit_refusal(session, refused)
             return refused, OUT_OF_RESOURCES
-        if result.outcome is Outcome.CONFLICT and _same_data_set(result.sop_instance_uid, data, transfer_syntax):
-            result.outcome = Outcome.DUPLICATE  # the same data set, only the file meta differs (another sender)
         if result.ok:
             return result, SUCCESS
         return result, STATUS[result.outcome]
 
     def on_ended(self, event: Event) -> None:
-        """Audit the association's stores (one record per study) and release its database connection."""
+        """Log what the association stored (each C-STORE is already audited) and release its database connection."""
         with self.lock:
             session = self.sessions.pop(event.assoc, None)
-        if session is not None:
-            _audit(session)
+        if session is not None and session.results:
+            stored = sum(1 for r in session.results if r.ok)
+            log.info(
+                "DIMSE association from %s@%s: %d stored, %d refused",
+                session.calling_ae,
+                session.host,
+                stored,
+                len(session.results) - stored,
+            )
         connections.close_all()
 
     def _file_meta(self, session: _Session, sop_class: str, sop_instance: str, transfer_syntax: UID) -> bytes:
@@ -437,21 +457,23 @@ def _same_data_set(sop_instance: str, data: memoryview, transfer_syntax: UID) ->
     return offset == len(data)
 
 
-def _audit(session: _Session) -> None:
+def _audit(session: _Session, results: list[StoreResult], sop_instance: str) -> None:
+    """The "store" record of one C-STORE (called inside its index transaction when it stored)."""
     record_stores(
         session.request(),
-        session.results,
+        results,
         via="DIMSE",
         actor=f"AE:{session.calling_ae}",
         calling_ae=session.calling_ae,
         called_ae=session.called_ae,
+        sop_instance_uid=sop_instance,
     )
-    if session.results:
-        stored = sum(1 for r in session.results if r.ok)
-        log.info(
-            "DIMSE association from %s@%s: %d stored, %d refused",
-            session.calling_ae,
-            session.host,
-            stored,
-            len(session.results) - stored,
-        )
+
+
+def _audit_refusal(session: _Session, refused: StoreResult) -> None:
+    """The record of a C-STORE refused before ingest; the refusal stands even if the trail cannot be written."""
+    try:
+        _audit(session, [refused], refused.sop_instance_uid)
+    except DatabaseError as exc:
+        close_old_connections()
+        log.error("audit record of a refused C-STORE from %s not written: %s", session.calling_ae, exc)

@@ -298,9 +298,10 @@ def test_storescu_stores_a_file_in_its_own_transfer_syntax(
     assert audit.actor == "AE:CT1" and audit.outcome == "success"
     assert audit.study_instance_uid == original.StudyInstanceUID
     assert audit.detail["via"] == "DIMSE" and audit.detail["stored"] == 1
+    assert audit.detail["sop_instance_uid"] == original.SOPInstanceUID
 
 
-def test_storescu_stores_a_synthetic_series_in_one_association_with_one_audit_record(
+def test_storescu_stores_a_synthetic_series_in_one_association_with_an_audit_record_per_instance(
     listener: DicomListener, tmp_path: Path
 ) -> None:
     spec = StudySpec(patient_id="DIMSE-1", patient_name="DIMSE^SERIES")
@@ -310,9 +311,37 @@ def test_storescu_stores_a_synthetic_series_in_one_association_with_one_audit_re
     wait_idle(listener)
     study = Study.objects.get(study_instance_uid=spec.study_uid)
     assert study.number_of_instances == 6 and study.number_of_series == 1
-    (audit,) = AuditEvent.objects.filter(action="store")
-    assert audit.study_instance_uid == spec.study_uid
-    assert audit.detail == {"stored": 6, "failed": 0, "via": "DIMSE", "calling_ae": "CT1", "called_ae": "PACS"}
+    audits = AuditEvent.objects.filter(action="store").order_by("pk")
+    assert [a.study_instance_uid for a in audits] == [spec.study_uid] * 6
+    assert {a.detail["sop_instance_uid"] for a in audits} == set(
+        Instance.objects.values_list("sop_instance_uid", flat=True)
+    )
+    assert all(
+        {k: v for k, v in a.detail.items() if k != "sop_instance_uid"}
+        == {"stored": 1, "failed": 0, "via": "DIMSE", "calling_ae": "CT1", "called_ae": "PACS"}
+        for a in audits
+    )
+
+
+def test_a_stored_instance_is_in_the_audit_trail_before_its_association_ends(
+    listener: DicomListener, send_as_is: None, tmp_path: Path
+) -> None:
+    (path,) = write_files(tmp_path, [make_instance(StudySpec(patient_id="DIMSE-5"), "CT")])
+    meta = pydicom.dcmread(path, stop_before_pixels=True).file_meta
+    ae = AE(ae_title="CT1")
+    ae.add_requested_context(meta.MediaStorageSOPClassUID, [meta.TransferSyntaxUID])
+    assoc = ae.associate("127.0.0.1", listener.port, ae_title="PACS")
+    assert assoc.is_established
+    try:
+        assert int(assoc.send_c_store(path).Status) == 0x0000
+        # The association is still open: a server stopped now would leave no unaudited instance.
+        stored = Instance.objects.get()
+        (audit,) = AuditEvent.objects.filter(action="store")
+        assert audit.outcome == "success" and audit.detail["sop_instance_uid"] == stored.sop_instance_uid
+    finally:
+        assoc.release()
+    wait_idle(listener)
+    assert AuditEvent.objects.filter(action="store").count() == 1
 
 
 # --- C-STORE from pynetdicom, data set bytes sent as they are in the file ---
