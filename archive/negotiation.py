@@ -11,6 +11,7 @@ whole instances and to pixel data (frames, bulk data).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -247,3 +248,13 @@ def pixel_plan(accept: list[Acceptable], stored: str, single_ok: bool) -> PixelP
         elif want == EXPLICIT_LE and a.matches(OCTET_STREAM) and decodable:
             return native
     return None
+
+
+@functools.lru_cache(maxsize=256)
+def frame_plan(header: str | None, stored: str, single_ok: bool) -> PixelPlan | None:
+    """:func:`pixel_plan` for an Accept header as received, pixel parts by default.
+
+    A viewer sends the same header for every frame it reads, so each header is
+    parsed and matched once per stored transfer syntax, not once per frame.
+    """
+    return pixel_plan(acceptables(header, OCTET_STREAM), stored, single_ok)

@@ -46,8 +46,8 @@ from archive.negotiation import (
     acceptables,
     accepts_json,
     dicom_plan,
+    frame_plan,
     output_syntax,
-    pixel_plan,
 )
 from archive.responses import dicomweb_root, error
 from archive.storage import get_storage, read_ranges_from
@@ -668,7 +668,7 @@ def _frames(
     beyond = [n for n in numbers if n > source.n_frames]
     if beyond:
         return refuse(error(404, f"Frame {beyond[0]} does not exist: the instance has {source.n_frames} frame(s)"))
-    plan = pixel_plan(acceptables(accept_header(request), OCTET_STREAM), source.syntax, single_ok=len(numbers) == 1)
+    plan = frame_plan(accept_header(request), source.syntax, len(numbers) == 1)
     if plan is None:
         return refuse(error(406, f"Frames of this instance are available as {_pixel_offer(source.syntax)}"))
     one_stored = len(numbers) == 1 and not plan.decode and source.frames is not None and request.method == "GET"
