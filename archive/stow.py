@@ -32,7 +32,7 @@ from archive.ingest import (
     store_instances,
 )
 from archive.models import Study
-from archive.multipart import READ_SIZE, MultipartError, iter_parts, parse_content_type, valid_boundary
+from archive.multipart import READ_SIZE, MultipartError, Readable, iter_parts, parse_content_type, valid_boundary
 from archive.negotiation import accepts_json
 from archive.responses import dicomweb_root, error
 from archive.storage import StagedObject, StagingWriter, get_storage
@@ -113,6 +113,45 @@ def _not_written() -> HttpResponse:
     return response
 
 
+def request_body(request: HttpRequest, max_bytes: int) -> Readable | HttpResponse:
+    """The request body as a stream, or the error answer to a body that cannot be taken.
+
+    With a Content-Length, Django's stream (which never reads past it). A
+    chunked upload (``Transfer-Encoding: chunked``, no length: how a client
+    streams what it has not measured) is read from the server's own input,
+    which gunicorn ends at the last chunk (``wsgi.input_terminated``), and
+    stops being read past ``max_bytes``; behind a server that cannot end it,
+    411 asks for a length.
+    """
+    meta = request.META
+    declared = meta.get("CONTENT_LENGTH")
+    if declared:
+        if not declared.isdigit():
+            return error(400, "The Content-Length is not a number")
+        if int(declared) > max_bytes:
+            return error(413, "The request body is larger than this server accepts")
+        return request
+    if "chunked" not in meta.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return request  # no body
+    if not meta.get("wsgi.input_terminated"):
+        return error(411, "Send the body with a Content-Length")
+    return _Bounded(meta["wsgi.input"], max_bytes)
+
+
+class _Bounded:
+    """A stream of unknown length that refuses to yield more than ``limit`` bytes (ValueError, answered 413)."""
+
+    def __init__(self, stream: Readable, limit: int) -> None:
+        self.stream, self.left = stream, limit
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self.stream.read(self.left + 1 if size < 0 else min(size, self.left + 1))
+        self.left -= len(data)
+        if self.left < 0:
+            raise ValueError("the request body is larger than this server accepts")
+        return data
+
+
 class _PartSink:
     """Streams one part either into a staging file (DICOM) or nowhere (others)."""
 
@@ -145,9 +184,9 @@ def stow(request: HttpRequest, study: str | None = None) -> HttpResponse:
     if not accepts_json(request.META.get("HTTP_ACCEPT")):
         return error(406, "STOW-RS responses are available as application/dicom+json")
     media, params = parse_content_type(request.META.get("CONTENT_TYPE", ""))
-    length = int(request.META.get("CONTENT_LENGTH") or 0)
-    if length > settings.PACS_STOW_MAX_BYTES:
-        return error(413, "The request body is larger than this server accepts")
+    body = request_body(request, settings.PACS_STOW_MAX_BYTES)
+    if isinstance(body, HttpResponse):
+        return body
     sender = _sender(request)
     if study is not None and sender.may_add_to is not None and not sender.may_add_to(study):
         return error(404, "No such study")
@@ -160,13 +199,18 @@ def stow(request: HttpRequest, study: str | None = None) -> HttpResponse:
     if media == "application/dicom":
         try:
             sink = _PartSink({"content-type": "application/dicom"})
-            assert sink.writer is not None
-            while chunk := request.read(READ_SIZE):
+        except OSError:
+            return _not_written()
+        assert sink.writer is not None
+        try:
+            while chunk := body.read(READ_SIZE):
                 sink.write(chunk)
             staged = sink.writer.finish()
         except ValueError as exc:  # over the size limit
+            sink.abort()
             return error(413, str(exc))
-        except OSError:
+        except OSError:  # the disk refused the bytes, or the client went away
+            sink.abort()
             return _not_written()
         results.append(store_instance(staged, study, sender, audit))
     elif media == "multipart/related":
@@ -178,7 +222,7 @@ def stow(request: HttpRequest, study: str | None = None) -> HttpResponse:
             return error(400, "The multipart boundary is missing or invalid")
         batch = _Batch(results, study, sender, audit)
         try:
-            for part in iter_parts(request, boundary, _PartSink):
+            for part in iter_parts(body, boundary, _PartSink):
                 sink = part.sink
                 if sink.writer is None:
                     batch.refuse(StoreResult(Outcome.INVALID, detail=f"part of type {sink.media} is not DICOM"))
