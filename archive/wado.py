@@ -251,6 +251,9 @@ def _retrieve(
             asked = ", ".join(w or "default" for w in wanted)
             return error(406, f"An instance is stored as {stored} and cannot be sent as {asked}")
         objects.append(Part10(tier, key, size, chosen[0], chosen[1]))
+    etag = None if multipart else _etag(rows[0][7], objects[0].syntax)
+    if etag is not None and _matches(request, etag):
+        return _not_modified(etag, IMMUTABLE)
     head = request.method == "HEAD"
     if objects[0].transcode and not head:
         # Transcode the first object before the status goes out, so an object
@@ -259,7 +262,7 @@ def _retrieve(
             objects[0].prepared = transcode_or_open(objects[0])
         except TranscodeError as exc:
             return error(406, str(exc))
-    response = _multipart_dicom(objects, rows) if multipart else _single_dicom(objects[0], rows[0][7])
+    response = _single_dicom(objects[0], etag) if etag is not None else _multipart_dicom(objects, rows)
     if not head:
         record("retrieve", request, patient_id=rows[0][8], study_instance_uid=study, detail={"level": level})
     response["Vary"] = "Accept"
@@ -312,12 +315,12 @@ def _open(tier: str, key: str) -> BinaryIO:
     return get_storage(tier).open(key)
 
 
-def _single_dicom(obj: Part10, sha256: str) -> HttpResponse:
+def _single_dicom(obj: Part10, etag: str) -> HttpResponse:
     """One instance as a bare application/dicom body."""
     response = StreamingHttpResponse(_closing_chunks(obj), content_type=f"{DICOM}; transfer-syntax={obj.syntax}")
     if not obj.transcode:
         response["Content-Length"] = str(obj.size)
-    response["ETag"] = _etag(sha256, obj.syntax)
+    response["ETag"] = etag
     response["Cache-Control"] = IMMUTABLE
     return response  # type: ignore[return-value]
 

@@ -234,6 +234,20 @@ def test_it_returns_the_bare_object_for_single_part_dicom(api: Client, accept: s
 
 
 @pytest.mark.django_db
+def test_a_single_instance_answers_304_to_its_own_etag_and_to_a_star(api: Client) -> None:
+    obj = store_test_file(api, "CT_small.dcm")
+    first = api.get(obj.url, HTTP_ACCEPT="application/dicom")
+    etag = first["ETag"]
+    assert first["Cache-Control"].endswith("immutable")
+    for condition in (etag, "*", f'"other", {etag}'):
+        again = api.get(obj.url, HTTP_ACCEPT="application/dicom", HTTP_IF_NONE_MATCH=condition)
+        assert again.status_code == 304, condition
+        assert again["ETag"] == etag and again.content == b""
+    changed = api.get(obj.url, HTTP_ACCEPT="application/dicom", HTTP_IF_NONE_MATCH='"something-else"')
+    assert changed.status_code == 200 and body_of(changed) == obj.raw
+
+
+@pytest.mark.django_db
 def test_it_streams_a_study_in_series_and_instance_order(api: Client) -> None:
     spec = StudySpec()
     first = make_series(spec, "CT", count=3)
