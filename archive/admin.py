@@ -50,6 +50,11 @@ def audit_trail_link(patient_id: str) -> str:
     return format_html('<a href="{}">Who accessed this patient</a>', url)
 
 
+def _is_pk(object_id: str) -> bool:
+    """A primary key as the admin's URL carries it: ASCII digits ('²' is a digit to str.isdigit, not to int)."""
+    return object_id.isascii() and object_id.isdigit()
+
+
 @admin.register(Patient)
 class PatientAdmin(ReadOnlyAdmin):
     list_display = ("patient_id", "patient_name", "patient_birth_date", "patient_sex")
@@ -67,7 +72,7 @@ class PatientAdmin(ReadOnlyAdmin):
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None) -> Any:
         response = super().change_view(request, object_id, form_url, extra_context)
-        patient = self.get_queryset(request).filter(pk=object_id).first() if object_id.isdigit() else None
+        patient = self.get_queryset(request).filter(pk=object_id).first() if _is_pk(object_id) else None
         if patient is not None and request.method == "GET":
             record("admin-view", request, patient_id=patient.patient_id, detail={"model": "archive.patient"})
         return response
@@ -141,7 +146,7 @@ class StudyAdmin(AuditedModelAdmin):
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None) -> Any:
         response = super().change_view(request, object_id, form_url, extra_context)
-        study = self.get_queryset(request).filter(pk=object_id).first() if object_id.isdigit() else None
+        study = self.get_queryset(request).filter(pk=object_id).first() if _is_pk(object_id) else None
         if study is not None and request.method == "GET":
             record("admin-view", request, detail={"model": "archive.study"}, **self.audit_subject(study))
         return response

@@ -27,6 +27,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -58,6 +59,9 @@ AUDIT_INTERVAL = 300
 THUMBNAIL_BOX = 128
 MAX_VIEWPORT = 4096
 MAX_FRAMES_LISTED = 1000
+#: ASCII digits only: str.isdigit() also takes '²', which int() refuses.
+INTEGER_RE = re.compile(r"-?[0-9]{1,9}")
+FRAME_NUMBER_RE = re.compile(r"[0-9]{1,9}")
 MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif")
 WINDOW_FUNCTIONS = {
     "linear": VoiFunction.LINEAR,
@@ -81,6 +85,10 @@ INSTANCE_FIELDS = (
 
 class BadRequest(ValueError):
     """A malformed request; the message says what is wrong."""
+
+
+class NoSuchFrame(LookupError):
+    """A well-formed request for a frame the instance does not have (404, as for the frames resource)."""
 
 
 # --- query parameters ----------------------------------------------------------
@@ -123,7 +131,7 @@ def parse_window(text: str) -> Window:
 
 def _int(text: str, what: str) -> int:
     text = text.strip()
-    if not text.lstrip("-").isdigit() or len(text) > 9:
+    if not INTEGER_RE.fullmatch(text):
         raise BadRequest(f"{what} is not an integer: {text[:40]!r}")
     return int(text)
 
@@ -171,7 +179,7 @@ def parse_frames(text: str) -> list[int]:
         raise BadRequest(f"at most {MAX_FRAMES_LISTED} frames may be listed")
     numbers = []
     for part in parts:
-        if not part.isdigit() or int(part) < 1 or len(part) > 9:
+        if not FRAME_NUMBER_RE.fullmatch(part) or int(part) < 1:
             raise BadRequest(f"frame numbers must be positive integers: {part[:20]!r}")
         numbers.append(int(part))
     if len(set(numbers)) != len(numbers):
@@ -291,7 +299,7 @@ def cached_thumbnail(key: str, produce: Callable[[], bytes]) -> bytes:
 
 
 def _guard(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
-    """GET/HEAD only; BadRequest becomes a 400 with its reason."""
+    """GET/HEAD only; BadRequest becomes a 400 with its reason, NoSuchFrame a 404."""
 
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if request.method not in ("GET", "HEAD"):
@@ -300,6 +308,8 @@ def _guard(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseB
             return view(request, *args, **kwargs)
         except BadRequest as exc:
             return error(400, str(exc))
+        except NoSuchFrame as exc:
+            return error(404, str(exc))
 
     wrapper.__name__ = view.__name__
     wrapper.__doc__ = view.__doc__
@@ -314,7 +324,7 @@ def _frames_in_range(inst: Instance, indices: list[int]) -> None:
     count = inst.number_of_frames or 1
     for index in indices:
         if index >= count:
-            raise BadRequest(f"frame {index + 1} does not exist; the instance has {count} frame(s)")
+            raise NoSuchFrame(f"Frame {index + 1} does not exist: the instance has {count} frame(s)")
 
 
 def _instance_url(request: HttpRequest, inst: Instance) -> str:

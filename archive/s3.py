@@ -282,7 +282,7 @@ class RangedObject(io.RawIOBase):
                     return 0
                 raise
             total = response.get("ContentRange", "").rpartition("/")[2]
-            self.size = int(total) if total.isdigit() else self.pos + int(response["ContentLength"])
+            self.size = int(total) if total.isascii() and total.isdigit() else self.pos + int(response["ContentLength"])
             self.body, self.body_pos = response["Body"], self.pos
         with _errors(self.key):
             data = self.body.read(len(buffer))

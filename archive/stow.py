@@ -126,7 +126,7 @@ def request_body(request: HttpRequest, max_bytes: int) -> Readable | HttpRespons
     meta = request.META
     declared = meta.get("CONTENT_LENGTH")
     if declared:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):
             return error(400, "The Content-Length is not a number")
         if int(declared) > max_bytes:
             return error(413, "The request body is larger than this server accepts")

@@ -186,7 +186,7 @@ def verify(request: HttpRequest, code: str) -> Verification:
     user = request.user
     token = normalise_code(code)
     device: TOTPDevice | StaticDevice | None
-    if token.isdigit() and len(token) in {6, 8}:
+    if token.isascii() and token.isdigit() and len(token) in {6, 8}:
         method, device = Method.TOTP, confirmed_totp(user)
     else:
         method, device = Method.BACKUP_CODE, StaticDevice.objects.filter(user=user, confirmed=True).first()

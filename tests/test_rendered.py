@@ -173,6 +173,10 @@ def test_annotation_is_accepted_and_ignored(admin_client_token: Client, ct: list
         ("quality=0", "quality"),
         ("quality=101", "quality"),
         ("quality=high", "integer"),
+        ("quality=--5", "integer"),
+        ("quality=%C2%B2", "integer"),
+        ("viewport=--1,5", "integer"),
+        ("viewport=%C2%B2,5", "integer"),
     ],
 )
 def test_it_rejects_malformed_parameters_with_a_reason(
@@ -199,11 +203,23 @@ def test_a_source_region_outside_the_image_is_refused(admin_client_token: Client
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("frames, reason", [("0", "positive"), ("a", "positive"), ("1,1", "repeat"), ("2", "frame 2")])
+@pytest.mark.parametrize(
+    "frames, reason", [("0", "positive"), ("a", "positive"), ("1,1", "repeat"), ("%C2%B2", "positive")]
+)
 def test_it_rejects_bad_frame_lists(admin_client_token: Client, ct: list[Instance], frames: str, reason: str) -> None:
     response = admin_client_token.get(f"{base(ct[0])}/frames/{frames}/rendered")
     assert response.status_code == 400
     assert reason in response.json()["detail"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("suffix", ["/frames/2/rendered", "/frames/2/thumbnail"])
+def test_a_frame_the_instance_does_not_have_is_not_found(
+    admin_client_token: Client, ct: list[Instance], suffix: str
+) -> None:
+    response = admin_client_token.get(f"{base(ct[0])}{suffix}")
+    assert response.status_code == 404  # as for the frames resource: well formed, but no such frame
+    assert "Frame 2 does not exist" in response.json()["detail"]
 
 
 @pytest.mark.django_db
