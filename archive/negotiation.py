@@ -87,15 +87,23 @@ def choose(header: str | None, offer: Callable[[MediaRange], T | None]) -> T | N
     return None
 
 
+def json_media_type(header: str | None) -> str | None:
+    """The JSON media type to label DICOM JSON with: application/dicom+json, or application/json
+    when that is what the client prefers; None when neither is acceptable."""
+
+    def offer(r: MediaRange) -> str | None:
+        if r.matches("application/dicom+json"):
+            return "application/dicom+json"
+        if r.matches("application/json"):
+            return "application/json"
+        return None
+
+    return choose(header, offer)
+
+
 def accepts_json(header: str | None) -> bool:
     """True if DICOM JSON (application/dicom+json or application/json) is acceptable."""
-    return (
-        choose(
-            header,
-            lambda r: True if r.matches("application/dicom+json") or r.matches("application/json") else None,
-        )
-        is not None
-    )
+    return json_media_type(header) is not None
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from archive.auth import dicomweb_view
 from archive.dicomfile import BASE_MARK, SERIES_TAGS, STUDY_TAGS
 from archive.matching import INSTANCE, SERIES, STUDY, BadQuery, Query, parse_query, search_queryset
 from archive.models import Availability, Instance, Series, Study
-from archive.negotiation import accept_header, choose
+from archive.negotiation import accept_header, json_media_type
 from archive.responses import dicomweb_root, error
 from archive.uid import is_valid_uid
 from audit.trail import record
@@ -271,17 +271,6 @@ def results(query: Query, rows: list[dict[str, Any]], root: str, path_study: boo
     return out
 
 
-def _json_media_type(request: HttpRequest) -> str | None:
-    def offer(r: Any) -> str | None:
-        if r.matches("application/dicom+json"):
-            return "application/dicom+json"
-        if r.matches("application/json"):
-            return "application/json"
-        return None
-
-    return choose(accept_header(request), offer)
-
-
 def _warning(request: HttpRequest, text: str) -> str:
     return f'299 {dicomweb_root(request)}: "{text}"'
 
@@ -290,7 +279,7 @@ def search(request: HttpRequest, level: int, study: str | None = None, series: s
     """The shared body of the three search resources."""
     if request.method not in ("GET", "HEAD"):
         return error(405, "Method not allowed on a search resource", allow=ALLOW)
-    media_type = _json_media_type(request)
+    media_type = json_media_type(accept_header(request))
     if media_type is None:
         return error(406, "Search results are available as application/dicom+json only")
     for name, uid in (("Study Instance UID", study), ("Series Instance UID", series)):

@@ -32,6 +32,7 @@ from django.core.cache import cache
 from django.db import connections, router
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.utils.cache import patch_vary_headers
 
 from archive import transcode
 from archive.access import Visibility, visibility, visible_studies
@@ -44,9 +45,9 @@ from archive.negotiation import (
     PixelPlan,
     accept_header,
     acceptables,
-    accepts_json,
     dicom_plan,
     frame_plan,
+    json_media_type,
     output_syntax,
 )
 from archive.responses import dicomweb_root, error
@@ -354,7 +355,8 @@ def _metadata(
     bad = _check(request, study, series, instance)
     if bad:
         return bad
-    if not accepts_json(accept_header(request)):
+    media_type = json_media_type(accept_header(request))
+    if media_type is None:
         return error(406, "Metadata is available as application/dicom+json only")
     root = dicomweb_root(request)
     cache_control = IMMUTABLE if instance else f"private, max-age={METADATA_MAX_AGE}"
@@ -362,25 +364,32 @@ def _metadata(
         shas = [row[0] for row in _instance_rows(request, study, series, instance, ("sha256",))]
         if not shas:
             return _not_found(level)
-        etag = _etag(METADATA_VERSION, root, *shas)
+        etag = _etag(METADATA_VERSION, root, *_as_json(media_type), *shas)
         if _matches(request, etag):
             return _not_modified(etag, cache_control)
     rows = _instance_rows(request, study, series, instance, ("sha256", "metadata", PATIENT_ID))
     if not rows:
         return _not_found(level)
-    etag = _etag(METADATA_VERSION, root, *(r[0] for r in rows))
+    etag = _etag(METADATA_VERSION, root, *_as_json(media_type), *(r[0] for r in rows))
     escaped_root = json.dumps(root)[1:-1]
     body = ("[" + ",".join(r[1] for r in rows) + "]").replace(ESCAPED_MARK, escaped_root)
     encoded = body.encode()
     if request.method == "HEAD":
-        response = HttpResponse(content_type="application/dicom+json")
+        response = HttpResponse(content_type=media_type)
         response["Content-Length"] = str(len(encoded))
     else:
         record("view", request, patient_id=rows[0][2], study_instance_uid=study, detail={"level": level})
-        response = HttpResponse(encoded, content_type="application/dicom+json")
+        response = HttpResponse(encoded, content_type=media_type)
     response["ETag"] = etag
     response["Cache-Control"] = cache_control
+    patch_vary_headers(response, ("Accept",))
     return response
+
+
+def _as_json(media_type: str) -> tuple[str, ...]:
+    """What the metadata ETag adds for a body labelled application/json (nothing for the usual type,
+    so the ETags clients already hold stay valid)."""
+    return (media_type,) if media_type != "application/dicom+json" else ()
 
 
 @dicomweb_view

@@ -116,11 +116,35 @@ def test_instance_metadata_is_immutable(api: Client) -> None:
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("accept", ["application/dicom+json", "application/json", "*/*", "", "application/*"])
-def test_it_answers_json_to_json_friendly_accept_headers(api: Client, two_series: dict[str, Any], accept: str) -> None:
+@pytest.mark.parametrize(
+    ("accept", "media_type"),
+    [
+        ("application/dicom+json", "application/dicom+json"),
+        ("application/json", "application/json"),
+        ("application/json, application/dicom+json;q=0.5", "application/json"),
+        ("*/*", "application/dicom+json"),
+        ("", "application/dicom+json"),
+        ("application/*", "application/dicom+json"),
+    ],
+)
+def test_it_answers_json_to_json_friendly_accept_headers_labelled_as_asked(
+    api: Client, two_series: dict[str, Any], accept: str, media_type: str
+) -> None:
     response = api.get(f"/dicom-web/studies/{two_series['spec'].study_uid}/metadata", HTTP_ACCEPT=accept)
     assert response.status_code == 200
+    assert response["Content-Type"] == media_type
+    assert "Accept" in response["Vary"]
     assert len(response.json()) == 5
+
+
+@pytest.mark.django_db
+def test_the_two_json_labels_have_distinct_etags(api: Client, two_series: dict[str, Any]) -> None:
+    url = f"/dicom-web/studies/{two_series['spec'].study_uid}/metadata"
+    dicom_json = api.get(url, HTTP_ACCEPT="application/dicom+json")["ETag"]
+    plain_json = api.get(url, HTTP_ACCEPT="application/json")["ETag"]
+    assert dicom_json != plain_json
+    assert api.get(url, HTTP_ACCEPT="application/json", HTTP_IF_NONE_MATCH=plain_json).status_code == 304
+    assert api.get(url, HTTP_ACCEPT="application/json", HTTP_IF_NONE_MATCH=dicom_json).status_code == 200
 
 
 @pytest.mark.django_db
