@@ -55,8 +55,10 @@ def stow_response(
     stored = [r for r in results if r.ok]
     failed = [r for r in results if not r.ok]
     body: dict[str, Any] = {}
-    if study:
-        body["00081190"] = {"vr": "UR", "Value": [f"{root}/studies/{study}"]}
+    # Retrieve URL is Type 2 (PS3.18 Table 10.5.3-3): the study's, when the request concerned one study.
+    studies = {study} if study else {r.study_instance_uid for r in stored}
+    only = next(iter(studies)) if len(studies) == 1 else None
+    body["00081190"] = {"vr": "UR", "Value": [f"{root}/studies/{only}"]} if only else {"vr": "UR"}
     if failed:
         body["00081198"] = {
             "vr": "SQ",
@@ -85,8 +87,6 @@ def stow_response(
             }
             items.append(item)
         body["00081199"] = {"vr": "SQ", "Value": items}
-    if warnings:
-        body["00081196"] = {"vr": "US", "Value": [0xB000]}  # Warning Reason: coercion / partial body
     if not results:
         status = 400
     elif not failed and not warnings:
@@ -95,6 +95,12 @@ def stow_response(
         status = 202
     else:
         status = 409  # nothing stored: every part was refused
+    # Attributes in tag order (PS3.18 F.2.2); a body cut short is told in the Warning header: Warning
+    # Reason (0008,1196) belongs to one stored instance, and no code of it means "the body was cut".
+    for sequence in ("00081198", "00081199"):
+        if sequence in body:
+            body[sequence]["Value"] = [dict(sorted(item.items())) for item in body[sequence]["Value"]]
+    body = dict(sorted(body.items()))
     response = HttpResponse(json.dumps(body), status=status, content_type="application/dicom+json")
     for warning in warnings:
         response["Warning"] = f'299 - "{warning}"'

@@ -1,0 +1,59 @@
+"""The shape of the STOW-RS response body (PS3.18 Table 10.5.3-3, Annex F.2).
+
+Attributes in tag order at every level (F.2.2), the study's Retrieve URL
+(Type 2: present, empty when the request spread over several studies), and a
+body cut short told in the Warning header rather than with a Warning Reason,
+which belongs to one stored instance.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from archive.synthetic import StudySpec, make_series
+from tests.conftest import multipart, stow
+
+
+def tags_in_order(obj: dict[str, Any]) -> bool:
+    keys = list(obj)
+    return keys == sorted(keys)
+
+
+@pytest.mark.django_db
+def test_a_stow_into_one_study_names_it_and_lists_attributes_in_tag_order(upload_client: Client) -> None:
+    spec = StudySpec(patient_id="SHAPE-1")
+    parts = make_series(spec, "CT", count=2) + [b"not dicom at all"]
+    response = stow(upload_client, parts)
+    assert response.status_code == 202
+    body = response.json()
+    assert body["00081190"]["Value"] == [f"http://testserver/dicom-web/studies/{spec.study_uid}"]
+    assert tags_in_order(body)
+    for item in body["00081199"]["Value"] + body["00081198"]["Value"]:
+        assert tags_in_order(item)
+    assert "00081196" not in body
+
+
+@pytest.mark.django_db
+def test_a_stow_spread_over_two_studies_keeps_an_empty_retrieve_url(upload_client: Client) -> None:
+    parts = make_series(StudySpec(patient_id="SHAPE-2"), "CT", count=1) + make_series(
+        StudySpec(patient_id="SHAPE-3"), "MR", count=1
+    )
+    response = stow(upload_client, parts)
+    assert response.status_code == 200
+    assert response.json()["00081190"] == {"vr": "UR"}
+
+
+@pytest.mark.django_db
+def test_a_body_cut_short_is_told_in_the_warning_header(upload_client: Client) -> None:
+    parts = make_series(StudySpec(patient_id="SHAPE-4"), "CT", count=2)
+    body, ctype = multipart(parts)
+    cut = body[: body.rindex(b"--XyZ123boundary--")] + b"--XyZ123boundary\r\nContent-Type: application/dicom\r\n\r\nabc"
+    response = upload_client.post("/dicom-web/studies", cut, content_type=ctype, HTTP_ACCEPT="application/dicom+json")
+    assert response.status_code == 202
+    assert response["Warning"].startswith("299 ")
+    payload = response.json()
+    assert len(payload["00081199"]["Value"]) == 2
+    assert "00081196" not in payload
