@@ -297,7 +297,11 @@ def search(request: HttpRequest, level: int, study: str | None = None, series: s
     fields = (STUDY_FIELDS, SERIES_FIELDS, INSTANCE_FIELDS)[level]
     rows = list(queryset.values(*fields)[query.offset : query.offset + query.limit + 1])
     truncated = len(rows) > query.limit
-    body = results(query, rows[: query.limit], dicomweb_root(request), study is not None)
+    # Attributes in tag order (PS3.18 F.2.2): parents' and the level's own attributes were merged.
+    body = [
+        dict(sorted(item.items()))
+        for item in results(query, rows[: query.limit], dicomweb_root(request), study is not None)
+    ]
     record("search", request, study_instance_uid=study or "", detail=audit)
     response = HttpResponse(
         b"" if request.method == "HEAD" else json.dumps(body, ensure_ascii=False, separators=(",", ":")),

@@ -1,0 +1,36 @@
+"""QIDO-RS results list their attributes in tag order (PS3.18 F.2.2), at every level.
+
+Each result merges the level's own attributes with its parents' (a series
+search without a study in the path carries the study's too), and every
+result object must still be ordered by tag.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from archive.synthetic import StudySpec, make_series
+from tests.conftest import stow
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/dicom-web/studies?includefield=all",
+        "/dicom-web/series?includefield=all",
+        "/dicom-web/instances?includefield=all",
+        "/dicom-web/studies/{study}/series",
+        "/dicom-web/studies/{study}/instances?includefield=00200013",
+    ],
+)
+def test_every_result_lists_its_attributes_in_tag_order(upload_client: Client, url: str) -> None:
+    spec = StudySpec(patient_id="ORDER-1", patient_name="ORDER^ALICE")
+    assert stow(upload_client, make_series(spec, "CT", count=2)).status_code == 200
+    response = upload_client.get(url.format(study=spec.study_uid), HTTP_ACCEPT="application/dicom+json")
+    assert response.status_code == 200
+    results = response.json()
+    assert results
+    for result in results:
+        assert list(result) == sorted(result)
