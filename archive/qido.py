@@ -143,13 +143,23 @@ def availability_of(level: int, ids: list[int]) -> dict[int, str]:
     return {pk: _availability(values) for pk, values in found.items()}
 
 
+def modalities_in_study(stored: str) -> dict[str, Any]:
+    """(0008,0061) always with a Value list, empty if no series has a modality.
+
+    The one exception to "no value, no Value" (PS3.18 F.2.5): OHIF's study list
+    (``getModalities``, OHIF 3.13) reads ``ModalitiesInStudy.Value.length``
+    unguarded, so a bare ``{"vr": "CS"}`` blanks the whole list.
+    """
+    return {"vr": "CS", "Value": [m for m in stored.split("\\") if m]}
+
+
 def study_json(row: dict[str, Any], root: str, availability: str) -> dict[str, Any]:
     attrs = dict(row["attributes"] or {})
     attrs.update(
         {
             "00080005": element("CS", ["ISO_IR 192"]),
             "00080056": element("CS", [availability]),
-            "00080061": element("CS", row["modalities_in_study"].split("\\")),
+            "00080061": modalities_in_study(row["modalities_in_study"]),
             "0020000D": element("UI", [row["study_instance_uid"]]),
             "00201206": element("IS", [row["number_of_series"]]),
             "00201208": element("IS", [row["number_of_instances"]]),

@@ -215,13 +215,16 @@ def test_it_returns_the_required_study_attributes(archive: dict[str, Any], uploa
 @pytest.mark.django_db
 def test_it_returns_valueless_attributes_as_a_bare_vr(archive: dict[str, Any], upload_client: Client) -> None:
     (study,) = found(get(upload_client, "studies", "PatientID=PAT-5&IssuerOfPatientID="))
-    assert study["00080061"] == {"vr": "CS"}
+    assert study["00080061"] == {"vr": "CS", "Value": []}  # the one list OHIF reads unguarded
     assert study["00080020"] == {"vr": "DA"}
     assert study["00100021"] == {"vr": "LO"}
     for item in found(get(upload_client, "studies")) + found(get(upload_client, "instances")):
         for tag, attr in item.items():
             assert set(attr) <= {"vr", "Value", "BulkDataURI", "InlineBinary"}, tag
-            assert "Value" not in attr or attr["Value"] not in (None, []), tag
+            if tag != "00080061":
+                assert "Value" not in attr or attr["Value"] not in (None, []), tag
+            else:
+                assert isinstance(attr["Value"], list) and "" not in attr["Value"]
 
 
 @pytest.mark.django_db
