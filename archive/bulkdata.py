@@ -20,7 +20,7 @@ from archive import transcode
 from archive.auth import dicomweb_view
 from archive.negotiation import PixelPlan, accept_header, acceptables, pixel_plan
 from archive.responses import error
-from archive.storage import get_storage
+from archive.storage import get_storage, log_name
 from archive.transcode import EXPLICIT_LE, OCTET_STREAM, TranscodeError
 from archive.wado import (
     CHUNK,
@@ -114,7 +114,7 @@ def bulkdata(request: HttpRequest, study: str, series: str, instance: str, tag: 
         try:
             parts, length, one_part = _pixel_data_parts(source, plan)
         except (OSError, TranscodeError) as exc:
-            log.error("bulk data of %s unreadable: %s", source.key, exc)
+            log.error("bulk data of %s unreadable: %s", log_name(source.key), exc)
             return error(404, "The pixel data of this instance is not readable")
     else:
         try:

@@ -345,7 +345,7 @@ def _multipart(
             try:
                 data = produce()
             except (PixelError, OSError) as exc:
-                log.warning("skipping %s in a rendered multipart response: %s", location, exc)
+                log.warning("skipping an instance in a rendered multipart response: %s", exc)
                 continue
             yield encode_part(boundary, media_type, {"Content-Location": location}) + data + b"\r\n"
         yield closing(boundary)

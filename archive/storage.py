@@ -58,6 +58,15 @@ _UID = r"[0-9]+(?:\.[0-9]+)*"
 _KEY_RE = re.compile(rf"({_UID})/({_UID})/({_UID})\.[0-9a-f]{{16}}\.dcm")
 
 
+def log_name(key: str) -> str:
+    """How a log line names a stored object: by its content-hash suffix, never by its UIDs.
+
+    Logs carry no UIDs (docs/security.md); an operator finds the file with
+    ``find <tier root> -name '<this>'``.
+    """
+    return "*." + key.rsplit(".", 2)[-2] + ".dcm" if _KEY_RE.fullmatch(key) else "an object with a malformed key"
+
+
 def is_object_key(key: str) -> bool:
     """True if ``key`` has exactly the shape :func:`object_key` builds."""
     match = _KEY_RE.fullmatch(key)

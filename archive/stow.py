@@ -252,7 +252,7 @@ def stow(request: HttpRequest, study: str | None = None) -> HttpResponse:
         return error(415, 'STOW-RS takes multipart/related; type="application/dicom"')
     for r in results:
         if not r.ok:
-            log.info("STOW refused %s: %s %s", r.sop_instance_uid or "a part", r.outcome.value, r.detail)
+            log.info("STOW refused a part: %s %s", r.outcome.value, r.detail)
     return stow_response(request, results, study, warnings)
 
 

@@ -51,7 +51,7 @@ from archive.negotiation import (
     output_syntax,
 )
 from archive.responses import dicomweb_root, error
-from archive.storage import get_storage, read_ranges_from
+from archive.storage import get_storage, log_name, read_ranges_from
 from archive.transcode import OCTET_STREAM, TranscodeError
 from archive.uid import is_valid_uid
 from audit.trail import record
@@ -297,7 +297,7 @@ def _dicom_stream(boundary: str, objects: list[Part10], headers: list[bytes]) ->
         except (TranscodeError, OSError) as exc:
             # The status is already sent: end without the closing delimiter so
             # the client sees an incomplete multipart body, not a silent gap.
-            log.error("retrieve of %s stopped: %s", obj.key, exc)
+            log.error("retrieve of %s stopped: %s", log_name(obj.key), exc)
             return
         yield b"\r\n"
     yield closing(boundary)
@@ -560,7 +560,7 @@ def _pixel_response(
         except TranscodeError as exc:
             return error(406, f"{exc}; ask for transfer-syntax=* to receive the stored bytes")
         except OSError as exc:
-            log.error("pixel data of %s unreadable: %s", source.key, exc)
+            log.error("pixel data of %s unreadable: %s", log_name(source.key), exc)
             return error(503, "The stored object is not readable right now")
         parts = itertools.chain([] if first is None else [first], parts)
     if plan.multipart:
@@ -695,7 +695,7 @@ def _frames(
         try:
             return _frames_fast(source, plan, indices[0], etag)
         except OSError as exc:
-            log.error("pixel data of %s unreadable: %s", source.key, exc)
+            log.error("pixel data of %s unreadable: %s", log_name(source.key), exc)
             return refuse(error(503, "The stored object is not readable right now"))
     return _pixel_response(request, source, plan, _frame_parts(source, indices, plan.decode), etag, None)
 

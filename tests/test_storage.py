@@ -13,7 +13,7 @@ import pytest
 from archive import storage
 from archive.ingest import Outcome, StoreResult, store_instances
 from archive.models import Instance
-from archive.storage import FileSystemStorage, StagingWriter, check_key, object_key
+from archive.storage import FileSystemStorage, StagingWriter, check_key, log_name, object_key
 from archive.synthetic import StudySpec, make_series
 
 STUDY, SERIES, SOP = "1.2.3", "1.2.3.4", "1.2.3.4.5"
@@ -238,3 +238,10 @@ def test_ingest_commits_rows_and_audit_only_after_every_entry_is_durable(
         path = hot.path(row.storage_key)
         assert path.read_bytes() in raw
         assert {str(path.parent), str(path.parent.parent), str(hot.root)} <= synced
+
+
+def test_a_log_names_an_object_by_its_hash_suffix_never_by_its_uids() -> None:
+    key = object_key("1.2.3", "1.2.3.4", "1.2.3.4.5", "ab" * 32)
+    assert log_name(key) == "*.abababababababab.dcm"
+    assert "1.2.3" not in log_name(key)
+    assert log_name("../../etc/passwd") == "an object with a malformed key"

@@ -8,8 +8,11 @@ which belongs to one stored instance.
 
 from __future__ import annotations
 
+import io
+import logging
 from typing import Any
 
+import pydicom
 import pytest
 from django.test import Client
 
@@ -57,3 +60,22 @@ def test_a_body_cut_short_is_told_in_the_warning_header(upload_client: Client) -
     payload = response.json()
     assert len(payload["00081199"]["Value"]) == 2
     assert "00081196" not in payload
+
+
+@pytest.mark.django_db
+def test_refusals_are_logged_without_the_instances_uids(
+    upload_client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    (part,) = make_series(StudySpec(patient_id="SHAPE-5"), "CT", count=1)
+    ds = pydicom.dcmread(io.BytesIO(part))
+    assert stow(upload_client, [part]).status_code == 200
+    changed = make_series(StudySpec(patient_id="SHAPE-5"), "CT", count=1)[0]
+    other = pydicom.dcmread(io.BytesIO(changed))
+    other.SOPInstanceUID = ds.SOPInstanceUID  # a different object under a stored UID: a conflict
+    buffer = io.BytesIO()
+    other.save_as(buffer, enforce_file_format=True)
+    with caplog.at_level(logging.INFO):
+        assert stow(upload_client, [buffer.getvalue()]).status_code == 409
+    assert "STOW refused a part: conflict" in caplog.text
+    assert str(ds.SOPInstanceUID) not in caplog.text
+    assert str(ds.StudyInstanceUID) not in caplog.text
