@@ -6,6 +6,20 @@ multi-frame object is never held in memory, and returns the identifying UIDs,
 the query attributes, the instance's DICOM JSON (bulk values as BulkDataURIs)
 and the byte ranges of every frame, which make a WADO-RS frame request a ranged
 read of the stored file.
+
+Hostile input is refused here, as :class:`InvalidInstance`, rather than at the
+index: an object cut short (an element, Pixel Data among them, that ends past
+the end of the file), a deflated data set that inflates beyond
+``PACS_INFLATE_MAX_BYTES`` (inflated into a temporary file with a bounded
+decompressor, never into memory), sequences nested too deeply, and an
+attribute the archive addresses pixels with ((0028,0010) Rows, (0028,0011)
+Columns, (0028,0008) Number of Frames, (0028,0002) Samples per Pixel,
+(0028,0100) Bits Allocated) whose value is unreadable or outside its range.
+Values kept only for searching are indexed only when the index can hold them:
+an integer outside 32 bits is not indexed, upper-cased text is cut to its
+column's length, NUL characters are dropped from index values and from the
+study and series JSON copies (the stored object keeps its bytes), and a
+non-finite number becomes ``null`` in the DICOM JSON.
 """
 
 from __future__ import annotations
@@ -16,6 +30,10 @@ import math
 import mmap
 import re
 import struct
+import tempfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -23,9 +41,11 @@ from typing import Any, BinaryIO
 import pydicom
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID
+from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+from pydicom.valuerep import VR
 
 from archive.uid import InvalidUID, validate_uid
 
@@ -39,6 +59,21 @@ BULK_THRESHOLD = 1024
 PIXEL_DATA = 0x7FE00010
 ITEM = 0xFFFEE000
 SEQ_DELIM = 0xFFFEE0DD
+UNDEFINED_LENGTH = 0xFFFFFFFF
+#: The range of an IS value (PS3.5 Table 6.2-1) and of the index's integer columns.
+INT32 = (-(2**31), 2**31 - 1)
+#: What an attribute that addresses pixels may hold: US values, Number of Frames as a non-negative IS,
+#: and Bits Allocated up to 64 (the widest any pixel format uses).
+PIXEL_INT_RANGES = {
+    "Rows": (0, 0xFFFF),
+    "Columns": (0, 0xFFFF),
+    "SamplesPerPixel": (0, 0xFFFF),
+    "BitsAllocated": (0, 64),
+    "NumberOfFrames": (0, INT32[1]),
+}
+#: Default of ``PACS_INFLATE_MAX_BYTES``: the largest data set a deflated object may inflate to.
+INFLATE_MAX_BYTES = 512 * 1024**2
+INFLATE_CHUNK = 1024 * 1024
 
 NATIVE_SYNTAXES = {
     "1.2.840.10008.1.2",  # Implicit VR Little Endian
@@ -58,7 +93,16 @@ SERIES_TAGS = (
 
 
 class InvalidInstance(ValueError):
-    """The object is not a DICOM instance the archive can keep."""
+    """The object is not a DICOM instance the archive can keep.
+
+    ``uids`` holds the identifying UIDs (``sop_class_uid``, ``sop_instance_uid``,
+    ``study_instance_uid``, ``series_instance_uid``) when they were read and
+    valid before the object was refused, so that the refusal can name the instance.
+    """
+
+    def __init__(self, message: str, uids: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.uids: dict[str, str] = uids or {}
 
 
 @dataclass
@@ -81,10 +125,32 @@ class ParsedInstance:
         return json.dumps(self.metadata, separators=(",", ":"))
 
     def study_attributes(self) -> dict[str, Any]:
-        return {t: self.metadata[t] for t in STUDY_TAGS if t in self.metadata}
+        return {t: _without_nul(self.metadata[t]) for t in STUDY_TAGS if t in self.metadata}
 
     def series_attributes(self) -> dict[str, Any]:
-        return {t: self.metadata[t] for t in SERIES_TAGS if t in self.metadata}
+        return {t: _without_nul(self.metadata[t]) for t in SERIES_TAGS if t in self.metadata}
+
+
+def _without_nul(value: Any) -> Any:
+    """``value`` (DICOM JSON) with NUL characters removed from its strings: a JSON column cannot hold them."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {k: _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
+
+
+def _finite(value: Any) -> Any:
+    """``value`` (DICOM JSON) with every non-finite number as ``null``: JSON has no infinity or NaN."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def tag_hex(tag: int) -> str:
@@ -143,8 +209,31 @@ def _int(ds: Dataset, keyword: str) -> int | None:
     try:
         value = ds.get(keyword)
         return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: "inf", "1e400"
         return None
+
+
+def _index_int(ds: Dataset, metadata: dict[str, Any], keyword: str) -> int | None:
+    """:func:`_known_int` for an integer kept only for searching: not indexed when it does not fit 32 bits."""
+    value = _known_int(ds, metadata, keyword)
+    return value if value is not None and INT32[0] <= value <= INT32[1] else None
+
+
+def _pixel_int(ds: Dataset, metadata: dict[str, Any], keyword: str) -> int | None:
+    """:func:`_known_int` for an attribute the archive addresses pixels with.
+
+    Absent or empty is None; a value that is not an integer within
+    :data:`PIXEL_INT_RANGES` makes the instance one the archive cannot read.
+    """
+    item = metadata.get(_TAG_HEX[keyword])
+    if item is None or not item.get("Value"):
+        return None
+    value = _known_int(ds, metadata, keyword)
+    low, high = PIXEL_INT_RANGES[keyword]
+    if value is None or not low <= value <= high:
+        tag = _TAG_HEX[keyword]
+        raise InvalidInstance(f"({tag[:4]},{tag[4:]}) {keyword} is not an integer from {low} to {high}")
+    return value
 
 
 _TAG_HEX = {
@@ -164,6 +253,11 @@ _TAG = {
 def person_name_search(name: str) -> str:
     """The alphabetic component group of a PN, upper-cased, for case-insensitive matching."""
     return name.split("=")[0].upper()
+
+
+def _upper(text: str, limit: int) -> str:
+    """``text`` upper-cased and cut to ``limit`` again: upper-casing may lengthen it ("ß" is "SS")."""
+    return text.upper()[:limit]
 
 
 def _element_json(ds: Dataset, tag: int, bulk_prefix: str) -> dict[str, Any] | None:
@@ -186,12 +280,16 @@ def _element_json(ds: Dataset, tag: int, bulk_prefix: str) -> dict[str, Any] | N
         return {"vr": vr, "BulkDataURI": f"{bulk_prefix}/bulkdata/{tag_hex(tag)}"}
     elem: DataElement = ds[tag]
     try:
-        return elem.to_json_dict(
-            bulk_data_element_handler=None,
-            bulk_data_threshold=BULK_THRESHOLD if vr not in ("OB", "OW", "UN") else 10**12,
+        return _finite(
+            elem.to_json_dict(
+                bulk_data_element_handler=None,
+                bulk_data_threshold=BULK_THRESHOLD if vr not in ("OB", "OW", "UN") else 10**12,
+            )
         )
+    except RecursionError:
+        raise  # sequences nested too deeply: the instance is refused
     except Exception as exc:  # noqa: BLE001 - one bad value must not lose the instance
-        log.warning("element %s of %s could not be encoded as JSON: %s", tag_hex(tag), ds.get("SOPInstanceUID"), exc)
+        log.warning("element %s could not be encoded as JSON: %s", tag_hex(tag), type(exc).__name__)
         return {"vr": vr}
 
 
@@ -346,12 +444,12 @@ def _encapsulated_frames(
 
 
 def _native_frames(
-    ds: Dataset, metadata: dict[str, Any], value_tell: int, length: int, n_frames: int
+    ds: Dataset, pixels: dict[str, int | None], value_tell: int, length: int, n_frames: int
 ) -> list[list[list[int]]] | None:
-    rows, cols = _known_int(ds, metadata, "Rows") or 0, _known_int(ds, metadata, "Columns") or 0
-    samples = _known_int(ds, metadata, "SamplesPerPixel") or 1
-    bits = _known_int(ds, metadata, "BitsAllocated") or 0
-    if bits % 8 or not rows or not cols:
+    rows, cols = pixels["Rows"] or 0, pixels["Columns"] or 0
+    samples = pixels["SamplesPerPixel"] or 1
+    bits = pixels["BitsAllocated"] or 0
+    if not bits or bits % 8 or not rows or not cols:
         return None  # bit-packed (1-bit) frames do not start on byte boundaries
     frame_len = rows * cols * samples * bits // 8
     if samples == 3 and _text(ds, "PhotometricInterpretation", 32) == "YBR_FULL_422":
@@ -371,47 +469,199 @@ def _mapped(file: BinaryIO) -> Any:
         raise InvalidInstance("not a readable DICOM Part 10 object: the file is empty") from None
 
 
-def parse_instance(path: Path | str, base_prefix: str = BASE_MARK) -> ParsedInstance:
+def inflate_limit() -> int:
+    """``PACS_INFLATE_MAX_BYTES``, or its default where Django is not configured (tools, benchmarks)."""
+    from django.conf import settings
+
+    if not settings.configured:
+        return INFLATE_MAX_BYTES
+    return int(getattr(settings, "PACS_INFLATE_MAX_BYTES", INFLATE_MAX_BYTES))
+
+
+def _inflate(source: Any, start: int, spool: BinaryIO, limit: int) -> None:
+    """Inflate the raw deflate stream of ``source`` from ``start`` into ``spool``, never more than ``limit`` bytes.
+
+    The decompressor yields at most :data:`INFLATE_CHUNK` bytes at a time, so
+    memory stays bounded however well the stream compresses.
+    """
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total, pos, end = 0, start, len(source)
+    pending = b""
+    while not inflater.eof:
+        if not pending and pos < end:
+            pending, pos = source[pos : pos + INFLATE_CHUNK], pos + INFLATE_CHUNK
+        out = inflater.decompress(pending, INFLATE_CHUNK)  # with no input left, what zlib still holds
+        pending = inflater.unconsumed_tail
+        if not out and not pending and pos >= end and not inflater.eof:
+            raise InvalidInstance("the deflated data set is truncated")
+        total += len(out)
+        if total > limit:
+            raise InvalidInstance(f"the deflated data set inflates to more than {limit} bytes, the most accepted")
+        spool.write(out)
+    if not total:
+        raise InvalidInstance("the deflated data set is empty")
+    spool.flush()
+
+
+_LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
+_VRS = frozenset(vr.value.encode() for vr in VR)
+_DEFLATED = DeflatedExplicitVRLittleEndian.encode()
+
+
+def _may_be_deflated(fh: Any) -> bool:
+    """Whether the File Meta Information of ``fh`` may name the deflated transfer syntax.
+
+    A quick walk over the group 2 element headers (always Explicit VR Little
+    Endian); only when it finds the deflated syntax, or cannot tell, does
+    :func:`_read` read the meta with pydicom first.
+    """
+    pos, end, deflated = 132, len(fh), False
+    if fh[128:132] != b"DICM":
+        return False  # not Part 10: dcmread refuses it
+    while pos + 8 <= end:
+        group, element, vr = struct.unpack_from("<HH2s", fh, pos)
+        if group != 2:
+            return deflated
+        if vr not in _VRS:
+            return True  # not Explicit VR: pydicom may read it otherwise
+        if vr in _LONG_VRS:
+            if pos + 12 > end:
+                return True
+            (length,) = struct.unpack_from("<I", fh, pos + 8)
+            pos += 12
+        else:
+            (length,) = struct.unpack_from("<H", fh, pos + 6)
+            pos += 8
+        if length == UNDEFINED_LENGTH:
+            return True
+        if element == 0x0010:  # the last one counts, as in pydicom
+            deflated = fh[pos : pos + length].strip(b"\x00 ") == _DEFLATED
+        pos += length
+    return True
+
+
+@contextmanager
+def _read(fh: Any, path: Path, max_inflated: int | None) -> Iterator[tuple[FileDataset, Any]]:
+    """The data set of the mapped Part 10 file ``fh``, large values deferred, and the buffer it is read from.
+
+    A deflated data set (PS3.5 A.5) is inflated into a temporary file beside
+    ``path`` first and read from there, since pydicom would inflate it whole
+    into memory.
+    """
+    meta = None
+    if _may_be_deflated(fh):
+        preamble = read_preamble(fh, False)
+        meta = _read_file_meta_info(fh)  # exactly as dcmread reads it
+    if meta is None or meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        fh.seek(0)
+        yield pydicom.dcmread(fh, defer_size=DEFER_SIZE, force=False), fh
+        return
+    start = fh.tell()
+    with tempfile.TemporaryFile(dir=path.parent, prefix=".inflate-") as spool:
+        _inflate(fh, start, spool, inflate_limit() if max_inflated is None else max_inflated)
+        with _mapped(spool) as body:
+            dataset = read_dataset(body, False, True, defer_size=DEFER_SIZE)
+            yield FileDataset(body, dataset, preamble, meta), body
+
+
+def _check_complete(ds: Dataset, source: Any, uids: dict[str, str]) -> None:
+    """Refuse an object cut short: no element of defined length may end past the end of ``source``,
+    and the last one may not be followed by part of an element header (fewer than 8 bytes that are
+    not all zero: zero bytes after the last element are padding, which some writers add).
+
+    pydicom reads a short value without complaint, skips deferred ones and
+    stops silently at a partial header, so a truncated object would otherwise
+    be stored and never be readable (or lack what followed the cut). A cut
+    at or before (0020,000E) Series Instance UID may have cut a UID short:
+    ``uids`` is then emptied, so the refusal names no instance.
+    """
+    size = len(source)
+    end, last = 0, None
+    for tag in ds.keys():
+        raw = ds.get_item(tag, keep_deferred=True)
+        if isinstance(raw, RawDataElement) and raw.value_tell is not None and raw.length != UNDEFINED_LENGTH:
+            if raw.value_tell + raw.length > size:
+                if tag <= 0x0020000E:
+                    uids.clear()
+                raise InvalidInstance(f"the object is truncated: ({tag.group:04X},{tag.element:04X}) ends past its end")
+            end = max(end, raw.value_tell + raw.length)
+        last = raw
+    if isinstance(last, RawDataElement) and last.length != UNDEFINED_LENGTH and 0 < size - end < 8:
+        if any(source[end:size]):
+            raise InvalidInstance("the object is truncated: it ends inside an element header")
+
+
+def parse_instance(path: Path | str, base_prefix: str = BASE_MARK, max_inflated: int | None = None) -> ParsedInstance:
     """Parse the Part 10 file at ``path`` into a :class:`ParsedInstance`.
 
     Raises :class:`InvalidInstance` for anything that is not a complete DICOM
-    instance with valid identifying UIDs.
+    instance with valid identifying UIDs and readable pixel attributes.
+    ``max_inflated`` (default ``PACS_INFLATE_MAX_BYTES``) bounds a deflated
+    data set.
     """
+    uids: dict[str, str] = {}  # filled by _parse once the identifying UIDs are read
     try:
-        with open(path, "rb") as file, _mapped(file) as fh:
-            ds = pydicom.dcmread(fh, defer_size=DEFER_SIZE, force=False)
-            meta = ds.file_meta
-            ts = str(meta.get("TransferSyntaxUID", "") or "")
-            if not ts:
-                raise InvalidInstance("file meta has no (0002,0010) Transfer Syntax UID")
-            study = validate_uid(_ascii_text(ds, "StudyInstanceUID"), "Study Instance UID")
-            series = validate_uid(_ascii_text(ds, "SeriesInstanceUID"), "Series Instance UID")
-            sop = validate_uid(_ascii_text(ds, "SOPInstanceUID"), "SOP Instance UID")
-            sop_class = validate_uid(
-                _ascii_text(ds, "SOPClassUID") or str(meta.get("MediaStorageSOPClassUID", "")), "SOP Class UID"
-            )
-            validate_uid(ts, "Transfer Syntax UID")
-            prefix = f"{base_prefix}/studies/{study}/series/{series}/instances/{sop}"
-            metadata = dataset_json(ds, prefix)  # first: the integers below are read from it
-            n_frames = _known_int(ds, metadata, "NumberOfFrames") or (1 if PIXEL_DATA in ds else 0)
-            frames = None
-            raw = ds.get_item(PIXEL_DATA, keep_deferred=True)
-            if raw is not None and isinstance(raw, RawDataElement) and raw.value_tell is not None:
-                uid = UID(ts)
-                if uid.is_encapsulated and not uid.is_deflated:
-                    eot = None
-                    if 0x7FE00001 in ds:
-                        eot_raw = ds[0x7FE00001].value
-                        eot = list(struct.unpack(f"<{len(eot_raw) // 8}Q", eot_raw))
-                    frames = _encapsulated_frames(fh, raw.value_tell, n_frames, eot)
-                elif ts in NATIVE_SYNTAXES:
-                    frames = _native_frames(ds, metadata, raw.value_tell, raw.length, n_frames)
-    except InvalidInstance:
+        with open(path, "rb") as file, _mapped(file) as fh, _read(fh, Path(path), max_inflated) as (ds, source):
+            # Everything that reads ds happens in here: deferred values are read from the open map.
+            return _parse(ds, source, base_prefix, uids)
+    except InvalidInstance as exc:
+        exc.uids = exc.uids or uids
         raise
     except InvalidUID as exc:
-        raise InvalidInstance(str(exc)) from None
-    except (InvalidDicomError, EOFError, struct.error, OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise InvalidInstance(f"not a readable DICOM Part 10 object: {type(exc).__name__}") from None
+        raise InvalidInstance(str(exc), uids) from None
+    except RecursionError:
+        raise InvalidInstance("not a readable DICOM Part 10 object: sequences nested too deeply", uids) from None
+    except (
+        InvalidDicomError,
+        EOFError,
+        struct.error,
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        OverflowError,
+        IndexError,
+        NotImplementedError,
+        zlib.error,
+    ) as exc:
+        raise InvalidInstance(f"not a readable DICOM Part 10 object: {type(exc).__name__}", uids) from None
+
+
+def _parse(ds: FileDataset, source: Any, base_prefix: str, uids: dict[str, str]) -> ParsedInstance:
+    """:func:`parse_instance` once the data set is read; ``source`` is the open buffer it was read from.
+
+    ``uids`` receives the identifying UIDs as soon as they are known to be valid.
+    """
+    meta = ds.file_meta
+    ts = str(meta.get("TransferSyntaxUID", "") or "")
+    if not ts:
+        raise InvalidInstance("file meta has no (0002,0010) Transfer Syntax UID")
+    study = validate_uid(_ascii_text(ds, "StudyInstanceUID"), "Study Instance UID")
+    series = validate_uid(_ascii_text(ds, "SeriesInstanceUID"), "Series Instance UID")
+    sop = validate_uid(_ascii_text(ds, "SOPInstanceUID"), "SOP Instance UID")
+    sop_class = validate_uid(
+        _ascii_text(ds, "SOPClassUID") or str(meta.get("MediaStorageSOPClassUID", "")), "SOP Class UID"
+    )
+    validate_uid(ts, "Transfer Syntax UID")
+    uids.update(sop_class_uid=sop_class, sop_instance_uid=sop, study_instance_uid=study, series_instance_uid=series)
+    _check_complete(ds, source, uids)
+    prefix = f"{base_prefix}/studies/{study}/series/{series}/instances/{sop}"
+    metadata = dataset_json(ds, prefix)  # first: the integers below are read from it
+    pixels = {keyword: _pixel_int(ds, metadata, keyword) for keyword in PIXEL_INT_RANGES}
+    n_frames = pixels["NumberOfFrames"] or (1 if PIXEL_DATA in ds else 0)
+    frames = None
+    raw = ds.get_item(PIXEL_DATA, keep_deferred=True)
+    if raw is not None and isinstance(raw, RawDataElement) and raw.value_tell is not None:
+        uid = UID(ts)
+        if uid.is_encapsulated and not uid.is_deflated:
+            eot = None
+            if 0x7FE00001 in ds:
+                eot_raw = ds[0x7FE00001].value
+                eot = list(struct.unpack(f"<{len(eot_raw) // 8}Q", eot_raw))
+            frames = _encapsulated_frames(source, raw.value_tell, n_frames, eot)
+        elif ts in NATIVE_SYNTAXES:
+            frames = _native_frames(ds, pixels, raw.value_tell, raw.length, n_frames)
     metadata["00080056"] = {"vr": "CS", "Value": ["ONLINE"]}
     patient_name = _text(ds, "PatientName")
     referring = _text(ds, "ReferringPhysicianName")
@@ -419,7 +669,7 @@ def parse_instance(path: Path | str, base_prefix: str = BASE_MARK) -> ParsedInst
         "patient_id": _known_text(ds, metadata, "PatientID", 64),
         "issuer_of_patient_id": _known_text(ds, metadata, "IssuerOfPatientID", 64),
         "patient_name": patient_name,
-        "patient_name_search": person_name_search(patient_name),
+        "patient_name_search": _upper(person_name_search(patient_name), 1024),
         "patient_birth_date": _known_text(ds, metadata, "PatientBirthDate", 8),
         "patient_sex": _known_text(ds, metadata, "PatientSex", 16),
         "study_date": _known_text(ds, metadata, "StudyDate", 8),
@@ -428,15 +678,15 @@ def parse_instance(path: Path | str, base_prefix: str = BASE_MARK) -> ParsedInst
         "study_id": _known_text(ds, metadata, "StudyID", 64),
         "study_description": _known_text(ds, metadata, "StudyDescription"),
         "referring_physician_name": referring,
-        "referring_physician_search": person_name_search(referring),
+        "referring_physician_search": _upper(person_name_search(referring), 1024),
         "institution_name": _known_text(ds, metadata, "InstitutionName"),
-        "modality": _known_text(ds, metadata, "Modality", 16).upper(),
-        "series_number": _known_int(ds, metadata, "SeriesNumber"),
+        "modality": _upper(_known_text(ds, metadata, "Modality", 16), 16),
+        "series_number": _index_int(ds, metadata, "SeriesNumber"),
         "series_description": _known_text(ds, metadata, "SeriesDescription"),
         "series_date": _known_text(ds, metadata, "SeriesDate", 8),
         "series_time": _known_text(ds, metadata, "SeriesTime", 16),
         "body_part_examined": _known_text(ds, metadata, "BodyPartExamined", 64),
-        "instance_number": _known_int(ds, metadata, "InstanceNumber"),
+        "instance_number": _index_int(ds, metadata, "InstanceNumber"),
     }
     return ParsedInstance(
         study_instance_uid=study,
@@ -447,7 +697,7 @@ def parse_instance(path: Path | str, base_prefix: str = BASE_MARK) -> ParsedInst
         metadata=metadata,
         frames=frames,
         number_of_frames=n_frames,
-        rows=_known_int(ds, metadata, "Rows"),
-        columns=_known_int(ds, metadata, "Columns"),
+        rows=pixels["Rows"],
+        columns=pixels["Columns"],
         index=index,
     )

@@ -19,13 +19,14 @@ this listener. That file then takes the one ingest path
 rules are the same as for STOW-RS.
 
 C-STORE statuses (PS3.4 B.2.3, PS3.7 C): stored or identical duplicate 0x0000;
-not a readable instance 0xC000; data set UIDs differ from the request's
-0xA900; a different object under a stored SOP Instance UID 0xC111 (an
-"Error: Cannot understand" code, a permanent failure so that senders do not
-retry; PS3.4 has no C-STORE status for duplicates, and STOW-RS reports 0111);
-a study of another site 0x0124; too large or storage failure 0xA700. A data
-set identical to the stored one counts as a duplicate even when its file meta
-differs (another sender, or STOW-RS first).
+not a readable instance, or one with a value the index cannot hold, 0xC000;
+data set UIDs differ from the request's 0xA900; a different object under a
+stored SOP Instance UID 0xC111 (an "Error: Cannot understand" code, a
+permanent failure so that senders do not retry; PS3.4 has no C-STORE status
+for duplicates, and STOW-RS reports 0111); a study of another site 0x0124;
+too large, or a failure of storage, of the index or of the archive itself,
+0xA700. A data set identical to the stored one counts as a duplicate even
+when its file meta differs (another sender, or STOW-RS first).
 
 Each C-STORE is audited on its own, and a stored instance's record is written
 in the transaction that indexes it: a success status is never sent for an
@@ -309,9 +310,7 @@ class DicomListener:
             data.release()
         session.results.append(result)
         if status != SUCCESS:
-            log.info(
-                "C-STORE of %s from %s: %s %s", sop_instance, session.calling_ae, result.outcome.value, result.detail
-            )
+            log.info("C-STORE from %s refused: %s", session.calling_ae, result.outcome.value)
             return _status(status, result.detail or result.outcome.value)
         return SUCCESS
 
@@ -348,8 +347,13 @@ class DicomListener:
             result = store_instance(writer.finish(), sender=session.sender, audit=audit)
         except DatabaseError as exc:  # e.g. the index is locked or unreachable: the sender may retry later
             close_old_connections()
-            log.warning("C-STORE of %s from %s not indexed: %s", sop_instance, session.calling_ae, exc)
+            log.warning("C-STORE from %s not indexed: %s", session.calling_ae, exc)
             refused.detail = "the index is not available"
+            _audit_refusal(session, refused)
+            return refused, OUT_OF_RESOURCES
+        except Exception:  # noqa: BLE001 - a fault of ours: logged, audited and answered, never pynetdicom's bare 0xC211
+            log.exception("C-STORE from %s failed", session.calling_ae)
+            refused.detail = "the archive could not store this instance"
             _audit_refusal(session, refused)
             return refused, OUT_OF_RESOURCES
         if result.ok:

@@ -10,6 +10,13 @@ durable. An instance is acknowledged only after that commit; a crash in
 between leaves an object without a row, which :func:`sweep_orphans` removes.
 Re-sending identical bytes is idempotent; different bytes under an existing
 SOP Instance UID are refused as a conflict and the stored object is kept.
+
+A value the index refuses (a data error, or a constraint that is not the
+SOP Instance UID's uniqueness) refuses only its own instance, as "cannot
+understand", and its object is removed; the other instances of the request
+are kept and every result is audited. Errors of the database itself (down,
+locked) propagate, after every object placed by the call that has no
+committed row has been removed.
 """
 
 from __future__ import annotations
@@ -23,12 +30,12 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connections, router, transaction
+from django.db import DatabaseError, DataError, IntegrityError, connections, router, transaction
 from django.utils import timezone
 
 from archive.dicomfile import InvalidInstance, ParsedInstance, parse_instance
 from archive.models import Instance, Patient, PersonNameWord, Series, Site, Study
-from archive.storage import StagedObject, get_storage, object_key
+from archive.storage import StagedObject, get_storage, log_name, object_key
 from audit.trail import record
 from pacs.dblock import write_lock
 from pacs.sql import per_vendor
@@ -40,7 +47,7 @@ class Outcome(enum.Enum):
     STORED = "stored"
     DUPLICATE = "duplicate"  # identical bytes were already stored
     CONFLICT = "conflict"  # different bytes under an existing SOP Instance UID
-    INVALID = "invalid"  # not a DICOM instance we can keep
+    INVALID = "invalid"  # not a DICOM instance we can keep (unreadable, or a value the index refuses)
     MISMATCH = "mismatch"  # Study Instance UID differs from the request's
     FORBIDDEN = "forbidden"  # the study exists but the sender may not see it
 
@@ -111,6 +118,11 @@ def _site_by_institution(parsed: ParsedInstance) -> Site | None:
 #: Records the outcome of a store in the audit trail; see :func:`store_instances`.
 AuditHook = Callable[[list[StoreResult]], None]
 
+#: Errors an instance's own values cause at the index: they refuse that instance only. OverflowError is
+#: SQLite's answer to an integer beyond 64 bits. OperationalError and InterfaceError (the database is down
+#: or locked) are not among them: they propagate.
+DATA_ERRORS = (IntegrityError, DataError, OverflowError)
+
 
 @dataclass
 class _Pending:
@@ -121,6 +133,7 @@ class _Pending:
     result: StoreResult
     key: str = ""
     twin: _Pending | None = None  # an earlier part of the same request with the same SOP Instance UID
+    indexed: bool = False  # its rows are committed
 
 
 def store_instance(
@@ -162,6 +175,7 @@ def store_instances(
     sender = sender or Sender()
     results: list[StoreResult] = []
     pending: list[_Pending] = []
+    placed: list[_Pending] = []
     plan = _AuditPlan(audit, results, pending) if audit is not None else None
     try:
         for item in staged:
@@ -176,6 +190,7 @@ def store_instances(
             p.key = object_key(
                 p.parsed.study_instance_uid, p.parsed.series_instance_uid, p.parsed.sop_instance_uid, p.staged.sha256
             )
+            placed.append(p)  # before put: a put that fails midway may still leave its object
             storage.put(p.key, p.staged, sync=False)
         durable = storage.begin_sync([p.key for p in fresh])  # the index transaction waits for these fsyncs
         if fresh:
@@ -190,9 +205,35 @@ def store_instances(
         if plan is not None:
             plan.rest()
         return results
+    except BaseException:
+        _unplace([p for p in placed if not p.indexed])
+        raise
     finally:
         for item in staged:
             item.discard()
+
+
+def _unplace(placed: list[_Pending]) -> None:
+    """After an error: remove the objects of ``placed`` (not indexed by this call) that no index row points to.
+
+    An identical object stored at the same moment by another request shares
+    the key and may have its row: those are kept. When the index cannot be
+    asked, the objects are left to :func:`sweep_orphans`.
+    """
+    keys = {p.key for p in placed}
+    if not keys:
+        return
+    try:
+        known = set(Instance.objects.filter(storage_key__in=keys).values_list("storage_key", flat=True))
+    except DatabaseError:
+        log.warning("%d placed objects without index rows left to sweep_orphans: the index is not available", len(keys))
+        return
+    storage = get_storage("hot")
+    for key in keys - known:
+        try:
+            storage.delete(key)
+        except OSError:
+            log.exception("placed object %s has no index row and could not be removed", log_name(key))
 
 
 class _AuditPlan:
@@ -254,8 +295,8 @@ def _check(
     """Parse one object and apply the checks that need no index lookup."""
     try:
         parsed = parse_instance(staged.path)
-    except InvalidInstance as exc:
-        return StoreResult(Outcome.INVALID, detail=str(exc)), None
+    except InvalidInstance as exc:  # named by its UIDs when they could be read
+        return StoreResult(Outcome.INVALID, detail=str(exc), **exc.uids), None
     result = StoreResult(
         Outcome.STORED,
         sop_class_uid=parsed.sop_class_uid,
@@ -344,9 +385,10 @@ def _index_placed(
                 writer.flush()
                 if plan is not None:
                     covered = plan.inside(fresh, whole)
-        except IntegrityError as exc:
+        except DATA_ERRORS as exc:
             _refused(p, exc)
             return
+        p.indexed = True
         if plan is not None:
             plan.committed(covered)
         return
@@ -357,7 +399,7 @@ def _index_placed(
                 try:
                     with transaction.atomic():
                         writer.add(p.parsed, p.key, p.staged.sha256, p.staged.size)
-                except IntegrityError as exc:
+                except DATA_ERRORS as exc:
                     writer.forget(p.parsed)
                     _refused(p, exc)
                 else:
@@ -365,25 +407,34 @@ def _index_placed(
             writer.flush()
             if plan is not None and any(p.result.outcome is Outcome.STORED for p in fresh):
                 covered = plan.inside(fresh, whole)
-    except IntegrityError:
+    except DATA_ERRORS:
         # The batch failed as a whole (e.g. at commit): index each instance on its own.
         for p in fresh:
             p.result.outcome, p.result.detail = Outcome.STORED, ""
         for p in fresh:
             _index_placed([p], sender, durable, plan)
         return
+    for p in fresh:
+        p.indexed = p.result.outcome is Outcome.STORED
     if plan is not None:
         plan.committed(covered)
 
 
-def _refused(p: _Pending, exc: IntegrityError) -> None:
+def _refused(p: _Pending, exc: Exception) -> None:
+    """The outcome of an instance whose rows the index refused with ``exc`` (one of :data:`DATA_ERRORS`)."""
     if isinstance(exc, InvalidSeriesParent):
         p.result.outcome = Outcome.INVALID
         p.result.detail = "Series Instance UID already belongs to another study"
         return
-    # Another request indexed the same SOP Instance UID first.
-    stored = _stored_hashes([p.parsed.sop_instance_uid]).get(p.parsed.sop_instance_uid)
-    p.result.outcome = Outcome.DUPLICATE if stored == p.staged.sha256 else Outcome.CONFLICT
+    if isinstance(exc, IntegrityError):
+        # Another request may have indexed the same SOP Instance UID first; any other constraint is the instance's.
+        stored = _stored_hashes([p.parsed.sop_instance_uid]).get(p.parsed.sop_instance_uid)
+        if stored is not None:
+            p.result.outcome = Outcome.DUPLICATE if stored == p.staged.sha256 else Outcome.CONFLICT
+            return
+    log.warning("the index refused an instance: %s", type(exc).__name__)
+    p.result.outcome = Outcome.INVALID
+    p.result.detail = "an attribute value is outside what the index can hold"
 
 
 def _merge_modalities(current: str, modality: str) -> str:

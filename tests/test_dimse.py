@@ -29,6 +29,7 @@ from typing import Any
 import pydicom
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import OperationalError
 from django.test import Client
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
@@ -36,6 +37,7 @@ from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, Implic
 from pynetdicom import AE, _config
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
+from archive import ingest
 from archive.dimse import CONFLICT, DicomListener, parse_allowed
 from archive.ingest import Sender, store_instance
 from archive.models import Instance, Site, Study
@@ -516,3 +518,53 @@ def test_it_accepts_storage_in_the_first_proposed_compressed_syntax_and_verifica
     accepted = {cx.abstract_syntax: cx.transfer_syntax[0] for cx in assoc.accepted_contexts}
     assert accepted == {CTImageStorage: JPEG2000Lossless, Verification: ImplicitVRLittleEndian}
     assoc.release()
+
+
+# --- Hostile input: refused on its own, audited, nothing left behind (STOW-RS: tests/test_ingest_hostile.py) ---
+
+
+def assert_refused_without_a_trace() -> None:
+    assert not Instance.objects.exists()
+    assert list(get_storage().keys()) == [] and list(get_storage().staging_dir.iterdir()) == []
+    assert AuditEvent.objects.get(action="store").outcome == "failure"
+
+
+def test_a_truncated_data_set_gets_a_failure_status_and_stores_nothing(
+    listener: DicomListener, send_as_is: None, tmp_path: Path
+) -> None:
+    path = tmp_path / "cut.dcm"
+    path.write_bytes(make_instance(StudySpec(patient_id="DIMSE-7"), "CT", size=32)[:-1000])
+    assert pynetdicom_store(listener, [str(path)]) == [0xC000]
+    wait_idle(listener)
+    assert_refused_without_a_trace()
+
+
+def test_a_value_the_index_refuses_gets_a_failure_status_and_an_audit_record(
+    listener: DicomListener, send_as_is: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = ingest.parse_instance
+
+    def beyond_64_bits(path: Any) -> Any:
+        parsed = real(path)
+        parsed.index["instance_number"] = 10**30  # SQLite: OverflowError; PostgreSQL: DataError
+        return parsed
+
+    monkeypatch.setattr(ingest, "parse_instance", beyond_64_bits)
+    (path,) = write_files(tmp_path, [make_instance(StudySpec(patient_id="DIMSE-8"), "CT")])
+    assert pynetdicom_store(listener, [path]) == [0xC000]
+    wait_idle(listener)
+    assert_refused_without_a_trace()
+
+
+@pytest.mark.parametrize("error", [OperationalError("database is locked"), RuntimeError("a bug of ours")])
+def test_a_failure_of_the_index_or_the_archive_gets_out_of_resources_and_an_audit_record(
+    listener: DicomListener, send_as_is: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
+    def failing(*args: Any) -> int:
+        raise error
+
+    monkeypatch.setattr(ingest._IndexWriter, "add", failing)
+    (path,) = write_files(tmp_path, [make_instance(StudySpec(patient_id="DIMSE-9"), "CT")])
+    assert pynetdicom_store(listener, [path]) == [0xA700]
+    wait_idle(listener)
+    assert_refused_without_a_trace()
