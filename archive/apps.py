@@ -6,3 +6,13 @@ from django.apps import AppConfig
 class ArchiveConfig(AppConfig):
     name = "archive"
     verbose_name = "Archive"
+
+    def ready(self) -> None:
+        from pydicom import config
+
+        from archive.lookups import register
+
+        register()  # the __wildcard lookup QIDO matching compiles to GLOB / LIKE
+        # pydicom's reading validation only warns, and its warnings quote the invalid value (a birth
+        # date, say) into the server log: values are kept as received and never validated on reading.
+        config.settings.reading_validation_mode = config.IGNORE

@@ -6,7 +6,9 @@ and ``fuzzymatching``. :func:`parse_query` validates the query string (a
 malformed value is a :class:`BadQuery` naming the parameter, answered with
 400; an unsupported key is noted in ``Query.ignored``), and
 :func:`search_queryset` turns the matchers into ``Q`` filters on indexed
-columns, starting from :func:`archive.access.visible_studies`.
+columns, starting from :func:`archive.access.visible_studies`. Wildcards
+compile to the database's own GLOB / LIKE (:mod:`archive.lookups`), which take
+polynomial time, never to a backtracking regular expression.
 """
 
 from __future__ import annotations
@@ -201,35 +203,37 @@ def prefix_q(path: str, prefix: str) -> Q:
     return Q(**{f"{path}__startswith": prefix})
 
 
-def wildcard_regex(value: str, any_char: str = ".") -> str:
-    """A DICOM wildcard pattern (``*``, ``?``) as an anchored regex valid in Python and PostgreSQL."""
-    parts = []
-    for ch in value:
-        if ch == "*":
-            parts.append(any_char + "*")
-        elif ch == "?":
-            parts.append(any_char)
-        elif ch.isalnum() or ord(ch) > 0x7F:
-            parts.append(ch)
-        else:
-            parts.append("\\" + ch if ch not in "\\" else "\\\\")
-    return "(?s)^" + "".join(parts) + "$"
+def has_wildcard(value: str) -> bool:
+    """Whether a value holds a DICOM wildcard (``*`` or ``?``)."""
+    return "*" in value or "?" in value
 
 
 def string_q(path: str, value: str) -> Q:
-    """Single value or wildcard matching of a string column."""
-    if "*" not in value and "?" not in value:
+    """Single value or wildcard matching of a string column.
+
+    The literal part before the first wildcard is an index range
+    (:func:`prefix_q`); the rest is the ``__wildcard`` lookup of
+    :mod:`archive.lookups` (GLOB / LIKE, never a backtracking regex).
+    """
+    if not has_wildcard(value):
         return Q(**{path: value})
     if value.strip("*") == "":
         return Q()
     literal = re.split(r"[*?]", value, maxsplit=1)[0]
     if value == literal + "*":
         return prefix_q(path, literal)
-    return prefix_q(path, literal) & Q(**{f"{path}__regex": wildcard_regex(value)})
+    return prefix_q(path, literal) & Q(**{f"{path}__wildcard": value})
+
+
+GROUPS = ("", "pn_ideographic", "pn_phonetic")  # transforms of archive.lookups, by group index
 
 
 def pn_q(key: Key, value: str, fuzzy: bool) -> Q:
-    """Person name matching: case-insensitive on the alphabetic group, literal on the others."""
+    """Person name matching: case-insensitive on the alphabetic group, literal on the others.
+
+    The ideographic and phonetic groups are matched one group at a time on the
+    name as received, so a ``*`` never runs across ``=``.
+    """
     groups = value.split("=")
     if len(groups) > 3:
         raise BadQuery("a person name has at most three component groups")
@@ -239,19 +243,18 @@ def pn_q(key: Key, value: str, fuzzy: bool) -> Q:
         if fuzzy:
             for term in filter(None, re.split(r"[\^ ]+", alphabetic)):
                 q &= fuzzy_term_q(key, term)
-        elif "*" in alphabetic or "?" in alphabetic:
+        elif has_wildcard(alphabetic):
             q &= string_q(key.path, alphabetic)
         else:
             trimmed = alphabetic.rstrip("^")
             q &= Q(**{f"{key.path}__in": [trimmed + "^" * n for n in range(5)]})
     for index, group in enumerate(groups[1:], start=1):
         if group:
-            pattern = wildcard_regex(group, "[^=]")[len("(?s)^") : -1]
-            q &= Q(**{f"{key.raw_path}__regex": "(?s)^" + "[^=]*=" * index + pattern + "(=|$)"})
+            q &= Q(**{f"{key.raw_path}__{GROUPS[index]}__wildcard": group})
     if len(groups) == 1 and any(ord(ch) > 0x24F for ch in value) and not fuzzy:
         # A CJK name without '=' may be the ideographic or phonetic group.
-        pattern = wildcard_regex(value, "[^=]")[len("(?s)^") : -1]
-        q |= Q(**{f"{key.raw_path}__regex": "(?s)=" + pattern + "(=|$)"})
+        q |= Q(**{f"{key.raw_path}__{GROUPS[1]}__wildcard": value})
+        q |= Q(**{f"{key.raw_path}__{GROUPS[2]}__wildcard": value})
     return q
 
 
@@ -261,20 +264,23 @@ def fuzzy_term_q(key: Key, term: str) -> Q:
     The literal part before any wildcard is a range on the indexed
     :class:`~archive.models.PersonNameWord` table (filled at ingest), so the
     search no longer reads every name; a term with wildcards also keeps the
-    exact regex on the name itself.
+    exact match on the name itself: the term then anything, at the start of
+    the name or after a space or ``^``.
     """
-    body = wildcard_regex(term.rstrip("*") + "*")[len("(?s)^") :]
-    regex = Q(**{f"{key.path}__regex": "(?s)(^|[ ^])" + body})
+    body = term.rstrip("*") + "*"
+    pattern = Q()
+    for start in ("", "* ", "*^"):
+        pattern |= Q(**{f"{key.path}__wildcard": start + body})
     literal = re.split(r"[*?]", term, maxsplit=1)[0][:64]
     if not literal:
-        return regex
+        return pattern
     owner = "patient" if key.path.endswith("patient_name_search") else "study"
     words = PersonNameWord.objects.filter(
         **{f"{owner}__isnull": False, "word__gte": literal, "word__lt": _successor(literal)}
     ).values(f"{owner}_id")
     parent = key.path.rsplit("__", 1)[0] if "__" in key.path else ""
     match = Q(**{f"{parent}__in" if parent else "pk__in": words})
-    return match if literal == term.rstrip("*") else match & regex
+    return match if literal == term.rstrip("*") else match & pattern
 
 
 def _date(name: str, value: str) -> str:
