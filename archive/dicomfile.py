@@ -168,6 +168,21 @@ def _text(ds: Dataset, keyword: str, limit: int = 1024) -> str:
     return text.replace("\x00", "").strip()[:limit]
 
 
+def index_time(value: str) -> str:
+    """A TM value as the index compares it: ``HHMMSS[.F…]``, the missing minutes and seconds as zeros.
+
+    TM may omit its minutes and seconds (``08`` and ``0800`` are both 08:00:00,
+    PS3.5 Table 6.2-1), and ACR-NEMA wrote ``08:00:00``. Range matching
+    compares index strings, so ``0800`` stored as is would fall outside
+    ``080000-``. A value that is not a time is kept as it is.
+    """
+    text = value.replace(":", "")
+    whole, dot, fraction = text.partition(".")
+    if not whole.isascii() or not whole.isdigit() or len(whole) not in (2, 4, 6) or (dot and len(whole) != 6):
+        return value
+    return whole.ljust(6, "0") + dot + fraction
+
+
 def _known_text(ds: Dataset, metadata: dict[str, Any], keyword: str, limit: int = 1024) -> str:
     """:func:`_text`, read from the instance's DICOM JSON when it holds plain strings."""
     item = metadata.get(_TAG_HEX[keyword]) if keyword in _TAG_HEX else None
@@ -663,6 +678,7 @@ def _parse(ds: FileDataset, source: Any, base_prefix: str, uids: dict[str, str])
         elif ts in NATIVE_SYNTAXES:
             frames = _native_frames(ds, pixels, raw.value_tell, raw.length, n_frames)
     metadata["00080056"] = {"vr": "CS", "Value": ["ONLINE"]}
+    metadata = dict(sorted(metadata.items()))  # tag order (PS3.18 F.2.2), Instance Availability included
     patient_name = _text(ds, "PatientName")
     referring = _text(ds, "ReferringPhysicianName")
     index = {
@@ -673,7 +689,7 @@ def _parse(ds: FileDataset, source: Any, base_prefix: str, uids: dict[str, str])
         "patient_birth_date": _known_text(ds, metadata, "PatientBirthDate", 8),
         "patient_sex": _known_text(ds, metadata, "PatientSex", 16),
         "study_date": _known_text(ds, metadata, "StudyDate", 8),
-        "study_time": _known_text(ds, metadata, "StudyTime", 16),
+        "study_time": index_time(_known_text(ds, metadata, "StudyTime", 16)),
         "accession_number": _known_text(ds, metadata, "AccessionNumber", 64),
         "study_id": _known_text(ds, metadata, "StudyID", 64),
         "study_description": _known_text(ds, metadata, "StudyDescription"),
@@ -684,7 +700,7 @@ def _parse(ds: FileDataset, source: Any, base_prefix: str, uids: dict[str, str])
         "series_number": _index_int(ds, metadata, "SeriesNumber"),
         "series_description": _known_text(ds, metadata, "SeriesDescription"),
         "series_date": _known_text(ds, metadata, "SeriesDate", 8),
-        "series_time": _known_text(ds, metadata, "SeriesTime", 16),
+        "series_time": index_time(_known_text(ds, metadata, "SeriesTime", 16)),
         "body_part_examined": _known_text(ds, metadata, "BodyPartExamined", 64),
         "instance_number": _index_int(ds, metadata, "InstanceNumber"),
     }

@@ -1,4 +1,4 @@
-"""QIDO-RS results list their attributes in tag order (PS3.18 F.2.2), at every level.
+"""QIDO-RS results and WADO-RS metadata list their attributes in tag order (PS3.18 F.2.2).
 
 Each result merges the level's own attributes with its parents' (a series
 search without a study in the path carries the study's too), and every
@@ -34,3 +34,12 @@ def test_every_result_lists_its_attributes_in_tag_order(upload_client: Client, u
     assert results
     for result in results:
         assert list(result) == sorted(result)
+
+
+@pytest.mark.django_db
+def test_stored_metadata_lists_its_attributes_in_tag_order(upload_client: Client) -> None:
+    spec = StudySpec(patient_id="ORDER-2")
+    assert stow(upload_client, make_series(spec, "CT", count=1)).status_code == 200
+    response = upload_client.get(f"/dicom-web/studies/{spec.study_uid}/metadata", HTTP_ACCEPT="application/dicom+json")
+    (instance,) = response.json()
+    assert "00080056" in instance and list(instance) == sorted(instance)
