@@ -9,13 +9,14 @@ check for unsafe methods. Tokens are never accepted in the URL.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db import connections, router
+from django.db import InterfaceError, OperationalError, connections, router
 from django.db.models import BooleanField, Field
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
@@ -27,6 +28,10 @@ from archive.models import ApiToken, hash_token
 from pacs.sql import per_vendor
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+#: How long a client should wait before retrying when the index cannot be reached.
+RETRY_AFTER_SECONDS = 30
+
+log = logging.getLogger(__name__)
 
 
 def user_from_bearer(request: HttpRequest) -> Any | None:
@@ -101,6 +106,15 @@ def _token_lookup(q: Callable[[str], str]) -> _TokenLookup:
     return _TokenLookup(sql, fields)
 
 
+def index_unavailable() -> HttpResponse:
+    """503 with Retry-After: the index cannot be reached; nothing of the request was acknowledged."""
+    response = JsonResponse(
+        {"detail": "The archive's index is not available right now. Send the request again later."}, status=503
+    )
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
 def unauthorized(detail: str = "Authentication required") -> HttpResponse:
     response = JsonResponse({"detail": detail}, status=401)
     response["WWW-Authenticate"] = 'Bearer realm="dicom-web"'
@@ -119,6 +133,13 @@ def dicomweb_view(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpRe
     @csrf_exempt
     @functools.wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        try:
+            return authenticated(request, *args, **kwargs)
+        except (OperationalError, InterfaceError):  # the database is down, locked or gone: not the request's fault
+            log.exception("DICOMweb request not served: the index is not available")
+            return index_unavailable()
+
+    def authenticated(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if request.META.get("HTTP_AUTHORIZATION"):
             user = user_from_bearer(request)
             if user is None:

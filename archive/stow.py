@@ -228,24 +228,11 @@ def stow(request: HttpRequest, study: str | None = None) -> HttpResponse:
             return error(400, "The multipart boundary is missing or invalid")
         batch = _Batch(results, study, sender, audit)
         try:
-            for part in iter_parts(body, boundary, _PartSink):
-                sink = part.sink
-                if sink.writer is None:
-                    batch.refuse(StoreResult(Outcome.INVALID, detail=f"part of type {sink.media} is not DICOM"))
-                    continue
-                batch.add(sink.writer.finish())
-        except MultipartError as exc:
-            if not batch.parts:
-                batch.discard()
-                return error(400, str(exc))
-            warnings.append(str(exc))
-        except ValueError as exc:  # a part over the size limit
-            batch.discard()
-            return error(413, str(exc))
-        except OSError:
-            batch.discard()
-            return _not_written()
-        batch.flush()
+            _receive(batch, body, boundary, warnings)
+        finally:
+            batch.discard()  # whatever was staged and not stored (nothing, once the last batch is stored)
+        if batch.error is not None:
+            return batch.error
         if batch.refused:  # parts refused before ingest (not DICOM): audited on their own
             audit(batch.refused)
     else:
@@ -254,6 +241,29 @@ def stow(request: HttpRequest, study: str | None = None) -> HttpResponse:
         if not r.ok:
             log.info("STOW refused a part: %s %s", r.outcome.value, r.detail)
     return stow_response(request, results, study, warnings)
+
+
+def _receive(batch: _Batch, body: Readable, boundary: str, warnings: list[str]) -> None:
+    """Stage and store every part of a multipart body; a refusal of the whole request is left in ``batch.error``."""
+    try:
+        for part in iter_parts(body, boundary, _PartSink):
+            sink = part.sink
+            if sink.writer is None:
+                batch.refuse(StoreResult(Outcome.INVALID, detail=f"part of type {sink.media} is not DICOM"))
+                continue
+            batch.add(sink.writer.finish())
+    except MultipartError as exc:
+        if not batch.parts:
+            batch.error = error(400, str(exc))
+            return
+        warnings.append(str(exc))
+    except ValueError as exc:  # a part over the size limit
+        batch.error = error(413, str(exc))
+        return
+    except OSError:
+        batch.error = _not_written()
+        return
+    batch.flush()
 
 
 class _Batch:
@@ -270,6 +280,7 @@ class _Batch:
         self.slots: list[int] = []
         self.refused: list[StoreResult] = []
         self.parts = 0
+        self.error: HttpResponse | None = None  # the answer to the whole request, when it is refused
 
     def add(self, staged: StagedObject) -> None:
         self.parts += 1

@@ -1,4 +1,4 @@
-"""The shape of the STOW-RS response body (PS3.18 Table 10.5.3-3, Annex F.2).
+"""The shape of the STOW-RS response body (PS3.18 Table 10.5.3-3, Annex F.2), and 503 when the index is down.
 
 Attributes in tag order at every level (F.2.2), the study's Retrieve URL
 (Type 2: present, empty when the request spread over several studies), and a
@@ -14,8 +14,11 @@ from typing import Any
 
 import pydicom
 import pytest
+from django.db import OperationalError
 from django.test import Client
 
+from archive.models import Instance
+from archive.storage import get_storage
 from archive.synthetic import StudySpec, make_series
 from tests.conftest import multipart, stow
 
@@ -79,3 +82,37 @@ def test_refusals_are_logged_without_the_instances_uids(
     assert "STOW refused a part: conflict" in caplog.text
     assert str(ds.SOPInstanceUID) not in caplog.text
     assert str(ds.StudyInstanceUID) not in caplog.text
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("parts", [1, 3])
+def test_an_index_that_cannot_be_reached_gets_503_with_retry_after_and_leaves_nothing(
+    upload_client: Client, monkeypatch: pytest.MonkeyPatch, parts: int
+) -> None:
+    import archive.ingest
+
+    def down(*args: Any, **kwargs: Any) -> None:
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(archive.ingest, "_index_placed", down)
+    response = stow(upload_client, make_series(StudySpec(patient_id="DOWN-1"), "CT", count=parts))
+    assert response.status_code == 503
+    assert response["Retry-After"] == "30"
+    assert "not available" in response.json()["detail"]
+    assert Instance.objects.count() == 0
+    assert list(get_storage("hot").keys()) == []
+    assert list(get_storage("hot").staging_dir.iterdir()) == []
+
+
+@pytest.mark.django_db
+def test_a_search_while_the_index_is_down_gets_503_not_500(
+    upload_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import archive.qido
+
+    def down(*args: Any, **kwargs: Any) -> None:
+        raise OperationalError("could not connect to server")
+
+    monkeypatch.setattr(archive.qido, "search_queryset", down)
+    response = upload_client.get("/dicom-web/studies", HTTP_ACCEPT="application/dicom+json")
+    assert response.status_code == 503 and response["Retry-After"] == "30"
