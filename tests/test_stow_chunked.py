@@ -13,6 +13,7 @@ import http.client
 import io
 import json
 import secrets
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,17 +54,28 @@ def client_for(srv: Server, token: str) -> DICOMwebClient:
 
 
 def send_chunked(srv: Server, token: str, content_type: str, pieces: list[bytes]) -> tuple[int, Any]:
-    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
-    conn.request(
-        "POST",
-        "/dicom-web/studies",
-        iter(pieces),
-        {"Content-Type": content_type, "Accept": "application/dicom+json", "Authorization": f"Bearer {token}"},
-        encode_chunked=True,
+    """POST ``pieces`` as chunks over a plain socket, then read the answer.
+
+    A server may answer (413) and stop reading before the body ends; the
+    write then fails, but the answer is already on its way, so it is read anyway.
+    """
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=60)
+    head = (
+        "POST /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+        f"Content-Type: {content_type}\r\nAccept: application/dicom+json\r\n"
+        f"Authorization: Bearer {token}\r\nConnection: close\r\n\r\n"
     )
-    response = conn.getresponse()
+    try:
+        sock.sendall(head.encode())
+        for piece in pieces:
+            sock.sendall(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+        sock.sendall(b"0\r\n\r\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server stopped reading: its answer says why
+    response = http.client.HTTPResponse(sock)
+    response.begin()
     body = response.read()
-    conn.close()
+    sock.close()
     return response.status, json.loads(body) if body else None
 
 
