@@ -32,7 +32,7 @@ import re
 import struct
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,32 +125,29 @@ class ParsedInstance:
         return json.dumps(self.metadata, separators=(",", ":"))
 
     def study_attributes(self) -> dict[str, Any]:
-        return {t: _without_nul(self.metadata[t]) for t in STUDY_TAGS if t in self.metadata}
+        return {t: _scalars(self.metadata[t], _without_nul) for t in STUDY_TAGS if t in self.metadata}
 
     def series_attributes(self) -> dict[str, Any]:
-        return {t: _without_nul(self.metadata[t]) for t in SERIES_TAGS if t in self.metadata}
+        return {t: _scalars(self.metadata[t], _without_nul) for t in SERIES_TAGS if t in self.metadata}
+
+
+def _scalars(value: Any, change: Callable[[Any], Any]) -> Any:
+    """``value`` (DICOM JSON) with ``change`` applied to every string and number in it."""
+    if isinstance(value, dict):
+        return {k: _scalars(v, change) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scalars(v, change) for v in value]
+    return change(value)
 
 
 def _without_nul(value: Any) -> Any:
-    """``value`` (DICOM JSON) with NUL characters removed from its strings: a JSON column cannot hold them."""
-    if isinstance(value, str):
-        return value.replace("\x00", "")
-    if isinstance(value, dict):
-        return {k: _without_nul(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_without_nul(v) for v in value]
-    return value
+    """NUL characters dropped from strings: a JSON column cannot hold them."""
+    return value.replace("\x00", "") if isinstance(value, str) else value
 
 
 def _finite(value: Any) -> Any:
-    """``value`` (DICOM JSON) with every non-finite number as ``null``: JSON has no infinity or NaN."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
+    """A non-finite number as ``null``: JSON has no infinity or NaN."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def tag_hex(tag: int) -> str:
@@ -295,11 +292,12 @@ def _element_json(ds: Dataset, tag: int, bulk_prefix: str) -> dict[str, Any] | N
         return {"vr": vr, "BulkDataURI": f"{bulk_prefix}/bulkdata/{tag_hex(tag)}"}
     elem: DataElement = ds[tag]
     try:
-        return _finite(
+        return _scalars(
             elem.to_json_dict(
                 bulk_data_element_handler=None,
                 bulk_data_threshold=BULK_THRESHOLD if vr not in ("OB", "OW", "UN") else 10**12,
-            )
+            ),
+            _finite,
         )
     except RecursionError:
         raise  # sequences nested too deeply: the instance is refused
@@ -395,6 +393,8 @@ def fast_element_json(raw: RawDataElement, encoding: str | None) -> dict[str, An
         if not all(pattern.fullmatch(p) for p in parts):
             return None
         components = [int(p) for p in parts] if vr == "IS" else [float(p) for p in parts]
+        if vr == "DS" and not all(math.isfinite(c) for c in components):
+            return None  # "1e400" is a decimal to the pattern but infinite to float: pydicom's path nulls it
     elif vr in _NUMBER_FORMATS:
         fmt = _NUMBER_FORMATS[vr]
         size = struct.calcsize("<" + fmt)
