@@ -25,12 +25,10 @@ from django.utils.cache import patch_vary_headers
 from django.views.decorators.csrf import csrf_exempt
 
 from archive.models import ApiToken, hash_token
+from archive.responses import retry_later
 from pacs.sql import per_vendor
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
-#: How long a client should wait before retrying when the index cannot be reached.
-RETRY_AFTER_SECONDS = 30
-
 log = logging.getLogger(__name__)
 
 
@@ -106,15 +104,6 @@ def _token_lookup(q: Callable[[str], str]) -> _TokenLookup:
     return _TokenLookup(sql, fields)
 
 
-def index_unavailable() -> HttpResponse:
-    """503 with Retry-After: the index cannot be reached; nothing of the request was acknowledged."""
-    response = JsonResponse(
-        {"detail": "The archive's index is not available right now. Send the request again later."}, status=503
-    )
-    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
-    return response
-
-
 def unauthorized(detail: str = "Authentication required") -> HttpResponse:
     response = JsonResponse({"detail": detail}, status=401)
     response["WWW-Authenticate"] = 'Bearer realm="dicom-web"'
@@ -137,7 +126,7 @@ def dicomweb_view(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpRe
             return authenticated(request, *args, **kwargs)
         except (OperationalError, InterfaceError):  # the database is down, locked or gone: not the request's fault
             log.exception("DICOMweb request not served: the index is not available")
-            return index_unavailable()
+            return retry_later("The archive's index is not available right now. Send the request again later.")
 
     def authenticated(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if request.META.get("HTTP_AUTHORIZATION"):

@@ -16,6 +16,17 @@ def error(status: int, detail: str, allow: str | None = None) -> HttpResponse:
     return response
 
 
+#: How long a client should wait before sending a request again after a 503.
+RETRY_AFTER_SECONDS = 30
+
+
+def retry_later(detail: str) -> HttpResponse:
+    """503 with Retry-After: a passing fault of the archive (its disk, its index), nothing acknowledged."""
+    response = error(503, detail)
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
 def dicomweb_root(request: HttpRequest) -> str:
     """The absolute URL of the DICOMweb root, e.g. ``http://host/dicom-web``."""
     return request.build_absolute_uri(_root_path(get_script_prefix())).rstrip("/")

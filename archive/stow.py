@@ -34,7 +34,7 @@ from archive.ingest import (
 from archive.models import Study
 from archive.multipart import READ_SIZE, MultipartError, Readable, iter_parts, parse_content_type, valid_boundary
 from archive.negotiation import accepts_json
-from archive.responses import dicomweb_root, error
+from archive.responses import dicomweb_root, error, retry_later
 from archive.storage import StagedObject, StagingWriter, get_storage
 from archive.uid import is_valid_uid
 
@@ -54,6 +54,7 @@ def stow_response(
     root = dicomweb_root(request)
     stored = [r for r in results if r.ok]
     failed = [r for r in results if not r.ok]
+    # Attributes are added in tag order (PS3.18 F.2.2), in the body and in each item.
     body: dict[str, Any] = {}
     # Retrieve URL is Type 2 (PS3.18 Table 10.5.3-3): the study's, when the request concerned one study.
     studies = {study} if study else {r.study_instance_uid for r in stored}
@@ -95,12 +96,8 @@ def stow_response(
         status = 202
     else:
         status = 409  # nothing stored: every part was refused
-    # Attributes in tag order (PS3.18 F.2.2); a body cut short is told in the Warning header: Warning
-    # Reason (0008,1196) belongs to one stored instance, and no code of it means "the body was cut".
-    for sequence in ("00081198", "00081199"):
-        if sequence in body:
-            body[sequence]["Value"] = [dict(sorted(item.items())) for item in body[sequence]["Value"]]
-    body = dict(sorted(body.items()))
+    # A body cut short is told in the Warning header: Warning Reason (0008,1196) belongs to one
+    # stored instance, and none of its codes means "the body was cut".
     response = HttpResponse(json.dumps(body), status=status, content_type="application/dicom+json")
     for warning in warnings:
         response["Warning"] = f'299 - "{warning}"'
@@ -110,13 +107,10 @@ def stow_response(
 def _not_written() -> HttpResponse:
     """The request body could not be staged (disk full, I/O error, client gone): tell the sender to retry."""
     log.exception("STOW body could not be staged")
-    response = error(
-        503,
+    return retry_later(
         "The archive could not write this request's objects to storage. Send it again later: "
-        "instances it already stored are recognised as duplicates.",
+        "instances it already stored are recognised as duplicates."
     )
-    response["Retry-After"] = "30"
-    return response
 
 
 def request_body(request: HttpRequest, max_bytes: int) -> Readable | HttpResponse:
@@ -228,11 +222,11 @@ def stow(request: HttpRequest, study: str | None = None) -> HttpResponse:
             return error(400, "The multipart boundary is missing or invalid")
         batch = _Batch(results, study, sender, audit)
         try:
-            _receive(batch, body, boundary, warnings)
+            refusal = _receive(batch, body, boundary, warnings)
         finally:
             batch.discard()  # whatever was staged and not stored (nothing, once the last batch is stored)
-        if batch.error is not None:
-            return batch.error
+        if refusal is not None:
+            return refusal
         if batch.refused:  # parts refused before ingest (not DICOM): audited on their own
             audit(batch.refused)
     else:
@@ -243,8 +237,8 @@ def stow(request: HttpRequest, study: str | None = None) -> HttpResponse:
     return stow_response(request, results, study, warnings)
 
 
-def _receive(batch: _Batch, body: Readable, boundary: str, warnings: list[str]) -> None:
-    """Stage and store every part of a multipart body; a refusal of the whole request is left in ``batch.error``."""
+def _receive(batch: _Batch, body: Readable, boundary: str, warnings: list[str]) -> HttpResponse | None:
+    """Stage and store every part of a multipart body; the answer to the whole request when it is refused."""
     try:
         for part in iter_parts(body, boundary, _PartSink):
             sink = part.sink
@@ -254,16 +248,14 @@ def _receive(batch: _Batch, body: Readable, boundary: str, warnings: list[str]) 
             batch.add(sink.writer.finish())
     except MultipartError as exc:
         if not batch.parts:
-            batch.error = error(400, str(exc))
-            return
+            return error(400, str(exc))
         warnings.append(str(exc))
     except ValueError as exc:  # a part over the size limit
-        batch.error = error(413, str(exc))
-        return
+        return error(413, str(exc))
     except OSError:
-        batch.error = _not_written()
-        return
+        return _not_written()
     batch.flush()
+    return None
 
 
 class _Batch:
@@ -280,7 +272,6 @@ class _Batch:
         self.slots: list[int] = []
         self.refused: list[StoreResult] = []
         self.parts = 0
-        self.error: HttpResponse | None = None  # the answer to the whole request, when it is refused
 
     def add(self, staged: StagedObject) -> None:
         self.parts += 1
