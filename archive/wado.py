@@ -138,7 +138,7 @@ def _column_sql(alias: str, name: str) -> str:
 
 
 def _column(alias: str, model: type[Model], name: str) -> str:
-    return connections[alias].ops.quote_name(next(str(f.column) for f in model._meta.concrete_fields if f.name == name))
+    return connections[alias].ops.quote_name(str(model._meta.get_field(name).column))  # type: ignore[union-attr]
 
 
 @functools.lru_cache(maxsize=256)
@@ -150,10 +150,7 @@ def _rows_sql(alias: str, select: tuple[str, ...], by_series: bool, by_instance:
     come in :func:`_instances`'s order.
     """
     quote = connections[alias].ops.quote_name
-
-    def column(model: type[Model], name: str) -> str:
-        return _column(alias, model, name)
-
+    column = functools.partial(_column, alias)
     i, se, st, pa = (quote(m._meta.db_table) for m in (Instance, Series, Study, Patient))
     keys = [f"st.{column(Study, 'study_instance_uid')} = %s"]
     if by_series:
