@@ -68,8 +68,8 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from archive.ingest import Outcome, Sender, StoreResult, record_stores, store_instance
-from archive.models import Instance, Site, Study
-from archive.storage import CHUNK, StagingWriter, get_storage
+from archive.models import Site, Study
+from archive.storage import StagingWriter, get_storage
 from audit.trail import record
 
 log = logging.getLogger(__name__)
@@ -335,16 +335,10 @@ class DicomListener:
             _audit_refusal(session, refused)
             return refused, OUT_OF_RESOURCES
 
-        def audit(results: list[StoreResult]) -> None:
-            for result in results:
-                if result.outcome is Outcome.CONFLICT and _same_data_set(
-                    result.sop_instance_uid, data, transfer_syntax
-                ):
-                    result.outcome = Outcome.DUPLICATE  # the same data set, only the file meta differs (another sender)
-            _audit(session, results, sop_instance)
-
         try:
-            result = store_instance(writer.finish(), sender=session.sender, audit=audit)
+            result = store_instance(
+                writer.finish(), sender=session.sender, audit=lambda results: _audit(session, results, sop_instance)
+            )
         except DatabaseError as exc:  # e.g. the index is locked or unreachable: the sender may retry later
             close_old_connections()
             log.warning("C-STORE from %s not indexed: %s", session.calling_ae, exc)
@@ -437,28 +431,6 @@ def _dataset_uids(data: memoryview, transfer_syntax: UID) -> tuple[str, str] | N
         return str(ds.SOPClassUID), str(ds.SOPInstanceUID)
     except (AttributeError, ValueError, EOFError, OSError, KeyError, TypeError, zlib.error):
         return None
-
-
-def _same_data_set(sop_instance: str, data: memoryview, transfer_syntax: UID) -> bool:
-    """Is the stored object of ``sop_instance`` this data set, in this transfer syntax, under any file meta?"""
-    row = Instance.objects.filter(sop_instance_uid=sop_instance).values_list(
-        "storage_key", "tier", "transfer_syntax_uid"
-    )
-    found = row.first()
-    if found is None or found[2] != transfer_syntax:
-        return False
-    key, tier, _ = found
-    with get_storage(tier).open(key) as fh:
-        head = fh.read(144)  # preamble, DICM, (0002,0000) UL group length
-        if len(head) != 144 or head[128:136] != b"DICM\x02\x00\x00\x00":
-            return False
-        fh.seek(144 + int.from_bytes(head[140:144], "little"))
-        offset = 0
-        while chunk := fh.read(CHUNK):
-            if data[offset : offset + len(chunk)] != chunk:
-                return False
-            offset += len(chunk)
-    return offset == len(data)
 
 
 def _audit(session: _Session, results: list[StoreResult], sop_instance: str) -> None:

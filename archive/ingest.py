@@ -8,8 +8,10 @@ transaction, together with the caller's audit record when it passes one,
 and commit it once the new directory entries (fsynced meanwhile) are
 durable. An instance is acknowledged only after that commit; a crash in
 between leaves an object without a row, which :func:`sweep_orphans` removes.
-Re-sending identical bytes is idempotent; different bytes under an existing
-SOP Instance UID are refused as a conflict and the stored object is kept.
+Re-sending an instance is idempotent: identical bytes, or the identical data
+set under other File Meta Information (another sender or gateway, in the same
+transfer syntax), count as a duplicate. A different data set under an
+existing SOP Instance UID is refused as a conflict and the stored object is kept.
 
 A value the index refuses (a data error, or a constraint that is not the
 SOP Instance UID's uniqueness) refuses only its own instance, as "cannot
@@ -22,12 +24,13 @@ committed row has been removed.
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, BinaryIO
 
 from django.conf import settings
 from django.db import DatabaseError, DataError, IntegrityError, connections, router, transaction
@@ -35,7 +38,7 @@ from django.utils import timezone
 
 from archive.dicomfile import InvalidInstance, ParsedInstance, parse_instance
 from archive.models import Instance, Patient, PersonNameWord, Series, Site, Study
-from archive.storage import StagedObject, get_storage, log_name, object_key
+from archive.storage import CHUNK, StagedObject, get_storage, log_name, object_key
 from audit.trail import record
 from pacs.dblock import write_lock
 from pacs.sql import per_vendor
@@ -322,11 +325,43 @@ def _classify_known(pending: list[_Pending]) -> None:
     for p in pending:
         uid = p.parsed.sop_instance_uid
         if uid in stored:
-            p.result.outcome = Outcome.DUPLICATE if stored[uid] == p.staged.sha256 else Outcome.CONFLICT
+            same = stored[uid] == p.staged.sha256 or _same_data_set(uid, p)
+            p.result.outcome = Outcome.DUPLICATE if same else Outcome.CONFLICT
         elif uid in first:
             p.twin = first[uid]
         else:
             first[uid] = p
+
+
+def _same_data_set(sop_uid: str, p: _Pending) -> bool:
+    """Whether the object stored under ``sop_uid`` holds the data set of ``p`` byte for byte, in the same
+    transfer syntax, whatever either's File Meta Information says (read only when the hashes differ)."""
+    found = Instance.objects.filter(sop_instance_uid=sop_uid).values_list("tier", "storage_key", "transfer_syntax_uid")
+    row = found.first()
+    if row is None or row[2] != p.parsed.transfer_syntax_uid:
+        return False
+    with get_storage(row[0]).open(row[1]) as stored, open(p.staged.path, "rb") as staged:
+        digest = _data_set_digest(stored)
+        return digest is not None and digest == _data_set_digest(staged)
+
+
+def _data_set_digest(fh: BinaryIO) -> str | None:
+    """SHA-256 of what follows a Part 10 file's File Meta Information; None without a group length to skip it."""
+    head = _read_exactly(fh, 144)  # preamble, DICM, (0002,0000) UL group length
+    if head[128:136] != b"DICM\x02\x00\x00\x00":
+        return None
+    _read_exactly(fh, int.from_bytes(head[140:144], "little"))
+    digest = hashlib.sha256()
+    while chunk := fh.read(CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_exactly(fh: BinaryIO, size: int) -> bytes:
+    data = b""
+    while len(data) < size and (chunk := fh.read(size - len(data))):
+        data += chunk
+    return data
 
 
 def _follow_twin(p: _Pending) -> None:

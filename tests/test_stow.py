@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 
 import pydicom
@@ -52,6 +53,25 @@ def test_it_is_idempotent_when_the_same_instance_is_sent_twice(upload_client: Cl
     assert again.status_code == 200
     assert Instance.objects.count() == 1
     assert Study.objects.get().number_of_instances == 1
+
+
+@pytest.mark.django_db
+def test_the_same_data_set_under_other_file_meta_is_a_duplicate_and_the_first_copy_stays(upload_client: Client) -> None:
+    part = make_instance(StudySpec(), sop_uid="1.2.3.4.6")
+    ds = pydicom.dcmread(io.BytesIO(part))
+    ds.file_meta.ImplementationVersionName = "OTHER_GATEWAY"  # another sender's File Meta, same data set
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    resent = buffer.getvalue()
+    assert resent != part
+    assert stow(upload_client, [part]).status_code == 200
+    response = stow(upload_client, [resent])
+    assert response.status_code == 200
+    ok, failed = sops(response)
+    assert ok == ["1.2.3.4.6"] and failed == []
+    inst = Instance.objects.get()
+    assert inst.sha256 == hashlib.sha256(part).hexdigest()
+    assert list(get_storage().keys()) == [inst.storage_key]
 
 
 @pytest.mark.django_db
