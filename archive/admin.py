@@ -4,7 +4,7 @@ Lists start from :func:`archive.access.visible_studies`, so a staff member sees
 in the admin exactly the studies the access policy lets them see. Index rows
 are derived from the stored files and are therefore read-only here, except a
 study's site (to place a study whose institution was not recognised).
-Deleting a study goes through :func:`archive.delete.remove_study`, which also
+Deleting a study goes through :func:`archive.ingest.delete.remove_study`, which also
 removes its stored objects. Opening a study or patient page is recorded in the
 audit trail (``admin-view``). API tokens are issued here: the plain token is
 shown exactly once and only its hash is kept.
@@ -26,7 +26,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from archive.access import policy, visible_studies
-from archive.delete import remove_study
+from archive.ingest.delete import remove_study
 from archive.models import ApiToken, Instance, Patient, Series, Study
 from audit.adminlog import AuditedModelAdmin
 from audit.trail import record

@@ -10,7 +10,7 @@ class ArchiveConfig(AppConfig):
     def ready(self) -> None:
         from pydicom import config
 
-        from archive.lookups import register
+        from archive.query.lookups import register
 
         register()  # the __wildcard lookup QIDO matching compiles to GLOB / LIKE
         # pydicom's reading validation only warns, and its warnings quote the invalid value (a birth

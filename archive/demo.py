@@ -1,11 +1,11 @@
 """The demo data set: synthetic studies that ``make run`` loads once.
 
-Everything is generated from :mod:`archive.synthetic` (no download, no real
+Everything is generated from :mod:`archive.dicom.synthetic` (no download, no real
 patient). UIDs are derived from fixed names and every byte is deterministic,
 so loading twice is idempotent: a series already complete is skipped, and a
 half-loaded series is completed (identical instances are duplicates, not
 conflicts). Each instance goes through the one ingest path,
-:func:`archive.ingest.store_instance`, exactly as a STOW-RS upload would.
+:func:`archive.ingest.store.store_instance`, exactly as a STOW-RS upload would.
 
 The set covers what a newcomer wants to try: a 512×512 16-bit CT series of 60
 slices for the viewer, MR, CR and multi-frame ultrasound clips, priors (the
@@ -19,10 +19,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from archive.ingest import Outcome, store_instance
+from archive.dicom.synthetic import StudySpec, make_instance
+from archive.ingest.store import Outcome, store_instance
 from archive.models import Instance, Site, Study
-from archive.storage import StagingWriter, get_storage
-from archive.synthetic import StudySpec, make_instance
+from archive.storage.registry import get_storage
+from archive.storage.staging import StagingWriter
 
 NAMESPACE = "cloud-pacs demo data set v1"
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from typing import Any
+from typing import Any, BinaryIO
 
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+
+from archive.storage.registry import get_storage
 
 
 class Site(models.Model):
@@ -161,6 +163,14 @@ class Instance(models.Model):
     def __str__(self) -> str:
         return self.sop_instance_uid
 
+    def open_stored(self) -> BinaryIO:
+        """The stored Part 10 object, open for reading from its tier."""
+        return get_storage(self.tier).open(self.storage_key)
+
+    def read_stored_ranges(self, ranges: list[list[int]]) -> bytes:
+        """The ``[offset, length]`` ranges of the stored object, concatenated (a frame's bytes)."""
+        return get_storage(self.tier).read_ranges(self.storage_key, ranges)
+
 
 class PersonNameWord(models.Model):
     """One word of a person name's alphabetic group, upper-cased, for fuzzy matching by an index.
@@ -170,7 +180,7 @@ class PersonNameWord(models.Model):
     (word, owner) indexes instead of a regex over every name. Rows belong to
     a patient ((0010,0010) Patient's Name) or to a study ((0008,0090)
     Referring Physician's Name) and are written at ingest
-    (:func:`archive.ingest.name_words`).
+    (:func:`archive.ingest.index.name_words`).
     """
 
     word = models.CharField(max_length=64)

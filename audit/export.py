@@ -14,7 +14,7 @@
 
 :class:`SyslogSender` ships lines over UDP or TCP (octet-counted framing,
 RFC 6587) to ``settings.PACS_AUDIT_SYSLOG`` (``udp://host:514``); ``manage.py
-audit_forward --follow`` (:mod:`portal.auditforward`) streams new records there.
+audit_forward --follow`` (:mod:`audit.forward`) streams new records there.
 """
 
 from __future__ import annotations

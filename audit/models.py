@@ -68,3 +68,17 @@ class ChainHead(models.Model):
 
     def __str__(self) -> str:
         return f"{self.count} records, head {self.last_hash[:12]}…"
+
+
+class AuditForwardCursor(models.Model):
+    """The id of the last audit record a syslog target has been sent (at-least-once delivery)."""
+
+    target = models.CharField(max_length=255, unique=True)
+    last_id = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "portal_auditforwardcursor"  # created by the portal app before the model moved here
+
+    def __str__(self) -> str:
+        return f"{self.target}: up to record {self.last_id}"

@@ -7,7 +7,7 @@ concurrent requests on PostgreSQL; on SQLite writes are serialised anyway.
 An append is three raw statements in one transaction (see :func:`_append`);
 called inside a transaction, it joins it, so a caller can make its own rows
 and their audit record one commit (STOW-RS does: see
-:func:`archive.ingest.store_instances`).
+:func:`archive.ingest.store.store_instances`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from audit.models import AuditEvent, ChainHead
-from pacs.dblock import write_lock
-from pacs.sql import per_vendor
+from pacs.lib.dblock import write_lock
+from pacs.lib.sql import per_vendor
 
 GENESIS = "0" * 64
 

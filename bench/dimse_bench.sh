@@ -19,7 +19,7 @@ $py - "$work/files" "$n" <<'PY'
 import os, sys
 import django
 django.setup()
-from archive.synthetic import StudySpec, make_series
+from archive.dicom.synthetic import StudySpec, make_series
 root, n = sys.argv[1], int(sys.argv[2])
 for run in range(3):
     os.makedirs(f"{root}/{run}", exist_ok=True)

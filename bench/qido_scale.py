@@ -51,7 +51,7 @@ from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
-from archive.ingest import name_words  # noqa: E402
+from archive.ingest.index import name_words  # noqa: E402
 from archive.models import ApiToken, Instance, Patient, PersonNameWord, Series, Site, Study, hash_token  # noqa: E402
 from portal.models import SiteMembership  # noqa: E402
 
@@ -74,8 +74,8 @@ def attr(vr: str, value: Any) -> dict[str, Any]:
 
 def instance_template() -> str:
     """The stored JSON of a synthetic CT instance, with placeholders for its UIDs."""
-    from archive.dicomfile import parse_instance
-    from archive.synthetic import StudySpec, make_instance
+    from archive.dicom.part10 import parse_instance
+    from archive.dicom.synthetic import StudySpec, make_instance
 
     raw = make_instance(StudySpec(study_uid="9.9.1"), series_uid="9.9.2", sop_uid="9.9.3", size=16)
     with tempfile.NamedTemporaryFile(suffix=".dcm") as fh:

@@ -102,9 +102,9 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "portal.middleware.SessionPolicyMiddleware",  # idle/absolute timeout, sign out everywhere
+    "portal.accounts.middleware.SessionPolicyMiddleware",  # idle/absolute timeout, sign out everywhere
     "django_otp.middleware.OTPMiddleware",
-    "portal.mfa_middleware.MFAEnforcementMiddleware",
+    "portal.mfa.middleware.MFAEnforcementMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -185,7 +185,7 @@ OTP_ADMIN_HIDE_SENSITIVE_DATA = True  # the admin never shows TOTP keys or backu
 PACS_MFA_TRUST_IDP_AMR = env_bool("PACS_MFA_TRUST_IDP_AMR", True)
 
 # Single sign-on (OpenID Connect, mozilla-django-oidc): on when a client id and an
-# issuer (discovery) or explicit endpoints are set. See portal/oidc.py.
+# issuer (discovery) or explicit endpoints are set. See portal/sso/oidc.py.
 OIDC_OP_ISSUER = os.environ.get("OIDC_OP_ISSUER", "")
 OIDC_OP_AUTHORIZATION_ENDPOINT = os.environ.get("OIDC_OP_AUTHORIZATION_ENDPOINT", "")
 OIDC_OP_TOKEN_ENDPOINT = os.environ.get("OIDC_OP_TOKEN_ENDPOINT", "")
@@ -198,7 +198,7 @@ OIDC_RP_SCOPES = os.environ.get("OIDC_RP_SCOPES", "openid email profile")
 OIDC_CREATE_USER = env_bool("OIDC_CREATE_USERS", False)
 # Accounts are bound to the provider's (iss, sub). An identity seen for the first
 # time is linked to the account with the same address only when this is true and
-# the provider says email_verified: true (portal/oidc.py).
+# the provider says email_verified: true (portal/sso/oidc.py).
 OIDC_LINK_BY_EMAIL = env_bool("OIDC_LINK_BY_EMAIL", False)
 OIDC_ROLES_CLAIM = os.environ.get("OIDC_ROLES_CLAIM", "groups")
 OIDC_ROLES_MAP = dict(  # "idp-group=role,other=role"
@@ -209,17 +209,17 @@ OIDC_USE_PKCE = True
 OIDC_USE_NONCE = True
 OIDC_TIMEOUT = env_int("OIDC_TIMEOUT_SECONDS", 10)
 OIDC_VERIFY_SSL = env_bool("OIDC_VERIFY_SSL", True)
-OIDC_AUTHENTICATE_CLASS = "portal.oidc.AuthenticateView"
-OIDC_CALLBACK_CLASS = "portal.oidc.CallbackView"
+OIDC_AUTHENTICATE_CLASS = "portal.sso.oidc.AuthenticateView"
+OIDC_CALLBACK_CLASS = "portal.sso.oidc.CallbackView"
 LOGIN_REDIRECT_URL_FAILURE = "/accounts/login/?sso=failed"
 # Sign-out also ends the provider's session (RP-initiated logout) when it has an
 # end_session_endpoint (discovered, or OIDC_OP_LOGOUT_ENDPOINT); the ID token is
 # kept in the server-side session as the id_token_hint.
 OIDC_OP_LOGOUT_ENDPOINT = os.environ.get("OIDC_OP_LOGOUT_ENDPOINT", "")
-OIDC_OP_LOGOUT_URL_METHOD = "portal.oidc.provider_logout_url"
+OIDC_OP_LOGOUT_URL_METHOD = "portal.sso.oidc.provider_logout_url"
 OIDC_STORE_ID_TOKEN = True
-# Passwords go through Django's ModelBackend with the sign-in lockout (portal/lockout.py).
-AUTHENTICATION_BACKENDS = ["portal.backends.LockoutModelBackend", "portal.oidc.Backend"]
+# Passwords go through Django's ModelBackend with the sign-in lockout (portal/accounts/lockout.py).
+AUTHENTICATION_BACKENDS = ["portal.accounts.backends.LockoutModelBackend", "portal.sso.oidc.Backend"]
 
 # Web hardening. Cookies are Secure unless explicitly served over plain HTTP
 # on loopback (the demo): browsers treat 127.0.0.1 as a secure context anyway.
@@ -230,7 +230,7 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_HTTPONLY = True
 SESSION_COOKIE_AGE = env_int("PACS_SESSION_ABSOLUTE_SECONDS", 12 * 3600)
-# Clinical workstations: a session idle this long ends (portal/sessions.py).
+# Clinical workstations: a session idle this long ends (portal/accounts/sessions.py).
 PACS_SESSION_IDLE_SECONDS = env_int("PACS_SESSION_IDLE_SECONDS", 15 * 60)
 # Sign-in lockout: failures per user name / per address within the window lock it.
 PACS_SIGNIN_MAX_FAILURES = env_int("PACS_SIGNIN_MAX_FAILURES", 5)
@@ -247,7 +247,7 @@ EMAIL_HOST_PASSWORD = env_secret("EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "pacs@localhost")
 PASSWORD_RESET_TIMEOUT = env_int("PACS_PASSWORD_RESET_SECONDS", 3600)
-# Reset mail per address / per client address within the window (portal/resetlimit.py).
+# Reset mail per address / per client address within the window (portal/accounts/resetlimit.py).
 PACS_PASSWORD_RESET_MAX_PER_EMAIL = env_int("PACS_PASSWORD_RESET_MAX_PER_EMAIL", 3)
 PACS_PASSWORD_RESET_MAX_PER_IP = env_int("PACS_PASSWORD_RESET_MAX_PER_IP", 10)
 PACS_PASSWORD_RESET_WINDOW_SECONDS = env_int("PACS_PASSWORD_RESET_WINDOW_SECONDS", 3600)
@@ -264,29 +264,29 @@ PACS_STORAGE_DIR = Path(os.environ.get("PACS_STORAGE_DIR", DATA_DIR / "objects")
 # Sites, roles and grants decide who sees which study (portal/access.py).
 PACS_ACCESS_POLICY = os.environ.get("PACS_ACCESS_POLICY", "portal.access.SitePolicy")
 PACS_STOW_MAX_BYTES = env_int("PACS_STOW_MAX_BYTES", 8 * 1024**3)
-# Largest data set a deflated object (1.2.840.10008.1.2.1.99) may inflate to at ingest (archive/dicomfile.py).
+# Largest data set a deflated object (1.2.840.10008.1.2.1.99) may inflate to at ingest (archive/dicom/part10.py).
 PACS_INFLATE_MAX_BYTES = env_int("PACS_INFLATE_MAX_BYTES", 512 * 1024**2)
 PACS_QIDO_DEFAULT_LIMIT = env_int("PACS_QIDO_DEFAULT_LIMIT", 1000)
 # Origins (scheme://host:port, comma-separated) whose pages may call DICOMweb with a bearer token (OHIF).
 PACS_CORS_ORIGINS = [o.strip().rstrip("/") for o in os.environ.get("PACS_CORS_ORIGINS", "").split(",") if o.strip()]
-#: Answer single-frame reads of bearer clients outside the Django request cycle (archive/fastpath.py).
+#: Answer single-frame reads of bearer clients outside the Django request cycle (archive/dicomweb/fastpath.py).
 PACS_FAST_PATH = env_bool("PACS_FAST_PATH", True)
 PACS_QIDO_MAX_LIMIT = env_int("PACS_QIDO_MAX_LIMIT", 10000)
 PACS_FSYNC = env_bool("PACS_FSYNC", True)
-# Storage tiers (archive/storage.py), JSON: {"hot": {"backend": "filesystem", "root": "/optional/dir"},
+# Storage tiers (archive/storage/base.py), JSON: {"hot": {"backend": "filesystem", "root": "/optional/dir"},
 # "warm": {"backend": "s3", "bucket": "pacs-warm", "endpoint_url": "http://127.0.0.1:8333", "region": "us-east-1",
 # "prefix": "", "access_key_file": "/run/secrets/s3_key", "secret_key_file": "/run/secrets/s3_secret"}}. Without key
 # files boto3 reads AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY. A tier not named is a folder under PACS_STORAGE_DIR.
 PACS_TIERS: dict[str, dict[str, str]] = json.loads(os.environ.get("PACS_TIERS") or "{}")
 for _tier, _config in PACS_TIERS.items():
-    if not isinstance(_config, dict) or _config.get("backend") not in ("filesystem", "s3"):
-        raise ValueError(f"PACS_TIERS[{_tier!r}] needs a backend of 'filesystem' or 's3'")
+    if not isinstance(_config, dict) or not isinstance(_config.get("backend"), str):
+        raise ValueError(f"PACS_TIERS[{_tier!r}] needs a backend: 'filesystem', 's3' or a dotted path")
     if _config["backend"] == "s3" and not _config.get("bucket"):
         raise ValueError(f"PACS_TIERS[{_tier!r}] needs a bucket")
 PACS_STUDY_SITE_SOURCE = os.environ.get("PACS_STUDY_SITE_SOURCE", "sender")
 if PACS_STUDY_SITE_SOURCE not in ("sender", "institution"):
     raise ValueError("PACS_STUDY_SITE_SOURCE must be 'sender' or 'institution'")
-# DICOM DIMSE listener (`manage.py dicom_listener`, archive/dimse.py). Only the
+# DICOM DIMSE listener (`manage.py dicom_listener`, archive/dimse/listener.py). Only the
 # calling AE titles listed may associate: "CT1@10.0.0.21=general,MR2=general"
 # (AE title, optional address or network, then the code of the Site it stores into).
 PACS_DIMSE_AE_TITLE = os.environ.get("PACS_DIMSE_AE_TITLE", "PACS")

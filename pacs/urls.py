@@ -11,9 +11,9 @@ def health(request: HttpRequest) -> JsonResponse:
 
 urlpatterns = [
     path("health", health, name="health"),
-    path("dicom-web/", include("archive.urls")),
+    path("dicom-web/", include("archive.dicomweb.urls")),
     path("admin/", admin.site.urls),
-    path("mfa/", include("portal.mfa_urls")),
+    path("mfa/", include("portal.mfa.urls")),
     path("oidc/", include("mozilla_django_oidc.urls")),
     path("", include("portal.urls")),
     path("viewer/", include("viewer.urls")),

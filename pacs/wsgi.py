@@ -1,4 +1,4 @@
-"""WSGI entry point for gunicorn: Django, behind the frame fast path (:mod:`archive.fastpath`).
+"""WSGI entry point for gunicorn: Django, behind the frame fast path (:mod:`archive.dicomweb.fastpath`).
 
 It also tunes the C allocator of the serving process (:func:`keep_large_buffers`).
 """
@@ -36,6 +36,6 @@ keep_large_buffers()
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pacs.settings")
 django_application = get_wsgi_application()
 
-from archive.fastpath import BearerHandler, FastPath  # noqa: E402  (needs the configured settings)
+from archive.dicomweb.fastpath import BearerHandler, FastPath  # noqa: E402  (needs the configured settings)
 
 application = FastPath(django_application, BearerHandler())

@@ -29,10 +29,10 @@ from typing import Any
 from django.utils import timezone
 
 from archive.access import AccessPolicy, Visibility
-from archive.dicomfile import person_name_search
+from archive.dicom.part10 import person_name_search
 from archive.models import Site
+from portal.accounts.roles import RESTRICTED, SITE_READERS, Role, roles_of
 from portal.models import AccessGrant, SiteMembership, UserProfile
-from portal.roles import RESTRICTED, SITE_READERS, Role, roles_of
 
 
 def _signed_in(user: Any) -> bool:

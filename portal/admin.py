@@ -31,10 +31,10 @@ from django.urls import reverse
 from archive.models import Site
 from audit.adminlog import AuditedModelAdmin
 from audit.trail import record
-from portal import lockout
-from portal.groups import sync_staff_flag
+from portal.accounts import lockout
+from portal.accounts.groups import sync_staff_flag
+from portal.accounts.sessions import sign_out_everywhere
 from portal.models import AccessGrant, OIDCIdentity, SignInFailure, SiteMembership, UserProfile
-from portal.sessions import sign_out_everywhere
 
 
 def portal_login(request: HttpRequest, extra_context: Any = None) -> HttpResponse:
@@ -135,7 +135,7 @@ class UserAdmin(AuditedModelAdmin, DjangoUserAdmin):
     list_display = ("username", "email", "first_name", "last_name", "is_active", "is_staff", "role_names")
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
-        # Staff status follows the roles (see portal.groups.sync_staff_flag).
+        # Staff status follows the roles (see portal.accounts.groups.sync_staff_flag).
         return (*super().get_readonly_fields(request, obj), "is_staff", "last_login", "date_joined")
 
     @admin.display(description="Roles")

@@ -8,6 +8,6 @@ class PortalConfig(AppConfig):
 
     def ready(self) -> None:
         # Django's own sign-in/sign-out signals feed the audit trail and the lockout.
-        from portal import authevents
+        from portal.accounts import authevents
 
         authevents.connect()

@@ -10,14 +10,12 @@
   name (matched against (0008,0090) Referring Physician's Name) and the session
   generation that "sign out everywhere" increments.
 * :class:`SignInFailure` rows count failed sign-ins per user name and address
-  for the lockout (``portal/lockout.py``).
+  for the lockout (``portal/accounts/lockout.py``).
 * :class:`OIDCIdentity` binds an account to one identity at an OpenID
   provider, (issuer, subject): the only key SSO sign-ins are matched by once
-  linked (``portal/oidc.py``).
+  linked (``portal/sso/oidc.py``).
 * :class:`PasswordResetRequest` rows count reset requests per address and per
-  client address for the reset throttle (``portal/resetlimit.py``).
-* :class:`AuditForwardCursor` remembers, per syslog target, the last audit
-  record shipped (``manage.py audit_forward``).
+  client address for the reset throttle (``portal/accounts/resetlimit.py``).
 """
 
 from __future__ import annotations
@@ -168,14 +166,3 @@ class PasswordResetRequest(Attempt):
 
     def __str__(self) -> str:
         return f"reset for {self.email} from {self.source_ip or '?'} at {self.at:%Y-%m-%d %H:%M:%S}"
-
-
-class AuditForwardCursor(models.Model):
-    """The id of the last audit record a syslog target has been sent (at-least-once delivery)."""
-
-    target = models.CharField(max_length=255, unique=True)
-    last_id = models.BigIntegerField(default=0)
-    updated_at = models.DateTimeField(default=timezone.now)
-
-    def __str__(self) -> str:
-        return f"{self.target}: up to record {self.last_id}"

@@ -2,7 +2,8 @@
 
 from django.urls import path
 
-from portal import auth_views, views
+from portal import views
+from portal.accounts import views as auth_views
 
 urlpatterns = [
     path("accounts/login/", auth_views.SignInView.as_view(), name="login"),

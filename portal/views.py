@@ -5,7 +5,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from archive.access import policy
-from portal.roles import roles_of
+from portal.accounts.roles import roles_of
 
 
 @login_required

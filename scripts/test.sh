@@ -10,7 +10,7 @@ step() { printf '\n== %s (%ss)\n' "$*" "$(($(date +%s) - started))"; }
 step "System packages"
 packages=(postgresql chromium dcmtk)
 # Node packages the tests run: the OpenID provider and the HTJ2K encoder.
-npm_dirs=(tests/oidc tests/htj2k)
+npm_dirs=(tests/portal/sso/oidc tests/archive/dicomweb/htj2k)
 for dir in "${npm_dirs[@]}"; do
     if [ -f "$dir/package.json" ] && ! command -v npm >/dev/null 2>&1; then
         packages+=(nodejs npm)

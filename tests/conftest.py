@@ -13,9 +13,9 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 
-from archive import storage
+from archive.dicom.synthetic import StudySpec, make_series
 from archive.models import ApiToken
-from archive.synthetic import StudySpec, make_series
+from archive.storage import registry
 
 # Playwright's sync API runs an event loop in the test thread; DB access from
 # tests around it is still synchronous and safe.
@@ -23,13 +23,34 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
 @pytest.fixture(autouse=True)
+def role_groups(request: pytest.FixtureRequest, django_db_blocker: Any) -> None:
+    """The role groups the roles migration made, there for every database test.
+
+    A transactional test (live server, threads) ends by emptying every table;
+    Django puts back permissions but not the groups that a data migration
+    created, so whichever test ran next in that process would find no roles.
+    """
+    marker = request.node.get_closest_marker("django_db")
+    if marker is None and not {"db", "transactional_db"} & set(request.fixturenames):
+        return
+    from django.contrib.auth.models import Group, Permission
+
+    from portal.accounts.groups import ensure_roles
+    from portal.accounts.roles import Role
+
+    with django_db_blocker.unblock():
+        if not Group.objects.filter(name=Role.ADMINISTRATOR.value).exists():
+            ensure_roles(Group, Permission)
+
+
+@pytest.fixture(autouse=True)
 def isolated_storage(settings: Any, tmp_path: Path) -> Iterator[Path]:
     """Every test stores objects under its own temporary directory."""
     settings.PACS_STORAGE_DIR = tmp_path / "objects"
     settings.PACS_FSYNC = False
-    storage.get_storage.cache_clear()
+    registry.get_storage.cache_clear()
     yield tmp_path / "objects"
-    storage.get_storage.cache_clear()
+    registry.get_storage.cache_clear()
 
 
 @pytest.fixture
@@ -155,7 +176,7 @@ def other_site(db: Any) -> Any:
 
 
 def role_user(username: str, role: Any, site: Any = None) -> User:
-    from portal.groups import add_role
+    from portal.accounts.groups import add_role
 
     user = User.objects.create_user(username, email=f"{username}@example.org", password=uuid.uuid4().hex)
     add_role(user, role)
@@ -167,7 +188,7 @@ def role_user(username: str, role: Any, site: Any = None) -> User:
 @pytest.fixture
 def owner(general_site: Any) -> User:
     """A technologist at site A: stores site A's studies and reads them."""
-    from portal.roles import Role
+    from portal.accounts.roles import Role
 
     return role_user("owner", Role.TECHNOLOGIST, general_site)
 
@@ -175,7 +196,7 @@ def owner(general_site: Any) -> User:
 @pytest.fixture
 def colleague(general_site: Any) -> User:
     """A radiologist at site A: reads what the owner stored."""
-    from portal.roles import Role
+    from portal.accounts.roles import Role
 
     return role_user("colleague", Role.RADIOLOGIST, general_site)
 
@@ -183,7 +204,7 @@ def colleague(general_site: Any) -> User:
 @pytest.fixture
 def outsider(other_site: Any) -> User:
     """A technologist at site B (may store, no MFA needed): must see nothing of site A."""
-    from portal.roles import Role
+    from portal.accounts.roles import Role
 
     return role_user("outsider", Role.TECHNOLOGIST, other_site)
 

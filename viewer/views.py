@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from archive.access import visible_studies
-from archive.uid import is_valid_uid
+from archive.dicom.uid import is_valid_uid
 from audit.trail import record
 from viewer.bundle import script
 from viewer.hints import preload_urls

@@ -2,7 +2,7 @@
 
 from django import template
 
-from portal import oidc
+from portal.sso import oidc
 
 register = template.Library()
 

@@ -1,4 +1,4 @@
-"""``manage.py dicom_listener``: run the DICOM C-ECHO/C-STORE SCP (see archive/dimse.py).
+"""``manage.py dicom_listener``: run the DICOM C-ECHO/C-STORE SCP (see archive/dimse/listener.py).
 
 Refuses to start when ``PACS_DIMSE_ALLOWED`` is malformed or names a site
 that does not exist, so a typo never turns into silently rejected modalities.
@@ -14,7 +14,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from archive.dimse import ConfigurationError, DicomListener, missing_sites, parse_allowed, validate_ae_title
+from archive.dimse.listener import DicomListener
+from archive.dimse.peers import ConfigurationError, missing_sites, parse_allowed, validate_ae_title
 
 
 class Command(BaseCommand):

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import ProtectedError
 
-from archive.reindex import reindex
+from archive.ingest.reindex import reindex
 
 
 class Command(BaseCommand):

@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib.auth.models import Group, Permission
 from django.core.management.base import BaseCommand
 
-from portal.groups import ensure_roles
+from portal.accounts.groups import ensure_roles
 
 
 class Command(BaseCommand):

@@ -1,0 +1,126 @@
+"""Rebuilding the index from the stored Part 10 files alone.
+
+The index is derived data (see :mod:`archive.models`): walking a tier's keys,
+hashing and parsing each object, and indexing it through the same
+:func:`archive.ingest.index.index_instance` that ingest uses gives back the same
+rows. Re-running is idempotent: an object already indexed under its key is
+counted and left alone. An object whose bytes no longer match the SHA-256
+prefix in its key is reported as corrupt and never indexed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from archive.dicom.part10 import InvalidInstance, parse_instance
+from archive.ingest.index import InvalidSeriesParent, index_instance
+from archive.models import Instance, Patient, Study
+from archive.storage.base import CHUNK, Storage
+from archive.storage.keys import object_key
+from archive.storage.registry import get_storage
+
+
+@dataclass
+class ReindexReport:
+    """Counts of one reindex run, per outcome, with the keys that need a look."""
+
+    scanned: int = 0
+    indexed: int = 0
+    already: int = 0
+    corrupt: list[str] = field(default_factory=list)
+    invalid: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+
+    def merge(self, other: ReindexReport) -> None:
+        self.scanned += other.scanned
+        self.indexed += other.indexed
+        self.already += other.already
+        self.corrupt += other.corrupt
+        self.invalid += other.invalid
+        self.conflicts += other.conflicts
+
+
+def file_sha256(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def known_tiers() -> list[str]:
+    """``hot``, every configured tier, and every tier folder present under the storage root."""
+    root = Path(settings.PACS_STORAGE_DIR)
+    found = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")} if root.is_dir() else set()
+    return sorted(found | set(settings.PACS_TIERS) | {"hot"})
+
+
+def wipe_index() -> int:
+    """Delete every Patient/Study/Series/Instance row (the files stay)."""
+    with transaction.atomic():
+        count = Instance.objects.count()
+        Study.objects.all().delete()
+        Patient.objects.all().delete()
+    return count
+
+
+def reindex_tier(tier: str, progress: Callable[[int], None] | None = None) -> ReindexReport:
+    """Index every object of ``tier`` that has no row yet."""
+    storage: Storage = get_storage(tier)
+    report = ReindexReport()
+    indexed = dict(Instance.objects.filter(tier=tier).values_list("storage_key", "sop_instance_uid"))
+    for key in sorted(storage.keys()):
+        report.scanned += 1
+        if progress is not None and report.scanned % 500 == 0:
+            progress(report.scanned)
+        if key in indexed:
+            report.already += 1
+            continue
+        with storage.local_path(key) as path:
+            sha256, size = file_sha256(path)
+            try:
+                parsed = parse_instance(path)
+            except InvalidInstance as exc:
+                report.invalid.append(f"{key}: {exc}")
+                continue
+        expected = object_key(parsed.study_instance_uid, parsed.series_instance_uid, parsed.sop_instance_uid, sha256)
+        if expected != key:
+            report.corrupt.append(f"{key}: content does not match its key (SHA-256 {sha256[:16]}…)")
+            continue
+        existing = Instance.objects.filter(sop_instance_uid=parsed.sop_instance_uid).values_list("sha256", flat=True)
+        if existing:
+            if existing[0] == sha256:
+                report.already += 1  # the same object is indexed in another tier
+            else:
+                report.conflicts.append(f"{key}: SOP Instance UID already indexed with other content")
+            continue
+        try:
+            index_instance(parsed, key, sha256, size, tier=tier)
+        except InvalidSeriesParent:
+            report.conflicts.append(f"{key}: Series Instance UID already belongs to another study")
+            continue
+        except IntegrityError:
+            report.already += 1  # indexed concurrently by an ingest
+            continue
+        report.indexed += 1
+    return report
+
+
+def reindex(
+    tiers: list[str] | None = None, wipe: bool = False, progress: Callable[[int], None] | None = None
+) -> ReindexReport:
+    """Rebuild the index of ``tiers`` (default: every tier) from the stored files."""
+    if wipe:
+        wipe_index()
+    total = ReindexReport()
+    for tier in tiers or known_tiers():
+        total.merge(reindex_tier(tier, progress))
+    return total

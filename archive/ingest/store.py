@@ -1,0 +1,448 @@
+"""The one ingest path: every stored instance, from STOW-RS, C-STORE, the demo
+loader or ``reindex``, goes through :func:`store_instance`.
+
+Order of work: parse the staged file (outside any transaction, while its
+digest and fsync run in the background), place the object in storage
+atomically once its bytes are durable, then write the index rows in one
+transaction, together with the caller's audit record when it passes one,
+and commit it once the new directory entries (fsynced meanwhile) are
+durable. An instance is acknowledged only after that commit; a crash in
+between leaves an object without a row, which :func:`sweep_orphans` removes.
+Re-sending an instance is idempotent: identical bytes, or the identical data
+set under other File Meta Information (another sender or gateway, in the same
+transfer syntax), count as a duplicate. A different data set under an
+existing SOP Instance UID is refused as a conflict and the stored object is kept.
+
+A value the index refuses (a data error, or a constraint that is not the
+SOP Instance UID's uniqueness) refuses only its own instance, as "cannot
+understand", and its object is removed; the other instances of the request
+are kept and every result is audited. Errors of the database itself (down,
+locked) propagate, after every object placed by the call that has no
+committed row has been removed.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from django.db import DatabaseError, DataError, IntegrityError, connections, router, transaction
+
+from archive.dicom.part10 import InvalidInstance, ParsedInstance, parse_instance
+from archive.ingest.index import IndexWriter, InvalidSeriesParent
+from archive.models import Instance, Site
+from archive.storage.base import CHUNK, StagedObject
+from archive.storage.keys import log_name, object_key
+from archive.storage.registry import get_storage
+from audit.trail import record
+from pacs.lib.dblock import write_lock
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(enum.Enum):
+    STORED = "stored"
+    DUPLICATE = "duplicate"  # identical bytes were already stored
+    CONFLICT = "conflict"  # different bytes under an existing SOP Instance UID
+    INVALID = "invalid"  # not a DICOM instance we can keep (unreadable, or a value the index refuses)
+    MISMATCH = "mismatch"  # Study Instance UID differs from the request's
+    FORBIDDEN = "forbidden"  # the study exists but the sender may not see it
+
+
+# (0008,1197) Failure Reason values used in STOW-RS responses.
+FAILURE_REASON = {
+    Outcome.INVALID: 0xC000,  # Error: Cannot understand
+    Outcome.MISMATCH: 0xA900,  # Error: Data Set does not match the target study
+    Outcome.CONFLICT: 0x0111,  # Duplicate SOP Instance with different content
+    Outcome.FORBIDDEN: 0x0124,  # Refused: not authorized
+}
+
+
+@dataclass
+class StoreResult:
+    outcome: Outcome
+    sop_class_uid: str = ""
+    sop_instance_uid: str = ""
+    study_instance_uid: str = ""
+    series_instance_uid: str = ""
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in (Outcome.STORED, Outcome.DUPLICATE)
+
+
+@dataclass
+class Sender:
+    """Who is storing: decides the site of new studies and which studies may grow.
+
+    ``site_of`` (looked up once, and only when a new study is created) takes
+    precedence over ``site``.
+    """
+
+    site: Site | None = None
+    may_add_to: Callable[[str], bool] | None = None
+    site_of: Callable[[], Site | None] | None = None
+
+    def new_study_site(self) -> Site | None:
+        if self.site_of is not None:
+            self.site, self.site_of = self.site_of(), None
+        return self.site
+
+
+#: Records the outcome of a store in the audit trail; see :func:`store_instances`.
+AuditHook = Callable[[list[StoreResult]], None]
+
+#: Errors an instance's own values cause at the index: they refuse that instance only. OverflowError is
+#: SQLite's answer to an integer beyond 64 bits. OperationalError and InterfaceError (the database is down
+#: or locked) are not among them: they propagate.
+DATA_ERRORS = (IntegrityError, DataError, OverflowError)
+
+
+@dataclass
+class _Pending:
+    """One parsed object on its way into the index."""
+
+    staged: StagedObject
+    parsed: ParsedInstance
+    result: StoreResult
+    key: str = ""
+    twin: _Pending | None = None  # an earlier part of the same request with the same SOP Instance UID
+    indexed: bool = False  # its rows are committed
+
+
+def store_instance(
+    staged: StagedObject,
+    expected_study: str | None = None,
+    sender: Sender | None = None,
+    audit: AuditHook | None = None,
+) -> StoreResult:
+    """Parse, place and index one staged object; always consumes ``staged``.
+
+    ``sender`` (absent for trusted local imports) limits which existing studies
+    may receive instances and supplies the site of new ones.
+    """
+    return store_instances([staged], expected_study, sender, audit)[0]
+
+
+def store_instances(
+    staged: list[StagedObject],
+    expected_study: str | None = None,
+    sender: Sender | None = None,
+    audit: AuditHook | None = None,
+) -> list[StoreResult]:
+    """Parse, place and index the objects of one request; always consumes them.
+
+    Every object is placed once its staged bytes are durable, and every new
+    directory entry fsynced (once per directory, all together, while the
+    rows are written) before the single transaction that writes all index
+    rows commits, each instance under its own savepoint so that one refused
+    instance costs only itself. Results come
+    back in input order and are final only once this returns, that is after
+    the commit.
+
+    ``audit`` is called with every result exactly once in all: inside the
+    index transaction, just before it commits, for every result when rows
+    are written (so a stored instance never exists without its audit
+    record, and one commit serves both), and afterwards for whatever no
+    committed transaction covered (nothing to index, or a refused write).
+    """
+    sender = sender or Sender()
+    results: list[StoreResult] = []
+    pending: list[_Pending] = []
+    placed: list[_Pending] = []
+    plan = _AuditPlan(audit, results, pending) if audit is not None else None
+    try:
+        for item in staged:
+            result, parsed = _check(item, expected_study, sender)
+            results.append(result)
+            if parsed is not None:
+                pending.append(_Pending(item, parsed, result))
+        _classify_known(pending)
+        fresh = [p for p in pending if p.result.outcome is Outcome.STORED and p.twin is None]
+        storage = get_storage("hot")
+        for p in fresh:
+            p.key = object_key(
+                p.parsed.study_instance_uid, p.parsed.series_instance_uid, p.parsed.sop_instance_uid, p.staged.sha256
+            )
+            placed.append(p)  # before put: a put that fails midway may still leave its object
+            storage.put(p.key, p.staged, sync=False)
+        durable = storage.begin_sync([p.key for p in fresh])  # the index transaction waits for these fsyncs
+        if fresh:
+            _index_placed(fresh, sender, durable, plan, whole=True)
+        durable()
+        for p in fresh:
+            if p.result.outcome in (Outcome.INVALID, Outcome.CONFLICT):
+                storage.delete(p.key)
+        for p in pending:
+            if p.twin is not None:
+                _follow_twin(p)
+        if plan is not None:
+            plan.rest()
+        return results
+    except BaseException:
+        _unplace([p for p in placed if not p.indexed])
+        raise
+    finally:
+        for item in staged:
+            item.discard()
+
+
+def _unplace(placed: list[_Pending]) -> None:
+    """After an error: remove the objects of ``placed`` (not indexed by this call) that no index row points to.
+
+    An identical object stored at the same moment by another request shares
+    the key and may have its row: those are kept. When the index cannot be
+    asked, the objects are left to :func:`sweep_orphans`.
+    """
+    keys = {p.key for p in placed}
+    if not keys:
+        return
+    try:
+        known = set(Instance.objects.filter(storage_key__in=keys).values_list("storage_key", flat=True))
+    except DatabaseError:
+        log.warning("%d placed objects without index rows left to sweep_orphans: the index is not available", len(keys))
+        return
+    storage = get_storage("hot")
+    for key in keys - known:
+        try:
+            storage.delete(key)
+        except OSError:
+            log.exception("placed object %s has no index row and could not be removed", log_name(key))
+
+
+class _AuditPlan:
+    """Which results the audit records of one :func:`store_instances` call cover.
+
+    An index transaction calls :meth:`inside` just before it commits and
+    :meth:`committed` once it has; :meth:`rest` records what no committed
+    transaction did. A result is recorded once, and a stored one always in
+    the transaction that wrote its rows.
+    """
+
+    def __init__(self, hook: AuditHook, results: list[StoreResult], pending: list[_Pending]) -> None:
+        self.hook, self.results, self.pending = hook, results, pending
+        self.done: set[int] = set()
+
+    def inside(self, group: list[_Pending], whole: bool) -> list[StoreResult]:
+        if whole:  # the request's only transaction: record every result of the request
+            for p in self.pending:
+                if p.twin is not None:
+                    _follow_twin(p)  # final: the first copy's savepoint has settled
+            covered = [r for r in self.results if id(r) not in self.done]
+        else:
+            covered = [p.result for p in group]
+        self.hook(covered)
+        return covered
+
+    def committed(self, covered: list[StoreResult]) -> None:
+        self.done.update(id(r) for r in covered)
+
+    def rest(self) -> None:
+        left = [r for r in self.results if id(r) not in self.done]
+        if left:
+            self.hook(left)
+
+
+def record_stores(request: Any, results: list[StoreResult], via: str, actor: str | None = None, **detail: str) -> None:
+    """One "store" audit record per study of ``results``: how many were stored and refused, and how they came.
+
+    STOW-RS and the DICOM listener both report their stores this way.
+    """
+    by_study: dict[str, list[StoreResult]] = {}
+    for r in results:
+        by_study.setdefault(r.study_instance_uid, []).append(r)
+    for study_uid, items in by_study.items():
+        stored = sum(1 for r in items if r.ok)
+        record(
+            "store",
+            request,
+            actor=actor,
+            outcome="success" if stored == len(items) else ("partial" if stored else "failure"),
+            study_instance_uid=study_uid,
+            detail={"stored": stored, "failed": len(items) - stored, "via": via, **detail},
+        )
+
+
+def _check(
+    staged: StagedObject, expected_study: str | None, sender: Sender
+) -> tuple[StoreResult, ParsedInstance | None]:
+    """Parse one object and apply the checks that need no index lookup."""
+    try:
+        parsed = parse_instance(staged.path)
+    except InvalidInstance as exc:  # named by its UIDs when they could be read
+        return StoreResult(Outcome.INVALID, detail=str(exc), **exc.uids), None
+    result = StoreResult(
+        Outcome.STORED,
+        sop_class_uid=parsed.sop_class_uid,
+        sop_instance_uid=parsed.sop_instance_uid,
+        study_instance_uid=parsed.study_instance_uid,
+        series_instance_uid=parsed.series_instance_uid,
+    )
+    if expected_study is not None and parsed.study_instance_uid != expected_study:
+        result.outcome = Outcome.MISMATCH
+        result.detail = "Study Instance UID does not match the request URL"
+        return result, None
+    if sender.may_add_to is not None and not sender.may_add_to(parsed.study_instance_uid):
+        result.outcome = Outcome.FORBIDDEN
+        result.detail = "the study exists and belongs to a site the sender cannot see"
+        return result, None
+    return result, parsed
+
+
+def _classify_known(pending: list[_Pending]) -> None:
+    """Mark instances already indexed (duplicate or conflict) and repeats within the request."""
+    stored = _stored_hashes([p.parsed.sop_instance_uid for p in pending])
+    first: dict[str, _Pending] = {}
+    for p in pending:
+        uid = p.parsed.sop_instance_uid
+        if uid in stored:
+            same = stored[uid] == p.staged.sha256 or _same_data_set(uid, p)
+            p.result.outcome = Outcome.DUPLICATE if same else Outcome.CONFLICT
+        elif uid in first:
+            p.twin = first[uid]
+        else:
+            first[uid] = p
+
+
+def _same_data_set(sop_uid: str, p: _Pending) -> bool:
+    """Whether the object stored under ``sop_uid`` holds the data set of ``p`` byte for byte, in the same
+    transfer syntax, whatever either's File Meta Information says (read only when the hashes differ)."""
+    found = Instance.objects.filter(sop_instance_uid=sop_uid).values_list("tier", "storage_key", "transfer_syntax_uid")
+    row = found.first()
+    if row is None or row[2] != p.parsed.transfer_syntax_uid:
+        return False
+    with get_storage(row[0]).open(row[1]) as stored, open(p.staged.path, "rb") as staged:
+        digest = _data_set_digest(stored)
+        return digest is not None and digest == _data_set_digest(staged)
+
+
+def _data_set_digest(fh: BinaryIO) -> str | None:
+    """SHA-256 of what follows a Part 10 file's File Meta Information; None without a group length to skip it."""
+    head = _read_exactly(fh, 144)  # preamble, DICM, (0002,0000) UL group length
+    if head[128:136] != b"DICM\x02\x00\x00\x00":
+        return None
+    _read_exactly(fh, int.from_bytes(head[140:144], "little"))
+    digest = hashlib.sha256()
+    while chunk := fh.read(CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_exactly(fh: BinaryIO, size: int) -> bytes:
+    data = b""
+    while len(data) < size and (chunk := fh.read(size - len(data))):
+        data += chunk
+    return data
+
+
+def _follow_twin(p: _Pending) -> None:
+    """A repeat within one request shares the fate of the first copy."""
+    assert p.twin is not None
+    earlier = p.twin.result
+    if earlier.ok:
+        same = p.twin.staged.sha256 == p.staged.sha256
+        p.result.outcome = Outcome.DUPLICATE if same else Outcome.CONFLICT
+    else:
+        p.result.outcome, p.result.detail = earlier.outcome, earlier.detail
+
+
+def _stored_hashes(sop_uids: list[str]) -> dict[str, str]:
+    """SHA-256 of the indexed instances among ``sop_uids`` (plain SQL: this runs on every store)."""
+    if not sop_uids:
+        return {}
+    connection = connections[router.db_for_read(Instance)]
+    q = connection.ops.quote_name
+    table, uid, digest = q(Instance._meta.db_table), q("sop_instance_uid"), q("sha256")
+    found: dict[str, str] = {}
+    with connection.cursor() as cursor:
+        for start in range(0, len(sop_uids), 500):
+            chunk = sop_uids[start : start + 500]
+            marks = ", ".join(["%s"] * len(chunk))
+            # Only model metadata is interpolated (quoted table and column names); values are parameters.
+            cursor.execute(f"SELECT {uid}, {digest} FROM {table} WHERE {uid} IN ({marks})", chunk)  # noqa: S608
+            found.update(cursor.fetchall())
+    return found
+
+
+def _index_placed(
+    fresh: list[_Pending],
+    sender: Sender,
+    durable: Callable[[], None],
+    plan: _AuditPlan | None = None,
+    whole: bool = False,
+) -> None:
+    """Write the rows of placed objects: one transaction, a savepoint per instance when there are several.
+
+    ``durable`` waits until the objects' directory entries are durable: it is
+    called before the transaction begins, so no row is ever committed for an
+    object a power cut could still take away, and no writer lock is held
+    while the disk works (other writers, audited reads among them, go on). ``plan`` adds the audit record to the
+    same transaction (``whole``: for every result of the request, not only
+    ``fresh``).
+    """
+    covered: list[StoreResult] = []
+    durable()
+    if len(fresh) == 1:
+        p = fresh[0]
+        try:
+            with write_lock(), transaction.atomic():
+                writer = IndexWriter(site_of=sender.new_study_site)
+                writer.add(p.parsed, p.key, p.staged.sha256, p.staged.size)
+                writer.flush()
+                if plan is not None:
+                    covered = plan.inside(fresh, whole)
+        except DATA_ERRORS as exc:
+            _refused(p, exc)
+            return
+        p.indexed = True
+        if plan is not None:
+            plan.committed(covered)
+        return
+    try:
+        with write_lock(), transaction.atomic():
+            writer = IndexWriter(site_of=sender.new_study_site)
+            for p in fresh:
+                try:
+                    with transaction.atomic():
+                        writer.add(p.parsed, p.key, p.staged.sha256, p.staged.size)
+                except DATA_ERRORS as exc:
+                    writer.forget(p.parsed)
+                    _refused(p, exc)
+                else:
+                    writer.commit_counts()
+            writer.flush()
+            if plan is not None and any(p.result.outcome is Outcome.STORED for p in fresh):
+                covered = plan.inside(fresh, whole)
+    except DATA_ERRORS:
+        # The batch failed as a whole (e.g. at commit): index each instance on its own.
+        for p in fresh:
+            p.result.outcome, p.result.detail = Outcome.STORED, ""
+        for p in fresh:
+            _index_placed([p], sender, durable, plan)
+        return
+    for p in fresh:
+        p.indexed = p.result.outcome is Outcome.STORED
+    if plan is not None:
+        plan.committed(covered)
+
+
+def _refused(p: _Pending, exc: Exception) -> None:
+    """The outcome of an instance whose rows the index refused with ``exc`` (one of :data:`DATA_ERRORS`)."""
+    if isinstance(exc, InvalidSeriesParent):
+        p.result.outcome = Outcome.INVALID
+        p.result.detail = "Series Instance UID already belongs to another study"
+        return
+    if isinstance(exc, IntegrityError):
+        # Another request may have indexed the same SOP Instance UID first; any other constraint is the instance's.
+        stored = _stored_hashes([p.parsed.sop_instance_uid]).get(p.parsed.sop_instance_uid)
+        if stored is not None:
+            p.result.outcome = Outcome.DUPLICATE if stored == p.staged.sha256 else Outcome.CONFLICT
+            return
+    log.warning("the index refused an instance: %s", type(exc).__name__)
+    p.result.outcome = Outcome.INVALID
+    p.result.detail = "an attribute value is outside what the index can hold"

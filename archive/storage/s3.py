@@ -1,0 +1,302 @@
+"""A storage tier in an S3-compatible bucket (AWS S3, SeaweedFS, MinIO, Ceph RGW...).
+
+Objects are uploaded from the local staging file with a Content-MD5 the
+server checks and the object's SHA-256 in its metadata, then verified by a
+HEAD (size and SHA-256). An existing key is never overwritten: single-part
+uploads are conditional (``If-None-Match: *``), multipart ones look first;
+keys carry a prefix of the content hash, so a key that exists already holds
+the same bytes. Reads are ranged GETs: :meth:`S3Storage.read_ranges` fetches a
+frame in one request, and :meth:`S3Storage.open` gives a seekable file whose
+sequential reads stream one GET from the current offset. Every S3 failure
+surfaces as an :class:`OSError` (a missing key as :class:`FileNotFoundError`),
+as the file-system backend's would.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from archive.storage.base import CHUNK, StagedObject, Storage
+
+MISSING = {"404", "NoSuchKey", "NotFound"}
+EXISTS = {"412", "PreconditionFailed"}
+# Ranges closer than this are fetched in one GET (frame fragments sit 8 bytes apart).
+MERGE_GAP = 64 * 1024
+
+
+class S3StorageError(OSError):
+    """An S3 request failed."""
+
+
+@contextmanager
+def _errors(key: str) -> Iterator[None]:
+    """Translate boto errors into :class:`OSError` for ``key``."""
+    try:
+        yield
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in MISSING:
+            raise FileNotFoundError(f"no object {key}") from exc
+        raise S3StorageError(f"S3 request for {key} failed: {code or exc}") from exc
+    except BotoCoreError as exc:
+        raise S3StorageError(f"S3 request for {key} failed: {exc}") from exc
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _read_secret(config: Mapping[str, Any], name: str) -> str | None:
+    """``name`` from the file named by ``<name>_file`` (secrets never sit in the JSON itself)."""
+    path = config.get(f"{name}_file")
+    return Path(path).read_text().strip() if path else None
+
+
+class S3Storage(Storage):
+    """Objects in one bucket, under an optional key prefix."""
+
+    def __init__(
+        self,
+        bucket: str,
+        staging_dir: Path | str,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        prefix: str = "",
+        fsync: bool = True,
+        multipart_threshold: int = 256 * 1024 * 1024,
+    ) -> None:
+        self.bucket = bucket
+        self.prefix = prefix
+        self.fsync = fsync
+        self.multipart_threshold = multipart_threshold
+        self.staging_dir = Path(staging_dir)
+        self.staging_dir.mkdir(parents=True, exist_ok=True)
+        config = Config(
+            s3={"addressing_style": "path"},
+            retries={"mode": "standard", "max_attempts": 5},
+            # Content-MD5 protects uploads; the default CRC trailers are not understood by every S3 server.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        self.client = boto3.session.Session().client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            config=config,
+        )
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], tier: str, root: Path, fsync: bool = True) -> S3Storage:
+        """Built from one ``PACS_TIERS`` entry; without key files, boto3's usual chain (``AWS_*`` env) applies."""
+        return cls(
+            config["bucket"],
+            root / ".staging" / tier,
+            endpoint_url=config.get("endpoint_url"),
+            region=config.get("region"),
+            access_key=_read_secret(config, "access_key"),
+            secret_key=_read_secret(config, "secret_key"),
+            prefix=config.get("prefix", ""),
+            fsync=fsync,
+        )
+
+    def _name(self, key: str) -> str:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise ValueError("key escapes the storage root")
+        return self.prefix + key
+
+    # ------------------------------------------------------------------ writes
+
+    def put(self, key: str, staged: StagedObject, sync: bool = True) -> None:
+        name = self._name(key)
+        extra = {"ContentType": "application/dicom", "Metadata": {"sha256": staged.sha256}}
+        with _errors(key):
+            if staged.size <= self.multipart_threshold:
+                with open(staged.path, "rb") as fh:
+                    try:
+                        self.client.put_object(
+                            Bucket=self.bucket,
+                            Key=name,
+                            Body=fh,
+                            ContentLength=staged.size,
+                            ContentMD5=_md5(staged.path),
+                            IfNoneMatch="*",
+                            **extra,  # type: ignore[arg-type]
+                        )
+                    except ClientError as exc:
+                        if _error_code(exc) not in EXISTS:
+                            raise  # an existing key already holds the same bytes: verified below
+            elif not self.exists(key):
+                transfer = TransferConfig(multipart_threshold=self.multipart_threshold, multipart_chunksize=64 << 20)
+                self.client.upload_file(str(staged.path), self.bucket, name, ExtraArgs=extra, Config=transfer)
+        self._verify(key, staged)
+
+    def _verify(self, key: str, staged: StagedObject) -> None:
+        """The stored object must have the staged size and SHA-256."""
+        with _errors(key):
+            head = self.client.head_object(Bucket=self.bucket, Key=self._name(key))
+        if head["ContentLength"] != staged.size or head.get("Metadata", {}).get("sha256") != staged.sha256:
+            raise S3StorageError(f"object {key} in bucket {self.bucket} does not match what was uploaded")
+
+    def sync(self, keys: list[str]) -> None:
+        """Nothing to do: S3 acknowledges a PUT only once the object is durable."""
+
+    def delete(self, key: str) -> None:
+        with _errors(key):
+            self.client.delete_object(Bucket=self.bucket, Key=self._name(key))
+
+    # ------------------------------------------------------------------ reads
+
+    def exists(self, key: str) -> bool:
+        try:
+            with _errors(key):
+                self.client.head_object(Bucket=self.bucket, Key=self._name(key))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def modified(self, key: str) -> float:
+        with _errors(key):
+            head = self.client.head_object(Bucket=self.bucket, Key=self._name(key))
+        return float(head["LastModified"].timestamp())
+
+    def keys(self) -> Iterator[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        with _errors(self.prefix or "/"):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+                for item in page.get("Contents", []):
+                    key = item["Key"][len(self.prefix) :]
+                    if key.endswith(".dcm"):
+                        yield key
+
+    def open(self, key: str) -> BinaryIO:
+        return io.BufferedReader(RangedObject(self, key), buffer_size=CHUNK)
+
+    def get_range(self, key: str, offset: int, length: int | None = None) -> Any:
+        """The GetObject response for ``length`` bytes (or the rest) from ``offset``."""
+        end = "" if length is None else str(offset + length - 1)
+        with _errors(key):
+            return self.client.get_object(Bucket=self.bucket, Key=self._name(key), Range=f"bytes={offset}-{end}")
+
+    def read_ranges(self, key: str, ranges: list[list[int]]) -> bytes:
+        """One ranged GET per group of nearby ranges (a frame is usually one GET)."""
+        parts = []
+        for start, end, group in _merge(ranges):
+            with _errors(key):
+                span = self.get_range(key, start, end - start)["Body"].read()
+            if len(span) != end - start:
+                raise OSError(f"object {key} is shorter than its index says")
+            parts += [span[offset - start : offset - start + length] for offset, length in group]
+        return b"".join(parts)
+
+
+def _merge(ranges: list[list[int]]) -> Iterator[tuple[int, int, list[list[int]]]]:
+    """Consecutive ranges grouped while each starts within :data:`MERGE_GAP` of the group's end."""
+    group: list[list[int]] = []
+    start = end = 0
+    for offset, length in ranges:
+        if group and end <= offset <= end + MERGE_GAP:
+            group.append([offset, length])
+            end = offset + length
+            continue
+        if group:
+            yield start, end, group
+        group, start, end = [[offset, length]], offset, offset + length
+    if group:
+        yield start, end, group
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+    return base64.b64encode(digest.digest()).decode()
+
+
+class RangedObject(io.RawIOBase):
+    """A seekable read-only view of one object: a GET from the current offset, reopened after a seek."""
+
+    def __init__(self, storage: S3Storage, key: str) -> None:
+        self.storage = storage
+        self.key = key
+        self.pos = 0
+        self.size: int | None = None
+        self.body: Any = None
+        self.body_pos = -1
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            self.pos = offset
+        elif whence == io.SEEK_CUR:
+            self.pos += offset
+        elif whence == io.SEEK_END:
+            self.pos = self._size() + offset
+        else:
+            raise ValueError(f"invalid whence {whence}")
+        if self.pos < 0:
+            raise OSError("negative seek position")
+        return self.pos
+
+    def _size(self) -> int:
+        if self.size is None:
+            with _errors(self.key):
+                head = self.storage.client.head_object(Bucket=self.storage.bucket, Key=self.storage._name(self.key))
+            self.size = int(head["ContentLength"])
+        return self.size
+
+    def readinto(self, buffer: Any) -> int:
+        if self.size is not None and self.pos >= self.size:
+            return 0
+        if self.body is None or self.body_pos != self.pos:
+            self._close_body()
+            try:
+                response = self.storage.get_range(self.key, self.pos)
+            except S3StorageError as exc:
+                if "InvalidRange" in str(exc):  # at or past the end
+                    self.size = self.pos if self.size is None else self.size
+                    return 0
+                raise
+            total = response.get("ContentRange", "").rpartition("/")[2]
+            self.size = int(total) if total.isascii() and total.isdigit() else self.pos + int(response["ContentLength"])
+            self.body, self.body_pos = response["Body"], self.pos
+        with _errors(self.key):
+            data = self.body.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self.pos += n
+        self.body_pos = self.pos
+        return n
+
+    def _close_body(self) -> None:
+        if self.body is not None:
+            self.body.close()
+            self.body = None
+
+    def close(self) -> None:
+        self._close_body()
+        super().close()

@@ -1,0 +1,1 @@
+"""portal.mfa.factors."""

@@ -1,0 +1,1 @@
+"""Tests of archive/dicom, mirroring the source tree."""

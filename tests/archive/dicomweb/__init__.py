@@ -1,0 +1,1 @@
+"""Tests of archive/dicomweb, mirroring the source tree."""

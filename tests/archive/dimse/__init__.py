@@ -1,0 +1,1 @@
+"""Tests of archive/dimse, mirroring the source tree."""

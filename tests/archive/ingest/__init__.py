@@ -1,0 +1,1 @@
+"""Tests of archive/ingest, mirroring the source tree."""

@@ -1,0 +1,1 @@
+"""Tests of archive/storage, mirroring the source tree."""

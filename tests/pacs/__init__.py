@@ -1,0 +1,1 @@
+"""Tests of pacs, mirroring the source tree."""

@@ -1,0 +1,1 @@
+"""Tests of portal, mirroring the source tree."""

@@ -1,0 +1,1 @@
+"""Tests of portal/accounts, mirroring the source tree."""

@@ -1,0 +1,1 @@
+"""Tests of portal/mfa, mirroring the source tree."""

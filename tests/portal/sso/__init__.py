@@ -1,0 +1,1 @@
+"""Tests of portal/sso, mirroring the source tree."""

@@ -1,0 +1,1 @@
+"""Tests of viewer, mirroring the source tree."""
