@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -262,5 +263,60 @@ def test_the_bundle_keeps_every_module_in_its_own_scope_in_dependency_order() ->
 
 def test_the_bundler_refuses_an_import_form_it_does_not_know(tmp_path: Any) -> None:
     (tmp_path / "viewer.js").write_text("import * as all from './other.js';\n", encoding="utf-8")
+    with pytest.raises(BundleError):
+        bundle(tmp_path)
+
+
+def write_modules(root: Path, modules: dict[str, str]) -> None:
+    for name, source in modules.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(source, encoding="utf-8")
+
+
+def test_the_bundler_follows_imports_into_subfolders_and_back_up(tmp_path: Path) -> None:
+    write_modules(
+        tmp_path,
+        {
+            "viewer.js": "import { pan } from './tools/pan.js';\nconsole.log(pan());\n",
+            "tools/pan.js": "import { add } from '../geometry.js';\nimport { step } from './step.js';\n"
+            "export function pan() { return add(step, 1); }\n",
+            "tools/step.js": "export const step = 2;\n",
+            "geometry.js": "export const add = (a, b) => a + b;\n",
+        },
+    )
+    text = bundle(tmp_path)
+    order = re.findall(r"^const (__[\w$]+) = \(\(\) => \{$", text, re.MULTILINE)
+    assert order == ["__geometry", "__tools$step", "__tools$pan", "__viewer"]
+    assert "  const { add } = __geometry;\n  const { step } = __tools$step;" in text
+    assert "  const { pan } = __tools$pan;" in text
+    assert "// ---- tools/pan.js" in text
+
+
+def test_the_bundler_keeps_modules_of_the_same_name_in_different_folders_apart(tmp_path: Path) -> None:
+    write_modules(
+        tmp_path,
+        {
+            "viewer.js": "import { a } from './cine.js';\nimport { b } from './services/cine.js';\n",
+            "cine.js": "export const a = 1;\n",
+            "services/cine.js": "import { a } from '../cine.js';\nexport const b = a + 1;\n",
+        },
+    )
+    order = re.findall(r"^const (__[\w$]+) = ", bundle(tmp_path), re.MULTILINE)
+    assert order == ["__cine", "__services$cine", "__viewer"]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "import { x } from '../outside.js';",  # above static/viewer
+        "import { x } from './tools/../../outside.js';",
+        "import { x } from 'lodash';",  # a bare specifier
+        "import { x } from '/static/viewer/x.js';",
+        "import { x } from './Tools/Pan.js';",
+    ],
+)
+def test_the_bundler_refuses_an_import_path_it_cannot_follow(tmp_path: Path, line: str) -> None:
+    write_modules(tmp_path, {"viewer.js": line + "\n"})
     with pytest.raises(BundleError):
         bundle(tmp_path)
