@@ -309,7 +309,8 @@ export class Viewport {
         fidelity = 'preview';
       }
     }
-    const m = new DOMMatrix().scale(dpr, dpr).multiply(this.matrix());
+    const toView = this.matrix();
+    const m = new DOMMatrix().scale(dpr, dpr).multiply(toView);
     if (source) {
       ctx.setTransform(m);
       ctx.imageSmoothingEnabled = this.scale() < 3;
@@ -319,8 +320,8 @@ export class Viewport {
       ctx.filter = 'none';
     }
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    this.drawReferenceLine(ctx);
-    drawAnnotations(ctx, this.matrix(), this.app.annotations.on(img), this.pending);
+    this.drawReferenceLine(ctx, toView);
+    drawAnnotations(ctx, toView, this.app.annotations.on(img), this.pending);
     this.drawnIndex = this.index;
     this.shownFull = fidelity === 'full';
     this.overlays.update(this, ds, img, fidelity);
@@ -331,15 +332,16 @@ export class Viewport {
   /**
    * The active viewport's current slice as a line across this one, when the planes cross.
    * @param {CanvasRenderingContext2D} ctx
+   * @param {DOMMatrix} toView image to CSS pixels
    */
-  drawReferenceLine(ctx) {
+  drawReferenceLine(ctx, toView) {
     const source = this.app.active;
     let line = null;
     if (source && source !== this && source.ds && source.ds !== this.ds && !source.root.hidden) {
       line = referenceLine(planeOf(source.image), planeOf(this.image));
     }
     this.referenceLine = line;
-    if (line) drawReferenceLine(ctx, this.matrix(), line);
+    if (line) drawReferenceLine(ctx, toView, line);
   }
 
   updateProgress() {
