@@ -9,8 +9,9 @@ step() { printf '\n== %s (%ss)\n' "$*" "$(($(date +%s) - started))"; }
 
 step "System packages"
 packages=(postgresql chromium dcmtk)
-# Node packages the tests run: the OpenID provider and the HTJ2K encoder.
-npm_dirs=(tests/portal/sso/oidc tests/archive/dicomweb/htj2k)
+# Node packages the tests run: the OpenID provider, the HTJ2K encoder, and
+# TypeScript to check the viewer's JavaScript.
+npm_dirs=(tests/portal/sso/oidc tests/archive/dicomweb/htj2k tests/viewer/js)
 for dir in "${npm_dirs[@]}"; do
     if [ -f "$dir/package.json" ] && ! command -v npm >/dev/null 2>&1; then
         packages+=(nodejs npm)
@@ -51,6 +52,19 @@ step "mypy"
 mypy .
 step "makemigrations --check"
 python manage.py makemigrations --check --dry-run
+step "viewer JavaScript: tsc --checkJs and node --test"
+(
+    cd tests/viewer/js
+    npx --no-install tsc -p .
+    # node --test passes when it finds no test file at all: insist on some.
+    shopt -s nullglob
+    unit_tests=(*.test.mjs)
+    if [ "${#unit_tests[@]}" -eq 0 ]; then
+        echo "no viewer JavaScript tests (tests/viewer/js/*.test.mjs)" >&2
+        exit 1
+    fi
+    node --test "${unit_tests[@]}"
+)
 
 pytest_args=(-p no:cacheprovider)
 if [ -n "${PYTEST_WORKERS:-}" ]; then

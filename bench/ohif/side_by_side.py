@@ -183,7 +183,9 @@ def main() -> None:
                 failures.append(f"ours run {run + 1}: no image within {args.timeout} s")
             else:
                 ours.append(value)
-                ours_mark.append(float(page.evaluate("window.__viewerStats.firstImage")))
+                ours_mark.append(
+                    float(page.evaluate("performance.getEntriesByName('viewer:first-image')[0].startTime"))
+                )
             page.context.close()
 
             context = browser.new_context(viewport={"width": 1400, "height": 900})

@@ -1,8 +1,19 @@
+// @ts-check
 /**
  * Reading the DICOM JSON model (PS3.18 §F.2): attribute lookup by tag,
  * person names, dates. Values come from the archive and are shown with
  * textContent only, never parsed as HTML.
  */
+
+/**
+ * One attribute of the DICOM JSON model: its VR and, unless empty, its values.
+ * @typedef {{vr?: string, Value?: unknown[], InlineBinary?: string, BulkDataURI?: string}} Attribute
+ */
+/**
+ * A data set in the DICOM JSON model, attributes keyed by tag ("0020000D").
+ * @typedef {Record<string, Attribute | undefined>} DicomJson
+ */
+/** A Person Name value: its component groups. @typedef {{Alphabetic?: string, Ideographic?: string, Phonetic?: string}} PersonNameValue */
 
 export const TAG = Object.freeze({
   SpecificCharacterSet: '00080005',
@@ -59,54 +70,99 @@ export const TAG = Object.freeze({
   PixelData: '7FE00010',
 });
 
-/** All values of an attribute, or [] when absent or empty. */
+/**
+ * All values of an attribute, or [] when absent or empty.
+ * @param {DicomJson | null | undefined} obj
+ * @param {string} tag
+ * @returns {unknown[]}
+ */
 export function values(obj, tag) {
   const el = obj && obj[tag];
   if (!el || !Array.isArray(el.Value)) return [];
   return el.Value;
 }
 
-/** The first value of an attribute, or `fallback`. */
+/**
+ * The first value of an attribute, or `fallback`.
+ * @param {DicomJson | null | undefined} obj
+ * @param {string} tag
+ * @param {unknown} [fallback]
+ * @returns {unknown}
+ */
 export function first(obj, tag, fallback = undefined) {
   const v = values(obj, tag);
   return v.length ? v[0] : fallback;
 }
 
-/** A number from an IS/DS/US value (DS may arrive as a string), or `fallback`. */
-export function num(obj, tag, fallback = undefined, index = 0) {
+/**
+ * A number from an IS/DS/US value (DS may arrive as a string), or `fallback`.
+ * @template [F=undefined]
+ * @param {DicomJson | null | undefined} obj
+ * @param {string} tag
+ * @param {F} [fallback]
+ * @param {number} [index]
+ * @returns {number | F}
+ */
+export function num(obj, tag, fallback = /** @type {F} */ (undefined), index = 0) {
   const v = values(obj, tag)[index];
   if (v === undefined || v === null || v === '') return fallback;
   const n = typeof v === 'number' ? v : Number(String(v).trim());
   return Number.isFinite(n) ? n : fallback;
 }
 
-/** All values as numbers (DS multi-valued like PixelSpacing or IPP). */
+/**
+ * All values as numbers (DS multi-valued like PixelSpacing or IPP).
+ * @param {DicomJson | null | undefined} obj
+ * @param {string} tag
+ * @returns {number[]}
+ */
 export function nums(obj, tag) {
   return values(obj, tag).map((v) => (typeof v === 'number' ? v : Number(String(v).trim())));
 }
 
+/**
+ * The first value as a string, or `fallback` when there is none.
+ * @param {DicomJson | null | undefined} obj
+ * @param {string} tag
+ * @param {string} [fallback]
+ * @returns {string}
+ */
 export function str(obj, tag, fallback = '') {
   const v = first(obj, tag);
   return v === undefined || v === null ? fallback : String(v);
 }
 
-/** "DOE^JANE^^DR" as "DOE, JANE DR" from a PN value's Alphabetic group. */
+/**
+ * "DOE^JANE^^DR" as "DOE, JANE DR" from a PN value's Alphabetic group.
+ * @param {DicomJson | null | undefined} obj
+ * @param {string} tag
+ * @returns {string}
+ */
 export function personName(obj, tag) {
   const v = first(obj, tag);
   if (!v) return '';
-  const raw = typeof v === 'string' ? v : v.Alphabetic || v.Ideographic || v.Phonetic || '';
+  const pn = /** @type {PersonNameValue} */ (v);
+  const raw = typeof v === 'string' ? v : pn.Alphabetic || pn.Ideographic || pn.Phonetic || '';
   const [family = '', given = '', middle = '', prefix = '', suffix = ''] = String(raw).split('^');
   const rest = [prefix, given, middle, suffix].filter(Boolean).join(' ');
   return family && rest ? `${family}, ${rest}` : family || rest;
 }
 
-/** YYYYMMDD as YYYY-MM-DD (anything else is returned unchanged). */
+/**
+ * YYYYMMDD as YYYY-MM-DD (anything else is returned unchanged).
+ * @param {unknown} da
+ * @returns {string}
+ */
 export function formatDate(da) {
   const s = String(da || '');
   return /^\d{8}$/.test(s) ? `${s.slice(0, 4)}-${s.slice(4, 6)}-${s.slice(6, 8)}` : s;
 }
 
-/** A DICOM UID: digits and dots, at most 64 characters. */
+/**
+ * A DICOM UID: digits and dots, at most 64 characters.
+ * @param {unknown} value
+ * @returns {value is string}
+ */
 export function isUID(value) {
   return typeof value === 'string' && value.length > 0 && value.length <= 64 && /^[0-9]+(\.[0-9]+)*$/.test(value);
 }

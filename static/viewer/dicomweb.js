@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * A small DICOMweb client (PS3.18): QIDO-RS searches, WADO-RS metadata and
  * frames, rendered and thumbnail resources. Same-origin fetches carry the
@@ -13,7 +14,14 @@ const UNCOMPRESSED = new Set(['1.2.840.10008.1.2', EXPLICIT_VR_LITTLE_ENDIAN]);
 const JSON_ACCEPT = 'application/dicom+json';
 const IMAGE_ACCEPT = 'image/jpeg, image/png;q=0.9';
 
+/** Query parameters: a list becomes the parameter repeated; empty values are left out. @typedef {Record<string, string | number | boolean | string[] | null | undefined>} Query */
+
 export class DicomWebError extends Error {
+  /**
+   * @param {number} status
+   * @param {string} url
+   * @param {string} [detail]
+   */
   constructor(status, url, detail) {
     super(`DICOMweb ${status}${detail ? ': ' + detail : ''}`);
     this.status = status;
@@ -21,6 +29,11 @@ export class DicomWebError extends Error {
   }
 }
 
+/**
+ * The error to throw for a refused request, with the archive's `detail` if it gave one.
+ * @param {Response} response
+ * @returns {Promise<DicomWebError>}
+ */
 async function failure(response) {
   let detail = '';
   try {
@@ -30,6 +43,10 @@ async function failure(response) {
   return new DicomWebError(response.status, response.url, detail);
 }
 
+/**
+ * @param {Query | null | undefined} params
+ * @returns {string} "" or "?a=1&b=2"
+ */
 function query(params) {
   const q = new URLSearchParams();
   for (const [k, v] of Object.entries(params || {})) {
@@ -46,6 +63,11 @@ const RETRIES = 3;
 const RETRY_MS = 150;
 const PRIMED_MS = 30000;
 
+/**
+ * @param {number} ms
+ * @param {AbortSignal} [signal]
+ * @returns {Promise<void>}
+ */
 function pause(ms, signal) {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(resolve, ms);
@@ -59,7 +81,8 @@ export class DicomWebClient {
     this.root = root.replace(/\/$/, '');
     this.requests = 0;
     this.bytes = 0;
-    this.primed = new Map(); // absolute URL -> Promise<Response>, taken once
+    /** @type {Map<string, Promise<Response>>} absolute URL -> response, taken once */
+    this.primed = new Map();
   }
 
   /**
@@ -67,6 +90,7 @@ export class DicomWebClient {
    * (the series search, the first series' metadata, its first frame), so they
    * run while the rest of the viewer starts; the first caller of that URL takes
    * the response. The browser answers them from its preload.
+   * @param {string[]} urls
    */
   prime(urls) {
     for (const raw of urls) {
@@ -86,6 +110,12 @@ export class DicomWebClient {
     }
   }
 
+  /**
+   * A fetch, counted, answered by a primed request for the same URL if there is one.
+   * @param {string} url
+   * @param {RequestInit} init
+   * @returns {Promise<Response>}
+   */
   request(url, init) {
     this.requests++;
     const key = new URL(url, location.href).href;
@@ -97,7 +127,13 @@ export class DicomWebClient {
     return fetch(url, init);
   }
 
-  /** A DICOM JSON search or metadata request; network errors, 429 and 5xx are tried three times. */
+  /**
+   * A DICOM JSON search or metadata request; network errors, 429 and 5xx are tried three times.
+   * @param {string} path
+   * @param {Query | null} [params]
+   * @param {AbortSignal} [signal]
+   * @returns {Promise<import('./dicomjson.js').DicomJson[]>}
+   */
   async json(path, params, signal) {
     const url = this.root + path + query(params);
     for (let attempt = 1; ; attempt++) {
@@ -105,7 +141,7 @@ export class DicomWebClient {
       try {
         r = await this.request(url, { headers: { Accept: JSON_ACCEPT }, credentials: 'same-origin', signal });
       } catch (err) {
-        if (err.name === 'AbortError' || attempt >= RETRIES) throw err;
+        if (/** @type {Error} */ (err).name === 'AbortError' || attempt >= RETRIES) throw err;
         await pause(RETRY_MS * attempt, signal);
         continue;
       }
@@ -122,20 +158,29 @@ export class DicomWebClient {
     }
   }
 
+  /** @param {Query} params @param {AbortSignal} [signal] */
   searchStudies(params, signal) { return this.json('/studies', params, signal); }
 
+  /** @param {string} study @param {Query} params @param {AbortSignal} [signal] */
   searchSeries(study, params, signal) { return this.json(`/studies/${seg(study)}/series`, params, signal); }
 
+  /** @param {string} study @param {string} series @param {AbortSignal} [signal] */
   seriesMetadata(study, series, signal) {
     return this.json(`/studies/${seg(study)}/series/${seg(series)}/metadata`, null, signal);
   }
 
+  /** @param {string} study @param {string} series @param {string} sop @returns {string} */
   instanceUrl(study, series, sop) {
     return `${this.root}/studies/${seg(study)}/series/${seg(series)}/instances/${seg(sop)}`;
   }
 
   /**
    * Uncompressed frames of one instance, in request order.
+   * @param {string} study
+   * @param {string} series
+   * @param {string} sop
+   * @param {number[]} frameNumbers 1-based
+   * @param {AbortSignal} [signal]
    * @returns {Promise<Uint8Array[]>}
    */
   async frames(study, series, sop, frameNumbers, signal) {
@@ -164,20 +209,33 @@ export class DicomWebClient {
     return parts.map((p) => p.body);
   }
 
-  /** A rendered JPEG of one instance (or frame) fitted to `width`x`height`, as an ImageBitmap. */
+  /**
+   * A rendered JPEG of one instance (or frame) fitted to `width`x`height`, as an ImageBitmap.
+   * @param {string} study
+   * @param {string} series
+   * @param {string} sop
+   * @param {number} frame 1-based, or 0 for the instance
+   * @param {number} width
+   * @param {number} height
+   * @param {AbortSignal} [signal]
+   * @returns {Promise<ImageBitmap>}
+   */
   async rendered(study, series, sop, frame, width, height, signal) {
     const base = this.instanceUrl(study, series, sop) + (frame ? `/frames/${frame}` : '');
     return this.image(`${base}/rendered?viewport=${width},${height}`, signal);
   }
 
+  /** @param {string} study @param {string} series @param {number} [size] @returns {string} */
   seriesThumbnailUrl(study, series, size = 128) {
     return `${this.root}/studies/${seg(study)}/series/${seg(series)}/thumbnail?viewport=${size},${size}`;
   }
 
+  /** @param {string} study @param {string} series @param {string} sop @param {number} [size] @returns {string} */
   instanceThumbnailUrl(study, series, sop, size = 128) {
     return `${this.instanceUrl(study, series, sop)}/thumbnail?viewport=${size},${size}`;
   }
 
+  /** @param {string} url @param {AbortSignal} [signal] @returns {Promise<Blob>} */
   async blob(url, signal) {
     const r = await this.request(url, { headers: { Accept: IMAGE_ACCEPT }, credentials: 'same-origin', signal });
     if (!r.ok) throw await failure(r);
@@ -186,6 +244,7 @@ export class DicomWebClient {
     return b;
   }
 
+  /** @param {string} url @param {AbortSignal} [signal] @returns {Promise<ImageBitmap>} */
   async image(url, signal) {
     return createImageBitmap(await this.blob(url, signal));
   }

@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * Patient-space geometry of images (PS3.3 C.7.6.2): an image plane from
  * (0020,0032) Image Position, (0020,0037) Image Orientation, (0028,0030) Pixel
@@ -9,21 +10,34 @@
  */
 
 import { TAG, nums, str } from './dicomjson.js';
+import { add, cross, dot, mul, norm, sub } from './vec3.js';
 
-const sub = (a, b) => [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
-const add = (a, b) => [a[0] + b[0], a[1] + b[1], a[2] + b[2]];
-const mul = (a, k) => [a[0] * k, a[1] * k, a[2] * k];
-const dot = (a, b) => a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
-const cross = (a, b) => [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]];
-const norm = (a) => Math.hypot(a[0], a[1], a[2]);
+/**
+ * An image plane in patient space.
+ * @typedef {object} Plane
+ * @property {number[]} origin (0020,0032) Image Position: centre of the first pixel, mm
+ * @property {number[]} row direction of increasing column index
+ * @property {number[]} column direction of increasing row index
+ * @property {number[]} normal unit normal, row x column
+ * @property {number[]} spacing [between rows, between columns] in mm
+ * @property {number} rows
+ * @property {number} columns
+ * @property {string} frameOfReference (0020,0052) Frame of Reference UID, or ''
+ */
+/** A point in image coordinates (column x, row y). @typedef {{x: number, y: number}} Point */
+/**
+ * What `planeOf` needs of a display-set image; it caches the plane on it.
+ * @typedef {{meta: import('./dicomjson.js').DicomJson, desc: import('./pixels.js').Desc, plane?: Plane | null}} PlanedImage
+ */
 
 /** Planes closer to parallel than this (sine of the angle between them) have no reference line. */
 const PARALLEL = 0.05;
 
 /**
  * The plane of one image, or null when its header lacks the geometry.
- * @returns {{origin: number[], row: number[], column: number[], normal: number[],
- *   spacing: number[], rows: number, columns: number, frameOfReference: string} | null}
+ * @param {import('./dicomjson.js').DicomJson} meta
+ * @param {Pick<import('./pixels.js').Desc, 'pixelSpacing' | 'rows' | 'columns'>} desc
+ * @returns {Plane | null}
  */
 export function imagePlane(meta, desc) {
   const ipp = nums(meta, TAG.ImagePositionPatient);
@@ -44,20 +58,35 @@ export function imagePlane(meta, desc) {
   };
 }
 
-/** The plane of a display-set image, computed once. */
+/**
+ * The plane of a display-set image, computed once.
+ * @param {PlanedImage | null | undefined} img
+ * @returns {Plane | null}
+ */
 export function planeOf(img) {
   if (!img) return null;
   if (img.plane === undefined) img.plane = img.desc.numberOfFrames > 1 ? null : imagePlane(img.meta, img.desc);
   return img.plane;
 }
 
-/** Patient coordinates (mm) of image point (x, y), pixel centres at +0.5. */
+/**
+ * Patient coordinates (mm) of image point (x, y), pixel centres at +0.5.
+ * @param {Plane} plane
+ * @param {number} x
+ * @param {number} y
+ * @returns {number[]}
+ */
 export function toPatient(plane, x, y) {
   const c = x - 0.5, r = y - 0.5;
   return add(plane.origin, add(mul(plane.row, c * plane.spacing[1]), mul(plane.column, r * plane.spacing[0])));
 }
 
-/** Image point {x, y} (pixel centres at +0.5) of a patient point projected onto the plane. */
+/**
+ * Image point {x, y} (pixel centres at +0.5) of a patient point projected onto the plane.
+ * @param {Plane} plane
+ * @param {number[]} p
+ * @returns {Point}
+ */
 export function toImage(plane, p) {
   const d = sub(p, plane.origin);
   return { x: dot(d, plane.row) / plane.spacing[1] + 0.5, y: dot(d, plane.column) / plane.spacing[0] + 0.5 };
@@ -66,6 +95,9 @@ export function toImage(plane, p) {
 /**
  * Where `source` cuts `target`: two points in target image coordinates, or null.
  * The segment is the part of the intersection line inside the source image.
+ * @param {Plane | null} source
+ * @param {Plane | null} target
+ * @returns {Point[] | null}
  */
 export function referenceLine(source, target) {
   if (!source || !target) return null;

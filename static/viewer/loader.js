@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * Progressive frame loading: a shared pool of parallel connections, a decoded
  * pixel cache with a memory budget, and one loader per image stack that asks
@@ -21,24 +22,42 @@ const EMPTY = 0, LOADING = 1, LOADED = 2, FAILED = 3, WAITING = 4;
 const PREFETCH_DISTANCE = 1e6;
 const BATCH_BYTES = 1 << 20; // multi-frame instances: up to ~1 MB per request
 
+/** @typedef {import('./pixels.js').Frame} Frame */
+/** @typedef {import('./displaysets.js').Image} Image */
+/** @typedef {{loader: StackLoader, index: number, frame: Frame, bytes: number}} CacheEntry */
+/**
+ * One request for one or more frames of one instance.
+ * @typedef {{indices: number[], controller: AbortController, run: () => Promise<void>}} Task
+ */
+/** @typedef {(index: number, loader: StackLoader) => void} ChangeListener */
+
 export class FrameCache {
+  /** @param {number} budgetBytes */
   constructor(budgetBytes) {
     this.budget = budgetBytes;
     this.used = 0;
     this.reserved = 0;
     this.peak = 0;
     this.evictions = 0;
-    this.entries = new Map(); // key -> {loader, index, frame, bytes}
+    /** @type {Map<string, CacheEntry>} */
+    this.entries = new Map();
   }
 
+  /** @param {StackLoader} loader @param {number} index */
   key(loader, index) { return loader.id + ':' + index; }
 
+  /** @param {StackLoader} loader @param {number} index @returns {Frame | null} */
   get(loader, index) {
     const e = this.entries.get(this.key(loader, index));
     return e ? e.frame : null;
   }
 
-  /** Make room for `bytes` at `distance`; false if everything cached is nearer. */
+  /**
+   * Make room for `bytes` at `distance`; false if everything cached is nearer.
+   * @param {number} bytes
+   * @param {number} distance
+   * @returns {boolean}
+   */
   reserve(bytes, distance) {
     while (this.used + this.reserved + bytes > this.budget) {
       let worst = null;
@@ -54,8 +73,10 @@ export class FrameCache {
     return true;
   }
 
+  /** @param {number} bytes */
   release(bytes) { this.reserved = Math.max(0, this.reserved - bytes); }
 
+  /** @param {StackLoader} loader @param {number} index @param {Frame} frame @param {number} reservedBytes */
   put(loader, index, frame, reservedBytes) {
     const bytes = frame.pixels.byteLength;
     this.release(reservedBytes);
@@ -64,6 +85,7 @@ export class FrameCache {
     this.peak = Math.max(this.peak, this.used);
   }
 
+  /** @param {CacheEntry} entry */
   evict(entry) {
     this.entries.delete(this.key(entry.loader, entry.index));
     this.used -= entry.bytes;
@@ -71,21 +93,26 @@ export class FrameCache {
     entry.loader.evicted(entry.index);
   }
 
+  /** @param {StackLoader} loader */
   dropLoader(loader) {
     for (const e of [...this.entries.values()]) if (e.loader === loader) this.evict(e);
   }
 }
 
 export class FetchPool {
+  /** @param {number} [slots] */
   constructor(slots = 6) {
     this.slots = slots;
     this.running = 0;
+    /** @type {Set<StackLoader>} */
     this.loaders = new Set();
     this.scheduled = false;
   }
 
+  /** @param {StackLoader} loader */
   add(loader) { this.loaders.add(loader); this.schedule(); }
 
+  /** @param {StackLoader} loader */
   remove(loader) { this.loaders.delete(loader); }
 
   schedule() {
@@ -104,6 +131,7 @@ export class FetchPool {
     while (this.running < this.slots) {
       if (this.running > 0 && this.focusPending()) return;
       const ordered = [...this.loaders].sort((a, b) => a.level() - b.level());
+      /** @type {Task | null} */
       let task = null;
       for (const loader of ordered) {
         if (loader.level() === Infinity) break;
@@ -121,7 +149,10 @@ let nextId = 1;
 
 export class StackLoader {
   /**
-   * @param displaySet {images: [{sop, series, study, frame, desc}]}
+   * @param {{images: Image[]}} displaySet
+   * @param {import('./dicomweb.js').DicomWebClient} client
+   * @param {FetchPool} pool
+   * @param {FrameCache} cache
    */
   constructor(displaySet, client, pool, cache) {
     this.id = 'L' + nextId++;
@@ -131,25 +162,36 @@ export class StackLoader {
     this.cache = cache;
     this.status = new Uint8Array(displaySet.images.length);
     this.attempts = new Uint8Array(displaySet.images.length);
+    /** @type {Map<object, number>} viewer (a viewport) -> the index it shows */
     this.focuses = new Map();
     this.prefetch = false;
+    /** @type {Set<Task>} */
     this.inflight = new Set();
+    /** @type {Set<ChangeListener>} */
     this.listeners = new Set();
     this.loaded = 0;
     this.failed = 0;
+    /** @type {unknown} */
     this.lastError = null;
     pool.add(this);
   }
 
   get total() { return this.status.length; }
 
-  onChange(fn) { this.listeners.add(fn); return () => this.listeners.delete(fn); }
+  /**
+   * Call `fn` when a frame is loaded, fails or is evicted.
+   * @param {ChangeListener} fn
+   * @returns {() => void} stops calling it
+   */
+  onChange(fn) { this.listeners.add(fn); return () => { this.listeners.delete(fn); }; }
 
+  /** @param {number} index */
   emit(index) { for (const fn of this.listeners) fn(index, this); }
 
   /** 0 while a viewport shows this stack, 1 while prefetching, else Infinity. */
   level() { return this.focuses.size ? 0 : this.prefetch ? 1 : Infinity; }
 
+  /** @param {number} index @returns {number} */
   distance(index) {
     if (this.focuses.size) {
       let d = Infinity;
@@ -165,10 +207,13 @@ export class StackLoader {
     return false;
   }
 
+  /** @param {number} index @returns {Frame | null} */
   frame(index) { return this.status[index] === LOADED ? this.cache.get(this, index) : null; }
 
+  /** @param {number} index */
   isLoaded(index) { return this.status[index] === LOADED; }
 
+  /** @param {object} owner @param {number} index */
   setFocus(owner, index) {
     const before = this.focuses.get(owner);
     this.focuses.set(owner, index);
@@ -182,24 +227,30 @@ export class StackLoader {
     this.pool.pump(); // now, not after the repaint this focus change is about to cause
   }
 
+  /** @param {object} owner */
   clearFocus(owner) {
     this.focuses.delete(owner);
     if (!this.focuses.size && !this.prefetch) for (const task of [...this.inflight]) task.controller.abort();
     this.pool.schedule();
   }
 
+  /** @param {boolean} on */
   setPrefetch(on) { this.prefetch = on; this.pool.schedule(); }
 
+  /** @param {number} index */
   evicted(index) {
     if (this.status[index] === LOADED) { this.status[index] = EMPTY; this.loaded--; this.emit(index); }
   }
 
-  /** The nearest frame still to fetch, batched with its neighbours for multi-frame instances. */
+  /**
+   * The nearest frame still to fetch, batched with its neighbours for multi-frame instances.
+   * @returns {Task | null}
+   */
   nextTask() {
     const n = this.total;
     if (!n) return null;
     let center = 0;
-    if (this.focuses.size) center = this.focuses.values().next().value;
+    for (const f of this.focuses.values()) { center = f; break; }
     let pick = -1;
     let best = Infinity;
     if (this.focuses.size <= 1) {
@@ -233,11 +284,13 @@ export class StackLoader {
     if (!this.cache.reserve(reserveBytes, this.distance(pick))) return null;
     for (const i of indices) this.status[i] = LOADING;
     const controller = new AbortController();
+    /** @type {Task} */
     const task = { indices, controller, run: () => this.run(task, img, reserveBytes) };
     this.inflight.add(task);
     return task;
   }
 
+  /** @param {Task} task @param {Image} img @param {number} reservedBytes */
   async run(task, img, reservedBytes) {
     const frames = task.indices.map((i) => this.ds.images[i].frame);
     let remaining = reservedBytes;
@@ -255,7 +308,8 @@ export class StackLoader {
         this.loaded++;
         this.emit(index);
       });
-    } catch (err) {
+    } catch (caught) {
+      const err = /** @type {{name?: string, status?: number}} */ (caught);
       const aborted = err && err.name === 'AbortError';
       // Network errors, 429 and 5xx are retried (three attempts, backing off); 4xx are final.
       const transient = !aborted && (err.status === undefined || err.status === 429 || err.status >= 500);

@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * Measurements in image coordinates (column x, row y, in pixels): length in
  * millimetres from (0028,0030) Pixel Spacing (row spacing, column spacing),
@@ -8,20 +9,46 @@
 
 import { modalityValue } from './pixels.js';
 
-/** [row spacing, column spacing, unit label] for a display. */
+/** @typedef {import('./pixels.js').Desc} Desc */
+/** @typedef {import('./geometry.js').Point} Point */
+/** A length or an angle, and how to show it. @typedef {{value: number, unit?: string, text: string}} Measure */
+/**
+ * What an elliptical ROI holds, in modality units; NaN and n = 0 when no pixel.
+ * @typedef {{mean: number, sd: number, min?: number, max?: number, n: number, area: number, text: string}} RoiStats
+ */
+
+/**
+ * [row spacing, column spacing, unit label] for a display.
+ * @param {Pick<Desc, 'pixelSpacing' | 'imagerPixelSpacing'>} desc
+ * @returns {[number, number, string]}
+ */
 export function spacingOf(desc) {
   if (desc.pixelSpacing) return [desc.pixelSpacing[0], desc.pixelSpacing[1], 'mm'];
   if (desc.imagerPixelSpacing) return [desc.imagerPixelSpacing[0], desc.imagerPixelSpacing[1], 'mm (detector)'];
   return [1, 1, 'px'];
 }
 
+/**
+ * The distance between two image points, in mm when the spacing is known.
+ * @param {Pick<Desc, 'pixelSpacing' | 'imagerPixelSpacing'>} desc
+ * @param {Point} a
+ * @param {Point} b
+ * @returns {Measure}
+ */
 export function length(desc, a, b) {
   const [rs, cs, unit] = spacingOf(desc);
   const value = Math.hypot((b.x - a.x) * cs, (b.y - a.y) * rs);
   return { value, unit, text: `${value.toFixed(1)} ${unit}` };
 }
 
-/** The angle ABC at vertex B, in degrees, measured in physical space. */
+/**
+ * The angle ABC at vertex B, in degrees, measured in physical space.
+ * @param {Pick<Desc, 'pixelSpacing' | 'imagerPixelSpacing'>} desc
+ * @param {Point} a
+ * @param {Point} b
+ * @param {Point} c
+ * @returns {Measure}
+ */
 export function angle(desc, a, b, c) {
   const [rs, cs] = spacingOf(desc);
   const u = [(a.x - b.x) * cs, (a.y - b.y) * rs];
@@ -34,7 +61,14 @@ export function angle(desc, a, b, c) {
   return { value, text: `${value.toFixed(1)}°` };
 }
 
-/** Mean, SD, min, max and area inside the ellipse inscribed in the box a-b. */
+/**
+ * Mean, SD, min, max and area inside the ellipse inscribed in the box a-b.
+ * @param {Desc} desc
+ * @param {import('./pixels.js').Frame | null} frame
+ * @param {Point} a
+ * @param {Point} b
+ * @returns {RoiStats}
+ */
 export function ellipseStats(desc, frame, a, b) {
   const cx = (a.x + b.x) / 2, cy = (a.y + b.y) / 2;
   const rx = Math.abs(b.x - a.x) / 2, ry = Math.abs(b.y - a.y) / 2;

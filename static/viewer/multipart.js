@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * A multipart/related body parser (RFC 2046, PS3.18 §8.7.1) for WADO-RS
  * frame responses. Parts are returned as Uint8Array views into the response
@@ -6,25 +7,44 @@
 
 const CRLF_CRLF = [13, 10, 13, 10];
 
-/** The boundary parameter of a multipart Content-Type header, or null. */
+/** One body part: its headers (names lower-cased) and its bytes. @typedef {{headers: Record<string, string>, body: Uint8Array}} Part */
+
+/**
+ * The boundary parameter of a multipart Content-Type header, or null.
+ * @param {string | null | undefined} contentType
+ * @returns {string | null}
+ */
 export function boundaryOf(contentType) {
   const m = /(?:^|;)\s*boundary\s*=\s*(?:"([^"]+)"|([^;\s]+))/i.exec(contentType || '');
   return m ? m[1] || m[2] : null;
 }
 
-/** Parameters of a media type, lower-cased names: `type`, `transfer-syntax`... */
+/**
+ * Parameters of a media type, lower-cased names: `type`, `transfer-syntax`...;
+ * the media type itself, lower-cased, as `$type`.
+ * @param {string | null | undefined} contentType
+ * @returns {Record<string, string> & {$type: string}}
+ */
 export function mediaParams(contentType) {
-  const out = {};
   const parts = String(contentType || '').split(';');
-  out.$type = parts.shift().trim().toLowerCase();
+  const out = { $type: String(parts.shift()).trim().toLowerCase() };
+  /** @type {Record<string, string>} */
+  const params = out;
   for (const p of parts) {
     const i = p.indexOf('=');
     if (i < 0) continue;
-    out[p.slice(0, i).trim().toLowerCase()] = p.slice(i + 1).trim().replace(/^"|"$/g, '');
+    params[p.slice(0, i).trim().toLowerCase()] = p.slice(i + 1).trim().replace(/^"|"$/g, '');
   }
   return out;
 }
 
+/**
+ * Where the byte sequence `seq` first occurs in `buf` at or after `from`, or -1.
+ * @param {Uint8Array} buf
+ * @param {ArrayLike<number>} seq
+ * @param {number} from
+ * @returns {number}
+ */
 function indexOfSeq(buf, seq, from) {
   const firstByte = seq[0];
   const n = seq.length;
@@ -38,8 +58,14 @@ function indexOfSeq(buf, seq, from) {
   return -1;
 }
 
+/**
+ * A part's header lines, names lower-cased.
+ * @param {Uint8Array} bytes
+ * @returns {Record<string, string>}
+ */
 function parseHeaders(bytes) {
   const text = new TextDecoder('latin1').decode(bytes);
+  /** @type {Record<string, string>} */
   const headers = {};
   for (const line of text.split(/\r\n/)) {
     const i = line.indexOf(':');
@@ -52,7 +78,7 @@ function parseHeaders(bytes) {
  * Split a multipart body into parts.
  * @param {ArrayBuffer} buffer the whole response body
  * @param {string} contentType the response's Content-Type header
- * @returns {{headers: Object<string,string>, body: Uint8Array}[]}
+ * @returns {Part[]}
  */
 export function parseMultipart(buffer, contentType) {
   const boundary = boundaryOf(contentType);
@@ -60,6 +86,7 @@ export function parseMultipart(buffer, contentType) {
   const buf = new Uint8Array(buffer);
   const delim = new TextEncoder().encode('--' + boundary);
   const inner = new TextEncoder().encode('\r\n--' + boundary);
+  /** @type {Part[]} */
   const parts = [];
   let pos = indexOfSeq(buf, delim, 0);
   if (pos < 0) throw new Error('multipart boundary not found');
@@ -70,6 +97,7 @@ export function parseMultipart(buffer, contentType) {
     while (pos < buf.length && buf[pos] !== 10) pos++;
     pos++;
     const headerEnd = indexOfSeq(buf, CRLF_CRLF, pos);
+    /** @type {Record<string, string>} */
     let headers = {};
     let bodyStart;
     if (buf[pos] === 13 && buf[pos + 1] === 10) {

@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * The pixel pipeline, entirely in the browser: raw little-endian frames become
  * typed arrays (Uint8/Uint16/Int16...), then Modality LUT (rescale slope and
@@ -9,7 +10,36 @@
 
 import { TAG, num, nums, str, values } from './dicomjson.js';
 
-/** What the renderer needs to know about an instance, read from its DICOM JSON. */
+/**
+ * What the renderer needs to know about an instance (see `describe`).
+ * @typedef {object} Desc
+ * @property {number} rows
+ * @property {number} columns
+ * @property {number} samplesPerPixel
+ * @property {string} photometric (0028,0004) Photometric Interpretation, upper case
+ * @property {number} planarConfiguration
+ * @property {number} bitsAllocated
+ * @property {number} bitsStored
+ * @property {number} pixelRepresentation 0 unsigned, 1 signed
+ * @property {number} numberOfFrames
+ * @property {number} slope (0028,1053) Rescale Slope, never 0
+ * @property {number} intercept
+ * @property {string} modality
+ * @property {string} units 'HU' for CT, else (0028,1054) Rescale Type
+ * @property {Window[]} windows from (0028,1050) Window Center and (0028,1051) Window Width
+ * @property {number[] | null} pixelSpacing [between rows, between columns] in mm
+ * @property {number[] | null} imagerPixelSpacing
+ * @property {string[]} imageType
+ */
+/** A VOI window in modality units. @typedef {{center: number, width: number}} Window */
+/** @typedef {Uint8Array | Uint16Array | Int16Array | Uint32Array | Int32Array} PixelArray */
+/** A decoded frame: stored values and their range. @typedef {{pixels: PixelArray, min: number, max: number}} Frame */
+
+/**
+ * What the renderer needs to know about an instance, read from its DICOM JSON.
+ * @param {import('./dicomjson.js').DicomJson} meta
+ * @returns {Desc}
+ */
 export function describe(meta) {
   const modality = str(meta, TAG.Modality);
   const slope = num(meta, TAG.RescaleSlope, 1);
@@ -40,11 +70,20 @@ export function describe(meta) {
   };
 }
 
+/**
+ * Bytes of one uncompressed frame.
+ * @param {Desc} d
+ * @returns {number}
+ */
 export function bytesPerFrame(d) {
   return d.rows * d.columns * d.samplesPerPixel * Math.ceil(d.bitsAllocated / 8);
 }
 
-/** True for single-channel images handled by a VOI LUT. */
+/**
+ * True for single-channel images handled by a VOI LUT.
+ * @param {Desc} d
+ * @returns {boolean}
+ */
 export function isMonochrome(d) {
   return d.samplesPerPixel === 1 && d.photometric.startsWith('MONOCHROME');
 }
@@ -53,9 +92,13 @@ export function isMonochrome(d) {
  * A frame as a typed array of stored values plus its min/max.
  * The bytes are copied into an aligned buffer of their own so the response
  * body can be garbage-collected.
+ * @param {Uint8Array} bytes
+ * @param {Desc} d
+ * @returns {Frame}
  */
 export function decodeFrame(bytes, d) {
   const n = d.rows * d.columns * d.samplesPerPixel;
+  /** @type {PixelArray} */
   let pixels;
   if (d.bitsAllocated === 8) {
     pixels = new Uint8Array(n);
@@ -98,12 +141,22 @@ export function decodeFrame(bytes, d) {
   return { pixels, min, max };
 }
 
-/** Modality value (e.g. HU) of a stored value. */
+/**
+ * Modality value (e.g. HU) of a stored value.
+ * @param {Pick<Desc, 'slope' | 'intercept'>} d
+ * @param {number} stored
+ * @returns {number}
+ */
 export function modalityValue(d, stored) {
   return stored * d.slope + d.intercept;
 }
 
-/** The window to start with: the first one in the header, else the full range. */
+/**
+ * The window to start with: the first one in the header, else the full range.
+ * @param {Pick<Desc, 'windows' | 'slope' | 'intercept'>} d
+ * @param {Pick<Frame, 'min' | 'max'>} frame
+ * @returns {Window}
+ */
 export function defaultWindow(d, frame) {
   if (d.windows.length) return { ...d.windows[0] };
   const lo = modalityValue(d, frame.min);
@@ -113,6 +166,11 @@ export function defaultWindow(d, frame) {
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
+/**
+ * An opaque grey as one RGBA pixel in the platform's byte order.
+ * @param {number} g 0-255
+ * @returns {number}
+ */
 function rgba(g) {
   return LITTLE_ENDIAN ? (0xff000000 | (g << 16) | (g << 8) | g) >>> 0 : ((g << 24) | (g << 16) | (g << 8) | 0xff) >>> 0;
 }
@@ -121,6 +179,10 @@ const GRAY = new Uint32Array(256).map((_, g) => rgba(g));
 
 /**
  * A lookup table from stored value (offset by `frame.min`) to RGBA.
+ * @param {Pick<Desc, 'slope' | 'intercept' | 'photometric'>} d
+ * @param {Pick<Frame, 'min' | 'max'>} frame
+ * @param {Window} window
+ * @param {boolean} invert
  * @returns {{table: Uint32Array, offset: number}}
  */
 export function buildLut(d, frame, window, invert) {
@@ -143,7 +205,14 @@ export function buildLut(d, frame, window, invert) {
   return { table, offset: frame.min };
 }
 
-/** Fill `out` (ImageData of the frame's size) from a frame. */
+/**
+ * Fill `out` (ImageData of the frame's size) from a frame.
+ * @param {Desc} d
+ * @param {Frame} frame
+ * @param {Window} window
+ * @param {boolean} invert
+ * @param {{data: Uint8ClampedArray}} out
+ */
 export function renderFrame(d, frame, window, invert, out) {
   const dst = new Uint32Array(out.data.buffer);
   const px = frame.pixels;

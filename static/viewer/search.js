@@ -1,3 +1,4 @@
+// @ts-check
 /**
  * The study search page: a QIDO-RS search from the browser. The patient
  * field is tried as a fuzzy Patient Name and as a Patient ID prefix (two
@@ -7,28 +8,44 @@
 
 import { DicomWebClient } from './dicomweb.js';
 import { TAG, formatDate, isUID, num, personName, str, values } from './dicomjson.js';
+import { byId, el } from './dom.js';
 
-const root = document.getElementById('study-search');
-const client = new DicomWebClient(root.dataset.dicomweb);
-const viewerBase = root.dataset.viewer;
-const form = document.getElementById('search-form');
-const status = document.getElementById('search-status');
-const tbody = document.querySelector('#search-results tbody');
+/** @typedef {import('./dicomjson.js').DicomJson} DicomJson */
+/** The search form's fields. @typedef {{patient: string, from: string, to: string, modality: string, accession: string}} Fields */
+
+const root = byId('study-search', HTMLElement);
+const client = new DicomWebClient(root.dataset.dicomweb || '');
+const viewerBase = root.dataset.viewer || '';
+const form = byId('search-form', HTMLFormElement);
+const status = byId('search-status', HTMLElement);
+const tbody = byId('search-results', HTMLTableElement).tBodies[0];
 const INCLUDE = [
   'StudyDescription', 'ModalitiesInStudy', 'NumberOfStudyRelatedInstances', 'NumberOfStudyRelatedSeries',
   'PatientBirthDate', 'PatientSex',
 ];
+/** @type {AbortController | null} */
 let controller = null;
 
+/** @param {string} value an <input type="date"> value @returns {string} */
 function dicomDate(value) { return value ? value.replaceAll('-', '') : ''; }
 
-/** Strip QIDO wildcard characters the user did not mean as such, then add a trailing `*`. */
+/**
+ * Strip QIDO wildcard characters the user did not mean as such, then add a trailing `*`.
+ * @param {string} value
+ * @returns {string}
+ */
 function prefix(value) {
   const v = value.trim().replace(/[*?\\]/g, '');
   return v ? `${v}*` : '';
 }
 
+/**
+ * The QIDO-RS study searches for the form's fields.
+ * @param {Fields} fields
+ * @returns {import('./dicomweb.js').Query[]}
+ */
 function queries(fields) {
+  /** @type {import('./dicomweb.js').Query} */
   const base = { includefield: INCLUDE, limit: 200 };
   const from = dicomDate(fields.from);
   const to = dicomDate(fields.to);
@@ -43,13 +60,10 @@ function queries(fields) {
   ];
 }
 
-function cell(row, text) {
-  const td = document.createElement('td');
-  td.textContent = text;
-  row.appendChild(td);
-  return td;
-}
+/** @param {HTMLTableRowElement} row @param {string} text */
+function cell(row, text) { return el('td', '', row, text); }
 
+/** @param {DicomJson[]} studies */
 function render(studies) {
   tbody.replaceChildren();
   for (const s of studies) {
@@ -76,21 +90,24 @@ function render(studies) {
   }
 }
 
+/** @param {Event} [event] */
 async function search(event) {
   if (event) event.preventDefault();
   if (controller) controller.abort();
-  controller = new AbortController();
-  const data = Object.fromEntries(new FormData(form).entries());
+  const current = new AbortController();
+  controller = current;
+  const data = /** @type {Fields} */ (Object.fromEntries(new FormData(form).entries()));
   status.textContent = 'Searching…';
   try {
-    const answers = await Promise.all(queries(data).map((q) => client.searchStudies(q, controller.signal)));
+    const answers = await Promise.all(queries(data).map((q) => client.searchStudies(q, current.signal)));
     const seen = new Map();
     for (const s of answers.flat()) seen.set(str(s, TAG.StudyInstanceUID), s);
     const studies = [...seen.values()].sort((a, b) =>
       (str(b, TAG.StudyDate) + str(b, TAG.StudyTime)).localeCompare(str(a, TAG.StudyDate) + str(a, TAG.StudyTime)));
     render(studies);
     status.textContent = studies.length === 1 ? '1 study' : `${studies.length} studies`;
-  } catch (err) {
+  } catch (caught) {
+    const err = /** @type {{name?: string, status?: number, message?: string}} */ (caught);
     if (err.name === 'AbortError') return;
     tbody.replaceChildren();
     status.textContent = err.status === 401 ? 'Your session has ended: sign in again.'

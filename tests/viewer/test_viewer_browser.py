@@ -73,8 +73,13 @@ def page(chromium: Any, live_server: Any, reader: User) -> Iterator[Any]:
     context.close()
 
 
+# Set when the first lossless image is painted, on every page (a standard performance mark).
+FIRST_FULL = "() => performance.getEntriesByName('viewer:first-full').length === 1"
+
+
 def open_viewer(page: Any, live_server: Any, study: str, query: str = "") -> None:
-    page.goto(f"{live_server.url}/viewer/studies/{study}{query}")
+    """Open a study with ``#bench``: the page then exposes ``window.__viewer`` and its counters."""
+    page.goto(f"{live_server.url}/viewer/studies/{study}{query}#bench")
     page.wait_for_function("() => window.__viewerStats && window.__viewerStats.firstFull !== null", timeout=15000)
 
 
@@ -268,8 +273,31 @@ def test_the_search_page_finds_a_study_and_opens_the_viewer(page: Any, live_serv
     page.wait_for_function("() => document.getElementById('search-status').textContent === '1 study'")
     rows.first.click()
     page.wait_for_url(f"**/viewer/studies/{wanted.study_uid}")
-    page.wait_for_function("() => window.__viewerStats && window.__viewerStats.firstFull !== null", timeout=15000)
+    page.wait_for_function(FIRST_FULL, timeout=15000)
     assert digest(page)["lit"] > 0
+    assert not page.problems
+
+
+def test_a_normal_viewer_page_keeps_no_benchmark_counters_and_no_global(
+    page: Any, live_server: Any, ct: StudySpec
+) -> None:
+    # Count the page's interval timers (the counters used to be refreshed by one every 250 ms).
+    page.add_init_script(
+        "const every = window.setInterval; window.intervalsStarted = 0;"
+        "window.setInterval = (...args) => { window.intervalsStarted++; return every(...args); };"
+    )
+    page.goto(f"{live_server.url}/viewer/studies/{ct.study_uid}")
+    page.wait_for_function(FIRST_FULL, timeout=15000)
+    assert digest(page)["lit"] > 0
+    page.keyboard.press("ArrowDown")  # the viewer works as usual
+    page.wait_for_function("() => document.querySelector('.vw-ov-bl').textContent.includes('Im: 2/6')")
+    assert page.evaluate("() => ['__viewerStats', '__viewer'].filter((name) => name in window)") == []
+    assert page.evaluate("window.intervalsStarted") == 0
+    # Opened for the benchmark, the same page has both (a new load: a fragment alone would not reload).
+    page.goto("about:blank")
+    page.goto(f"{live_server.url}/viewer/studies/{ct.study_uid}#bench")
+    page.wait_for_function("() => window.__viewerStats && window.__viewerStats.firstFull !== null", timeout=15000)
+    assert page.evaluate("() => window.__viewer.updateStats() === window.__viewerStats")
     assert not page.problems
 
 

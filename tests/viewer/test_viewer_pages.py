@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import posixpath
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -165,9 +167,10 @@ def test_every_module_the_viewer_imports_is_preloaded_or_exists() -> None:
         found = finders.find(path)
         assert found, path
         source = open(found, encoding="utf-8").read()
-        for name in re.findall(r"from\s+'\./([a-z]+\.js)'", source):
-            entry.append(f"viewer/{name}")
-    assert {"viewer/dicomweb.js", "viewer/pixels.js", "viewer/loader.js"} <= seen
+        for name in re.findall(r"from\s+'(\.{1,2}/[a-z0-9/.]+\.js)'", source):
+            entry.append(posixpath.normpath(posixpath.join(posixpath.dirname(path), name)))
+    assert {"viewer/dicomweb.js", "viewer/pixels.js", "viewer/loader.js", "viewer/tools/pan.js"} <= seen
+    assert all(path.startswith("viewer/") for path in seen)
 
 
 @pytest.mark.django_db
@@ -254,13 +257,70 @@ def test_the_viewer_script_needs_a_signed_in_user(client: Client) -> None:
 
 def test_the_bundle_keeps_every_module_in_its_own_scope_in_dependency_order() -> None:
     text = bundle()
-    order = re.findall(r"^const __([a-z]+) = \(\(\) => \{$", text, re.MULTILINE)
-    assert order[-1] == "viewer" and order.index("dicomjson") < order.index("pixels") < order.index("viewport")
+    order = re.findall(r"^const __([a-z0-9$]+) = \(\(\) => \{$", text, re.MULTILINE)
+    assert order[-1] == "viewer" and order.index("dicomjson") < order.index("pixels") < order.index("viewport$viewport")
+    assert order.index("tools$annotate") < order.index("tools$pointer") < order.index("app")
+    assert len(order) == len(set(order))
     assert not re.search(r"^\s*(import|export)\b", text, re.MULTILINE)
-    assert "  const { TAG, formatDate, num, personName, str } = __dicomjson;" in text
+    assert "  const { TAG, formatDate, personName, str } = __dicomjson;" in text  # from viewport/overlays.js
 
 
 def test_the_bundler_refuses_an_import_form_it_does_not_know(tmp_path: Any) -> None:
     (tmp_path / "viewer.js").write_text("import * as all from './other.js';\n", encoding="utf-8")
+    with pytest.raises(BundleError):
+        bundle(tmp_path)
+
+
+def write_modules(root: Path, modules: dict[str, str]) -> None:
+    for name, source in modules.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(source, encoding="utf-8")
+
+
+def test_the_bundler_follows_imports_into_subfolders_and_back_up(tmp_path: Path) -> None:
+    write_modules(
+        tmp_path,
+        {
+            "viewer.js": "import { pan } from './tools/pan.js';\nconsole.log(pan());\n",
+            "tools/pan.js": "import { add } from '../geometry.js';\nimport { step } from './step.js';\n"
+            "export function pan() { return add(step, 1); }\n",
+            "tools/step.js": "export const step = 2;\n",
+            "geometry.js": "export const add = (a, b) => a + b;\n",
+        },
+    )
+    text = bundle(tmp_path)
+    order = re.findall(r"^const (__[\w$]+) = \(\(\) => \{$", text, re.MULTILINE)
+    assert order == ["__geometry", "__tools$step", "__tools$pan", "__viewer"]
+    assert "  const { add } = __geometry;\n  const { step } = __tools$step;" in text
+    assert "  const { pan } = __tools$pan;" in text
+    assert "// ---- tools/pan.js" in text
+
+
+def test_the_bundler_keeps_modules_of_the_same_name_in_different_folders_apart(tmp_path: Path) -> None:
+    write_modules(
+        tmp_path,
+        {
+            "viewer.js": "import { a } from './cine.js';\nimport { b } from './services/cine.js';\n",
+            "cine.js": "export const a = 1;\n",
+            "services/cine.js": "import { a } from '../cine.js';\nexport const b = a + 1;\n",
+        },
+    )
+    order = re.findall(r"^const (__[\w$]+) = ", bundle(tmp_path), re.MULTILINE)
+    assert order == ["__cine", "__services$cine", "__viewer"]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "import { x } from '../outside.js';",  # above static/viewer
+        "import { x } from './tools/../../outside.js';",
+        "import { x } from 'lodash';",  # a bare specifier
+        "import { x } from '/static/viewer/x.js';",
+        "import { x } from './Tools/Pan.js';",
+    ],
+)
+def test_the_bundler_refuses_an_import_path_it_cannot_follow(tmp_path: Path, line: str) -> None:
+    write_modules(tmp_path, {"viewer.js": line + "\n"})
     with pytest.raises(BundleError):
         bundle(tmp_path)
