@@ -30,8 +30,11 @@ class Site(models.Model):
         blank=True,
         help_text="(0008,0080) Institution Name values that belong to this site, one per line.",
     )
+    # Kept for the notes administrators wrote in it; ingest does not read it. C-STORE peers
+    # map to a site through PACS_DIMSE_ALLOWED (DICOM devices in the admin will replace both).
     source_aets = models.TextField(
-        blank=True, help_text="Sending AE titles or STOW client user names that belong to this site, one per line."
+        blank=True,
+        help_text="Notes only: not read by the archive. DICOM peers are mapped to sites by PACS_DIMSE_ALLOWED.",
     )
 
     class Meta:

@@ -50,6 +50,8 @@ step "ruff format --check"
 ruff format --check .
 step "mypy"
 mypy .
+step "import contracts"
+lint-imports
 step "makemigrations --check"
 python manage.py makemigrations --check --dry-run
 step "viewer JavaScript: tsc --checkJs and node --test"

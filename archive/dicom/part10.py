@@ -221,15 +221,6 @@ def _mapped(file: BinaryIO) -> Any:
         raise InvalidInstance("not a readable DICOM Part 10 object: the file is empty") from None
 
 
-def inflate_limit() -> int:
-    """``PACS_INFLATE_MAX_BYTES``, or its default where Django is not configured (tools, benchmarks)."""
-    from django.conf import settings
-
-    if not settings.configured:
-        return INFLATE_MAX_BYTES
-    return int(getattr(settings, "PACS_INFLATE_MAX_BYTES", INFLATE_MAX_BYTES))
-
-
 def _inflate(source: Any, start: int, spool: BinaryIO, limit: int) -> None:
     """Inflate the raw deflate stream of ``source`` from ``start`` into ``spool``, never more than ``limit`` bytes.
 
@@ -288,7 +279,7 @@ def _read(fh: Any, path: Path, max_inflated: int | None) -> Iterator[tuple[FileD
         return
     start = fh.tell()
     with tempfile.TemporaryFile(dir=path.parent, prefix=".inflate-") as spool:
-        _inflate(fh, start, spool, inflate_limit() if max_inflated is None else max_inflated)
+        _inflate(fh, start, spool, INFLATE_MAX_BYTES if max_inflated is None else max_inflated)
         with _mapped(spool) as body:
             dataset = read_dataset(body, False, True, defer_size=DEFER_SIZE)
             yield FileDataset(body, dataset, preamble, meta), body
@@ -326,7 +317,7 @@ def parse_instance(path: Path | str, base_prefix: str = BASE_MARK, max_inflated:
 
     Raises :class:`InvalidInstance` for anything that is not a complete DICOM
     instance with valid identifying UIDs and readable pixel attributes.
-    ``max_inflated`` (default ``PACS_INFLATE_MAX_BYTES``) bounds a deflated
+    ``max_inflated`` (ingest passes ``PACS_INFLATE_MAX_BYTES``) bounds a deflated
     data set.
     """
     uids: dict[str, str] = {}  # filled by _parse once the identifying UIDs are read

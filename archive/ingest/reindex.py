@@ -87,7 +87,7 @@ def reindex_tier(tier: str, progress: Callable[[int], None] | None = None) -> Re
         with storage.local_path(key) as path:
             sha256, size = file_sha256(path)
             try:
-                parsed = parse_instance(path)
+                parsed = parse_instance(path, max_inflated=settings.PACS_INFLATE_MAX_BYTES)
             except InvalidInstance as exc:
                 report.invalid.append(f"{key}: {exc}")
                 continue

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from django.conf import settings
 from django.db import DatabaseError, DataError, IntegrityError, connections, router, transaction
 
 from archive.dicom.part10 import InvalidInstance, ParsedInstance, parse_instance
@@ -273,7 +274,7 @@ def _check(
 ) -> tuple[StoreResult, ParsedInstance | None]:
     """Parse one object and apply the checks that need no index lookup."""
     try:
-        parsed = parse_instance(staged.path)
+        parsed = parse_instance(staged.path, max_inflated=settings.PACS_INFLATE_MAX_BYTES)
     except InvalidInstance as exc:  # named by its UIDs when they could be read
         return StoreResult(Outcome.INVALID, detail=str(exc), **exc.uids), None
     result = StoreResult(

@@ -1,1 +1,1 @@
-"""audit.management."""
+"""Management commands of the audit trail."""

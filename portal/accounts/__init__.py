@@ -1,1 +1,1 @@
-"""portal.accounts."""
+"""Accounts: sign-in and sign-out, password reset, sessions, lockout, and the roles people hold."""

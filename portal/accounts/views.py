@@ -7,7 +7,7 @@ Password reset never reveals whether an account exists: the same page follows
 every request, mail goes only to known, active addresses, and a throttle per
 address and per client address (:mod:`portal.accounts.resetlimit`) stops mailbox
 flooding without changing the answer. Sign-out also ends the OpenID provider's
-session when the user came through SSO (:func:`portal.sso.oidc.provider_logout_url`).
+session when the user came through SSO (``OIDC_OP_LOGOUT_URL_METHOD``, :func:`portal.sso.oidc.provider_logout_url`).
 """
 
 from __future__ import annotations
@@ -22,13 +22,22 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import reverse_lazy
+from django.utils.module_loading import import_string
 from django.views.decorators.http import require_POST
 
 from audit.trail import client_ip, record
 from portal.accounts import resetlimit
 from portal.accounts.forms import SignInForm
 from portal.accounts.sessions import sign_out_everywhere
-from portal.sso.oidc import provider_logout_url
+
+
+def provider_logout_url(request: HttpRequest) -> str:
+    """Where the browser goes after signing out: the SSO provider's end-session URL, or our sign-in page.
+
+    Named by the setting mozilla-django-oidc reads (``OIDC_OP_LOGOUT_URL_METHOD``),
+    so accounts need not import SSO.
+    """
+    return str(import_string(settings.OIDC_OP_LOGOUT_URL_METHOD)(request))
 
 
 class SignInView(auth_views.LoginView):

@@ -1,1 +1,1 @@
-"""portal.mfa.factors."""
+"""Multi-factor authentication: TOTP devices, backup codes, and the middleware that enforces them."""

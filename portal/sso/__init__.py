@@ -1,1 +1,1 @@
-"""portal.sso."""
+"""Single sign-on through OpenID Connect."""

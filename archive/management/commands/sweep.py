@@ -12,7 +12,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from archive.storage.sweep import sweep_orphans
+from archive.ingest.sweep import sweep_orphans
 
 
 class Command(BaseCommand):

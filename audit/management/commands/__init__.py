@@ -1,1 +1,1 @@
-"""audit.management.commands."""
+"""``audit_export``, ``audit_forward`` and ``audit_verify``."""

@@ -547,8 +547,8 @@ def test_a_value_the_index_refuses_gets_a_failure_status_and_an_audit_record(
 ) -> None:
     real = ingest.parse_instance
 
-    def beyond_64_bits(path: Any) -> Any:
-        parsed = real(path)
+    def beyond_64_bits(path: Any, **options: Any) -> Any:
+        parsed = real(path, **options)
         parsed.index["instance_number"] = 10**30  # SQLite: OverflowError; PostgreSQL: DataError
         return parsed
 

@@ -202,8 +202,8 @@ def poisoned(monkeypatch: pytest.MonkeyPatch) -> Callable[[str, Callable[[Parsed
     """Makes the parse of one SOP Instance UID yield a value the index refuses (as a parse bug would)."""
 
     def poison(sop: str, change: Callable[[ParsedInstance], None]) -> None:
-        def parse(path: Any) -> ParsedInstance:
-            parsed = parse_instance(path)
+        def parse(path: Any, **options: Any) -> ParsedInstance:
+            parsed = parse_instance(path, **options)
             if parsed.sop_instance_uid == sop:
                 change(parsed)
             return parsed

@@ -28,13 +28,13 @@ from botocore.config import Config
 from django.test import Client
 
 from archive.dicom.synthetic import StudySpec, make_instance, make_series
+from archive.ingest.sweep import sweep_orphans
 from archive.models import Instance
 from archive.storage import registry
 from archive.storage.base import StagedObject
 from archive.storage.registry import get_storage
 from archive.storage.s3 import S3Storage, S3StorageError
 from archive.storage.staging import StagingWriter
-from archive.storage.sweep import sweep_orphans
 from tests.archive.dicomweb.test_wado_retrieve import body_of, parts_of
 from tests.archive.ingest.test_reindex import reindex
 from tests.conftest import stow
