@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from django.http import HttpRequest, HttpResponse
 
 from archive.dicom import transcode
-from archive.dicom.transcode import EXPLICIT_LE, OCTET_STREAM, TranscodeError
+from archive.dicom.syntaxes import NATIVE_LITTLE_ENDIAN, ExplicitVRLittleEndian
+from archive.dicom.transcode import OCTET_STREAM, TranscodeError
 from archive.dicomweb.auth import dicomweb_view
 from archive.dicomweb.http import error
 from archive.dicomweb.negotiation import PixelPlan, accept_header, acceptables, pixel_plan
@@ -54,7 +55,7 @@ def _pixel_data_parts(source: PixelSource, plan: PixelPlan) -> tuple[Iterator[by
     """
     if transcode.is_encapsulated(source.syntax) and not plan.decode:
         return _frame_parts(source, list(range(source.n_frames)), False), None, False
-    if source.syntax in transcode.NATIVE:
+    if source.syntax in NATIVE_LITTLE_ENDIAN:
         if source.frames is not None:
             start = source.frames[0][0][0]
             length = struct.unpack("<I", _read_range(source, start - 4, 4))[0]
@@ -105,7 +106,7 @@ def bulkdata(request: HttpRequest, study: str, series: str, instance: str, tag: 
         if plan is None:
             return error(406, f"Pixel data of this instance is available as {_pixel_offer(source.syntax)}")
     else:
-        plan = pixel_plan(accept, EXPLICIT_LE, single_ok=True)
+        plan = pixel_plan(accept, ExplicitVRLittleEndian, single_ok=True)
         if plan is None:
             return error(406, "Bulk data is available as application/octet-stream")
     etag = _etag(source.sha256, "bulk", tag, plan.multipart, plan.content_type)
