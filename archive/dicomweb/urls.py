@@ -1,7 +1,8 @@
 """URL map of the DICOMweb API (PS3.18 §10), mounted at ``/dicom-web/``.
 
-UIDs are matched loosely here and validated in the views, so a malformed UID
-gets a 400 with a reason rather than a bare 404.
+UIDs are matched loosely here and validated by
+:func:`archive.dicomweb.auth.dicomweb_view` before a view runs, so a malformed
+UID gets a 400 with a reason rather than a bare 404.
 """
 
 from django.urls import path, register_converter
