@@ -22,6 +22,7 @@ import math
 import re
 from urllib.parse import quote, urlencode
 
+from archive.dicom.syntaxes import NATIVE_LITTLE_ENDIAN
 from archive.models import Series, Study
 
 #: The ``includefield`` list of the viewer's series search, in its order (viewer.js).
@@ -29,8 +30,6 @@ SERIES_FIELDS = ("SeriesDescription", "SeriesNumber", "Modality", "NumberOfSerie
 #: Modalities that carry no pixels (displaysets.js ``NON_IMAGE``).
 NON_IMAGE = frozenset({"SR", "PR", "KO", "SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "REG", "DOC", "AU", "ECG"})
 LOCALIZER = re.compile(r"\b(scout|localizer|localiser|topogram|survey|scanogram|3.?plane)\b", re.IGNORECASE)
-#: Transfer syntaxes whose frames the browser reads as they are stored.
-UNCOMPRESSED = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"})
 #: Above this many instances the first slice is not worth finding on the server.
 MAX_SORTED = 2000
 #: The largest side of the viewer's rendered preview (viewport.js ``PREVIEW_MAX``).
@@ -123,6 +122,6 @@ def preload_urls(root: str, study: Study) -> list[str]:
         instance_path = f"{series_path}/instances/{quote(sop_uid, safe='')}"
         if rows and columns:
             urls.append(f"{instance_path}/rendered?viewport={preview_size(rows, columns)}")
-        if transfer_syntax in UNCOMPRESSED:
+        if transfer_syntax in NATIVE_LITTLE_ENDIAN:  # the browser reads these frames as stored
             urls.append(f"{instance_path}/frames/1")
     return urls

@@ -19,6 +19,7 @@ from django.views.decorators.http import require_GET
 
 from archive.access import visible_studies
 from archive.dicom.uid import is_valid_uid
+from archive.dicomweb.http import not_modified
 from audit.trail import record
 from viewer.bundle import script
 from viewer.hints import preload_urls
@@ -61,10 +62,10 @@ def study(request: HttpRequest, study_instance_uid: str) -> HttpResponse:
 def viewer_script(request: HttpRequest) -> HttpResponse:
     """The viewer's modules as one script, built once per process from ``static/viewer/``."""
     text, etag = script()
-    if etag in request.META.get("HTTP_IF_NONE_MATCH", ""):
-        response = HttpResponse(status=304)
-    else:
+    cache_control = "private, no-cache"  # revalidated each load: a deploy changes it at once
+    response = not_modified(request, etag, cache_control)
+    if response is None:
         response = HttpResponse(text, content_type="text/javascript; charset=utf-8")
-    response["ETag"] = etag
-    response["Cache-Control"] = "private, no-cache"  # revalidated each load: a deploy changes it at once
+        response["ETag"] = etag
+        response["Cache-Control"] = cache_control
     return response

@@ -47,6 +47,7 @@ from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from archive.dicom.dicomjson import dataset_json, scalars, without_nul
 from archive.dicom.elements import PIXEL_DATA, UNDEFINED_LENGTH, InvalidInstance, int_value, text_value
 from archive.dicom.frames import encapsulated_frames, native_frames
+from archive.dicom.syntaxes import NATIVE_LITTLE_ENDIAN
 from archive.dicom.uid import InvalidUID, validate_uid
 
 log = logging.getLogger(__name__)
@@ -69,11 +70,6 @@ PIXEL_INT_RANGES = {
 #: Default of ``PACS_INFLATE_MAX_BYTES``: the largest data set a deflated object may inflate to.
 INFLATE_MAX_BYTES = 512 * 1024**2
 INFLATE_CHUNK = 1024 * 1024
-
-NATIVE_SYNTAXES = {
-    "1.2.840.10008.1.2",  # Implicit VR Little Endian
-    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
-}
 
 # Attributes kept at study and series level for QIDO responses (PS3.18 §10.6.3.3).
 STUDY_TAGS = (
@@ -381,7 +377,7 @@ def _parse(ds: FileDataset, source: Any, base_prefix: str, uids: dict[str, str])
                 eot_raw = ds[0x7FE00001].value
                 eot = list(struct.unpack(f"<{len(eot_raw) // 8}Q", eot_raw))
             frames = encapsulated_frames(source, raw.value_tell, n_frames, eot)
-        elif ts in NATIVE_SYNTAXES:
+        elif ts in NATIVE_LITTLE_ENDIAN:
             frames = native_frames(ds, pixels, raw.value_tell, raw.length, n_frames)
     metadata["00080056"] = {"vr": "CS", "Value": ["ONLINE"]}
     metadata = dict(sorted(metadata.items()))  # tag order (PS3.18 F.2.2), Instance Availability included

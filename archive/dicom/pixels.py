@@ -1,6 +1,6 @@
 """Decoding one frame of a stored instance and presenting it as an 8-bit picture.
 
-:func:`decode_frame` returns the pixels of one frame as a numpy array. The fast
+:func:`frame_array` returns the pixels of one frame as a numpy array. The fast
 path reads the frame's precomputed byte ranges and, for native little endian
 data, views them with ``np.frombuffer`` using the Image Pixel attributes of the
 stored DICOM JSON: no ``dcmread``. Compressed frames are decoded from their
@@ -36,7 +36,8 @@ from pydicom.encaps import encapsulate
 from pydicom.pixels import apply_color_lut, apply_modality_lut, convert_color_space, get_decoder, pixel_array
 from pydicom.uid import UID
 
-NATIVE_LITTLE_ENDIAN = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
+from archive.dicom.syntaxes import NATIVE_LITTLE_ENDIAN
+
 GRAYSCALE = {"MONOCHROME1", "MONOCHROME2"}
 #: Bumped whenever rendering changes, so cached results and ETags change too.
 RENDER_VERSION = "1"
@@ -249,7 +250,7 @@ def _from_file(fh: BinaryIO, index: int, transfer_syntax: str) -> tuple[np.ndarr
     return arr, str(props.get("photometric_interpretation", ""))
 
 
-def decode_frame(inst: StoredFrames, index: int, meta: dict[str, Any] | None = None) -> Frame:
+def frame_array(inst: StoredFrames, index: int, meta: dict[str, Any] | None = None) -> Frame:
     """Pixels of frame ``index`` (0-based) of ``inst``, colour converted to RGB where pydicom would."""
     meta = json.loads(inst.metadata) if meta is None else meta
     px = ImagePixel.from_metadata(meta)
@@ -477,7 +478,7 @@ def encode(images: list[Image.Image], options: RenderOptions, frame_time_ms: flo
 
 def picture(inst: StoredFrames, index: int, options: RenderOptions, meta: dict[str, Any] | None = None) -> Image.Image:
     """Frame ``index`` of ``inst`` decoded, presented and fitted, as a Pillow image."""
-    frame = decode_frame(inst, index, meta)
+    frame = frame_array(inst, index, meta)
     if needs_lut_source(frame.meta, frame.photometric):
         frame.lut_source = _lut_source(inst)
     pixels = present(frame, options.window)

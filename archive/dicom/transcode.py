@@ -6,7 +6,7 @@ other representations a client may ask for (PS3.18 §8.7.3):
 * :func:`to_explicit_little_endian` rewrites a whole Part 10 object in
   Explicit VR Little Endian (decompressing, inflating, byte-swapping or adding
   VRs as needed) into a spooled temporary file, one object at a time.
-* :func:`decode_frame` turns one stored compressed frame into native
+* :func:`decode_stored_frame` turns one stored compressed frame into native
   little-endian pixel bytes, given the Image Pixel attributes of the instance.
 * :func:`frames_from_file` is the slow path for objects whose frame byte
   ranges are unknown (deflated, big endian, bit-packed, unknown fragment
@@ -30,13 +30,13 @@ from pydicom.pixels import get_decoder, pixel_array
 from pydicom.pixels.utils import pack_bits
 from pydicom.uid import UID
 
-IMPLICIT_LE = "1.2.840.10008.1.2"
-EXPLICIT_LE = "1.2.840.10008.1.2.1"
-DEFLATED_LE = "1.2.840.10008.1.2.1.99"
-EXPLICIT_BE = "1.2.840.10008.1.2.2"
-NATIVE = frozenset({IMPLICIT_LE, EXPLICIT_LE})
-#: Syntaxes PS3.18 §8.7.3 forbids on the web; a wildcard request gets Explicit VR Little Endian instead.
-NOT_FOR_THE_WEB = frozenset({IMPLICIT_LE, EXPLICIT_BE})
+from archive.dicom.syntaxes import (
+    UNCOMPRESSED,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+
 OCTET_STREAM = "application/octet-stream"
 
 #: The compressed bulk data media type of each encapsulated syntax (PS3.18 Table 8.7.3-5).
@@ -119,7 +119,7 @@ def media_type_of(transfer_syntax: str) -> str:
 
 def web_syntax(transfer_syntax: str) -> str:
     """The syntax to announce for stored bytes; native pixels are the same in both little endian forms."""
-    return EXPLICIT_LE if transfer_syntax == IMPLICIT_LE else transfer_syntax
+    return ExplicitVRLittleEndian if transfer_syntax == ImplicitVRLittleEndian else transfer_syntax
 
 
 def is_encapsulated(transfer_syntax: str) -> bool:
@@ -129,7 +129,7 @@ def is_encapsulated(transfer_syntax: str) -> bool:
 
 def can_decode(transfer_syntax: str) -> bool:
     """True if pixels stored in ``transfer_syntax`` can be made native here."""
-    if transfer_syntax in (IMPLICIT_LE, EXPLICIT_LE, DEFLATED_LE, EXPLICIT_BE):
+    if transfer_syntax in UNCOMPRESSED:
         return True
     if transfer_syntax not in MEDIA_TYPES:
         return False
@@ -166,7 +166,7 @@ def native_bytes(arr: np.ndarray, bits_allocated: int) -> bytes:
     return arr.astype(little, copy=False).tobytes()
 
 
-def decode_frame(data: bytes, transfer_syntax: str, options: dict[str, Any]) -> bytes:
+def decode_stored_frame(data: bytes, transfer_syntax: str, options: dict[str, Any]) -> bytes:
     """Decode one compressed frame (its whole codestream) to native little-endian bytes.
 
     Colour JPEG and JPEG 2000 frames come back as RGB, as the decoders and
@@ -211,9 +211,9 @@ def to_explicit_little_endian(fh: BinaryIO) -> BinaryIO:
         ts = str(ds.file_meta.TransferSyntaxUID)
         if is_encapsulated(ts):
             ds.decompress(generate_instance_uid=False)
-        elif ts == EXPLICIT_BE:
+        elif ts == ExplicitVRBigEndian:
             _to_little_endian_pixels(ds)
-        ds.file_meta.TransferSyntaxUID = UID(EXPLICIT_LE)
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         out = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - returned to the caller
         pydicom.dcmwrite(out, ds, implicit_vr=False, little_endian=True, force_encoding=True)
     except (NotImplementedError, RuntimeError, ValueError, TypeError, AttributeError, KeyError, EOFError) as exc:

@@ -1,7 +1,9 @@
 """Authentication for DICOMweb: a signed-in session or a bearer token.
 
 :func:`dicomweb_view` wraps every DICOMweb view. Anonymous requests get 401
-with a ``WWW-Authenticate: Bearer`` challenge. Bearer requests are exempt from
+with a ``WWW-Authenticate: Bearer`` challenge; then the decorator refuses a
+method the resource does not answer (405) and a malformed UID in the URL (400),
+so no view checks these itself. Bearer requests are exempt from
 CSRF (no ambient credentials); a browser session must still pass the CSRF
 check for unsafe methods. Tokens are never accepted in the URL.
 """
@@ -9,11 +11,12 @@ check for unsafe methods. Tokens are never accepted in the URL.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, overload
 
 from django.contrib.auth import get_user_model
 from django.db import InterfaceError, OperationalError, connections, router
@@ -24,7 +27,8 @@ from django.utils import timezone
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.csrf import csrf_exempt
 
-from archive.dicomweb.http import retry_later
+from archive.dicom.uid import is_valid_uid
+from archive.dicomweb.http import error, retry_later
 from archive.models import ApiToken, hash_token
 from pacs.lib.sql import per_vendor
 
@@ -116,8 +120,49 @@ def _csrf_failure(request: HttpRequest) -> HttpResponse | None:
     return check.process_view(request, lambda r: HttpResponse(), (), {})
 
 
-def dicomweb_view(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
-    """Require a session user or a bearer token; set ``request.user``."""
+#: The view arguments that carry a UID from the URL, and what each one is called in an error.
+UID_ARGUMENTS = {"study": "Study Instance UID", "series": "Series Instance UID", "instance": "SOP Instance UID"}
+#: The methods of a resource that is only read.
+READ_METHODS = ("GET", "HEAD")
+
+View = Callable[..., HttpResponseBase]
+
+
+@overload
+def dicomweb_view(view: View, /) -> View: ...
+@overload
+def dicomweb_view(*, methods: tuple[str, ...] | None = None) -> Callable[[View], View]: ...
+def dicomweb_view(view: View | None = None, /, *, methods: tuple[str, ...] | None = None) -> Any:
+    """Require a session user or a bearer token and set ``request.user``; then check what every view would.
+
+    Before the view runs: a method outside ``methods`` (when given) is a 405
+    with ``Allow``, and an argument named ``study``, ``series`` or
+    ``instance`` (:data:`UID_ARGUMENTS`, by keyword or position) that is not a
+    valid DICOM UID is a 400 that names it. The views receive only valid UIDs.
+    """
+    if view is None:
+        return functools.partial(_wrap, methods=methods)
+    return _wrap(view, methods)
+
+
+def _uid_positions(view: View) -> dict[str, int]:
+    """Where each UID argument of ``view`` stands among its positional arguments (after the request)."""
+    names = list(inspect.signature(view).parameters)[1:]
+    return {name: names.index(name) for name in UID_ARGUMENTS if name in names}
+
+
+def bad_uid(positions: dict[str, int], args: tuple[Any, ...], kwargs: dict[str, Any]) -> HttpResponse | None:
+    """400 for the first UID argument that is not a valid DICOM UID; None if all are (or absent)."""
+    for name, position in positions.items():
+        value = kwargs[name] if name in kwargs else args[position] if position < len(args) else None
+        if value is not None and not is_valid_uid(value):
+            return error(400, f"The {UID_ARGUMENTS[name]} in the URL is not a valid UID (PS3.5 §9)")
+    return None
+
+
+def _wrap(view: View, methods: tuple[str, ...] | None) -> View:
+    positions = _uid_positions(view)
+    allow = ", ".join(methods) if methods else ""
 
     @csrf_exempt
     @functools.wraps(view)
@@ -141,9 +186,14 @@ def dicomweb_view(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpRe
                     return JsonResponse({"detail": "CSRF check failed"}, status=403)
         else:
             return unauthorized()
-        response = view(request, *args, **kwargs)
+        response = checked(request, *args, **kwargs)
         # Another user's token must never be answered from a cache (the session path adds Vary: Cookie).
         patch_vary_headers(response, ("Authorization",))
         return response
+
+    def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if methods is not None and request.method not in methods:
+            return error(405, f"Only {allow} may be used on this resource", allow=allow)
+        return bad_uid(positions, args, kwargs) or view(request, *args, **kwargs)
 
     return wrapper

@@ -1,11 +1,13 @@
-"""DELETE on a study or series (administrators only): the DICOMweb face of :mod:`archive.ingest.delete`."""
+"""DELETE on a study or series (administrators only): the DICOMweb face of :mod:`archive.ingest.delete`.
+
+The UIDs in the URL are checked by :func:`archive.dicomweb.auth.dicomweb_view` before a view runs.
+"""
 
 from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
 
 from archive.access import policy, visible_studies
-from archive.dicom.uid import is_valid_uid
 from archive.dicomweb.auth import dicomweb_view
 from archive.dicomweb.http import error
 from archive.ingest.delete import remove_series, remove_study
@@ -15,8 +17,6 @@ from audit.trail import record
 
 @dicomweb_view
 def delete_study(request: HttpRequest, study: str) -> HttpResponse:
-    if not is_valid_uid(study):
-        return error(400, "The Study Instance UID is not a valid UID")
     if not policy().can_delete(request.user):
         record("delete", request, outcome="denied", study_instance_uid=study)
         return error(403, "Only administrators may delete studies")
@@ -32,8 +32,6 @@ def delete_study(request: HttpRequest, study: str) -> HttpResponse:
 
 @dicomweb_view
 def delete_series(request: HttpRequest, study: str, series: str) -> HttpResponse:
-    if not (is_valid_uid(study) and is_valid_uid(series)):
-        return error(400, "A UID in the URL is not a valid UID")
     if not policy().can_delete(request.user):
         record("delete", request, outcome="denied", study_instance_uid=study)
         return error(403, "Only administrators may delete series")

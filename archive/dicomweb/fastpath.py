@@ -4,7 +4,7 @@ A viewer scrolling a series asks for a frame per image, hundreds a minute,
 and Django's full request cycle (session, CSRF, MFA and message middleware,
 URL resolution) costs more than reading the frame. :class:`FastPath` wraps
 the Django application and answers ``GET …/instances/{uid}/frames/{n}`` from
-bearer-token clients itself, through :func:`archive.dicomweb.wado.fast_frame`: the
+bearer-token clients itself, through :func:`archive.dicomweb.frames.fast_frame`: the
 same token check, access policy, negotiation, ETag and audit record as the
 full view, and the same response headers, because the response passes
 through the header-setting middleware of ``settings.MIDDLEWARE``
@@ -35,7 +35,7 @@ from django.core.handlers.wsgi import WSGIHandler, WSGIRequest
 from django.http import HttpRequest, HttpResponseBase
 from django.utils.module_loading import import_string
 
-from archive.dicomweb import wado
+from archive.dicomweb import frames
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class FastPath:
             request.get_host()  # ALLOWED_HOSTS, as CommonMiddleware checks it on the full path
         except DisallowedHost:
             raise _Declined from None
-        response = wado.fast_frame(request, *request.fast_path_match)  # type: ignore[attr-defined]
+        response = frames.fast_frame(request, *request.fast_path_match)  # type: ignore[attr-defined]
         if response is None:
             raise _Declined
         return response

@@ -1,11 +1,27 @@
-"""Small response helpers shared by the DICOMweb views."""
+"""The HTTP kit of the DICOMweb views: errors, caching and conditional GET, audit pacing, frame lists.
+
+What every resource answers the same way is written here once: a JSON error
+with its reason, 503 with Retry-After, strong ETags and the one
+conditional-GET rule (:func:`not_modified`, also used by the viewer's
+script), 404 for what does not exist or is not visible, a HEAD answer
+without its body, the throttled audit record of repeated reads, and the
+frame-list parser of the frames and rendered resources.
+"""
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import re
+from collections.abc import Iterator
+from typing import Any, BinaryIO
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.core.cache import cache
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.urls import get_script_prefix, reverse
+from django.utils.cache import get_conditional_response
+
+from audit.trail import record
 
 
 def error(status: int, detail: str, allow: str | None = None) -> HttpResponse:
@@ -36,3 +52,117 @@ def dicomweb_root(request: HttpRequest) -> str:
 def _root_path(script_prefix: str) -> str:
     """The root's path under ``script_prefix`` (the argument keys the cache; reverse() reads the prefix itself)."""
     return reverse("dicomweb-root")
+
+
+# --------------------------------------------------------------------------- caching
+
+
+#: Cache-Control of a response that can never change (same stored bytes, same representation).
+IMMUTABLE = "private, max-age=31536000, immutable"
+
+
+def strong_etag(*parts: object) -> str:
+    """A strong ETag (quoted) naming ``parts``: equal parts, equal tag."""
+    return '"' + hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:40] + '"'
+
+
+def not_modified(request: HttpRequest, etag: str, cache_control: str) -> HttpResponse | None:
+    """304 Not Modified (412 for a failed If-Match) when the request's preconditions say so, else None.
+
+    The one conditional-GET rule of the archive, for the DICOMweb views, their
+    fast path and the viewer alike: Django's
+    :func:`~django.utils.cache.get_conditional_response`, which follows RFC 9110
+    §13.2.2 (If-None-Match lists, weak comparison, ``*``, If-Match). A request
+    without a precondition costs one dictionary look-up per header.
+    """
+    meta = request.META
+    if not any(name in meta for name in PRECONDITIONS):
+        return None
+    response = get_conditional_response(request, etag=etag)
+    if response is not None:
+        response["ETag"] = etag
+        response["Cache-Control"] = cache_control
+    return response
+
+
+#: The request headers that can make :func:`not_modified` answer (without a Last-Modified, these two only).
+PRECONDITIONS = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MATCH")
+
+
+# --------------------------------------------------------------------------- common answers
+
+
+def not_found(level: str) -> HttpResponse:
+    """404 for a resource that does not exist or that the user may not see (the two look alike)."""
+    return error(404, f"No such {level}, or you may not see it")
+
+
+def head_of(response: HttpResponseBase) -> HttpResponse:
+    """The headers of ``response`` without its body (a streamed body is never produced)."""
+    head = HttpResponse(status=response.status_code)
+    for name, value in response.items():
+        head[name] = value
+    return head
+
+
+# --------------------------------------------------------------------------- audit
+
+
+#: Reads of the same study by the same user are recorded at most this often, per kind of read.
+AUDIT_INTERVAL_SECONDS = 300
+
+
+def audit_at_intervals(
+    request: HttpRequest, action: str, study: str, patient_id: str, detail: dict[str, Any] | None = None
+) -> None:
+    """Record ``action`` on ``study``, unless it was recorded for this user in the last few minutes.
+
+    A viewer fetches hundreds of frames or rendered images a minute; one
+    record per user, study and action every :data:`AUDIT_INTERVAL_SECONDS`
+    says the same as hundreds would.
+    """
+    key = f"audit:{action}:{getattr(request.user, 'pk', '')}:{study}"
+    if cache.add(key, True, AUDIT_INTERVAL_SECONDS):
+        record(action, request, patient_id=patient_id, study_instance_uid=study, detail=detail or {})
+
+
+# --------------------------------------------------------------------------- frame lists
+
+
+#: The most frame numbers one URL may list. A default front end carries no more anyway (gunicorn
+#: limits the request line to 4,094 bytes: about 1,000 frame numbers), and it bounds the rendering work.
+MAX_FRAMES_PER_REQUEST = 1000
+FRAME_LIST_RE = re.compile(r"[0-9]{1,9}(,[0-9]{1,9})*")
+
+
+def parse_frame_list(value: str) -> list[int]:
+    """1-based frame numbers from ``1,3,5`` (PS3.18 §8.3.4.4), in the order given; ValueError with a reason.
+
+    Numbers are ASCII digits (``str.isdigit`` would take ``²``), positive and not repeated.
+    """
+    if not FRAME_LIST_RE.fullmatch(value):
+        raise ValueError("The frame list must be comma-separated positive frame numbers, e.g. 1,3,5")
+    numbers = [int(v) for v in value.split(",")]
+    if len(numbers) > MAX_FRAMES_PER_REQUEST:
+        raise ValueError(f"At most {MAX_FRAMES_PER_REQUEST} frames may be requested at once")
+    if min(numbers) < 1:
+        raise ValueError("Frame numbers are positive: they start at 1")
+    seen: set[int] = set()
+    for n in numbers:
+        if n in seen:
+            raise ValueError(f"Frame {n} is listed more than once: frame numbers must not repeat")
+        seen.add(n)
+    return numbers
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+#: The size of the pieces a streamed body is read and sent in: bounded memory per request.
+CHUNK = 1024 * 1024
+
+
+def chunks(fh: BinaryIO) -> Iterator[bytes]:
+    """The content of ``fh`` from where it stands, :data:`CHUNK` bytes at a time."""
+    while chunk := fh.read(CHUNK):
+        yield chunk

@@ -4,15 +4,18 @@
 chunks and hands each body part's content to a sink as it arrives, so a 2 GB
 STOW-RS request never sits in memory. A part is yielded only once its closing
 delimiter has been seen: a truncated last part is never mistaken for a whole
-one. :func:`encode_part` and :func:`closing` build multipart responses.
+one. :func:`encode_part`, :func:`closing` and :func:`stream_parts` build multipart responses.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
 
 READ_SIZE = 1024 * 1024  # bounded memory per request, few trips through the WSGI input
 MAX_HEADER_BYTES = 16 * 1024
@@ -199,3 +202,28 @@ def encode_part(boundary: str, content_type: str, extra_headers: dict[str, str] 
 
 def closing(boundary: str) -> bytes:
     return f"--{boundary}--\r\n".encode("latin-1")
+
+
+def stream_parts(
+    boundary: str, parts: Iterable[tuple[str, Iterable[bytes]]], faults: tuple[type[Exception], ...] = (OSError,)
+) -> Iterator[bytes]:
+    """The body of a multipart/related response: each part's chunks (its header first), then the closing delimiter.
+
+    ``parts`` yields ``(name, chunks)``: ``name`` says in a log line which
+    object a part comes from (never a UID), ``chunks`` are produced lazily. The
+    status has gone out before the body, so when a part fails with one of
+    ``faults`` the body ends there, without the closing delimiter: the client
+    sees an incomplete response, never a silent gap. Every multipart response
+    of the archive (retrieve, frames, bulk data, rendered) ends this way.
+    """
+    where = "the first part"
+    try:
+        for name, content in parts:
+            where = name
+            yield from content
+            yield b"\r\n"
+    except faults as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        log.error("multipart response stopped at %s: %s", where, reason)
+        return
+    yield closing(boundary)

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from archive.dicom import transcode
-from archive.dicom.transcode import EXPLICIT_LE, OCTET_STREAM
+from archive.dicom.syntaxes import NATIVE_LITTLE_ENDIAN, NOT_FOR_THE_WEB, ExplicitVRLittleEndian
+from archive.dicom.transcode import OCTET_STREAM
 from archive.dicom.uid import is_valid_uid
 from archive.dicomweb.multipart import split_unquoted
 
@@ -190,18 +191,18 @@ def output_syntax(stored: str, wanted: Iterable[str | None], pixels: int) -> tup
     decodable = transcode.can_decode(stored)
     for want in wanted:
         if want == "*":
-            if stored in transcode.NOT_FOR_THE_WEB and decodable:
-                return EXPLICIT_LE, True
+            if stored in NOT_FOR_THE_WEB and decodable:
+                return ExplicitVRLittleEndian, True
             return stored, False
         if want is None:
             too_big = pixels * 6 >= 0xFFFFFFFE
-            if stored == EXPLICIT_LE or stored in transcode.LOSSY or not decodable or too_big:
+            if stored == ExplicitVRLittleEndian or stored in transcode.LOSSY or not decodable or too_big:
                 return stored, False
-            return EXPLICIT_LE, True
+            return ExplicitVRLittleEndian, True
         if want == stored:
             return stored, False
-        if want == EXPLICIT_LE and decodable:
-            return EXPLICIT_LE, True
+        if want == ExplicitVRLittleEndian and decodable:
+            return ExplicitVRLittleEndian, True
     return None
 
 
@@ -229,12 +230,14 @@ def pixel_plan(accept: list[Acceptable], stored: str, single_ok: bool) -> PixelP
         multipart = True if a.multipart is None else a.multipart
         if not multipart and not single_ok:
             continue
-        native = PixelPlan(multipart, encapsulated or stored not in transcode.NATIVE, OCTET_STREAM, EXPLICIT_LE)
+        native = PixelPlan(
+            multipart, encapsulated or stored not in NATIVE_LITTLE_ENDIAN, OCTET_STREAM, ExplicitVRLittleEndian
+        )
         as_stored = PixelPlan(multipart, False, stored_type, stored_syntax)
         a = replace(a, media_type=transcode.canonical_media_type(a.media_type))
         media = a.media_type
         want = parse_syntax(a.transfer_syntax)
-        if not encapsulated and stored not in transcode.NATIVE:
+        if not encapsulated and stored not in NATIVE_LITTLE_ENDIAN:
             as_stored = native  # deflated / big endian: the stored bytes are not pixels
         if media == "*/*" and a.multipart is None:
             if want is None:
@@ -253,7 +256,7 @@ def pixel_plan(accept: list[Acceptable], stored: str, single_ok: bool) -> PixelP
             return as_stored
         elif want in transcode.ALSO_VALID_AS.get(stored, ()) and a.matches(stored_type):
             return replace(as_stored, syntax=want)
-        elif want == EXPLICIT_LE and a.matches(OCTET_STREAM) and decodable:
+        elif want == ExplicitVRLittleEndian and a.matches(OCTET_STREAM) and decodable:
             return native
     return None
 

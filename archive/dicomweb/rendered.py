@@ -23,6 +23,7 @@ once per user, study and five minutes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -34,34 +35,28 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.conf import settings
-from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 
 from archive.access import visible_studies
 from archive.dicom import pixels
 from archive.dicom.pixels import PixelError, RenderOptions, Viewport, VoiFunction, Window
-from archive.dicom.uid import is_valid_uid
-from archive.dicomweb.auth import dicomweb_view
-from archive.dicomweb.http import dicomweb_root, error
-from archive.dicomweb.multipart import closing, encode_part
+from archive.dicomweb.auth import READ_METHODS, dicomweb_view
+from archive.dicomweb.http import IMMUTABLE, audit_at_intervals, dicomweb_root, error, not_modified, parse_frame_list
+from archive.dicomweb.multipart import encode_part, stream_parts
 from archive.dicomweb.negotiation import MediaRange, choose
 from archive.models import Instance, Series
-from audit.trail import record
+from archive.storage.keys import log_name
 
 log = logging.getLogger(__name__)
 
-IMMUTABLE = "private, max-age=31536000, immutable"
 REVALIDATE = "private, no-cache"
-AUDIT_INTERVAL = 300
 THUMBNAIL_BOX = 128
 MAX_VIEWPORT = 4096
-MAX_FRAMES_LISTED = 1000
 #: ASCII digits only: str.isdigit() also takes '²', which int() refuses.
 INTEGER_RE = re.compile(r"-?[0-9]{1,9}")
-FRAME_NUMBER_RE = re.compile(r"[0-9]{1,9}")
 MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif")
 WINDOW_FUNCTIONS = {
     "linear": VoiFunction.LINEAR,
@@ -172,19 +167,12 @@ def parse_options(request: HttpRequest, thumbnail: bool = False) -> RenderOption
     )
 
 
-def parse_frames(text: str) -> list[int]:
-    """A frame list such as ``1,3,5`` as 0-based indices; numbers are positive, not repeated."""
-    parts = text.split(",")
-    if len(parts) > MAX_FRAMES_LISTED:
-        raise BadRequest(f"at most {MAX_FRAMES_LISTED} frames may be listed")
-    numbers = []
-    for part in parts:
-        if not FRAME_NUMBER_RE.fullmatch(part) or int(part) < 1:
-            raise BadRequest(f"frame numbers must be positive integers: {part[:20]!r}")
-        numbers.append(int(part))
-    if len(set(numbers)) != len(numbers):
-        raise BadRequest("frame numbers must not repeat")
-    return [n - 1 for n in numbers]
+def frame_indices(text: str) -> list[int]:
+    """A frame list such as ``1,3,5`` (:func:`~archive.dicomweb.http.parse_frame_list`) as 0-based indices."""
+    try:
+        return [n - 1 for n in parse_frame_list(text)]
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def negotiate(request: HttpRequest, multipart: bool) -> str | None:
@@ -203,14 +191,7 @@ def negotiate(request: HttpRequest, multipart: bool) -> str | None:
 # --- lookups, audit, caching headers ----------------------------------------------------
 
 
-def _check_uids(**uids: str) -> None:
-    for what, uid in uids.items():
-        if not is_valid_uid(uid):
-            raise BadRequest(f"{what.replace('_', ' ')} is not a valid UID")
-
-
 def _instance(request: HttpRequest, study: str, series: str, instance: str) -> Instance | None:
-    _check_uids(study_instance_uid=study, series_instance_uid=series, sop_instance_uid=instance)
     return (
         Instance.objects.select_related("series__study__patient")
         .only(*INSTANCE_FIELDS)
@@ -225,17 +206,10 @@ def _instance(request: HttpRequest, study: str, series: str, instance: str) -> I
 
 
 def _audit(request: HttpRequest, action: str, inst: Instance) -> None:
-    """One event per (user, study, action) per five minutes, like frame retrieval."""
+    """One event per (user, study, action) every few minutes, like frame retrieval."""
     study = inst.series.study
-    key = f"audit:{action}:{request.user.pk}:{study.study_instance_uid}"
-    if cache.add(key, True, AUDIT_INTERVAL):
-        record(
-            action,
-            request,
-            patient_id=study.patient.patient_id,
-            study_instance_uid=study.study_instance_uid,
-            detail={"sop_instance_uid": inst.sop_instance_uid},
-        )
+    detail = {"sop_instance_uid": inst.sop_instance_uid}
+    audit_at_intervals(request, action, study.study_instance_uid, study.patient.patient_id, detail)
 
 
 def cache_key(inst: Instance, indices: list[int], options: RenderOptions) -> str:
@@ -243,19 +217,12 @@ def cache_key(inst: Instance, indices: list[int], options: RenderOptions) -> str
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _not_modified(request: HttpRequest, etag: str) -> bool:
-    header = request.META.get("HTTP_IF_NONE_MATCH", "")
-    tags = {t.strip().removeprefix("W/") for t in header.split(",")}
-    return etag in tags or "*" in tags
-
-
 def _image_response(
     request: HttpRequest, key: str, media_type: str, cache_control: str, produce: Callable[[], bytes]
 ) -> HttpResponse:
     etag = f'"{key}"'
-    if _not_modified(request, etag):
-        response = HttpResponse(status=304)
-    else:
+    response = not_modified(request, etag, cache_control)
+    if response is None:
         try:
             response = HttpResponse(produce(), content_type=media_type)
         except PixelError as exc:
@@ -299,11 +266,10 @@ def cached_thumbnail(key: str, produce: Callable[[], bytes]) -> bytes:
 
 
 def _guard(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
-    """GET/HEAD only; BadRequest becomes a 400 with its reason, NoSuchFrame a 404."""
+    """A rendered resource: GET/HEAD and valid UIDs (:func:`dicomweb_view`); BadRequest is a 400, NoSuchFrame a 404."""
 
+    @functools.wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
-        if request.method not in ("GET", "HEAD"):
-            return error(405, "Only GET and HEAD are allowed on rendered resources", allow="GET, HEAD")
         try:
             return view(request, *args, **kwargs)
         except BadRequest as exc:
@@ -311,9 +277,7 @@ def _guard(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseB
         except NoSuchFrame as exc:
             return error(404, str(exc))
 
-    wrapper.__name__ = view.__name__
-    wrapper.__doc__ = view.__doc__
-    return dicomweb_view(wrapper)
+    return dicomweb_view(methods=READ_METHODS)(wrapper)
 
 
 def _not_acceptable() -> HttpResponse:
@@ -334,24 +298,33 @@ def _instance_url(request: HttpRequest, inst: Instance) -> str:
     )
 
 
-def _multipart(
-    request: HttpRequest, media_type: str, parts: Iterator[tuple[str, Callable[[], bytes]]]
-) -> StreamingHttpResponse:
-    """Stream ``(content location, produce)`` pairs as multipart/related parts."""
+class RenderedPart(NamedTuple):
+    """One image of a rendered multipart response, produced when its turn comes."""
+
+    location: str  # its Content-Location
+    key: str  # the stored object it is rendered from (named in a log line by log_name)
+    produce: Callable[[], bytes]
+
+
+def _multipart(media_type: str, parts: Iterator[RenderedPart]) -> StreamingHttpResponse:
+    """Stream rendered images as multipart/related parts, each with its Content-Location.
+
+    An image that cannot be rendered ends the body there, without the closing
+    delimiter (:func:`~archive.dicomweb.multipart.stream_parts`, as for WADO
+    retrieve): the status has gone out, and a client must see the failure,
+    not a study with an image silently missing.
+    """
     boundary = uuid.uuid4().hex
 
-    def body() -> Iterator[bytes]:
-        for location, produce in parts:
-            try:
-                data = produce()
-            except (PixelError, OSError) as exc:
-                log.warning("skipping an instance in a rendered multipart response: %s", exc)
-                continue
-            yield encode_part(boundary, media_type, {"Content-Location": location}) + data + b"\r\n"
-        yield closing(boundary)
+    def content(part: RenderedPart) -> Iterator[bytes]:
+        data = part.produce()
+        yield encode_part(boundary, media_type, {"Content-Location": part.location})
+        yield data
 
+    each = ((log_name(part.key), content(part)) for part in parts)
     response = StreamingHttpResponse(
-        body(), content_type=f'multipart/related; type="{media_type}"; boundary={boundary}'
+        stream_parts(boundary, each, (PixelError, OSError)),
+        content_type=f'multipart/related; type="{media_type}"; boundary={boundary}',
     )
     response["Cache-Control"] = REVALIDATE
     response["Vary"] = "Accept"
@@ -376,8 +349,13 @@ def _render_instance(
     _audit(request, "view_rendered", inst)
     if len(indices) > 1 and media_type != "image/gif":
         base = _instance_url(request, inst)
-        parts = ((f"{base}/frames/{i + 1}/rendered", partial(pixels.render, inst, [i], options)) for i in indices)
-        return _multipart(request, media_type, parts)
+        parts = (
+            RenderedPart(
+                f"{base}/frames/{i + 1}/rendered", inst.storage_key, partial(pixels.render, inst, [i], options)
+            )
+            for i in indices
+        )
+        return _multipart(media_type, parts)
     key = cache_key(inst, indices, options)
     return _image_response(request, key, media_type, IMMUTABLE, lambda: pixels.render(inst, indices, options))
 
@@ -417,7 +395,7 @@ def instance_rendered(request: HttpRequest, study: str, series: str, instance: s
 
 @_guard
 def frames_rendered(request: HttpRequest, study: str, series: str, instance: str, frames: str) -> HttpResponseBase:
-    return _render_instance(request, study, series, instance, parse_frames(frames))
+    return _render_instance(request, study, series, instance, frame_indices(frames))
 
 
 @_guard
@@ -427,13 +405,12 @@ def instance_thumbnail(request: HttpRequest, study: str, series: str, instance: 
 
 @_guard
 def frames_thumbnail(request: HttpRequest, study: str, series: str, instance: str, frames: str) -> HttpResponseBase:
-    indices = parse_frames(frames)
+    indices = frame_indices(frames)
     return _thumbnail(request, _instance(request, study, series, instance), indices[0], IMMUTABLE)
 
 
 @_guard
 def series_thumbnail(request: HttpRequest, study: str, series: str) -> HttpResponseBase:
-    _check_uids(study_instance_uid=study, series_instance_uid=series)
     found = (
         Series.objects.filter(
             series_instance_uid=series, study__study_instance_uid=study, study__in=visible_studies(request.user)
@@ -449,7 +426,6 @@ def series_thumbnail(request: HttpRequest, study: str, series: str) -> HttpRespo
 
 @_guard
 def study_thumbnail(request: HttpRequest, study: str) -> HttpResponseBase:
-    _check_uids(study_instance_uid=study)
     first = (
         Series.objects.filter(
             study__study_instance_uid=study, study__in=visible_studies(request.user), instances__number_of_frames__gt=0
@@ -479,20 +455,20 @@ def _render_many(request: HttpRequest, filters: dict[str, str]) -> HttpResponseB
     _audit(request, "view_rendered", first)
     ordered = qs.order_by("series__series_number", "series__pk", "instance_number", "pk")
 
-    def parts() -> Iterator[tuple[str, Callable[[], bytes]]]:
-        for inst in ordered.iterator(chunk_size=50):
-            yield f"{_instance_url(request, inst)}/rendered", partial(pixels.render, inst, [0], options)
-
-    return _multipart(request, media_type, parts())
+    parts = (
+        RenderedPart(
+            f"{_instance_url(request, inst)}/rendered", inst.storage_key, partial(pixels.render, inst, [0], options)
+        )
+        for inst in ordered.iterator(chunk_size=50)
+    )
+    return _multipart(media_type, parts)
 
 
 @_guard
 def series_rendered(request: HttpRequest, study: str, series: str) -> HttpResponseBase:
-    _check_uids(study_instance_uid=study, series_instance_uid=series)
     return _render_many(request, {"study": study, "series": series})
 
 
 @_guard
 def study_rendered(request: HttpRequest, study: str) -> HttpResponseBase:
-    _check_uids(study_instance_uid=study)
     return _render_many(request, {"study": study})

@@ -1,12 +1,13 @@
 """URL map of the DICOMweb API (PS3.18 §10), mounted at ``/dicom-web/``.
 
-UIDs are matched loosely here and validated in the views, so a malformed UID
-gets a 400 with a reason rather than a bare 404.
+UIDs are matched loosely here and validated by
+:func:`archive.dicomweb.auth.dicomweb_view` before a view runs, so a malformed
+UID gets a 400 with a reason rather than a bare 404.
 """
 
 from django.urls import path, register_converter
 
-from archive.dicomweb import bulkdata, qido, rendered, views, wado
+from archive.dicomweb import bulkdata, frames, qido, rendered, views, wado
 
 
 class UIDConverter:
@@ -45,7 +46,7 @@ urlpatterns = [
     path(I + "/metadata", wado.instance_metadata),
     path(I + "/rendered", rendered.instance_rendered),
     path(I + "/thumbnail", rendered.instance_thumbnail),
-    path(I + "/frames/<str:frames>", wado.retrieve_frames),
+    path(I + "/frames/<str:frames>", frames.retrieve_frames),
     path(I + "/frames/<str:frames>/rendered", rendered.frames_rendered),
     path(I + "/frames/<str:frames>/thumbnail", rendered.frames_thumbnail),
     path(I + "/bulkdata/<str:tag>", bulkdata.bulkdata),

@@ -25,7 +25,7 @@ from django.utils import timezone
 from archive.access import policy, visibility, visible_studies
 from archive.dicom.synthetic import StudySpec, make_series
 from archive.dicomweb.fastpath import BearerHandler, FastPath
-from archive.dicomweb.wado import PATIENT_ID, _instance_rows, _instances
+from archive.dicomweb.rows import PATIENT_ID, instance_rows, instances
 from archive.models import ApiToken, Study
 from audit.models import AuditEvent
 from portal.access import SitePolicy
@@ -418,11 +418,11 @@ def test_the_prepared_instance_lookup_returns_the_querysets_rows_in_its_order(
         request.user = User.objects.get(pk=user.pk)
         assert visibility(request.user) is not None
         for shape in shapes:
-            expected = list(_instances(request, *shape).values_list(*fields))
-            assert _instance_rows(request, *shape, fields) == expected, (user.username, shape)
+            expected = list(instances(request, *shape).values_list(*fields))
+            assert instance_rows(request, *shape, fields) == expected, (user.username, shape)
     request.user = owner
-    assert len(_instance_rows(request, study, None, None, ("sha256",))) == 5
-    assert _instance_rows(request, study, None, None, ("instance_number",))[0] is not None
-    assert _instance_rows(request, "1.2.3", None, None, ("sha256",)) == []
+    assert len(instance_rows(request, study, None, None, ("sha256",))) == 5
+    assert instance_rows(request, study, None, None, ("instance_number",))[0] is not None
+    assert instance_rows(request, "1.2.3", None, None, ("sha256",)) == []
     with pytest.raises(ValueError, match="not a plain column"):
-        _instance_rows(request, study, None, None, ("frames",))
+        instance_rows(request, study, None, None, ("frames",))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import RequestFactory
 
+from archive.dicomweb.http import parse_frame_list
 from archive.dicomweb.negotiation import (
     Acceptable,
     PixelPlan,
@@ -16,7 +17,6 @@ from archive.dicomweb.negotiation import (
     parse_accept,
     pixel_plan,
 )
-from archive.dicomweb.wado import parse_frame_list
 
 EXPLICIT = "1.2.840.10008.1.2.1"
 IMPLICIT = "1.2.840.10008.1.2"

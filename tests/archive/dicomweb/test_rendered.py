@@ -441,3 +441,19 @@ def test_the_cache_key_covers_content_frame_and_options() -> None:
         rendered.cache_key(other, [0], jpeg),
     }
     assert len(keys) == 4
+
+
+@pytest.mark.django_db
+def test_a_rendered_series_with_an_unreadable_instance_ends_without_its_closing_delimiter(
+    admin_client_token: Client, ct: list[Instance]
+) -> None:
+    get_storage(ct[1].tier).delete(ct[1].storage_key)
+    response = admin_client_token.get(f"{series_url(ct[0])}/rendered", HTTP_ACCEPT="image/jpeg")
+    assert response.status_code == 200  # the status went out with the first part
+    boundary = response["Content-Type"].split("boundary=")[1].split(";")[0].strip('"')
+    body = b"".join(response.streaming_content)
+    # Cut off where the unreadable instance stands, like WADO retrieve: the client sees a failure, not a gap.
+    assert not body.rstrip().endswith(f"--{boundary}--".encode())
+    assert body.count(f"--{boundary}".encode()) == 1
+    assert f"{base(ct[0])}/rendered".encode() in body
+    assert f"{base(ct[2])}/rendered".encode() not in body

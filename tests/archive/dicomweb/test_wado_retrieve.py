@@ -23,7 +23,8 @@ from pydicom.uid import generate_uid
 from archive.access import AccessPolicy, policy
 from archive.dicom.synthetic import StudySpec, make_series
 from archive.dicomweb.multipart import iter_parts, parse_content_type
-from archive.models import Study
+from archive.models import Instance, Study
+from archive.storage.registry import get_storage
 from audit.models import AuditEvent
 from tests.conftest import stow
 
@@ -277,6 +278,22 @@ def test_it_retrieves_one_series_of_a_study(api: Client, ct_study: dict[str, Any
     series_uid = pydicom.dcmread(io.BytesIO(other[0])).SeriesInstanceUID
     response = api.get(f"/dicom-web/studies/{spec.study_uid}/series/{series_uid}", HTTP_ACCEPT=DICOM_ANY)
     assert [content for _, content in parts_of(response)] == other
+
+
+@pytest.mark.django_db
+def test_a_retrieved_study_with_an_unreadable_instance_ends_without_its_closing_delimiter(
+    api: Client, ct_study: dict[str, Any]
+) -> None:
+    spec = ct_study["spec"]
+    stored = list(Instance.objects.order_by("instance_number"))
+    get_storage(stored[1].tier).delete(stored[1].storage_key)
+    response = api.get(f"/dicom-web/studies/{spec.study_uid}", HTTP_ACCEPT=DICOM_ANY)
+    assert response.status_code == 200  # the status went out with the first part
+    boundary = response["Content-Type"].split("boundary=")[1].split(";")[0].strip('"')
+    body = body_of(response)
+    assert not body.rstrip().endswith(f"--{boundary}--".encode())
+    assert body.count(f"--{boundary}".encode()) == 1
+    assert ct_study["parts"][0] in body
 
 
 @pytest.mark.django_db
