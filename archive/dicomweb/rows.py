@@ -3,8 +3,9 @@
 Retrieve, metadata and frame requests run these on every call, and building
 the ORM query cost more than running it. When the access policy states the
 user's reach as plain values (:class:`~archive.access.Visibility`) the
-statement is built once per shape, cached, and run as one prepared
-statement; otherwise the ORM builds it from the policy's queryset
+SQL string is built once per shape, cached, and run as one parameterised
+query (the database parses it each time: it is not a server-side prepared
+statement); otherwise the ORM builds it from the policy's queryset
 (:func:`instances`). Both forms return the same rows in the same order.
 Callers name what they read as a :class:`~typing.NamedTuple` (:func:`named_rows`)
 so no row is indexed by position.
@@ -54,7 +55,7 @@ def named_rows(request: HttpRequest, study: str, series: str | None, instance: s
 def instance_rows(
     request: HttpRequest, study: str, series: str | None, instance: str | None, fields: tuple[str, ...]
 ) -> list[tuple[Any, ...]]:
-    """``instances(...).values_list(*fields)``, as one prepared statement when the policy allows.
+    """``instances(...).values_list(*fields)``, as one cached SQL string when the policy allows.
 
     ``fields`` are plain columns of the instance (no JSON) or :data:`PATIENT_ID`.
     """
