@@ -268,6 +268,7 @@ def _read(fh: Any, path: Path, max_inflated: int | None) -> Iterator[tuple[FileD
     meta = None
     if _may_be_deflated(fh):
         preamble = read_preamble(fh, False)
+        # Private: the public read_file_meta_info() opens a path and loses the offset the data set starts at.
         meta = _read_file_meta_info(fh)  # exactly as dcmread reads it
     if meta is None or meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
         fh.seek(0)

@@ -4,7 +4,10 @@ The body is read as a stream: each multipart part is written straight to a
 staging file (its digest and fsync then run in the background, see
 :class:`archive.storage.staging.StagingWriter`) and handed to the one ingest path as
 soon as its closing delimiter arrives. The response lists every instance stored and
-every part refused, with a Failure Reason, and never drops one silently. The
+every part refused, with a Failure Reason, and never drops one silently: a
+fault after some instances were stored (a body past the size limit, a disk
+or index error) still answers with those instances, since they are already
+acknowledged, and tells the parts it never read in a Warning header. The
 audit record of the stored instances is written in the same transaction as
 their index rows (see :func:`archive.ingest.store.store_instances`).
 """
@@ -16,6 +19,7 @@ import logging
 from typing import Any
 
 from django.conf import settings
+from django.db import DatabaseError, InterfaceError, OperationalError
 from django.db.models import Exists, OuterRef
 from django.http import HttpRequest, HttpResponse
 
@@ -113,13 +117,24 @@ def stow_response(
     return response
 
 
+#: Why a request, or the rest of one, was not stored: the archive could not write to its storage.
+NOT_WRITTEN = (
+    "The archive could not write this request's objects to storage. Send it again later: "
+    "instances it already stored are recognised as duplicates."
+)
+
+
+#: Why a group of parts was not stored: the index refused to be written (down, or locked too long).
+INDEX_DOWN = (
+    "The archive's index is not available right now. Send the request again later: "
+    "instances it already stored are recognised as duplicates."
+)
+
+
 def _not_written() -> HttpResponse:
     """The request body could not be staged (disk full, I/O error, client gone): tell the sender to retry."""
     log.exception("STOW body could not be staged")
-    return retry_later(
-        "The archive could not write this request's objects to storage. Send it again later: "
-        "instances it already stored are recognised as duplicates."
-    )
+    return retry_later(NOT_WRITTEN)
 
 
 def request_body(request: HttpRequest, max_bytes: int) -> Readable | HttpResponse:
@@ -234,10 +249,10 @@ def stow(request: HttpRequest, study: str | None = None) -> HttpResponse:
             refusal = _receive(batch, body, boundary, warnings)
         finally:
             batch.discard()  # whatever was staged and not stored (nothing, once the last batch is stored)
+        if batch.refused:  # parts refused before ingest (not DICOM) or not written: audited on their own
+            audit(batch.refused)
         if refusal is not None:
             return refusal
-        if batch.refused:  # parts refused before ingest (not DICOM): audited on their own
-            audit(batch.refused)
     else:
         return error(415, 'STOW-RS takes multipart/related; type="application/dicom"')
     for r in results:
@@ -247,7 +262,16 @@ def stow(request: HttpRequest, study: str | None = None) -> HttpResponse:
 
 
 def _receive(batch: _Batch, body: Readable, boundary: str, warnings: list[str]) -> HttpResponse | None:
-    """Stage and store every part of a multipart body; the answer to the whole request when it is refused."""
+    """Stage and store every part of a multipart body; the answer to the whole request when nothing was stored.
+
+    A body that ends early, grows past the size limit or cannot be staged
+    (the disk, the client gone) stops the reading: every part read whole is
+    still stored, and the parts not read, which cannot be named, are told in
+    a Warning. An answer is then the bare 400, 413 or 503 only when no
+    instance of the request was stored; otherwise the response lists what was
+    (PS3.18 §10.5.3: 202), since earlier batches are already acknowledged.
+    """
+    refusal: HttpResponse | None = None
     try:
         for part in iter_parts(body, boundary, _PartSink):
             sink = part.sink
@@ -259,11 +283,17 @@ def _receive(batch: _Batch, body: Readable, boundary: str, warnings: list[str]) 
         if not batch.parts:
             return error(400, str(exc))
         warnings.append(str(exc))
-    except ValueError as exc:  # a part over the size limit
-        return error(413, str(exc))
+    except ValueError as exc:  # the body grew past the size limit
+        refusal = error(413, str(exc))
+        warnings.append(f"{exc}: the parts after those listed were not read")
     except OSError:
-        return _not_written()
+        refusal = _not_written()
+        warnings.append("the archive could not stage the rest of the body: the parts after those listed were not read")
     batch.flush()
+    if batch.unwritten and refusal is None:
+        refusal = retry_later(batch.unwritten)
+    if refusal is not None and not any(r.ok for r in batch.results):
+        return refusal
     return None
 
 
@@ -272,7 +302,10 @@ class _Batch:
 
     Parts are indexed in groups of :data:`BATCH` so one request never holds
     the index's write lock for long; refused non-DICOM parts keep their place
-    in the response order.
+    in the response order. A group the disk or the index refuses fails as a
+    whole (0xA700, its parts unnamed: the ingest path gives no result when it
+    raises) and the next groups are still tried; ``refused`` collects every
+    result that no ingest call audited.
     """
 
     def __init__(self, results: list[StoreResult], study: str | None, sender: Sender, audit: AuditHook) -> None:
@@ -281,6 +314,7 @@ class _Batch:
         self.slots: list[int] = []
         self.refused: list[StoreResult] = []
         self.parts = 0
+        self.unwritten = ""  # why a group could not be stored, if one could not
 
     def add(self, staged: StagedObject) -> None:
         self.parts += 1
@@ -296,11 +330,21 @@ class _Batch:
         self.refused.append(result)
 
     def flush(self) -> None:
-        if self.staged:
-            stored = store_instances(self.staged, self.study, self.sender, self.audit)
-            for slot, result in zip(self.slots, stored, strict=True):
-                self.results[slot] = result
-        self.staged, self.slots = [], []
+        staged, slots = self.staged, self.slots
+        self.staged, self.slots = [], []  # store_instances consumes them, whatever happens
+        if not staged:
+            return
+        try:
+            stored = store_instances(staged, self.study, self.sender, self.audit)
+        except (OSError, OperationalError, InterfaceError) as exc:  # it removed what it had placed
+            log.exception("STOW could not store %d parts", len(staged))
+            index_down = isinstance(exc, DatabaseError)
+            self.unwritten = INDEX_DOWN if index_down else NOT_WRITTEN
+            detail = "the index was not available" if index_down else "storage could not take it"
+            stored = [StoreResult(Outcome.UNAVAILABLE, detail=detail) for _ in staged]
+            self.refused.extend(stored)
+        for slot, result in zip(slots, stored, strict=True):
+            self.results[slot] = result
 
     def discard(self) -> None:
         for staged in self.staged:

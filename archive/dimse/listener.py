@@ -139,6 +139,7 @@ class DicomListener:
         self.max_bytes = settings.PACS_STOW_MAX_BYTES
         self.sessions: dict[Association, _Session] = {}
         self.lock = threading.Lock()
+        # pynetdicom has no public config module: _config is where its documentation puts its options.
         _config.LOG_HANDLER_LEVEL = "none"  # no per-PDU debug handlers
         self.ae = AE(ae_title=self.ae_title)
         self.ae.maximum_pdu_size = max_pdu
@@ -165,7 +166,9 @@ class DicomListener:
 
     def bind(self) -> ThreadedAssociationServer:
         server = self.ae.make_server(self.address, evt_handlers=self.handlers(), server_class=_NoDelayServer)
-        self.ae._servers.append(server)  # so that ae.shutdown() stops it, as start_server() does
+        # Private, for want of a public way: start_server() takes no server_class (TCP_NODELAY needs one), and
+        # a server's own shutdown() removes it from this list, so ae.shutdown() must find it there.
+        self.ae._servers.append(server)
         self.server = server
         return server
 

@@ -52,6 +52,7 @@ class Outcome(enum.Enum):
     INVALID = "invalid"  # not a DICOM instance we can keep (unreadable, or a value the index refuses)
     MISMATCH = "mismatch"  # Study Instance UID differs from the request's
     FORBIDDEN = "forbidden"  # the study exists but the sender may not see it
+    UNAVAILABLE = "unavailable"  # the archive could not write it (its disk or its index): the sender may retry
 
 
 # (0008,1197) Failure Reason values used in STOW-RS responses.
@@ -60,6 +61,7 @@ FAILURE_REASON = {
     Outcome.MISMATCH: 0xA900,  # Error: Data Set does not match the target study
     Outcome.CONFLICT: 0x0111,  # Duplicate SOP Instance with different content
     Outcome.FORBIDDEN: 0x0124,  # Refused: not authorized
+    Outcome.UNAVAILABLE: 0xA700,  # Refused: Out of Resources
 }
 
 

@@ -28,6 +28,7 @@ from django.db import close_old_connections
 from django.test import RequestFactory
 
 from archive.dicom.synthetic import StudySpec, make_series
+from archive.dicomweb.stow import BATCH
 from archive.models import Instance
 from tests.archive.ingest.test_crash import Server, database_url, prepare_server  # noqa: F401 - fixture re-used
 from tests.conftest import bearer_client
@@ -140,6 +141,35 @@ def test_a_chunked_body_over_the_limit_gets_413_and_leaves_nothing_staged(
     status, body = send_chunked(srv, token, content_type, pieces)
     assert status == 413, body
     assert staged_files(data) == []
+
+
+def test_a_chunked_body_past_the_limit_after_a_stored_batch_lists_what_was_stored(
+    server: tuple[Server, str, Path],
+) -> None:
+    srv, token, data = server
+    good = make_series(StudySpec(patient_id="CHUNK-PARTIAL"), "CT", count=BATCH + 5, size=128)
+    boundary = "partial" + secrets.token_hex(4)
+    pieces = [f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + p + b"\r\n" for p in good]
+    assert 1024 * 1024 < sum(map(len, pieces)) < LIMIT  # read in several pieces, all before the limit
+    pieces.append(f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode())
+    pieces += [secrets.token_bytes(256 * 1024)] * 4  # the part that crosses the limit
+    content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    status, body = send_chunked(srv, token, content_type, pieces)
+    assert status == 202, body
+    sops = [str(pydicom.dcmread(io.BytesIO(p), stop_before_pixels=True).SOPInstanceUID) for p in good]
+    assert [item["00081155"]["Value"][0] for item in body["00081199"]["Value"]] == sops
+    assert "00081198" not in body  # the part past the limit was never read whole: it cannot be named
+    assert staged_files(data) == []
+    ds = pydicom.dcmread(io.BytesIO(good[-1]), stop_before_pixels=True)
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+    conn.request(
+        "GET",
+        f"/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}",
+        headers={"Accept": "application/dicom", "Authorization": f"Bearer {token}"},
+    )
+    got = conn.getresponse()
+    assert got.status == 200
+    assert got.read() == good[-1]
 
 
 def test_a_chunked_body_behind_a_server_that_cannot_end_it_gets_411(db: Any, uploader: Any) -> None:

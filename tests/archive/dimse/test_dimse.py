@@ -162,6 +162,7 @@ def scu(title: str = "CT1") -> AE:
 @pytest.fixture
 def send_as_is(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make pynetdicom send a file's data set bytes without decoding them."""
+    # pynetdicom documents its options as pynetdicom._config: there is no public config module.
     monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)
 
 
