@@ -15,6 +15,7 @@ import struct
 import tracemalloc
 import zlib
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -214,7 +215,7 @@ def poisoned(monkeypatch: pytest.MonkeyPatch) -> Callable[[str, Callable[[Parsed
 
 
 def beyond_64_bits(parsed: ParsedInstance) -> None:
-    parsed.index["instance_number"] = 10**30  # SQLite: OverflowError; PostgreSQL: DataError
+    parsed.index = replace(parsed.index, instance_number=10**30)  # SQLite: OverflowError; PostgreSQL: DataError
 
 
 def negative_frames(parsed: ParsedInstance) -> None:
