@@ -24,18 +24,19 @@ committed row has been removed.
 from __future__ import annotations
 
 import enum
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
-from django.db import DatabaseError, DataError, IntegrityError, connections, router, transaction
+from django.db import DatabaseError, DataError, IntegrityError, transaction
 
 from archive.dicom.part10 import InvalidInstance, ParsedInstance, parse_instance
+from archive.ingest import duplicates
+from archive.ingest.duplicates import Arrival, Verdict, against_earlier, classify_known
 from archive.ingest.index import IndexWriter, InvalidSeriesParent
 from archive.models import Instance, Site
-from archive.storage.base import CHUNK, StagedObject
+from archive.storage.base import StagedObject
 from archive.storage.keys import log_name, object_key
 from archive.storage.registry import get_storage
 from audit.trail import record
@@ -46,8 +47,8 @@ log = logging.getLogger(__name__)
 
 class Outcome(enum.Enum):
     STORED = "stored"
-    DUPLICATE = "duplicate"  # identical bytes were already stored
-    CONFLICT = "conflict"  # different bytes under an existing SOP Instance UID
+    DUPLICATE = "duplicate"  # already stored: the same bytes, or the same data set under other File Meta
+    CONFLICT = "conflict"  # a different data set under an existing SOP Instance UID
     INVALID = "invalid"  # not a DICOM instance we can keep (unreadable, or a value the index refuses)
     MISMATCH = "mismatch"  # Study Instance UID differs from the request's
     FORBIDDEN = "forbidden"  # the study exists but the sender may not see it
@@ -114,6 +115,10 @@ class _Pending:
     twin: _Pending | None = None  # an earlier part of the same request with the same SOP Instance UID
     indexed: bool = False  # its rows are committed
 
+    def arrival(self) -> Arrival:
+        parsed, staged = self.parsed, self.staged
+        return Arrival(parsed.sop_instance_uid, parsed.transfer_syntax_uid, staged.sha256, staged.path)
+
 
 def store_instance(
     staged: StagedObject,
@@ -162,7 +167,7 @@ def store_instances(
             results.append(result)
             if parsed is not None:
                 pending.append(_Pending(item, parsed, result))
-        _classify_known(pending)
+        _classify(pending)
         fresh = [p for p in pending if p.result.outcome is Outcome.STORED and p.twin is None]
         storage = get_storage("hot")
         for p in fresh:
@@ -294,79 +299,27 @@ def _check(
     return result, parsed
 
 
-def _classify_known(pending: list[_Pending]) -> None:
+_OUTCOME = {Verdict.DUPLICATE: Outcome.DUPLICATE, Verdict.CONFLICT: Outcome.CONFLICT}
+
+
+def _classify(pending: list[_Pending]) -> None:
     """Mark instances already indexed (duplicate or conflict) and repeats within the request."""
-    stored = _stored_hashes([p.parsed.sop_instance_uid for p in pending])
-    first: dict[str, _Pending] = {}
-    for p in pending:
-        uid = p.parsed.sop_instance_uid
-        if uid in stored:
-            same = stored[uid] == p.staged.sha256 or _same_data_set(uid, p)
-            p.result.outcome = Outcome.DUPLICATE if same else Outcome.CONFLICT
-        elif uid in first:
-            p.twin = first[uid]
-        else:
-            first[uid] = p
-
-
-def _same_data_set(sop_uid: str, p: _Pending) -> bool:
-    """Whether the object stored under ``sop_uid`` holds the data set of ``p`` byte for byte, in the same
-    transfer syntax, whatever either's File Meta Information says (read only when the hashes differ)."""
-    found = Instance.objects.filter(sop_instance_uid=sop_uid).values_list("tier", "storage_key", "transfer_syntax_uid")
-    row = found.first()
-    if row is None or row[2] != p.parsed.transfer_syntax_uid:
-        return False
-    with get_storage(row[0]).open(row[1]) as stored, open(p.staged.path, "rb") as staged:
-        digest = _data_set_digest(stored)
-        return digest is not None and digest == _data_set_digest(staged)
-
-
-def _data_set_digest(fh: BinaryIO) -> str | None:
-    """SHA-256 of what follows a Part 10 file's File Meta Information; None without a group length to skip it."""
-    head = _read_exactly(fh, 144)  # preamble, DICM, (0002,0000) UL group length
-    if head[128:136] != b"DICM\x02\x00\x00\x00":
-        return None
-    _read_exactly(fh, int.from_bytes(head[140:144], "little"))
-    digest = hashlib.sha256()
-    while chunk := fh.read(CHUNK):
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _read_exactly(fh: BinaryIO, size: int) -> bytes:
-    data = b""
-    while len(data) < size and (chunk := fh.read(size - len(data))):
-        data += chunk
-    return data
+    for p, (verdict, first) in zip(pending, classify_known([p.arrival() for p in pending]), strict=True):
+        if verdict is Verdict.REPEAT:
+            assert first is not None
+            p.twin = pending[first]
+        elif verdict is not Verdict.NEW:
+            p.result.outcome = _OUTCOME[verdict]
 
 
 def _follow_twin(p: _Pending) -> None:
-    """A repeat within one request shares the fate of the first copy."""
+    """A repeat within one request shares the fate of the first copy, and is judged against it when stored."""
     assert p.twin is not None
     earlier = p.twin.result
     if earlier.ok:
-        same = p.twin.staged.sha256 == p.staged.sha256
-        p.result.outcome = Outcome.DUPLICATE if same else Outcome.CONFLICT
+        p.result.outcome = _OUTCOME[against_earlier(p.arrival(), p.twin.arrival())]
     else:
         p.result.outcome, p.result.detail = earlier.outcome, earlier.detail
-
-
-def _stored_hashes(sop_uids: list[str]) -> dict[str, str]:
-    """SHA-256 of the indexed instances among ``sop_uids`` (plain SQL: this runs on every store)."""
-    if not sop_uids:
-        return {}
-    connection = connections[router.db_for_read(Instance)]
-    q = connection.ops.quote_name
-    table, uid, digest = q(Instance._meta.db_table), q("sop_instance_uid"), q("sha256")
-    found: dict[str, str] = {}
-    with connection.cursor() as cursor:
-        for start in range(0, len(sop_uids), 500):
-            chunk = sop_uids[start : start + 500]
-            marks = ", ".join(["%s"] * len(chunk))
-            # Only model metadata is interpolated (quoted table and column names); values are parameters.
-            cursor.execute(f"SELECT {uid}, {digest} FROM {table} WHERE {uid} IN ({marks})", chunk)  # noqa: S608
-            found.update(cursor.fetchall())
-    return found
 
 
 def _index_placed(
@@ -439,9 +392,9 @@ def _refused(p: _Pending, exc: Exception) -> None:
         return
     if isinstance(exc, IntegrityError):
         # Another request may have indexed the same SOP Instance UID first; any other constraint is the instance's.
-        stored = _stored_hashes([p.parsed.sop_instance_uid]).get(p.parsed.sop_instance_uid)
-        if stored is not None:
-            p.result.outcome = Outcome.DUPLICATE if stored == p.staged.sha256 else Outcome.CONFLICT
+        verdict = duplicates.stored_verdict(p.arrival())
+        if verdict is not None:
+            p.result.outcome = _OUTCOME[verdict]
             return
     log.warning("the index refused an instance: %s", type(exc).__name__)
     p.result.outcome = Outcome.INVALID
