@@ -111,6 +111,7 @@ class _Pending:
     staged: StagedObject
     parsed: ParsedInstance
     result: StoreResult
+    position: int  # of its result among the request's results
     key: str = ""
     twin: _Pending | None = None  # an earlier part of the same request with the same SOP Instance UID
     indexed: bool = False  # its rows are committed
@@ -164,9 +165,9 @@ def store_instances(
     try:
         for item in staged:
             result, parsed = _check(item, expected_study, sender)
-            results.append(result)
             if parsed is not None:
-                pending.append(_Pending(item, parsed, result))
+                pending.append(_Pending(item, parsed, result, len(results)))
+            results.append(result)
         _classify(pending)
         fresh = [p for p in pending if p.result.outcome is Outcome.STORED and p.twin is None]
         storage = get_storage("hot")
@@ -231,24 +232,25 @@ class _AuditPlan:
 
     def __init__(self, hook: AuditHook, results: list[StoreResult], pending: list[_Pending]) -> None:
         self.hook, self.results, self.pending = hook, results, pending
-        self.done: set[int] = set()
+        self.done: set[int] = set()  # positions in ``results`` that a committed transaction recorded
 
-    def inside(self, group: list[_Pending], whole: bool) -> list[StoreResult]:
+    def inside(self, group: list[_Pending], whole: bool) -> set[int]:
+        """Record the results a transaction about to commit covers; returns their positions."""
         if whole:  # the request's only transaction: record every result of the request
             for p in self.pending:
                 if p.twin is not None:
                     _follow_twin(p)  # final: the first copy's savepoint has settled
-            covered = [r for r in self.results if id(r) not in self.done]
+            covered = set(range(len(self.results))) - self.done
         else:
-            covered = [p.result for p in group]
-        self.hook(covered)
+            covered = {p.position for p in group}
+        self.hook([self.results[n] for n in sorted(covered)])
         return covered
 
-    def committed(self, covered: list[StoreResult]) -> None:
-        self.done.update(id(r) for r in covered)
+    def committed(self, covered: set[int]) -> None:
+        self.done |= covered
 
     def rest(self) -> None:
-        left = [r for r in self.results if id(r) not in self.done]
+        left = [r for n, r in enumerate(self.results) if n not in self.done]
         if left:
             self.hook(left)
 
@@ -338,40 +340,24 @@ def _index_placed(
     same transaction (``whole``: for every result of the request, not only
     ``fresh``).
     """
-    covered: list[StoreResult] = []
+    covered: set[int] = set()
     durable()
-    if len(fresh) == 1:
-        p = fresh[0]
-        try:
-            with write_lock(), transaction.atomic():
-                writer = IndexWriter(site_of=sender.new_study_site)
-                writer.add(p.parsed, p.key, p.staged.sha256, p.staged.size)
-                writer.flush()
-                if plan is not None:
-                    covered = plan.inside(fresh, whole)
-        except DATA_ERRORS as exc:
-            _refused(p, exc)
-            return
-        p.indexed = True
-        if plan is not None:
-            plan.committed(covered)
-        return
+    alone = len(fresh) == 1  # no savepoint: a refused write refuses the whole transaction, which is its own
     try:
         with write_lock(), transaction.atomic():
             writer = IndexWriter(site_of=sender.new_study_site)
             for p in fresh:
-                try:
-                    with transaction.atomic():
-                        writer.add(p.parsed, p.key, p.staged.sha256, p.staged.size)
-                except DATA_ERRORS as exc:
-                    writer.forget(p.parsed)
-                    _refused(p, exc)
+                if alone:
+                    writer.add(p.parsed, p.key, p.staged.sha256, p.staged.size)
                 else:
-                    writer.commit_counts()
+                    _add_in_savepoint(writer, p)
             writer.flush()
             if plan is not None and any(p.result.outcome is Outcome.STORED for p in fresh):
                 covered = plan.inside(fresh, whole)
-    except DATA_ERRORS:
+    except DATA_ERRORS as exc:
+        if alone:
+            _refused(fresh[0], exc)
+            return
         # The batch failed as a whole (e.g. at commit): index each instance on its own.
         for p in fresh:
             p.result.outcome, p.result.detail = Outcome.STORED, ""
@@ -382,6 +368,18 @@ def _index_placed(
         p.indexed = p.result.outcome is Outcome.STORED
     if plan is not None:
         plan.committed(covered)
+
+
+def _add_in_savepoint(writer: IndexWriter, p: _Pending) -> None:
+    """Write the rows of ``p`` under their own savepoint: a value the index refuses refuses ``p`` alone."""
+    try:
+        with transaction.atomic():
+            writer.add(p.parsed, p.key, p.staged.sha256, p.staged.size)
+    except DATA_ERRORS as exc:
+        writer.forget(p.parsed)
+        _refused(p, exc)
+    else:
+        writer.commit_counts()
 
 
 def _refused(p: _Pending, exc: Exception) -> None:
