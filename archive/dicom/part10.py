@@ -32,7 +32,7 @@ import tempfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -83,7 +83,66 @@ SERIES_TAGS = (
 ).split()
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
+class IndexAttributes:
+    """The query attributes of one instance as the index's columns hold them.
+
+    Text is stripped of padding and NUL characters and cut to its column's
+    length; an integer outside 32 bits is None (not indexed). The upper-cased
+    name groups that case-insensitive matching searches are derived on demand.
+    """
+
+    patient_id: str
+    """(0010,0020) Patient ID."""
+    issuer_of_patient_id: str
+    """(0010,0021) Issuer of Patient ID."""
+    patient_name: str
+    """(0010,0010) Patient's Name, every component group."""
+    patient_birth_date: str
+    """(0010,0030) Patient's Birth Date."""
+    patient_sex: str
+    """(0010,0040) Patient's Sex."""
+    study_date: str
+    """(0008,0020) Study Date."""
+    study_time: str
+    """(0008,0030) Study Time, as :func:`index_time` compares it."""
+    accession_number: str
+    """(0008,0050) Accession Number."""
+    study_id: str
+    """(0020,0010) Study ID."""
+    study_description: str
+    """(0008,1030) Study Description."""
+    referring_physician_name: str
+    """(0008,0090) Referring Physician's Name, every component group."""
+    institution_name: str
+    """(0008,0080) Institution Name."""
+    modality: str
+    """(0008,0060) Modality, upper-cased."""
+    series_number: int | None
+    """(0020,0011) Series Number."""
+    series_description: str
+    """(0008,103E) Series Description."""
+    series_date: str
+    """(0008,0021) Series Date."""
+    series_time: str
+    """(0008,0031) Series Time, as :func:`index_time` compares it."""
+    body_part_examined: str
+    """(0018,0015) Body Part Examined."""
+    instance_number: int | None
+    """(0020,0013) Instance Number."""
+
+    @property
+    def patient_name_search(self) -> str:
+        """The alphabetic group of (0010,0010) Patient's Name, upper-cased, for case-insensitive matching."""
+        return _upper(person_name_search(self.patient_name), 1024)
+
+    @property
+    def referring_physician_search(self) -> str:
+        """The alphabetic group of (0008,0090) Referring Physician's Name, upper-cased."""
+        return _upper(person_name_search(self.referring_physician_name), 1024)
+
+
+@dataclass(slots=True)
 class ParsedInstance:
     """What ingest needs to index one instance."""
 
@@ -97,7 +156,7 @@ class ParsedInstance:
     number_of_frames: int
     rows: int | None
     columns: int | None
-    index: dict[str, Any] = field(default_factory=dict)
+    index: IndexAttributes
 
     def metadata_text(self) -> str:
         return json.dumps(self.metadata, separators=(",", ":"))
@@ -382,31 +441,27 @@ def _parse(ds: FileDataset, source: Any, base_prefix: str, uids: dict[str, str])
             frames = native_frames(ds, pixels, raw.value_tell, raw.length, n_frames)
     metadata["00080056"] = {"vr": "CS", "Value": ["ONLINE"]}
     metadata = dict(sorted(metadata.items()))  # tag order (PS3.18 F.2.2), Instance Availability included
-    patient_name = text_value(ds, "PatientName")
-    referring = text_value(ds, "ReferringPhysicianName")
-    index = {
-        "patient_id": _known_text(ds, metadata, "PatientID", 64),
-        "issuer_of_patient_id": _known_text(ds, metadata, "IssuerOfPatientID", 64),
-        "patient_name": patient_name,
-        "patient_name_search": _upper(person_name_search(patient_name), 1024),
-        "patient_birth_date": _known_text(ds, metadata, "PatientBirthDate", 8),
-        "patient_sex": _known_text(ds, metadata, "PatientSex", 16),
-        "study_date": _known_text(ds, metadata, "StudyDate", 8),
-        "study_time": index_time(_known_text(ds, metadata, "StudyTime", 16)),
-        "accession_number": _known_text(ds, metadata, "AccessionNumber", 64),
-        "study_id": _known_text(ds, metadata, "StudyID", 64),
-        "study_description": _known_text(ds, metadata, "StudyDescription"),
-        "referring_physician_name": referring,
-        "referring_physician_search": _upper(person_name_search(referring), 1024),
-        "institution_name": _known_text(ds, metadata, "InstitutionName"),
-        "modality": _upper(_known_text(ds, metadata, "Modality", 16), 16),
-        "series_number": _index_int(ds, metadata, "SeriesNumber"),
-        "series_description": _known_text(ds, metadata, "SeriesDescription"),
-        "series_date": _known_text(ds, metadata, "SeriesDate", 8),
-        "series_time": index_time(_known_text(ds, metadata, "SeriesTime", 16)),
-        "body_part_examined": _known_text(ds, metadata, "BodyPartExamined", 64),
-        "instance_number": _index_int(ds, metadata, "InstanceNumber"),
-    }
+    index = IndexAttributes(
+        patient_id=_known_text(ds, metadata, "PatientID", 64),
+        issuer_of_patient_id=_known_text(ds, metadata, "IssuerOfPatientID", 64),
+        patient_name=text_value(ds, "PatientName"),
+        patient_birth_date=_known_text(ds, metadata, "PatientBirthDate", 8),
+        patient_sex=_known_text(ds, metadata, "PatientSex", 16),
+        study_date=_known_text(ds, metadata, "StudyDate", 8),
+        study_time=index_time(_known_text(ds, metadata, "StudyTime", 16)),
+        accession_number=_known_text(ds, metadata, "AccessionNumber", 64),
+        study_id=_known_text(ds, metadata, "StudyID", 64),
+        study_description=_known_text(ds, metadata, "StudyDescription"),
+        referring_physician_name=text_value(ds, "ReferringPhysicianName"),
+        institution_name=_known_text(ds, metadata, "InstitutionName"),
+        modality=_upper(_known_text(ds, metadata, "Modality", 16), 16),
+        series_number=_index_int(ds, metadata, "SeriesNumber"),
+        series_description=_known_text(ds, metadata, "SeriesDescription"),
+        series_date=_known_text(ds, metadata, "SeriesDate", 8),
+        series_time=index_time(_known_text(ds, metadata, "SeriesTime", 16)),
+        body_part_examined=_known_text(ds, metadata, "BodyPartExamined", 64),
+        instance_number=_index_int(ds, metadata, "InstanceNumber"),
+    )
     return ParsedInstance(
         study_instance_uid=study,
         series_instance_uid=series,

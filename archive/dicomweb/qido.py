@@ -29,10 +29,9 @@ from archive.dicomweb.auth import dicomweb_view
 from archive.dicomweb.http import dicomweb_root, error
 from archive.dicomweb.negotiation import accept_header, json_media_type
 from archive.models import Availability, Instance, Series, Study
-from archive.query.matching import INSTANCE, SERIES, STUDY, BadQuery, Query, parse_query, search_queryset
+from archive.query.matching import BadQuery, Level, Query, parse_query, search_queryset
 from audit.trail import record
 
-LEVEL_NAMES = ("study", "series", "instance")
 ALLOW = "GET, HEAD"
 ESCAPED_MARK = json.dumps(BASE_MARK)[1:-1]
 AVAILABILITY_RANK: dict[str, int] = {"ONLINE": 0, "NEARLINE": 1, "OFFLINE": 2}
@@ -54,13 +53,13 @@ INSTANCE_REQUIRED = {
     "0020000D": "UI", "0020000E": "UI", "00200013": "IS", "00280008": "IS", "00280010": "US",
     "00280011": "US", "00280100": "US",
 }  # fmt: skip
-REQUIRED = (STUDY_REQUIRED, SERIES_REQUIRED, INSTANCE_REQUIRED)
+REQUIRED = {Level.STUDY: STUDY_REQUIRED, Level.SERIES: SERIES_REQUIRED, Level.INSTANCE: INSTANCE_REQUIRED}
 # Tags that belong to a level: asked for and absent, they come back as {"vr": ...}.
-LEVEL_TAGS = (
-    set(STUDY_REQUIRED) | set(STUDY_TAGS),
-    set(SERIES_REQUIRED) | set(SERIES_TAGS),
-    set(INSTANCE_REQUIRED),
-)
+LEVEL_TAGS = {
+    Level.STUDY: set(STUDY_REQUIRED) | set(STUDY_TAGS),
+    Level.SERIES: set(SERIES_REQUIRED) | set(SERIES_TAGS),
+    Level.INSTANCE: set(INSTANCE_REQUIRED),
+}
 # Instance-level values read from the stored metadata rather than from columns.
 INSTANCE_FROM_METADATA = ("00080201", "00280008", "00280100")
 
@@ -87,7 +86,7 @@ def _empty(tag: str) -> dict[str, Any] | None:
     return {"vr": vr} if vr else None
 
 
-def select(attributes: dict[str, Any], query: Query, level: int, required: dict[str, str]) -> dict[str, Any]:
+def select(attributes: dict[str, Any], query: Query, level: Level, required: dict[str, str]) -> dict[str, Any]:
     """The attributes a response carries at ``level``: required, query keys, includefield."""
     wanted = set(required) | query.returned
     if query.include_all:
@@ -98,7 +97,7 @@ def select(attributes: dict[str, Any], query: Query, level: int, required: dict[
             out[tag] = attributes[tag]
         elif tag in required:
             out[tag] = {"vr": required[tag]}
-        elif tag in LEVEL_TAGS[level] or (level == INSTANCE and query.level == INSTANCE):
+        elif tag in LEVEL_TAGS[level] or (level == Level.INSTANCE and query.level == Level.INSTANCE):
             empty = _empty(tag)
             if empty is not None:
                 out[tag] = empty
@@ -109,7 +108,7 @@ def _availability(values: Iterable[str]) -> str:
     return max(values, key=lambda v: AVAILABILITY_RANK.get(v, 0), default="ONLINE")
 
 
-def availability_of(level: int, ids: list[int]) -> dict[int, str]:
+def availability_of(level: Level, ids: list[int]) -> dict[int, str]:
     """(0008,0056) of each study or series: the least available of its instances (one query).
 
     Only studies or series holding a NEARLINE or OFFLINE instance appear;
@@ -123,7 +122,7 @@ def availability_of(level: int, ids: list[int]) -> dict[int, str]:
     instance, series = q(Instance._meta.db_table), q(Series._meta.db_table)
     marks = ", ".join(["%s"] * len(ids))
     # Only table names (quoted model metadata) are interpolated; values are parameters.
-    if level == STUDY:
+    if level == Level.STUDY:
         sql = (
             f"SELECT DISTINCT s.study_id, i.availability FROM {instance} i "  # noqa: S608
             f"JOIN {series} s ON s.id = i.series_id WHERE s.study_id IN ({marks}) AND i.availability IN (%s, %s)"
@@ -249,21 +248,21 @@ def _by_pk(model: type[Model], pks: Iterable[int], fields: tuple[str, ...]) -> d
 def results(query: Query, rows: list[dict[str, Any]], root: str, path_study: bool) -> list[dict[str, Any]]:
     """DICOM JSON of each result row, with its parents' attributes where PS3.18 asks for them."""
     out: list[dict[str, Any]] = []
-    if query.level == STUDY:
-        available = availability_of(STUDY, [r["pk"] for r in rows])
+    if query.level == Level.STUDY:
+        available = availability_of(Level.STUDY, [r["pk"] for r in rows])
         for row in rows:
             attrs = study_json(row, root, available.get(row["pk"], Availability.ONLINE))
-            out.append(select(attrs, query, STUDY, STUDY_REQUIRED))
+            out.append(select(attrs, query, Level.STUDY, STUDY_REQUIRED))
         return out
-    if query.level == SERIES:
+    if query.level == Level.SERIES:
         studies = _by_pk(Study, (r["study_id"] for r in rows), STUDY_FIELDS)
-        available = availability_of(SERIES, [r["pk"] for r in rows])
+        available = availability_of(Level.SERIES, [r["pk"] for r in rows])
         for row in rows:
             parent = studies[row["study_id"]]
             attrs = series_json(row, parent["study_instance_uid"], root, available.get(row["pk"], "ONLINE"))
-            item = select(attrs, query, SERIES, SERIES_REQUIRED)
+            item = select(attrs, query, Level.SERIES, SERIES_REQUIRED)
             if not path_study:  # all series: the study's attributes too (PS3.18 §10.6.3.3.2)
-                item = select(study_json(parent, root, "ONLINE"), query, STUDY, STUDY_REQUIRED) | item
+                item = select(study_json(parent, root, "ONLINE"), query, Level.STUDY, STUDY_REQUIRED) | item
             out.append(item)
         return out
     series = _by_pk(Series, (r["series_id"] for r in rows), SERIES_FIELDS)
@@ -272,10 +271,10 @@ def results(query: Query, rows: list[dict[str, Any]], root: str, path_study: boo
         se = series[row["series_id"]]
         st = studies[se["study_id"]]
         st_uid, se_uid = st["study_instance_uid"], se["series_instance_uid"]
-        item = select(instance_json(row, query, st_uid, se_uid, root), query, INSTANCE, INSTANCE_REQUIRED)
-        parents = select(series_json(se, st_uid, root, row["availability"]), query, SERIES, SERIES_REQUIRED)
+        item = select(instance_json(row, query, st_uid, se_uid, root), query, Level.INSTANCE, INSTANCE_REQUIRED)
+        parents = select(series_json(se, st_uid, root, row["availability"]), query, Level.SERIES, SERIES_REQUIRED)
         if not path_study:
-            parents = select(study_json(st, root, row["availability"]), query, STUDY, STUDY_REQUIRED) | parents
+            parents = select(study_json(st, root, row["availability"]), query, Level.STUDY, STUDY_REQUIRED) | parents
         out.append(parents | item)  # the instance's own URL and availability win
     return out
 
@@ -284,14 +283,14 @@ def _warning(request: HttpRequest, text: str) -> str:
     return f'299 {dicomweb_root(request)}: "{text}"'
 
 
-def search(request: HttpRequest, level: int, study: str | None = None, series: str | None = None) -> HttpResponse:
+def search(request: HttpRequest, level: Level, study: str | None = None, series: str | None = None) -> HttpResponse:
     """The shared body of the three search resources."""
     if request.method not in ("GET", "HEAD"):
         return error(405, "Method not allowed on a search resource", allow=ALLOW)
     media_type = json_media_type(accept_header(request))
     if media_type is None:
         return error(406, "Search results are available as application/dicom+json only")
-    audit = {"level": LEVEL_NAMES[level], "query": {k[:64]: v[:64] for k, v in list(request.GET.items())[:16]}}
+    audit = {"level": level.name.lower(), "query": {k[:64]: v[:64] for k, v in list(request.GET.items())[:16]}}
     if study is None and not policy().can_search(request.user):
         record("search", request, outcome="denied", detail=audit)
         return error(403, "You may not search the archive; open a study you were given instead")
@@ -300,7 +299,7 @@ def search(request: HttpRequest, level: int, study: str | None = None, series: s
         queryset = search_queryset(request, query, study, series)
     except BadQuery as exc:
         return error(400, str(exc))
-    fields = (STUDY_FIELDS, SERIES_FIELDS, INSTANCE_FIELDS)[level]
+    fields = {Level.STUDY: STUDY_FIELDS, Level.SERIES: SERIES_FIELDS, Level.INSTANCE: INSTANCE_FIELDS}[level]
     rows = list(queryset.values(*fields)[query.offset : query.offset + query.limit + 1])
     truncated = len(rows) > query.limit
     # Attributes in tag order (PS3.18 F.2.2): parents' and the level's own attributes were merged.
@@ -347,16 +346,16 @@ def root(request: HttpRequest) -> HttpResponse:
 @dicomweb_view
 def search_studies(request: HttpRequest) -> HttpResponse:
     """SearchForStudies: GET /studies."""
-    return search(request, STUDY)
+    return search(request, Level.STUDY)
 
 
 @dicomweb_view
 def search_series(request: HttpRequest, study: str | None = None) -> HttpResponse:
     """SearchForSeries: GET /series and /studies/{study}/series."""
-    return search(request, SERIES, study)
+    return search(request, Level.SERIES, study)
 
 
 @dicomweb_view
 def search_instances(request: HttpRequest, study: str | None = None, series: str | None = None) -> HttpResponse:
     """SearchForInstances: GET /instances, /studies/{study}/instances, /studies/{study}/series/{series}/instances."""
-    return search(request, INSTANCE, study, series)
+    return search(request, Level.INSTANCE, study, series)

@@ -34,7 +34,7 @@ def site_for(parsed: ParsedInstance, sender_site: Site | None = None) -> Site | 
 
 
 def _site_by_institution(parsed: ParsedInstance) -> Site | None:
-    name = parsed.index["institution_name"].strip().upper()
+    name = parsed.index.institution_name.strip().upper()
     if name:
         for site in Site.objects.exclude(institution_names=""):
             if name in site.institution_name_list():
@@ -133,7 +133,7 @@ class IndexWriter:
             sop_instance_uid=parsed.sop_instance_uid,
             series_id=series_pk,
             sop_class_uid=parsed.sop_class_uid,
-            instance_number=parsed.index["instance_number"],
+            instance_number=parsed.index.instance_number,
             transfer_syntax_uid=parsed.transfer_syntax_uid,
             number_of_frames=parsed.number_of_frames,
             rows=parsed.rows,
@@ -189,20 +189,20 @@ def _index_parents(parsed: ParsedInstance, site_of: Callable[[], Site | None]) -
     created straight away (a savepoint catches a concurrent writer on
     PostgreSQL); likewise the study once the locking lookup found none.
     """
-    ix: dict[str, Any] = parsed.index
+    ix = parsed.index
     patient, new_patient = Patient.objects.get_or_create(
-        patient_id=ix["patient_id"],
-        issuer_of_patient_id=ix["issuer_of_patient_id"],
+        patient_id=ix.patient_id,
+        issuer_of_patient_id=ix.issuer_of_patient_id,
         defaults={
-            "patient_name": ix["patient_name"],
-            "patient_name_search": ix["patient_name_search"],
-            "patient_birth_date": ix["patient_birth_date"],
-            "patient_sex": ix["patient_sex"],
+            "patient_name": ix.patient_name,
+            "patient_name_search": ix.patient_name_search,
+            "patient_birth_date": ix.patient_birth_date,
+            "patient_sex": ix.patient_sex,
         },
     )
     words = []
     if new_patient:
-        words += [PersonNameWord(word=w, patient=patient) for w in name_words(ix["patient_name_search"])]
+        words += [PersonNameWord(word=w, patient=patient) for w in name_words(ix.patient_name_search)]
     study = Study.objects.select_for_update().filter(study_instance_uid=parsed.study_instance_uid).first()
     if study is None:
         study, new_study = _create_or_get(
@@ -211,20 +211,20 @@ def _index_parents(parsed: ParsedInstance, site_of: Callable[[], Site | None]) -
             lambda: {
                 "patient": patient,
                 "site": site_for(parsed, site_of()),
-                "study_date": ix["study_date"],
-                "study_time": ix["study_time"],
-                "accession_number": ix["accession_number"],
-                "study_id": ix["study_id"],
-                "study_description": ix["study_description"],
-                "referring_physician_name": ix["referring_physician_name"],
-                "referring_physician_search": ix["referring_physician_search"],
-                "institution_name": ix["institution_name"],
-                "modalities_in_study": _merge_modalities("", ix["modality"]),
+                "study_date": ix.study_date,
+                "study_time": ix.study_time,
+                "accession_number": ix.accession_number,
+                "study_id": ix.study_id,
+                "study_description": ix.study_description,
+                "referring_physician_name": ix.referring_physician_name,
+                "referring_physician_search": ix.referring_physician_search,
+                "institution_name": ix.institution_name,
+                "modalities_in_study": _merge_modalities("", ix.modality),
                 "attributes": parsed.study_attributes(),
             },
         )
         if new_study:
-            words += [PersonNameWord(word=w, study=study) for w in name_words(ix["referring_physician_search"])]
+            words += [PersonNameWord(word=w, study=study) for w in name_words(ix.referring_physician_search)]
     if words:
         PersonNameWord.objects.bulk_create(words)
     series, created = _create_or_get(
@@ -232,18 +232,18 @@ def _index_parents(parsed: ParsedInstance, site_of: Callable[[], Site | None]) -
         {"series_instance_uid": parsed.series_instance_uid},
         lambda: {
             "study": study,
-            "modality": ix["modality"],
-            "series_number": ix["series_number"],
-            "series_description": ix["series_description"],
-            "series_date": ix["series_date"],
-            "series_time": ix["series_time"],
-            "body_part_examined": ix["body_part_examined"],
+            "modality": ix.modality,
+            "series_number": ix.series_number,
+            "series_description": ix.series_description,
+            "series_date": ix.series_date,
+            "series_time": ix.series_time,
+            "body_part_examined": ix.body_part_examined,
             "attributes": parsed.series_attributes(),
         },
     )
     if series.study_id != study.pk:
         raise InvalidSeriesParent(parsed.series_instance_uid)
-    modalities = _merge_modalities(study.modalities_in_study, ix["modality"])
+    modalities = _merge_modalities(study.modalities_in_study, ix.modality)
     if modalities != study.modalities_in_study:
         Study.objects.filter(pk=study.pk).update(modalities_in_study=modalities)
     return series.pk, study.pk, created

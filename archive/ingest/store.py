@@ -24,19 +24,20 @@ committed row has been removed.
 from __future__ import annotations
 
 import enum
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, DataError, IntegrityError, connections, router, transaction
+from django.db import DatabaseError, DataError, IntegrityError, transaction
 
 from archive.dicom.part10 import InvalidInstance, ParsedInstance, parse_instance
+from archive.ingest import duplicates
+from archive.ingest.duplicates import Arrival, Verdict, against_earlier, classify_known
 from archive.ingest.index import IndexWriter, InvalidSeriesParent
 from archive.models import Instance, Site
-from archive.storage.base import CHUNK, StagedObject
+from archive.storage.base import StagedObject
 from archive.storage.keys import log_name, object_key
 from archive.storage.registry import get_storage
 from audit.trail import record
@@ -47,8 +48,8 @@ log = logging.getLogger(__name__)
 
 class Outcome(enum.Enum):
     STORED = "stored"
-    DUPLICATE = "duplicate"  # identical bytes were already stored
-    CONFLICT = "conflict"  # different bytes under an existing SOP Instance UID
+    DUPLICATE = "duplicate"  # already stored: the same bytes, or the same data set under other File Meta
+    CONFLICT = "conflict"  # a different data set under an existing SOP Instance UID
     INVALID = "invalid"  # not a DICOM instance we can keep (unreadable, or a value the index refuses)
     MISMATCH = "mismatch"  # Study Instance UID differs from the request's
     FORBIDDEN = "forbidden"  # the study exists but the sender may not see it
@@ -113,9 +114,14 @@ class _Pending:
     staged: StagedObject
     parsed: ParsedInstance
     result: StoreResult
+    position: int  # of its result among the request's results
     key: str = ""
     twin: _Pending | None = None  # an earlier part of the same request with the same SOP Instance UID
     indexed: bool = False  # its rows are committed
+
+    def arrival(self) -> Arrival:
+        parsed, staged = self.parsed, self.staged
+        return Arrival(parsed.sop_instance_uid, parsed.transfer_syntax_uid, staged.sha256, staged.path)
 
 
 def store_instance(
@@ -162,10 +168,10 @@ def store_instances(
     try:
         for item in staged:
             result, parsed = _check(item, expected_study, sender)
-            results.append(result)
             if parsed is not None:
-                pending.append(_Pending(item, parsed, result))
-        _classify_known(pending)
+                pending.append(_Pending(item, parsed, result, len(results)))
+            results.append(result)
+        _classify(pending)
         fresh = [p for p in pending if p.result.outcome is Outcome.STORED and p.twin is None]
         storage = get_storage("hot")
         for p in fresh:
@@ -229,24 +235,25 @@ class _AuditPlan:
 
     def __init__(self, hook: AuditHook, results: list[StoreResult], pending: list[_Pending]) -> None:
         self.hook, self.results, self.pending = hook, results, pending
-        self.done: set[int] = set()
+        self.done: set[int] = set()  # positions in ``results`` that a committed transaction recorded
 
-    def inside(self, group: list[_Pending], whole: bool) -> list[StoreResult]:
+    def inside(self, group: list[_Pending], whole: bool) -> set[int]:
+        """Record the results a transaction about to commit covers; returns their positions."""
         if whole:  # the request's only transaction: record every result of the request
             for p in self.pending:
                 if p.twin is not None:
                     _follow_twin(p)  # final: the first copy's savepoint has settled
-            covered = [r for r in self.results if id(r) not in self.done]
+            covered = set(range(len(self.results))) - self.done
         else:
-            covered = [p.result for p in group]
-        self.hook(covered)
+            covered = {p.position for p in group}
+        self.hook([self.results[n] for n in sorted(covered)])
         return covered
 
-    def committed(self, covered: list[StoreResult]) -> None:
-        self.done.update(id(r) for r in covered)
+    def committed(self, covered: set[int]) -> None:
+        self.done |= covered
 
     def rest(self) -> None:
-        left = [r for r in self.results if id(r) not in self.done]
+        left = [r for n, r in enumerate(self.results) if n not in self.done]
         if left:
             self.hook(left)
 
@@ -297,79 +304,27 @@ def _check(
     return result, parsed
 
 
-def _classify_known(pending: list[_Pending]) -> None:
+_OUTCOME = {Verdict.DUPLICATE: Outcome.DUPLICATE, Verdict.CONFLICT: Outcome.CONFLICT}
+
+
+def _classify(pending: list[_Pending]) -> None:
     """Mark instances already indexed (duplicate or conflict) and repeats within the request."""
-    stored = _stored_hashes([p.parsed.sop_instance_uid for p in pending])
-    first: dict[str, _Pending] = {}
-    for p in pending:
-        uid = p.parsed.sop_instance_uid
-        if uid in stored:
-            same = stored[uid] == p.staged.sha256 or _same_data_set(uid, p)
-            p.result.outcome = Outcome.DUPLICATE if same else Outcome.CONFLICT
-        elif uid in first:
-            p.twin = first[uid]
-        else:
-            first[uid] = p
-
-
-def _same_data_set(sop_uid: str, p: _Pending) -> bool:
-    """Whether the object stored under ``sop_uid`` holds the data set of ``p`` byte for byte, in the same
-    transfer syntax, whatever either's File Meta Information says (read only when the hashes differ)."""
-    found = Instance.objects.filter(sop_instance_uid=sop_uid).values_list("tier", "storage_key", "transfer_syntax_uid")
-    row = found.first()
-    if row is None or row[2] != p.parsed.transfer_syntax_uid:
-        return False
-    with get_storage(row[0]).open(row[1]) as stored, open(p.staged.path, "rb") as staged:
-        digest = _data_set_digest(stored)
-        return digest is not None and digest == _data_set_digest(staged)
-
-
-def _data_set_digest(fh: BinaryIO) -> str | None:
-    """SHA-256 of what follows a Part 10 file's File Meta Information; None without a group length to skip it."""
-    head = _read_exactly(fh, 144)  # preamble, DICM, (0002,0000) UL group length
-    if head[128:136] != b"DICM\x02\x00\x00\x00":
-        return None
-    _read_exactly(fh, int.from_bytes(head[140:144], "little"))
-    digest = hashlib.sha256()
-    while chunk := fh.read(CHUNK):
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _read_exactly(fh: BinaryIO, size: int) -> bytes:
-    data = b""
-    while len(data) < size and (chunk := fh.read(size - len(data))):
-        data += chunk
-    return data
+    for p, (verdict, first) in zip(pending, classify_known([p.arrival() for p in pending]), strict=True):
+        if verdict is Verdict.REPEAT:
+            assert first is not None
+            p.twin = pending[first]
+        elif verdict is not Verdict.NEW:
+            p.result.outcome = _OUTCOME[verdict]
 
 
 def _follow_twin(p: _Pending) -> None:
-    """A repeat within one request shares the fate of the first copy."""
+    """A repeat within one request shares the fate of the first copy, and is judged against it when stored."""
     assert p.twin is not None
     earlier = p.twin.result
     if earlier.ok:
-        same = p.twin.staged.sha256 == p.staged.sha256
-        p.result.outcome = Outcome.DUPLICATE if same else Outcome.CONFLICT
+        p.result.outcome = _OUTCOME[against_earlier(p.arrival(), p.twin.arrival())]
     else:
         p.result.outcome, p.result.detail = earlier.outcome, earlier.detail
-
-
-def _stored_hashes(sop_uids: list[str]) -> dict[str, str]:
-    """SHA-256 of the indexed instances among ``sop_uids`` (plain SQL: this runs on every store)."""
-    if not sop_uids:
-        return {}
-    connection = connections[router.db_for_read(Instance)]
-    q = connection.ops.quote_name
-    table, uid, digest = q(Instance._meta.db_table), q("sop_instance_uid"), q("sha256")
-    found: dict[str, str] = {}
-    with connection.cursor() as cursor:
-        for start in range(0, len(sop_uids), 500):
-            chunk = sop_uids[start : start + 500]
-            marks = ", ".join(["%s"] * len(chunk))
-            # Only model metadata is interpolated (quoted table and column names); values are parameters.
-            cursor.execute(f"SELECT {uid}, {digest} FROM {table} WHERE {uid} IN ({marks})", chunk)  # noqa: S608
-            found.update(cursor.fetchall())
-    return found
 
 
 def _index_placed(
@@ -388,40 +343,24 @@ def _index_placed(
     same transaction (``whole``: for every result of the request, not only
     ``fresh``).
     """
-    covered: list[StoreResult] = []
+    covered: set[int] = set()
     durable()
-    if len(fresh) == 1:
-        p = fresh[0]
-        try:
-            with write_lock(), transaction.atomic():
-                writer = IndexWriter(site_of=sender.new_study_site)
-                writer.add(p.parsed, p.key, p.staged.sha256, p.staged.size)
-                writer.flush()
-                if plan is not None:
-                    covered = plan.inside(fresh, whole)
-        except DATA_ERRORS as exc:
-            _refused(p, exc)
-            return
-        p.indexed = True
-        if plan is not None:
-            plan.committed(covered)
-        return
+    alone = len(fresh) == 1  # no savepoint: a refused write refuses the whole transaction, which is its own
     try:
         with write_lock(), transaction.atomic():
             writer = IndexWriter(site_of=sender.new_study_site)
             for p in fresh:
-                try:
-                    with transaction.atomic():
-                        writer.add(p.parsed, p.key, p.staged.sha256, p.staged.size)
-                except DATA_ERRORS as exc:
-                    writer.forget(p.parsed)
-                    _refused(p, exc)
+                if alone:
+                    writer.add(p.parsed, p.key, p.staged.sha256, p.staged.size)
                 else:
-                    writer.commit_counts()
+                    _add_in_savepoint(writer, p)
             writer.flush()
             if plan is not None and any(p.result.outcome is Outcome.STORED for p in fresh):
                 covered = plan.inside(fresh, whole)
-    except DATA_ERRORS:
+    except DATA_ERRORS as exc:
+        if alone:
+            _refused(fresh[0], exc)
+            return
         # The batch failed as a whole (e.g. at commit): index each instance on its own.
         for p in fresh:
             p.result.outcome, p.result.detail = Outcome.STORED, ""
@@ -434,6 +373,18 @@ def _index_placed(
         plan.committed(covered)
 
 
+def _add_in_savepoint(writer: IndexWriter, p: _Pending) -> None:
+    """Write the rows of ``p`` under their own savepoint: a value the index refuses refuses ``p`` alone."""
+    try:
+        with transaction.atomic():
+            writer.add(p.parsed, p.key, p.staged.sha256, p.staged.size)
+    except DATA_ERRORS as exc:
+        writer.forget(p.parsed)
+        _refused(p, exc)
+    else:
+        writer.commit_counts()
+
+
 def _refused(p: _Pending, exc: Exception) -> None:
     """The outcome of an instance whose rows the index refused with ``exc`` (one of :data:`DATA_ERRORS`)."""
     if isinstance(exc, InvalidSeriesParent):
@@ -442,9 +393,9 @@ def _refused(p: _Pending, exc: Exception) -> None:
         return
     if isinstance(exc, IntegrityError):
         # Another request may have indexed the same SOP Instance UID first; any other constraint is the instance's.
-        stored = _stored_hashes([p.parsed.sop_instance_uid]).get(p.parsed.sop_instance_uid)
-        if stored is not None:
-            p.result.outcome = Outcome.DUPLICATE if stored == p.staged.sha256 else Outcome.CONFLICT
+        verdict = duplicates.stored_verdict(p.arrival())
+        if verdict is not None:
+            p.result.outcome = _OUTCOME[verdict]
             return
     log.warning("the index refused an instance: %s", type(exc).__name__)
     p.result.outcome = Outcome.INVALID

@@ -14,6 +14,7 @@ polynomial time, never to a backtracking regular expression.
 from __future__ import annotations
 
 import datetime
+import enum
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +29,38 @@ from archive.access import visible_studies
 from archive.dicom.uid import is_valid_uid
 from archive.models import Instance, PersonNameWord, Series
 
-STUDY, SERIES, INSTANCE = 0, 1, 2
+
+class Level(enum.IntEnum):
+    """A level of the DICOM information model, from the top; a key matches at its own level and every one below.
+
+    QIDO-RS searches at STUDY, SERIES and INSTANCE (PS3.18 §10.6). C-FIND
+    shares this module: (0008,0052) Query/Retrieve Level names the same levels,
+    INSTANCE as "IMAGE" (:meth:`from_query_retrieve_level`); the Study Root
+    model starts at STUDY and the Patient Root model at PATIENT (PS3.4 C.6).
+    The patient's attributes are PATIENT-level keys, so a search at STUDY or
+    below (QIDO-RS, Study Root) matches them on each study's patient.
+    """
+
+    PATIENT = 0
+    STUDY = 1
+    SERIES = 2
+    INSTANCE = 3
+
+    @classmethod
+    def from_query_retrieve_level(cls, value: str) -> Level:
+        """The level a (0008,0052) Query/Retrieve Level value names; ValueError for any other value."""
+        if value == "IMAGE":
+            return cls.INSTANCE
+        if value in ("PATIENT", "STUDY", "SERIES"):
+            return cls[value]
+        raise ValueError(f"{value!r} is not a Query/Retrieve Level")
+
+    @property
+    def query_retrieve_level(self) -> str:
+        """This level as (0008,0052) Query/Retrieve Level names it."""
+        return "IMAGE" if self is Level.INSTANCE else self.name
+
+
 MAX_VALUE_LENGTH = 256  # longer than any PN/LO/SH a query can sensibly carry
 MAX_UIDS = 1000
 SPECIAL_PARAMS = {"limit", "offset", "includefield", "fuzzymatching", "accept", "charset"}
@@ -38,41 +70,41 @@ SPECIAL_PARAMS = {"limit", "offset", "includefield", "fuzzymatching", "accept", 
 class Key:
     """A supported matching key: its level, ORM path on that level's model and kind."""
 
-    level: int
+    level: Level
     path: str
     kind: str  # pn, da, tm, ui, str, cs, int, modalities
     raw_path: str = ""  # PN only: the column as received (for ideographic/phonetic groups)
 
 
 MATCHING: dict[str, Key] = {
-    "00100010": Key(STUDY, "patient__patient_name_search", "pn", "patient__patient_name"),
-    "00100020": Key(STUDY, "patient__patient_id", "str"),
-    "00100021": Key(STUDY, "patient__issuer_of_patient_id", "str"),
-    "00100030": Key(STUDY, "patient__patient_birth_date", "da"),
-    "00100040": Key(STUDY, "patient__patient_sex", "cs"),
-    "0020000D": Key(STUDY, "study_instance_uid", "ui"),
-    "00080020": Key(STUDY, "study_date", "da"),
-    "00080030": Key(STUDY, "study_time", "tm"),
-    "00080050": Key(STUDY, "accession_number", "str"),
-    "00200010": Key(STUDY, "study_id", "str"),
-    "00081030": Key(STUDY, "study_description", "str"),
-    "00080090": Key(STUDY, "referring_physician_search", "pn", "referring_physician_name"),
-    "00080080": Key(STUDY, "institution_name", "str"),
-    "00080061": Key(STUDY, "modality", "modalities"),
-    "0020000E": Key(SERIES, "series_instance_uid", "ui"),
-    "00080060": Key(SERIES, "modality", "cs"),
-    "00200011": Key(SERIES, "series_number", "int"),
-    "0008103E": Key(SERIES, "series_description", "str"),
-    "00080021": Key(SERIES, "series_date", "da"),
-    "00080031": Key(SERIES, "series_time", "tm"),
-    "00180015": Key(SERIES, "body_part_examined", "cs"),
-    "00080018": Key(INSTANCE, "sop_instance_uid", "ui"),
-    "00080016": Key(INSTANCE, "sop_class_uid", "ui"),
-    "00200013": Key(INSTANCE, "instance_number", "int"),
-    "00280008": Key(INSTANCE, "number_of_frames", "int"),
-    "00280010": Key(INSTANCE, "rows", "int"),
-    "00280011": Key(INSTANCE, "columns", "int"),
-    "00080056": Key(INSTANCE, "availability", "cs"),
+    "00100010": Key(Level.PATIENT, "patient__patient_name_search", "pn", "patient__patient_name"),
+    "00100020": Key(Level.PATIENT, "patient__patient_id", "str"),
+    "00100021": Key(Level.PATIENT, "patient__issuer_of_patient_id", "str"),
+    "00100030": Key(Level.PATIENT, "patient__patient_birth_date", "da"),
+    "00100040": Key(Level.PATIENT, "patient__patient_sex", "cs"),
+    "0020000D": Key(Level.STUDY, "study_instance_uid", "ui"),
+    "00080020": Key(Level.STUDY, "study_date", "da"),
+    "00080030": Key(Level.STUDY, "study_time", "tm"),
+    "00080050": Key(Level.STUDY, "accession_number", "str"),
+    "00200010": Key(Level.STUDY, "study_id", "str"),
+    "00081030": Key(Level.STUDY, "study_description", "str"),
+    "00080090": Key(Level.STUDY, "referring_physician_search", "pn", "referring_physician_name"),
+    "00080080": Key(Level.STUDY, "institution_name", "str"),
+    "00080061": Key(Level.STUDY, "modality", "modalities"),
+    "0020000E": Key(Level.SERIES, "series_instance_uid", "ui"),
+    "00080060": Key(Level.SERIES, "modality", "cs"),
+    "00200011": Key(Level.SERIES, "series_number", "int"),
+    "0008103E": Key(Level.SERIES, "series_description", "str"),
+    "00080021": Key(Level.SERIES, "series_date", "da"),
+    "00080031": Key(Level.SERIES, "series_time", "tm"),
+    "00180015": Key(Level.SERIES, "body_part_examined", "cs"),
+    "00080018": Key(Level.INSTANCE, "sop_instance_uid", "ui"),
+    "00080016": Key(Level.INSTANCE, "sop_class_uid", "ui"),
+    "00200013": Key(Level.INSTANCE, "instance_number", "int"),
+    "00280008": Key(Level.INSTANCE, "number_of_frames", "int"),
+    "00280010": Key(Level.INSTANCE, "rows", "int"),
+    "00280011": Key(Level.INSTANCE, "columns", "int"),
+    "00080056": Key(Level.INSTANCE, "availability", "cs"),
 }
 
 DA_RE = re.compile(r"^\d{8}\Z")
@@ -101,7 +133,7 @@ def tag_of(name: str) -> str | None:
 class Query:
     """A parsed QIDO request."""
 
-    level: int
+    level: Level
     matches: list[tuple[str, Key, str]] = field(default_factory=list)  # tag, key, value
     returned: set[str] = field(default_factory=set)  # query keys and includefield tags
     include_all: bool = False
@@ -126,7 +158,7 @@ def _number(name: str, raw: str, maximum: int) -> int:
     return min(int(raw), maximum)
 
 
-def parse_query(request: HttpRequest, level: int) -> Query:
+def parse_query(request: HttpRequest, level: Level) -> Query:
     """Validate the query string; raise :class:`BadQuery` for anything malformed."""
     query = Query(level)
     params = request.GET
@@ -363,20 +395,21 @@ def key_q(tag: str, key: Key, value: str, fuzzy: bool, name: str) -> Q:
 
 def search_queryset(request: HttpRequest, query: Query, study: str | None, series: str | None) -> QuerySet[Any]:
     """The ordered queryset of the target level, limited to what the user may see."""
-    filters = [Q(), Q(), Q()]
+    filters = {level: Q() for level in Level}
     if study is not None:
-        filters[STUDY] &= Q(study_instance_uid=study)
+        filters[Level.STUDY] &= Q(study_instance_uid=study)
     if series is not None:
-        filters[SERIES] &= Q(series_instance_uid=series)
+        filters[Level.SERIES] &= Q(series_instance_uid=series)
     names = {tag_of(n): n for n in request.GET}
     for tag, key, value in query.matches:
         filters[key.level] &= key_q(tag, key, value, query.fuzzy, names.get(tag) or tag)
-    studies = visible_studies(request.user).filter(filters[STUDY])
-    if query.level == STUDY:
+    # Patient keys' paths start from the study (patient__...): they narrow the studies.
+    studies = visible_studies(request.user).filter(filters[Level.PATIENT] & filters[Level.STUDY])
+    if query.level == Level.STUDY:
         return studies.order_by("-study_date", "-study_time", "-id")
-    series_qs = Series.objects.filter(filters[SERIES], study__in=studies.values("pk"))
-    if query.level == SERIES:
+    series_qs = Series.objects.filter(filters[Level.SERIES], study__in=studies.values("pk"))
+    if query.level == Level.SERIES:
         return series_qs.order_by("study_id", "series_number", "id")
-    return Instance.objects.filter(filters[INSTANCE], series__in=series_qs.values("pk")).order_by(
+    return Instance.objects.filter(filters[Level.INSTANCE], series__in=series_qs.values("pk")).order_by(
         "series_id", "instance_number", "id"
     )

@@ -16,6 +16,7 @@ from pydicom.data import get_charset_files
 
 from archive.dicom.synthetic import StudySpec, make_instance, make_series
 from archive.models import Instance, Study
+from archive.query.matching import Level
 from audit.models import AuditEvent
 from tests.conftest import bearer_client, role_user, stow
 
@@ -554,3 +555,22 @@ def test_it_costs_the_same_number_of_queries_for_one_or_many_results(
     Instance.objects.filter(pk=Instance.objects.order_by("pk").last().pk).update(availability="NEARLINE")  # type: ignore[union-attr]
     with django_assert_max_num_queries(few):
         assert len(found(get(upload_client, path, query))) > 1
+
+
+@pytest.mark.parametrize(
+    ("value", "level"),
+    [("PATIENT", Level.PATIENT), ("STUDY", Level.STUDY), ("SERIES", Level.SERIES), ("IMAGE", Level.INSTANCE)],
+)
+def test_a_query_retrieve_level_names_the_level_that_c_find_shares(value: str, level: Level) -> None:
+    assert Level.from_query_retrieve_level(value) is level
+    assert level.query_retrieve_level == value
+
+
+@pytest.mark.parametrize("value", ["INSTANCE", "study", "", "FRAME"])
+def test_any_other_query_retrieve_level_is_refused(value: str) -> None:
+    with pytest.raises(ValueError, match="not a Query/Retrieve Level"):
+        Level.from_query_retrieve_level(value)
+
+
+def test_levels_run_from_the_patient_down_so_a_key_matches_at_its_level_and_below() -> None:
+    assert list(Level) == sorted(Level) == [Level.PATIENT, Level.STUDY, Level.SERIES, Level.INSTANCE]

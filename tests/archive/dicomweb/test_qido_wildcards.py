@@ -19,7 +19,7 @@ from django.test import Client
 from archive.dicom.synthetic import StudySpec, make_instance
 from archive.ingest.index import name_words
 from archive.models import Patient, PersonNameWord
-from archive.query.matching import Key, pn_q, string_q
+from archive.query.matching import Key, Level, pn_q, string_q
 from tests.archive.dicomweb.test_qido import found, get, patient_ids
 from tests.conftest import stow
 
@@ -204,7 +204,7 @@ def people(db: Any) -> list[Patient]:
     return people
 
 
-PN_KEY = Key(0, "patient_name_search", "pn", "patient_name")
+PN_KEY = Key(Level.PATIENT, "patient_name_search", "pn", "patient_name")
 
 
 @pytest.mark.django_db

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -550,7 +551,7 @@ def test_a_value_the_index_refuses_gets_a_failure_status_and_an_audit_record(
 
     def beyond_64_bits(path: Any, **options: Any) -> Any:
         parsed = real(path, **options)
-        parsed.index["instance_number"] = 10**30  # SQLite: OverflowError; PostgreSQL: DataError
+        parsed.index = replace(parsed.index, instance_number=10**30)  # SQLite: OverflowError; PostgreSQL: DataError
         return parsed
 
     monkeypatch.setattr(ingest, "parse_instance", beyond_64_bits)

@@ -15,6 +15,7 @@ import struct
 import tracemalloc
 import zlib
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,9 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from archive.dicom.part10 import ParsedInstance, parse_instance
 from archive.dicom.synthetic import StudySpec, make_instance
+from archive.ingest import duplicates
 from archive.ingest import store as ingest
+from archive.ingest.duplicates import Verdict
 from archive.ingest.store import Outcome, store_instance, store_instances
 from archive.models import Instance, Patient, Series, Study
 from archive.storage.registry import get_storage
@@ -214,7 +217,7 @@ def poisoned(monkeypatch: pytest.MonkeyPatch) -> Callable[[str, Callable[[Parsed
 
 
 def beyond_64_bits(parsed: ParsedInstance) -> None:
-    parsed.index["instance_number"] = 10**30  # SQLite: OverflowError; PostgreSQL: DataError
+    parsed.index = replace(parsed.index, instance_number=10**30)  # SQLite: OverflowError; PostgreSQL: DataError
 
 
 def negative_frames(parsed: ParsedInstance) -> None:
@@ -243,14 +246,14 @@ def test_a_real_duplicate_at_the_index_is_still_a_conflict_or_a_duplicate(
     first = make_instance(spec, sop_uid="2.25.77")
     same, changed = first, make_instance(spec, sop_uid="2.25.77", extra={"SeriesDescription": "OTHER"})
     assert stow(upload_client, [first]).status_code == 200
-    real = ingest._stored_hashes
+    real = duplicates.stored_hashes
     calls: list[int] = []
 
     def racing(uids: list[str]) -> dict[str, str]:
         calls.append(1)
         return {} if len(calls) % 2 else real(uids)  # the first look misses what "another request" just indexed
 
-    monkeypatch.setattr(ingest, "_stored_hashes", racing)
+    monkeypatch.setattr(duplicates, "stored_hashes", racing)
     assert sops(stow(upload_client, [changed]))[1] == [("2.25.77", 0x0111)]
     assert stow(upload_client, [same]).status_code == 200
     assert Instance.objects.count() == 1 and len(stored_objects()) == 1
@@ -295,7 +298,8 @@ def test_an_error_after_some_objects_are_placed_removes_them_but_keeps_an_identi
         real_put(key, *args, **kw)
 
     monkeypatch.setattr(get_storage("hot"), "put", failing_put)
-    monkeypatch.setattr(ingest, "_classify_known", lambda pending: None)  # "kept" looks new: its key is shared
+    # "kept" looks new: its key is shared
+    monkeypatch.setattr(ingest, "classify_known", lambda arrivals: [(Verdict.NEW, None)] * len(arrivals))
     with pytest.raises(OSError, match="disk full"):
         store_instances(staged(tmp_path, [kept, make_instance(spec), make_instance(spec)]))
     (row,) = Instance.objects.all()
