@@ -368,6 +368,49 @@ def _check_complete(ds: Dataset, source: Any, uids: dict[str, str]) -> None:
             raise InvalidInstance("the object is truncated: it ends inside an element header")
 
 
+#: VRs whose explicit little endian element header has a 4-byte length (PS3.5 7.1.2).
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+
+
+def file_meta_end(fh: BinaryIO) -> int | None:
+    """Where the data set of a Part 10 file begins: the offset after its last (0002,xxxx) element.
+
+    Found by walking the File Meta Information elements (always explicit VR
+    little endian, PS3.10 7.1), not by trusting (0002,0000) Group Length: a
+    sender's wrong group length must not make two files look alike. None when
+    the file is no Part 10 file, an element runs past its end, or the group
+    length is missing or disagrees with the elements.
+    """
+    fh.seek(0)
+    head = fh.read(132)
+    if len(head) < 132 or head[128:132] != b"DICM":
+        return None
+    position, stated = 132, None
+    while True:
+        header = fh.read(8)
+        if len(header) < 8 or int.from_bytes(header[0:2], "little") != 0x0002:
+            break
+        vr = header[4:6]
+        if vr in _LONG_VRS:
+            extra = fh.read(4)
+            if len(extra) < 4:
+                return None
+            length, start = int.from_bytes(extra, "little"), position + 12
+        else:
+            length, start = int.from_bytes(header[6:8], "little"), position + 8
+        if length == UNDEFINED_LENGTH:
+            return None
+        value = fh.read(length)
+        if len(value) < length:
+            return None
+        if header[2:4] == b"\x00\x00" and length == 4:
+            stated = int.from_bytes(value, "little"), start + 4
+        position = start + length
+    if stated is None or stated[1] + stated[0] != position:
+        return None  # (0002,0000) is Type 1: without it, or disagreeing, the end is not certain
+    return position
+
+
 def parse_instance(path: Path | str, base_prefix: str = BASE_MARK, max_inflated: int | None = None) -> ParsedInstance:
     """Parse the Part 10 file at ``path`` into a :class:`ParsedInstance`.
 

@@ -24,6 +24,7 @@ from typing import BinaryIO
 
 from django.db import connections, router
 
+from archive.dicom.part10 import file_meta_end
 from archive.models import Instance
 from archive.storage.base import CHUNK
 from archive.storage.registry import get_storage
@@ -111,22 +112,19 @@ def same_data_set(arrival: Arrival) -> bool:
 
 
 def data_set_digest(fh: BinaryIO) -> str | None:
-    """SHA-256 of what follows a Part 10 file's File Meta Information; None without a group length to skip it."""
-    head = _read_exactly(fh, 144)  # preamble, DICM, (0002,0000) UL group length
-    if head[128:136] != b"DICM\x02\x00\x00\x00":
+    """SHA-256 of what follows a Part 10 file's File Meta Information; None when its end is not certain.
+
+    The end is found by the meta's own elements (:func:`~archive.dicom.part10.file_meta_end`),
+    never by a group length alone: a false one would make two different data sets digest alike.
+    """
+    start = file_meta_end(fh)
+    if start is None:
         return None
-    _read_exactly(fh, int.from_bytes(head[140:144], "little"))
+    fh.seek(start)
     digest = hashlib.sha256()
     while chunk := fh.read(CHUNK):
         digest.update(chunk)
     return digest.hexdigest()
-
-
-def _read_exactly(fh: BinaryIO, size: int) -> bytes:
-    data = b""
-    while len(data) < size and (chunk := fh.read(size - len(data))):
-        data += chunk
-    return data
 
 
 def stored_hashes(sop_uids: list[str]) -> dict[str, str]:

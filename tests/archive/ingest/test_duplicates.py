@@ -77,3 +77,31 @@ def test_the_data_set_digest_skips_the_file_meta_and_needs_its_group_length() ->
     assert data_set_digest(io.BytesIO(raw)) == data_set_digest(io.BytesIO(under_other_file_meta(raw)))
     assert data_set_digest(io.BytesIO(raw[:128] + b"DICM" + raw[144:])) is None
     assert data_set_digest(io.BytesIO(b"")) is None
+
+
+def with_group_length(raw: bytes, length: int, preamble: bytes = b"\x00" * 128) -> bytes:
+    """``raw`` with its (0002,0000) File Meta Information Group Length set to ``length`` and another preamble."""
+    assert raw[128:136] == b"DICM\x02\x00\x00\x00"
+    return preamble + raw[128:140] + length.to_bytes(4, "little") + raw[144:]
+
+
+@pytest.mark.parametrize("length", [0xFFFFFFF0, 1 << 20, 4])
+def test_another_data_set_under_a_false_group_length_is_a_conflict_never_a_duplicate(
+    tmp_path: Path, length: int
+) -> None:
+    spec = StudySpec()
+    first = with_group_length(make_instance(spec, sop_uid="2.25.904"), length)
+    other = make_instance(spec, sop_uid="2.25.904", extra={"PatientName": "SOMEONE^ELSE"})
+    other = with_group_length(other, length, preamble=b"\x01" * 128)
+    assert [r.outcome for r in store(tmp_path, [first, other])][1] is not Outcome.DUPLICATE
+    later = with_group_length(make_instance(spec, sop_uid="2.25.904", extra={"SeriesDescription": "X"}), length)
+    assert [r.outcome for r in store(tmp_path, [later])] != [Outcome.DUPLICATE]
+    assert Instance.objects.filter(sop_instance_uid="2.25.904").count() <= 1
+
+
+def test_the_data_set_digest_finds_the_file_meta_end_by_its_elements_not_by_the_group_length() -> None:
+    raw = make_instance(StudySpec())
+    assert data_set_digest(io.BytesIO(with_group_length(raw, 0xFFFFFFF0))) is None
+    assert data_set_digest(io.BytesIO(with_group_length(raw, 4))) is None
+    truncated_meta = raw[:150]
+    assert data_set_digest(io.BytesIO(truncated_meta)) is None
