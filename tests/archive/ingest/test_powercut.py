@@ -140,7 +140,9 @@ def power_cut(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CutOutcome]:
 
         server = Server(env, tmp / "gunicorn.log")
         server.start()
-        results = [{"acked": [], "failed": 0, "refused": [], "ack_requests": 0} for _ in range(THREADS)]
+        results: list[dict[str, Any]] = [
+            {"acked": [], "failed": 0, "refused": [], "ack_requests": 0} for _ in range(THREADS)
+        ]
         stop = threading.Event()
         threads = [
             threading.Thread(target=upload, args=(server.port, token, per_thread[t], stop, results[t]))
