@@ -12,8 +12,8 @@ valid object that cannot be indexed (a different object under an indexed
 SOP Instance UID, which ingest removes itself unless a crash came first) and
 one that is not a readable instance but hashes to its key are left where
 they are and reported: sweep does not destroy what may be someone's only
-copy. Keys of any other
-shape are not the archive's and are never listed (:meth:`Storage.keys`).
+copy. Keys of any other shape are not the archive's: no backend lists
+them (:meth:`Storage.keys`), so sweep never sees them.
 
 The grace period. Ingest places an object first and commits its row a
 moment later, in another process perhaps. Sweep touches only objects and
