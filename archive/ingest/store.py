@@ -7,7 +7,9 @@ atomically once its bytes are durable, then write the index rows in one
 transaction, together with the caller's audit record when it passes one,
 and commit it once the new directory entries (fsynced meanwhile) are
 durable. An instance is acknowledged only after that commit; a crash in
-between leaves an object without a row, which :func:`sweep_orphans` removes.
+between leaves an object without a row, which :func:`sweep_orphans` indexes
+once it is older than its grace period (the request was not acknowledged:
+its sender sends it again and gets a duplicate).
 Re-sending an instance is idempotent: identical bytes, or the identical data
 set under other File Meta Information (another sender or gateway, in the same
 transfer syntax), count as a duplicate. A different data set under an
