@@ -8,7 +8,9 @@ Sets up a fresh data folder (SQLite, local files, ``PACS_FSYNC`` on, as
 
 - ``sequential``: N requests one after another, one 512×512 16-bit CT
   instance each (a new SOP Instance every time);
-- ``concurrent``: N requests from four client threads at once.
+- ``concurrent``: N requests from four client threads at once;
+- ``qido``: N sequential searches for the study (each one audited, so each
+  commits a record: what a durable audit trail costs a read).
 
 It prints the median and 90th percentile latency and the throughput of
 each. Run it from the checkout to measure (``--repo`` for another one, e.g.
@@ -66,6 +68,20 @@ def post_all(port: int, token: str, bodies: list[bytes], boundary: str, times: l
         response.read()
         if response.status != 200:
             raise SystemExit(f"STOW answered {response.status}")
+        times.append(time.perf_counter() - start)
+    conn.close()
+
+
+def get_all(port: int, token: str, path: str, count: int, times: list[float]) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    headers = {"Accept": "application/dicom+json", "Authorization": f"Bearer {token}"}
+    for _ in range(count):
+        start = time.perf_counter()
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        if response.status != 200:
+            raise SystemExit(f"QIDO answered {response.status}")
         times.append(time.perf_counter() - start)
     conn.close()
 
@@ -141,6 +157,10 @@ def main() -> None:
         for th in threads:
             th.join()
         report("concurrent", times, time.perf_counter() - start)
+        times = []
+        start = time.perf_counter()
+        get_all(port, token, "/dicom-web/studies?PatientID=BENCH", n, times)
+        report("qido", times, time.perf_counter() - start)
     finally:
         server.terminate()
         server.wait(timeout=60)
