@@ -6,10 +6,12 @@ digest and fsync run in the background), place the object in storage
 atomically once its bytes are durable, then write the index rows in one
 transaction, together with the caller's audit record when it passes one,
 and commit it once the new directory entries (fsynced meanwhile) are
-durable. An instance is acknowledged only after that commit; a crash in
-between leaves an object without a row, which :func:`sweep_orphans` indexes
-once it is older than its grace period (the request was not acknowledged:
-its sender sends it again and gets a duplicate).
+durable; the commit itself is durable when :func:`write_lock` returns
+(on SQLite, concurrent commits share one WAL sync: :mod:`pacs.lib.dblock`).
+An instance is acknowledged only after that commit; a crash in between
+leaves an object without a row, which :func:`sweep_orphans` indexes once it
+is older than its grace period (the request was not acknowledged: its sender
+sends it again and gets a duplicate).
 Re-sending an instance is idempotent: identical bytes, or the identical data
 set under other File Meta Information (another sender or gateway, in the same
 transfer syntax), count as a duplicate. A different data set under an
