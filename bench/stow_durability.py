@@ -54,34 +54,18 @@ def body_of(instance: bytes, boundary: str) -> bytes:
     )
 
 
-def post_all(port: int, token: str, bodies: list[bytes], boundary: str, times: list[float]) -> None:
+def timed(
+    port: int, method: str, path: str, headers: dict[str, str], bodies: list[bytes | None], times: list[float]
+) -> None:
+    """Send one request per body on one keep-alive connection; append each one's latency to ``times``."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    headers = {
-        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
-        "Accept": "application/dicom+json",
-        "Authorization": f"Bearer {token}",
-    }
     for body in bodies:
         start = time.perf_counter()
-        conn.request("POST", "/dicom-web/studies", body, headers)
+        conn.request(method, path, body, headers)
         response = conn.getresponse()
         response.read()
         if response.status != 200:
-            raise SystemExit(f"STOW answered {response.status}")
-        times.append(time.perf_counter() - start)
-    conn.close()
-
-
-def get_all(port: int, token: str, path: str, count: int, times: list[float]) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    headers = {"Accept": "application/dicom+json", "Authorization": f"Bearer {token}"}
-    for _ in range(count):
-        start = time.perf_counter()
-        conn.request("GET", path, headers=headers)
-        response = conn.getresponse()
-        response.read()
-        if response.status != 200:
-            raise SystemExit(f"QIDO answered {response.status}")
+            raise SystemExit(f"{method} {path} answered {response.status}")
         times.append(time.perf_counter() - start)
     conn.close()
 
@@ -126,7 +110,13 @@ def main() -> None:
     spec = StudySpec(patient_id="BENCH")
     instances = [make_instance(spec, "CT", instance_number=i + 1, size=512) for i in range(2 * n)]
     boundary = "durability-bench"
-    bodies = [body_of(instance, boundary) for instance in instances]
+    bodies: list[bytes | None] = [body_of(instance, boundary) for instance in instances]
+    stow = {
+        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+        "Accept": "application/dicom+json",
+        "Authorization": f"Bearer {token}",
+    }
+    qido = {"Accept": "application/dicom+json", "Authorization": f"Bearer {token}"}
     server = subprocess.Popen(
         [str(ROOT / ".venv" / "bin" / "gunicorn"), "-c", "scripts/gunicorn.conf.py", "pacs.wsgi:application"],
         cwd=repo,
@@ -144,13 +134,15 @@ def main() -> None:
                 time.sleep(0.2)
         print(f"{repo} on {data}: {len(instances[0]) // 1024} KiB per instance")
         times: list[float] = []
-        post_all(port, token, bodies[:5], boundary, [])  # warm the workers
+        timed(port, "POST", "/dicom-web/studies", stow, bodies[:5], [])  # warm the workers
         start = time.perf_counter()
-        post_all(port, token, bodies[5:n], boundary, times)
+        timed(port, "POST", "/dicom-web/studies", stow, bodies[5:n], times)
         report("sequential", times, time.perf_counter() - start)
         times = []
         share = [bodies[n + i :: 4][: n // 4] for i in range(4)]
-        threads = [threading.Thread(target=post_all, args=(port, token, s, boundary, times)) for s in share]
+        threads = [
+            threading.Thread(target=timed, args=(port, "POST", "/dicom-web/studies", stow, s, times)) for s in share
+        ]
         start = time.perf_counter()
         for th in threads:
             th.start()
@@ -159,7 +151,7 @@ def main() -> None:
         report("concurrent", times, time.perf_counter() - start)
         times = []
         start = time.perf_counter()
-        get_all(port, token, "/dicom-web/studies?PatientID=BENCH", n, times)
+        timed(port, "GET", "/dicom-web/studies?PatientID=BENCH", qido, [None] * n, times)
         report("qido", times, time.perf_counter() - start)
     finally:
         server.terminate()

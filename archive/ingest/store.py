@@ -75,6 +75,17 @@ class StoreResult:
     series_instance_uid: str = ""
     detail: str = ""
 
+    @classmethod
+    def stored(cls, parsed: ParsedInstance) -> StoreResult:
+        """A STORED result naming the instance ``parsed``."""
+        return cls(
+            Outcome.STORED,
+            sop_class_uid=parsed.sop_class_uid,
+            sop_instance_uid=parsed.sop_instance_uid,
+            study_instance_uid=parsed.study_instance_uid,
+            series_instance_uid=parsed.series_instance_uid,
+        )
+
     @property
     def ok(self) -> bool:
         return self.outcome in (Outcome.STORED, Outcome.DUPLICATE)
@@ -280,13 +291,7 @@ def _check(
         parsed = parse_instance(staged.path)
     except InvalidInstance as exc:  # named by its UIDs when they could be read
         return StoreResult(Outcome.INVALID, detail=str(exc), **exc.uids), None
-    result = StoreResult(
-        Outcome.STORED,
-        sop_class_uid=parsed.sop_class_uid,
-        sop_instance_uid=parsed.sop_instance_uid,
-        study_instance_uid=parsed.study_instance_uid,
-        series_instance_uid=parsed.series_instance_uid,
-    )
+    result = StoreResult.stored(parsed)
     if expected_study is not None and parsed.study_instance_uid != expected_study:
         result.outcome = Outcome.MISMATCH
         result.detail = "Study Instance UID does not match the request URL"

@@ -37,7 +37,7 @@ from django.utils import timezone
 
 from archive.dicom.part10 import ParsedInstance
 from archive.ingest.reindex import index_object
-from archive.ingest.store import Outcome, StoreResult, record_stores
+from archive.ingest.store import StoreResult, record_stores
 from archive.models import Instance
 from archive.storage.keys import log_name
 from archive.storage.registry import get_storage
@@ -59,14 +59,9 @@ class SweepReport:
 
 def audit_recovery(parsed: ParsedInstance) -> None:
     """The "store" audit record of an instance sweep indexed: how it came is ``via=sweep``."""
-    result = StoreResult(
-        Outcome.STORED,
-        sop_class_uid=parsed.sop_class_uid,
-        sop_instance_uid=parsed.sop_instance_uid,
-        study_instance_uid=parsed.study_instance_uid,
-        series_instance_uid=parsed.series_instance_uid,
+    record_stores(
+        None, [StoreResult.stored(parsed)], via="sweep", actor="sweep", recovered="a stored object without an index row"
     )
-    record_stores(None, [result], via="sweep", actor="sweep", recovered="a stored object without an index row")
 
 
 def sweep_orphans(tier: str = "hot", min_age: timedelta = timedelta(hours=1)) -> SweepReport:
