@@ -25,6 +25,8 @@ without them it is skipped, saying so.
 
 from __future__ import annotations
 
+import http.client
+import io
 import json
 import os
 import shutil
@@ -36,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pydicom
 import pytest
 
 from archive.dicom.synthetic import StudySpec, make_series
@@ -110,6 +113,18 @@ class CutOutcome:
     indexed: set[str]
     files: int
     audited_studies: set[str]
+    wado_statuses: dict[str, int]
+
+
+def wado_status(port: int, token: str, url: str) -> int:
+    """The status of a WADO-RS retrieve of one instance."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+    conn.request("GET", url, headers={"Accept": accept, "Authorization": f"Bearer {token}"})
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    return response.status
 
 
 @pytest.fixture(scope="module")
@@ -129,13 +144,20 @@ def power_cut(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CutOutcome]:
         run("sync", "-f", str(data))  # the installation itself is on disk before the test begins
 
         studies: set[str] = set()
+        urls: dict[str, str] = {}  # SOP Instance UID -> its WADO-RS URL
         per_thread = []
         for t in range(THREADS):
             bodies = []
             for r in range(REQUESTS_PER_THREAD):
                 spec = StudySpec(patient_id=f"CUT-{t}", patient_name=f"CUT^T{t}R{r}")
                 studies.add(spec.study_uid)
-                bodies.append(multipart(make_series(spec, "CT", count=1, size=64), boundary=f"cut{t}x{r}"))
+                parts = make_series(spec, "CT", count=1, size=64)
+                ds = pydicom.dcmread(io.BytesIO(parts[0]), stop_before_pixels=True)
+                urls[ds.SOPInstanceUID] = (
+                    f"/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+                    f"/instances/{ds.SOPInstanceUID}"
+                )
+                bodies.append(multipart(parts, boundary=f"cut{t}x{r}"))
             per_thread.append(bodies)
 
         server = Server(env, tmp / "gunicorn.log")
@@ -172,6 +194,7 @@ def power_cut(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CutOutcome]:
         )
         manage(env_after, "shell", "-v", "0", "-c", code)
         found = json.loads(out.read_text())
+        statuses = {sop: wado_status(server.port, token, urls[sop]) for sop in acked}
         files = sum(1 for p in (after.mount / "data" / "objects" / "hot").rglob("*.dcm") if ".staging" not in p.parts)
         yield CutOutcome(
             acked=acked,
@@ -180,6 +203,7 @@ def power_cut(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CutOutcome]:
             indexed=set(found["rows"]),
             files=files,
             audited_studies=set(found["audited"]),
+            wado_statuses=statuses,
         )
     finally:
         if server is not None:
@@ -200,6 +224,11 @@ def test_the_acknowledged_files_reached_the_disk(power_cut: CutOutcome) -> None:
 def test_every_acknowledged_instance_is_indexed_after_a_power_cut(power_cut: CutOutcome) -> None:
     lost = [sop for sop in power_cut.acked if sop not in power_cut.indexed]
     assert lost == [], f"{len(lost)} of {len(power_cut.acked)} acknowledged instances lost their index row"
+
+
+def test_every_acknowledged_instance_is_retrievable_after_a_power_cut(power_cut: CutOutcome) -> None:
+    missing = {sop: status for sop, status in power_cut.wado_statuses.items() if status != 200}
+    assert missing == {}, f"{len(missing)} of {len(power_cut.acked)} acknowledged instances are not retrievable"
 
 
 def test_every_acknowledged_store_keeps_its_audit_record_after_a_power_cut(power_cut: CutOutcome) -> None:
