@@ -127,6 +127,9 @@ TEMPLATES = [
     },
 ]
 
+# One switch for "acknowledged means durable through a power cut": objects, their directories and, on SQLite,
+# every commit (synchronous=FULL; writers under pacs.lib.dblock.write_lock share WAL syncs). Off only for tests.
+PACS_FSYNC = env_bool("PACS_FSYNC", True)
 _db_url = os.environ.get("DATABASE_URL", "")
 if _db_url:
     DATABASES = {"default": dj_database_url.parse(_db_url, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
@@ -143,7 +146,10 @@ else:
             "TEST": {"NAME": str(DATA_DIR / "test.sqlite3")},
             "CONN_HEALTH_CHECKS": True,
             "OPTIONS": {
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=10000;",
+                "init_command": (
+                    "PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; "
+                    f"PRAGMA synchronous={'FULL' if PACS_FSYNC else 'NORMAL'};"
+                ),
                 "transaction_mode": "IMMEDIATE",
             },
         }
@@ -272,7 +278,6 @@ PACS_CORS_ORIGINS = [o.strip().rstrip("/") for o in os.environ.get("PACS_CORS_OR
 #: Answer single-frame reads of bearer clients outside the Django request cycle (archive/dicomweb/fastpath.py).
 PACS_FAST_PATH = env_bool("PACS_FAST_PATH", True)
 PACS_QIDO_MAX_LIMIT = env_int("PACS_QIDO_MAX_LIMIT", 10000)
-PACS_FSYNC = env_bool("PACS_FSYNC", True)
 # Storage tiers (archive/storage/base.py), JSON: {"hot": {"backend": "filesystem", "root": "/optional/dir"},
 # "warm": {"backend": "s3", "bucket": "pacs-warm", "endpoint_url": "http://127.0.0.1:8333", "region": "us-east-1",
 # "prefix": "", "access_key_file": "/run/secrets/s3_key", "secret_key_file": "/run/secrets/s3_secret"}}. Without key

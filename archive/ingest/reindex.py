@@ -14,16 +14,18 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from archive.dicom.part10 import InvalidInstance, parse_instance
+from archive.dicom.part10 import InvalidInstance, ParsedInstance, parse_instance
 from archive.ingest.index import InvalidSeriesParent, index_instance
 from archive.models import Instance, Patient, Study
 from archive.storage.base import CHUNK, Storage
 from archive.storage.keys import object_key
 from archive.storage.registry import get_storage
+from pacs.lib.dblock import write_lock
 
 
 @dataclass
@@ -72,6 +74,47 @@ def wipe_index() -> int:
     return count
 
 
+#: What :func:`index_object` made of one stored object.
+Found = Literal["indexed", "already", "corrupt", "invalid", "junk", "conflict"]
+
+
+def index_object(
+    storage: Storage, tier: str, key: str, audit: Callable[[ParsedInstance], None] | None = None
+) -> tuple[Found, str]:
+    """Index the stored object ``key`` of ``tier`` from its bytes alone; what it was, and why when not indexed.
+
+    An object whose bytes do not hash to its key, or whose UIDs are not those
+    of its key, is never indexed: ``corrupt``, or ``junk`` when it is not even
+    a readable instance (``invalid`` is an unreadable object that does hash
+    to its key, which ingest never places). ``audit`` is called inside the transaction that writes the rows,
+    so the rows are never committed without their audit record.
+    """
+    with storage.local_path(key) as path:
+        sha256, size = file_sha256(path)
+        try:
+            parsed = parse_instance(path, max_inflated=settings.PACS_INFLATE_MAX_BYTES)
+        except InvalidInstance as exc:
+            return ("invalid" if key.endswith(f".{sha256[:16]}.dcm") else "junk"), str(exc)
+    expected = object_key(parsed.study_instance_uid, parsed.series_instance_uid, parsed.sop_instance_uid, sha256)
+    if expected != key:
+        return "corrupt", f"content does not match its key (SHA-256 {sha256[:16]}…)"
+    existing = Instance.objects.filter(sop_instance_uid=parsed.sop_instance_uid).values_list("sha256", flat=True)
+    if existing:
+        if existing[0] == sha256:
+            return "already", "the same object is indexed in another tier"
+        return "conflict", "SOP Instance UID already indexed with other content"
+    try:
+        with write_lock(), transaction.atomic():
+            index_instance(parsed, key, sha256, size, tier=tier)
+            if audit is not None:
+                audit(parsed)
+    except InvalidSeriesParent:
+        return "conflict", "Series Instance UID already belongs to another study"
+    except IntegrityError:
+        return "already", "indexed concurrently by an ingest"
+    return "indexed", ""
+
+
 def reindex_tier(tier: str, progress: Callable[[int], None] | None = None) -> ReindexReport:
     """Index every object of ``tier`` that has no row yet."""
     storage: Storage = get_storage(tier)
@@ -84,33 +127,13 @@ def reindex_tier(tier: str, progress: Callable[[int], None] | None = None) -> Re
         if key in indexed:
             report.already += 1
             continue
-        with storage.local_path(key) as path:
-            sha256, size = file_sha256(path)
-            try:
-                parsed = parse_instance(path, max_inflated=settings.PACS_INFLATE_MAX_BYTES)
-            except InvalidInstance as exc:
-                report.invalid.append(f"{key}: {exc}")
-                continue
-        expected = object_key(parsed.study_instance_uid, parsed.series_instance_uid, parsed.sop_instance_uid, sha256)
-        if expected != key:
-            report.corrupt.append(f"{key}: content does not match its key (SHA-256 {sha256[:16]}…)")
-            continue
-        existing = Instance.objects.filter(sop_instance_uid=parsed.sop_instance_uid).values_list("sha256", flat=True)
-        if existing:
-            if existing[0] == sha256:
-                report.already += 1  # the same object is indexed in another tier
-            else:
-                report.conflicts.append(f"{key}: SOP Instance UID already indexed with other content")
-            continue
-        try:
-            index_instance(parsed, key, sha256, size, tier=tier)
-        except InvalidSeriesParent:
-            report.conflicts.append(f"{key}: Series Instance UID already belongs to another study")
-            continue
-        except IntegrityError:
-            report.already += 1  # indexed concurrently by an ingest
-            continue
-        report.indexed += 1
+        found, why = index_object(storage, tier, key)
+        if found == "indexed":
+            report.indexed += 1
+        elif found == "already":
+            report.already += 1
+        else:
+            {"corrupt": report.corrupt, "conflict": report.conflicts}.get(found, report.invalid).append(f"{key}: {why}")
     return report
 
 

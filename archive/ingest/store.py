@@ -6,8 +6,12 @@ digest and fsync run in the background), place the object in storage
 atomically once its bytes are durable, then write the index rows in one
 transaction, together with the caller's audit record when it passes one,
 and commit it once the new directory entries (fsynced meanwhile) are
-durable. An instance is acknowledged only after that commit; a crash in
-between leaves an object without a row, which :func:`sweep_orphans` removes.
+durable; the commit itself is durable when :func:`write_lock` returns
+(on SQLite, concurrent commits share one WAL sync: :mod:`pacs.lib.dblock`).
+An instance is acknowledged only after that commit; a crash in between
+leaves an object without a row, which :func:`sweep_orphans` indexes once it
+is older than its grace period (the request was not acknowledged: its sender
+sends it again and gets a duplicate).
 Re-sending an instance is idempotent: identical bytes, or the identical data
 set under other File Meta Information (another sender or gateway, in the same
 transfer syntax), count as a duplicate. A different data set under an
@@ -74,6 +78,17 @@ class StoreResult:
     study_instance_uid: str = ""
     series_instance_uid: str = ""
     detail: str = ""
+
+    @classmethod
+    def stored(cls, parsed: ParsedInstance) -> StoreResult:
+        """A STORED result naming the instance ``parsed``."""
+        return cls(
+            Outcome.STORED,
+            sop_class_uid=parsed.sop_class_uid,
+            sop_instance_uid=parsed.sop_instance_uid,
+            study_instance_uid=parsed.study_instance_uid,
+            series_instance_uid=parsed.series_instance_uid,
+        )
 
     @property
     def ok(self) -> bool:
@@ -286,13 +301,7 @@ def _check(
         parsed = parse_instance(staged.path, max_inflated=settings.PACS_INFLATE_MAX_BYTES)
     except InvalidInstance as exc:  # named by its UIDs when they could be read
         return StoreResult(Outcome.INVALID, detail=str(exc), **exc.uids), None
-    result = StoreResult(
-        Outcome.STORED,
-        sop_class_uid=parsed.sop_class_uid,
-        sop_instance_uid=parsed.sop_instance_uid,
-        study_instance_uid=parsed.study_instance_uid,
-        series_instance_uid=parsed.series_instance_uid,
-    )
+    result = StoreResult.stored(parsed)
     if expected_study is not None and parsed.study_instance_uid != expected_study:
         result.outcome = Outcome.MISMATCH
         result.detail = "Study Instance UID does not match the request URL"

@@ -1,30 +1,94 @@
-"""Sweeping a tier: objects that never got an index row, and stale staging files."""
+"""Sweeping a tier: objects without an index row are indexed, never thrown away; stale staging files go.
+
+An object with a good key that no index row points to is an instance whose
+row was lost (a power cut on a database that did not sync its commits, a
+crash between placing an object and committing its row) or never written:
+it is indexed through the one path ``reindex`` uses
+(:func:`archive.ingest.reindex.index_object`), with a "store" audit record
+that says sweep recovered it. Only what cannot be an archived instance is
+removed: an object whose bytes do not hash to its key or whose UIDs are not
+those its key names (it is not what the key names), and staging files. A
+valid object that cannot be indexed (a different object under an indexed
+SOP Instance UID, which ingest removes itself unless a crash came first) and
+one that is not a readable instance but hashes to its key are left where
+they are and reported: sweep does not destroy what may be someone's only
+copy. Keys of any other shape are not the archive's: no backend lists
+them (:meth:`Storage.keys`), so sweep never sees them.
+
+The grace period. Ingest places an object first and commits its row a
+moment later, in another process perhaps. Sweep touches only objects and
+staging files older than ``min_age`` (an hour by default; ``manage.py sweep
+--grace-minutes``), so it never indexes or removes an object a concurrent
+STOW or C-STORE is still between placing and committing: such a request
+would otherwise find its row already there (harmless, a duplicate) or, for
+a removal, its object gone. Keep the grace period well above the longest
+store (a multi-gigabyte upload's placement and commit). Before removing, the
+index is asked again for that key, so an object indexed since the sweep
+began is kept.
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.utils import timezone
 
+from archive.dicom.part10 import ParsedInstance
+from archive.ingest.reindex import index_object
+from archive.ingest.store import StoreResult, record_stores
 from archive.models import Instance
+from archive.storage.keys import log_name
 from archive.storage.registry import get_storage
 
 log = logging.getLogger(__name__)
 
+#: What :func:`~archive.ingest.reindex.index_object` finds that cannot be an archived instance: removed.
+REMOVABLE = ("corrupt", "junk")
 
-def sweep_orphans(tier: str = "hot", min_age: timedelta = timedelta(hours=1)) -> int:
-    """Remove stored objects that no index row points to, and stale staging files."""
+
+@dataclass
+class SweepReport:
+    """What one sweep of a tier did."""
+
+    recovered: int = 0  # objects without a row, now indexed
+    removed: int = 0  # objects that are not what their key names, and stale staging files
+    kept: list[str] = field(default_factory=list)  # objects neither indexed nor removed, with the reason
+
+
+def audit_recovery(parsed: ParsedInstance) -> None:
+    """The "store" audit record of an instance sweep indexed: how it came is ``via=sweep``."""
+    record_stores(
+        None, [StoreResult.stored(parsed)], via="sweep", actor="sweep", recovered="a stored object without an index row"
+    )
+
+
+def sweep_orphans(tier: str = "hot", min_age: timedelta = timedelta(hours=1)) -> SweepReport:
+    """Index stored objects no row points to, remove those that are not what their key names, and stale staging files.
+
+    Only what is older than ``min_age`` is touched (see the module docstring).
+    """
     storage = get_storage(tier)
     cutoff = (timezone.now() - min_age).timestamp()
-    removed = 0
+    report = SweepReport()
     known = set(Instance.objects.filter(tier=tier).values_list("storage_key", flat=True))
     for key in list(storage.keys()):
-        if key not in known and storage.modified(key) < cutoff:
+        if key in known or storage.modified(key) >= cutoff:
+            continue
+        found, why = index_object(storage, tier, key, audit=audit_recovery)
+        if found == "indexed":
+            log.warning("sweep indexed %s: it had no index row", log_name(key))
+            report.recovered += 1
+        elif found in REMOVABLE and not Instance.objects.filter(tier=tier, storage_key=key).exists():
+            log.warning("sweep removed %s: %s", log_name(key), why)
             storage.delete(key)
-            removed += 1
+            report.removed += 1
+        elif found != "already":
+            log.warning("sweep left %s in place: %s", log_name(key), why)
+            report.kept.append(f"{log_name(key)}: {why}")
     for path in storage.staging_dir.glob("*.part"):
         if path.stat().st_mtime < cutoff:
             path.unlink(missing_ok=True)
-            removed += 1
-    return removed
+            report.removed += 1
+    return report

@@ -9,7 +9,10 @@ the same bytes. Reads are ranged GETs: :meth:`S3Storage.read_ranges` fetches a
 frame in one request, and :meth:`S3Storage.open` gives a seekable file whose
 sequential reads stream one GET from the current offset. Every S3 failure
 surfaces as an :class:`OSError` (a missing key as :class:`FileNotFoundError`),
-as the file-system backend's would.
+as the file-system backend's would. The bucket may be shared: only keys of
+the archive's exact shape (:func:`~archive.storage.keys.check_key`) under the
+prefix are listed or touched, so a sweep never reaches another application's
+objects, even with an empty prefix.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from archive.storage.base import CHUNK, StagedObject, Storage
+from archive.storage.keys import check_key, is_object_key
 
 MISSING = {"404", "NoSuchKey", "NotFound"}
 EXISTS = {"412", "PreconditionFailed"}
@@ -116,9 +120,13 @@ class S3Storage(Storage):
         )
 
     def _name(self, key: str) -> str:
-        if key.startswith("/") or ".." in key.split("/"):
-            raise ValueError("key escapes the storage root")
-        return self.prefix + key
+        """The bucket's name for the object key ``key``; :class:`ValueError` for any other shape.
+
+        Every operation goes through here, so nothing but the archive's own
+        objects (``study/series/sop.<hash>.dcm`` under the prefix) is ever
+        read, written or deleted, whatever else shares the bucket.
+        """
+        return self.prefix + check_key(key)
 
     # ------------------------------------------------------------------ writes
 
@@ -176,12 +184,13 @@ class S3Storage(Storage):
         return float(head["LastModified"].timestamp())
 
     def keys(self) -> Iterator[str]:
+        """Every object key under the prefix; objects of other shapes (another application's) are not listed."""
         paginator = self.client.get_paginator("list_objects_v2")
         with _errors(self.prefix or "/"):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
                 for item in page.get("Contents", []):
                     key = item["Key"][len(self.prefix) :]
-                    if key.endswith(".dcm"):
+                    if is_object_key(key):
                         yield key
 
     def open(self, key: str) -> BinaryIO:

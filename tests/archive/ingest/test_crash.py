@@ -314,11 +314,13 @@ def test_no_index_row_points_at_a_missing_or_partial_file(crash: CrashOutcome) -
         assert counted == actual, f"study {uid} counts {counted} instances but has {actual}"
 
 
-def test_sweep_clears_staging_leftovers_and_orphans_after_the_crash(crash: CrashOutcome) -> None:
+def test_sweep_clears_staging_leftovers_and_indexes_the_objects_the_crash_left_without_rows(
+    crash: CrashOutcome,
+) -> None:
     indexed = {r["storage_key"] for r in crash.after_sweep["rows"]}
     assert crash.staging_after_sweep == []
-    assert set(crash.files_after_sweep) == indexed
-    assert len(crash.after_sweep["rows"]) == len(crash.before_sweep["rows"])
+    assert set(crash.files_after_sweep) == indexed == set(crash.files_before_sweep)
+    assert {r["storage_key"] for r in crash.before_sweep["rows"]} <= indexed
 
 
 def parse_multipart(body: bytes, content_type: str) -> list[bytes]:

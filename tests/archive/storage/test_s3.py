@@ -361,5 +361,64 @@ def test_sweep_removes_orphaned_objects_from_the_bucket_and_keeps_indexed_ones(
     item = staged(s3_tier, DATA)
     s3_tier.put(orphan, item)
     item.discard()
-    assert sweep_orphans("hot", min_age=timedelta(0)) == 1
+    assert sweep_orphans("hot", min_age=timedelta(0)).removed == 1
     assert set(s3_tier.keys()) == set(Instance.objects.values_list("storage_key", flat=True))
+
+
+FOREIGN = [
+    "other-app/x.dcm",
+    "1.2.3/4.5/6.dcm",
+    "notes.txt",
+    "1.2.3/1.2.3.4/1.2.3.4.5.dcm",
+    "a/b/c.0123456789abcdef.dcm",
+]
+
+
+@pytest.fixture(params=["own prefix", "empty prefix"])
+def shared_bucket(request: pytest.FixtureRequest, s3_tier: S3Storage) -> Iterator[tuple[S3Storage, list[str]]]:
+    """The hot tier in a bucket that also holds another application's objects, some named ``*.dcm``."""
+    if request.param == "empty prefix":
+        s3_tier.prefix = ""
+    names = [s3_tier.prefix + name for name in FOREIGN]
+    for name in names:
+        s3_tier.client.put_object(Bucket=BUCKET, Key=name, Body=b"someone else's data")
+    yield s3_tier, names
+    for name in names:
+        s3_tier.client.delete_object(Bucket=BUCKET, Key=name)
+
+
+@pytest.mark.django_db
+def test_keys_lists_only_the_archives_objects_in_a_shared_bucket(shared_bucket: tuple[S3Storage, list[str]]) -> None:
+    tier, _ = shared_bucket
+    tier.put(KEY, staged(tier, DATA))
+    assert list(tier.keys()) == [KEY]
+    tier.delete(KEY)
+
+
+@pytest.mark.django_db
+def test_sweep_leaves_another_applications_objects_in_a_shared_bucket(
+    shared_bucket: tuple[S3Storage, list[str]],
+) -> None:
+    tier, names = shared_bucket
+    report = sweep_orphans("hot", min_age=timedelta(0))
+    assert (report.recovered, report.removed) == (0, 0)
+    for name in names:
+        assert tier.client.head_object(Bucket=BUCKET, Key=name)["ContentLength"] == len(b"someone else's data")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", FOREIGN)
+def test_every_operation_refuses_a_key_that_is_not_an_object_key(s3_tier: S3Storage, name: str) -> None:
+    s3_tier.client.put_object(Bucket=BUCKET, Key=s3_tier.prefix + name, Body=b"someone else's data")
+    operations = [
+        lambda: s3_tier.put(name, staged(s3_tier, DATA)),
+        lambda: s3_tier.delete(name),
+        lambda: s3_tier.exists(name),
+        lambda: s3_tier.modified(name),
+        lambda: s3_tier.read_ranges(name, [[0, 4]]),
+        lambda: s3_tier.open(name).read(4),
+    ]
+    for operation in operations:
+        with pytest.raises(ValueError, match="not an object key"):
+            operation()
+    assert s3_tier.client.head_object(Bucket=BUCKET, Key=s3_tier.prefix + name)["ContentLength"] == 19
