@@ -26,7 +26,7 @@ from django.http import HttpRequest, HttpResponse
 from archive.access import policy, visible_studies
 from archive.dicom.uid import is_valid_uid
 from archive.dicomweb.auth import dicomweb_view
-from archive.dicomweb.http import dicomweb_root, error, retry_later
+from archive.dicomweb.http import add_warnings, dicomweb_root, error, retry_later
 from archive.dicomweb.multipart import (
     READ_SIZE,
     MultipartError,
@@ -113,8 +113,7 @@ def stow_response(
     # A body cut short is told in the Warning header: Warning Reason (0008,1196) belongs to one
     # stored instance, and none of its codes means "the body was cut".
     response = HttpResponse(json.dumps(body), status=status, content_type="application/dicom+json")
-    for warning in warnings:
-        response["Warning"] = f'299 - "{warning}"'
+    add_warnings(response, request, warnings)
     return response
 
 
