@@ -24,7 +24,6 @@ from django.db.models import Exists, OuterRef
 from django.http import HttpRequest, HttpResponse
 
 from archive.access import policy, visible_studies
-from archive.dicom.uid import is_valid_uid
 from archive.dicomweb.auth import dicomweb_view
 from archive.dicomweb.http import add_warnings, dicomweb_root, error, retry_later
 from archive.dicomweb.multipart import (
@@ -205,14 +204,10 @@ class _PartSink:
             self.writer.abort()
 
 
-@dicomweb_view
+@dicomweb_view(methods=("POST",))  # which also answers a malformed Study Instance UID with 400
 def stow(request: HttpRequest, study: str | None = None) -> HttpResponse:
-    if request.method != "POST":
-        return error(405, "Use POST to store instances", allow="POST")
     if not policy().can_store(request.user):
         return error(403, "You may not store instances")
-    if study is not None and not is_valid_uid(study):
-        return error(400, "The Study Instance UID in the URL is not a valid UID")
     if not accepts_json(request.META.get("HTTP_ACCEPT")):
         return error(406, "STOW-RS responses are available as application/dicom+json")
     media, params = parse_content_type(request.META.get("CONTENT_TYPE", ""))

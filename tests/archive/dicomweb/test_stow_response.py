@@ -134,3 +134,25 @@ def test_no_warning_adds_no_header() -> None:
     response = HttpResponse()
     add_warnings(response, RequestFactory().get("/dicom-web/studies"), [])
     assert "Warning" not in response
+
+
+@pytest.mark.django_db
+def test_a_stow_to_a_malformed_study_uid_gets_400_naming_it(upload_client: Client) -> None:
+    parts = make_series(StudySpec(patient_id="SHAPE-UID"), "CT", count=1)
+    response = stow(upload_client, parts, study="1..2")  # an empty component (PS3.5 §9)
+    assert response.status_code == 400
+    assert "Study Instance UID" in response.json()["detail"]
+    assert not Instance.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("url", "allow"),
+    [("/dicom-web/studies", "GET, HEAD, POST"), ("/dicom-web/studies/1.2.3", "GET, HEAD, POST, DELETE")],
+)
+def test_a_method_neither_stow_nor_its_neighbours_answer_gets_405_with_allow(
+    upload_client: Client, url: str, allow: str
+) -> None:
+    response = upload_client.put(url, b"", content_type="application/dicom")
+    assert response.status_code == 405
+    assert response["Allow"] == allow
