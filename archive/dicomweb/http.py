@@ -1,7 +1,7 @@
 """The HTTP kit of the DICOMweb views: errors, caching and conditional GET, audit pacing, frame lists.
 
 What every resource answers the same way is written here once: a JSON error
-with its reason, 503 with Retry-After, strong ETags and the one
+with its reason, 503 with Retry-After, the Warning header, strong ETags and the one
 conditional-GET rule (:func:`not_modified`, also used by the viewer's
 script), 404 for what does not exist or is not visible, a HEAD answer
 without its body, the throttled audit record of repeated reads, and the
@@ -41,6 +41,26 @@ def retry_later(detail: str) -> HttpResponse:
     response = error(503, detail)
     response["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
+
+
+def add_warnings(response: HttpResponseBase, request: HttpRequest, texts: list[str]) -> None:
+    """Tell ``texts`` in one Warning header (RFC 7234 §5.5), none when there are none.
+
+    Each is ``299 {service}: "text"``, the form PS3.18 §8.3.4 gives: code 299
+    (a persistent warning), the DICOMweb root as the agent, the text as a
+    quoted string (quotes and backslashes escaped, any other than printable
+    ASCII made spaces, so no value can split the header); several are comma-separated.
+    """
+    if not texts:
+        return
+    agent = dicomweb_root(request)
+    response["Warning"] = ", ".join(f'299 {agent}: "{_quoted(text)}"' for text in texts)
+
+
+def _quoted(text: str) -> str:
+    """``text`` as the inside of an HTTP quoted-string (RFC 7230 §3.2.6)."""
+    text = "".join(c if " " <= c <= "~" else " " for c in text)  # printable ASCII only
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def dicomweb_root(request: HttpRequest) -> str:

@@ -19,14 +19,13 @@ import logging
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import DatabaseError
 from django.db.models import Exists, OuterRef
 from django.http import HttpRequest, HttpResponse
 
 from archive.access import policy, visible_studies
-from archive.dicom.uid import is_valid_uid
 from archive.dicomweb.auth import dicomweb_view
-from archive.dicomweb.http import dicomweb_root, error, retry_later
+from archive.dicomweb.http import add_warnings, dicomweb_root, error, retry_later
 from archive.dicomweb.multipart import (
     READ_SIZE,
     MultipartError,
@@ -38,6 +37,7 @@ from archive.dicomweb.multipart import (
 from archive.dicomweb.negotiation import accepts_json
 from archive.ingest.store import (
     FAILURE_REASON,
+    INDEX_UNAVAILABLE,
     AuditHook,
     Outcome,
     Sender,
@@ -112,8 +112,7 @@ def stow_response(
     # A body cut short is told in the Warning header: Warning Reason (0008,1196) belongs to one
     # stored instance, and none of its codes means "the body was cut".
     response = HttpResponse(json.dumps(body), status=status, content_type="application/dicom+json")
-    for warning in warnings:
-        response["Warning"] = f'299 - "{warning}"'
+    add_warnings(response, request, warnings)
     return response
 
 
@@ -129,6 +128,14 @@ INDEX_DOWN = (
     "The archive's index is not available right now. Send the request again later: "
     "instances it already stored are recognised as duplicates."
 )
+
+
+def unwritten(results: list[StoreResult]) -> str:
+    """Why some of ``results`` could not be stored for now (the index, or storage), or "" when none failed so."""
+    details = {r.detail for r in results if r.outcome is Outcome.UNAVAILABLE}
+    if not details:
+        return ""
+    return INDEX_DOWN if INDEX_UNAVAILABLE in details else NOT_WRITTEN
 
 
 def _not_written() -> HttpResponse:
@@ -197,14 +204,10 @@ class _PartSink:
             self.writer.abort()
 
 
-@dicomweb_view
+@dicomweb_view(methods=("POST",))  # which also answers a malformed Study Instance UID with 400
 def stow(request: HttpRequest, study: str | None = None) -> HttpResponse:
-    if request.method != "POST":
-        return error(405, "Use POST to store instances", allow="POST")
     if not policy().can_store(request.user):
         return error(403, "You may not store instances")
-    if study is not None and not is_valid_uid(study):
-        return error(400, "The Study Instance UID in the URL is not a valid UID")
     if not accepts_json(request.META.get("HTTP_ACCEPT")):
         return error(406, "STOW-RS responses are available as application/dicom+json")
     media, params = parse_content_type(request.META.get("CONTENT_TYPE", ""))
@@ -236,7 +239,10 @@ def stow(request: HttpRequest, study: str | None = None) -> HttpResponse:
         except OSError:  # the disk refused the bytes, or the client went away
             sink.abort()
             return _not_written()
-        results.append(store_instance(staged, study, sender, audit))
+        result = store_instance(staged, study, sender, audit)
+        if result.outcome is Outcome.UNAVAILABLE:  # nothing stored: the bare 503, as for a multipart body
+            return retry_later(unwritten([result]))
+        results.append(result)
     elif media == "multipart/related":
         part_type = params.get("type", "application/dicom").lower()
         boundary = params.get("boundary", "")
@@ -249,8 +255,13 @@ def stow(request: HttpRequest, study: str | None = None) -> HttpResponse:
             refusal = _receive(batch, body, boundary, warnings)
         finally:
             batch.discard()  # whatever was staged and not stored (nothing, once the last batch is stored)
-        if batch.refused:  # parts refused before ingest (not DICOM) or not written: audited on their own
-            audit(batch.refused)
+        if batch.refused:  # parts refused before ingest (not DICOM): audited on their own
+            try:
+                audit(batch.refused)
+            except DatabaseError as exc:  # the index went down; what was stored is acknowledged all the same
+                if not any(r.ok for r in results):
+                    raise
+                log.error("audit record of %d parts that are not DICOM not written: %s", len(batch.refused), exc)
         if refusal is not None:
             return refusal
     else:
@@ -302,10 +313,10 @@ class _Batch:
 
     Parts are indexed in groups of :data:`BATCH` so one request never holds
     the index's write lock for long; refused non-DICOM parts keep their place
-    in the response order. A group the disk or the index refuses fails as a
-    whole (0xA700, its parts unnamed: the ingest path gives no result when it
-    raises) and the next groups are still tried; ``refused`` collects every
-    result that no ingest call audited.
+    in the response order. The instances of a group that the disk or the index
+    refuses fail (0xA700, named by their UIDs: the ingest path returns their
+    results) and the next groups are still tried; ``refused`` collects the
+    results that no ingest call audited (parts that are not DICOM).
     """
 
     def __init__(self, results: list[StoreResult], study: str | None, sender: Sender, audit: AuditHook) -> None:
@@ -334,15 +345,8 @@ class _Batch:
         self.staged, self.slots = [], []  # store_instances consumes them, whatever happens
         if not staged:
             return
-        try:
-            stored = store_instances(staged, self.study, self.sender, self.audit)
-        except (OSError, OperationalError, InterfaceError) as exc:  # it removed what it had placed
-            log.exception("STOW could not store %d parts", len(staged))
-            index_down = isinstance(exc, DatabaseError)
-            self.unwritten = INDEX_DOWN if index_down else NOT_WRITTEN
-            detail = "the index was not available" if index_down else "storage could not take it"
-            stored = [StoreResult(Outcome.UNAVAILABLE, detail=detail) for _ in staged]
-            self.refused.extend(stored)
+        stored = store_instances(staged, self.study, self.sender, self.audit)
+        self.unwritten = unwritten(stored) or self.unwritten
         for slot, result in zip(slots, stored, strict=True):
             self.results[slot] = result
 

@@ -20,9 +20,11 @@ existing SOP Instance UID is refused as a conflict and the stored object is kept
 A value the index refuses (a data error, or a constraint that is not the
 SOP Instance UID's uniqueness) refuses only its own instance, as "cannot
 understand", and its object is removed; the other instances of the request
-are kept and every result is audited. Errors of the database itself (down,
-locked) propagate, after every object placed by the call that has no
-committed row has been removed.
+are kept and every result is audited. A storage error or an error of the
+database itself (down, locked) fails the instances not yet committed as
+"unavailable" (the sender may retry), named by the UIDs parsed from them,
+after every object placed by the call that has no committed row has been
+removed; other errors propagate after that same clean-up.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, DataError, IntegrityError, transaction
+from django.db import DatabaseError, DataError, IntegrityError, InterfaceError, OperationalError, transaction
 
 from archive.dicom.part10 import InvalidInstance, ParsedInstance, parse_instance
 from archive.ingest import duplicates
@@ -113,6 +115,13 @@ class Sender:
         return self.site
 
 
+#: The detail of an "unavailable" result: the index could not be written (down, or locked too long).
+INDEX_UNAVAILABLE = "the index was not available"
+#: The detail of an "unavailable" result: storage could not take the object (disk full, I/O error).
+STORAGE_UNAVAILABLE = "storage could not take it"
+#: The faults of the archive itself that fail a call's uncommitted instances as "unavailable".
+UNAVAILABLE_ERRORS = (OSError, OperationalError, InterfaceError)
+
 #: Records the outcome of a store in the audit trail; see :func:`store_instances`.
 AuditHook = Callable[[list[StoreResult]], None]
 
@@ -174,6 +183,13 @@ def store_instances(
     are written (so a stored instance never exists without its audit
     record, and one commit serves both), and afterwards for whatever no
     committed transaction covered (nothing to index, or a refused write).
+
+    A fault of storage or of the database (:data:`UNAVAILABLE_ERRORS`) does
+    not propagate: every instance it kept from being committed gets an
+    "unavailable" result (detail :data:`INDEX_UNAVAILABLE` or
+    :data:`STORAGE_UNAVAILABLE`) with the UIDs read from it, and an audit
+    record that cannot be written then, the database being down, is logged
+    instead.
     """
     sender = sender or Sender()
     results: list[StoreResult] = []
@@ -208,12 +224,47 @@ def store_instances(
         if plan is not None:
             plan.rest()
         return results
+    except UNAVAILABLE_ERRORS as exc:
+        _unplace([p for p in placed if not p.indexed])
+        _unavailable(staged, results, pending, exc)
+        if plan is not None:
+            try:
+                plan.rest()
+            except DatabaseError as audit_exc:
+                log.error("audit record of %d unstored instances not written: %s", len(staged), _cause(audit_exc))
+        return results
     except BaseException:
         _unplace([p for p in placed if not p.indexed])
         raise
     finally:
         for item in staged:
             item.discard()
+
+
+def _unavailable(
+    staged: list[StagedObject], results: list[StoreResult], pending: list[_Pending], exc: Exception
+) -> None:
+    """After ``exc`` (one of :data:`UNAVAILABLE_ERRORS`): fail what no committed transaction stored, keeping its UIDs.
+
+    An instance whose rows were committed (or a repeat of one) keeps its
+    result; objects never parsed get an unnamed result, so that every staged
+    object still has one.
+    """
+    index = isinstance(exc, DatabaseError)
+    detail = INDEX_UNAVAILABLE if index else STORAGE_UNAVAILABLE
+    log.error("%d instances not stored, the %s failed: %s", len(staged), "index" if index else "storage", _cause(exc))
+    for p in pending:
+        committed = p.indexed or (p.twin is not None and p.twin.indexed)
+        if p.result.outcome is Outcome.STORED and not committed:
+            p.result.outcome, p.result.detail = Outcome.UNAVAILABLE, detail
+    results.extend(StoreResult(Outcome.UNAVAILABLE, detail=detail) for _ in staged[len(results) :])
+
+
+def _cause(exc: BaseException) -> str:
+    """What a log line may say of a storage or database error: its kind and reason, never a path (paths hold UIDs)."""
+    if isinstance(exc, OSError):
+        return f"{type(exc).__name__} {exc.strerror or ''}".strip()
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _unplace(placed: list[_Pending]) -> None:

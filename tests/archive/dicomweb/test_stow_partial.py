@@ -15,11 +15,13 @@ import hashlib
 import io
 import json
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pydicom
 import pytest
-from django.db import OperationalError
+from django.db import OperationalError, connection
 from django.test import Client
 
 from archive.dicom.synthetic import StudySpec, make_series
@@ -87,7 +89,7 @@ def test_a_body_that_grows_past_the_limit_after_a_stored_batch_lists_every_store
     stored, reasons = listed(response)
     assert stored == [uids(p)[2] for p in good]
     assert reasons == []  # the parts after the limit were never read: they cannot be named
-    assert response["Warning"].startswith('299 - "') and "not read" in response["Warning"]
+    assert response["Warning"].startswith('299 http://testserver/dicom-web: "') and "not read" in response["Warning"]
     assert Instance.objects.count() == len(good)
     assert_retrievable(upload_client, good)
     assert stored_sops_audited() == len(good)
@@ -182,3 +184,120 @@ def test_an_index_lost_after_a_stored_batch_lists_the_stored_instances_and_fails
     assert Instance.objects.count() == BATCH
     assert len(list(get_storage("hot").keys())) == BATCH
     assert_retrievable(upload_client, parts[:BATCH])
+
+
+@pytest.mark.django_db
+def test_a_single_part_stow_that_the_disk_refuses_gets_503_with_retry_after(
+    upload_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (part,) = make_series(StudySpec(patient_id="SINGLE-503"), "CT", count=1)
+    failing_put(monkeypatch, from_call=1)
+    response = upload_client.post(
+        "/dicom-web/studies", part, content_type="application/dicom", HTTP_ACCEPT="application/dicom+json"
+    )
+    assert response.status_code == 503, response.content
+    assert response["Retry-After"] == "30"
+    assert not Instance.objects.exists()
+    assert list(get_storage("hot").keys()) == []
+    assert list(get_storage("hot").staging_dir.iterdir()) == []
+
+
+@contextmanager
+def index_goes_down(after: str = "", at: str = "") -> Iterator[None]:
+    """Every SQL statement fails, as when the database goes away: from the first that contains ``at``,
+    or from the one after the first that contains ``after`` (upper case).
+
+    Savepoints still work: an ingest transaction rolls back to where it began, as a real one would.
+    """
+    down = False
+
+    def failing(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        nonlocal down
+        statement = sql.upper()
+        down = down or bool(at and at in statement)
+        if down and not statement.lstrip().startswith(("SAVEPOINT", "RELEASE", "ROLLBACK")):
+            raise OperationalError("unable to open database file")
+        result = execute(sql, params, many, context)
+        down = down or bool(after and after in statement)
+        return result
+
+    with connection.execute_wrapper(failing):
+        yield
+
+
+# Real transactions: a failed audit append outside the ingest transaction ends the outermost one, as in production.
+@pytest.mark.django_db(transaction=True)
+def test_an_index_that_goes_down_after_a_stored_batch_still_gets_202_listing_the_stored_instances(
+    upload_client: Client,
+) -> None:
+    parts = make_series(StudySpec(patient_id="PARTIAL-DOWN"), "CT", count=BATCH + 3)
+    body, ctype = multipart([*parts, b"not dicom at all"])
+    body = body.replace(b"application/dicom\r\n\r\nnot dicom", b"text/plain\r\n\r\nnot dicom")
+    with index_goes_down(after="SET LAST_HASH"):  # once the first batch's audit record is written, before its commit
+        response = upload_client.post(
+            "/dicom-web/studies", body, content_type=ctype, HTTP_ACCEPT="application/dicom+json"
+        )
+    assert response.status_code == 202, response.content
+    stored, reasons = listed(response)
+    assert stored == [uids(p)[2] for p in parts[:BATCH]]
+    assert reasons == [OUT_OF_RESOURCES] * 3 + [0xC000]
+    assert Instance.objects.count() == BATCH
+    assert len(list(get_storage("hot").keys())) == BATCH
+    assert stored_sops_audited() == BATCH
+    assert_retrievable(upload_client, parts[:BATCH])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_index_down_before_anything_is_stored_still_gets_a_bare_503(upload_client: Client) -> None:
+    parts = make_series(StudySpec(patient_id="PARTIAL-DOWN-FIRST"), "CT", count=3)
+    with index_goes_down(at=Instance._meta.db_table.upper()):  # from the first look-up of the ingest path
+        response = stow(upload_client, parts)
+    assert response.status_code == 503, response.content
+    assert response["Retry-After"] == "30"
+    assert not Instance.objects.exists()
+    assert list(get_storage("hot").keys()) == []
+
+
+def failed_items(response: Any) -> list[dict[str, Any]]:
+    return json.loads(response.content)["00081198"]["Value"]
+
+
+@pytest.mark.django_db
+def test_parts_the_index_could_not_take_are_named_in_the_failed_sop_sequence_and_audited_under_their_study(
+    upload_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import archive.ingest.store
+
+    index_placed = archive.ingest.store._index_placed
+    calls = 0
+
+    def locked_from_the_second_batch(*args: Any, **kwargs: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise OperationalError("database is locked")
+        index_placed(*args, **kwargs)
+
+    monkeypatch.setattr(archive.ingest.store, "_index_placed", locked_from_the_second_batch)
+    spec = StudySpec(patient_id="PARTIAL-NAMED")
+    parts = make_series(spec, "CT", count=BATCH + 3)
+    response = stow(upload_client, parts)
+    assert response.status_code == 202, response.content
+    items = failed_items(response)
+    assert [item["00081155"]["Value"][0] for item in items] == [uids(p)[2] for p in parts[BATCH:]]
+    classes = {str(pydicom.dcmread(io.BytesIO(p), stop_before_pixels=True).SOPClassUID) for p in parts[BATCH:]}
+    assert {item["00081150"]["Value"][0] for item in items} == classes
+    events = AuditEvent.objects.filter(action="store")
+    assert {e.study_instance_uid for e in events} == {spec.study_uid}
+    assert sum(e.detail["failed"] for e in events) == 3
+
+
+@pytest.mark.django_db
+def test_parts_the_disk_could_not_take_are_named_in_the_failed_sop_sequence(
+    upload_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parts = make_series(StudySpec(patient_id="PARTIAL-DISK-NAMED"), "CT", count=BATCH + 2)
+    failing_put(monkeypatch, from_call=BATCH + 1)
+    response = stow(upload_client, parts)
+    assert response.status_code == 202, response.content
+    assert [item["00081155"]["Value"][0] for item in failed_items(response)] == [uids(p)[2] for p in parts[BATCH:]]

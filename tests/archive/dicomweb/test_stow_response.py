@@ -15,9 +15,11 @@ from typing import Any
 import pydicom
 import pytest
 from django.db import OperationalError
-from django.test import Client
+from django.http import HttpResponse
+from django.test import Client, RequestFactory
 
 from archive.dicom.synthetic import StudySpec, make_series
+from archive.dicomweb.http import add_warnings
 from archive.models import Instance
 from archive.storage.registry import get_storage
 from tests.conftest import multipart, stow
@@ -59,7 +61,7 @@ def test_a_body_cut_short_is_told_in_the_warning_header(upload_client: Client) -
     cut = body[: body.rindex(b"--XyZ123boundary--")] + b"--XyZ123boundary\r\nContent-Type: application/dicom\r\n\r\nabc"
     response = upload_client.post("/dicom-web/studies", cut, content_type=ctype, HTTP_ACCEPT="application/dicom+json")
     assert response.status_code == 202
-    assert response["Warning"].startswith("299 ")
+    assert response["Warning"].startswith('299 http://testserver/dicom-web: "')  # as QIDO's (PS3.18 §8.3.4)
     payload = response.json()
     assert len(payload["00081199"]["Value"]) == 2
     assert "00081196" not in payload
@@ -116,3 +118,41 @@ def test_a_search_while_the_index_is_down_gets_503_not_500(
     monkeypatch.setattr(archive.dicomweb.qido, "search_queryset", down)
     response = upload_client.get("/dicom-web/studies", HTTP_ACCEPT="application/dicom+json")
     assert response.status_code == 503 and response["Retry-After"] == "30"
+
+
+def test_several_warnings_share_one_header_each_with_its_code_agent_and_quoted_text() -> None:
+    request = RequestFactory().get("/dicom-web/studies")
+    response = HttpResponse()
+    add_warnings(response, request, ["the first", 'a "quoted" word, a back\\slash\r\nand a line break'])
+    assert response["Warning"] == (
+        '299 http://testserver/dicom-web: "the first", '
+        '299 http://testserver/dicom-web: "a \\"quoted\\" word, a back\\\\slash  and a line break"'
+    )
+
+
+def test_no_warning_adds_no_header() -> None:
+    response = HttpResponse()
+    add_warnings(response, RequestFactory().get("/dicom-web/studies"), [])
+    assert "Warning" not in response
+
+
+@pytest.mark.django_db
+def test_a_stow_to_a_malformed_study_uid_gets_400_naming_it(upload_client: Client) -> None:
+    parts = make_series(StudySpec(patient_id="SHAPE-UID"), "CT", count=1)
+    response = stow(upload_client, parts, study="1..2")  # an empty component (PS3.5 §9)
+    assert response.status_code == 400
+    assert "Study Instance UID" in response.json()["detail"]
+    assert not Instance.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("url", "allow"),
+    [("/dicom-web/studies", "GET, HEAD, POST"), ("/dicom-web/studies/1.2.3", "GET, HEAD, POST, DELETE")],
+)
+def test_a_method_neither_stow_nor_its_neighbours_answer_gets_405_with_allow(
+    upload_client: Client, url: str, allow: str
+) -> None:
+    response = upload_client.put(url, b"", content_type="application/dicom")
+    assert response.status_code == 405
+    assert response["Allow"] == allow

@@ -3,8 +3,9 @@
 Values the index cannot hold, objects cut short, parse failures of every
 kind and deflate bombs are answered per part (0xC000 "Cannot understand"),
 audited, and leave neither an index row nor an object behind; the good parts
-of the same request are kept. Errors of the database itself still propagate,
-after every placed object without a row has been removed.
+of the same request are kept. Errors of the database itself (or of storage)
+fail the uncommitted instances as "unavailable", by name, after every placed
+object without a row has been removed.
 """
 
 from __future__ import annotations
@@ -269,15 +270,19 @@ def staged(tmp_path: Path, parts: list[bytes]) -> list[Any]:
 
 
 @pytest.mark.parametrize("count", [1, 3])
-def test_a_database_failure_propagates_and_leaves_no_object_behind(
+def test_a_database_failure_fails_the_instances_as_unavailable_by_name_and_leaves_no_object_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, count: int
 ) -> None:
     def locked(*args: Any) -> int:
         raise OperationalError("database is locked")
 
     monkeypatch.setattr(ingest.IndexWriter, "add", locked)
-    with pytest.raises(OperationalError):
-        store_instances(staged(tmp_path, [make_instance(StudySpec(), size=8) for _ in range(count)]))
+    instances = [make_instance(StudySpec(), size=8) for _ in range(count)]
+    results = store_instances(staged(tmp_path, instances))
+    assert [r.outcome for r in results] == [Outcome.UNAVAILABLE] * count
+    named = [str(pydicom.dcmread(io.BytesIO(i)).SOPInstanceUID) for i in instances]
+    assert [r.sop_instance_uid for r in results] == named
+    assert {r.detail for r in results} == {ingest.INDEX_UNAVAILABLE}
     assert stored_objects() == [] and not Instance.objects.exists()
     assert not list(get_storage("hot").staging_dir.iterdir())
 
@@ -300,8 +305,9 @@ def test_an_error_after_some_objects_are_placed_removes_them_but_keeps_an_identi
     monkeypatch.setattr(get_storage("hot"), "put", failing_put)
     # "kept" looks new: its key is shared
     monkeypatch.setattr(ingest, "classify_known", lambda arrivals: [(Verdict.NEW, None)] * len(arrivals))
-    with pytest.raises(OSError, match="disk full"):
-        store_instances(staged(tmp_path, [kept, make_instance(spec), make_instance(spec)]))
+    results = store_instances(staged(tmp_path, [kept, make_instance(spec), make_instance(spec)]))
+    assert [r.outcome for r in results] == [Outcome.UNAVAILABLE] * 3
+    assert {r.detail for r in results} == {ingest.STORAGE_UNAVAILABLE}
     (row,) = Instance.objects.all()
     assert stored_objects() == [row.storage_key]
 
