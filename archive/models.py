@@ -254,6 +254,11 @@ def parse_network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     return ipaddress.ip_network(value.strip(), strict=False)
 
 
+def canonical_host(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    """How a device's host is kept: ``10.0.0.21`` for one address, ``10.0.0.0/24`` for a network."""
+    return str(network.network_address) if network.num_addresses == 1 else str(network)
+
+
 def validate_network(value: str) -> None:
     try:
         parse_network(value)
@@ -321,11 +326,9 @@ class DicomDevice(models.Model):
         self.ae_title = self.ae_title.strip()
         if self.host.strip():
             try:
-                network = parse_network(self.host)
+                self.host = canonical_host(parse_network(self.host))
             except ValueError:
                 return  # the field's validator says why
-            single = network.num_addresses == 1
-            self.host = str(network.network_address) if single else str(network)
         else:
             self.host = ""
 

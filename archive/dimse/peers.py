@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
-from archive.models import AE_TITLE, DicomDevice, Site
+from archive.models import AE_TITLE, DicomDevice, Site, canonical_host
 from audit.adminlog import record_change
 
 log = logging.getLogger(__name__)
@@ -86,13 +86,9 @@ def bootstrap_devices(peers: list[AllowedPeer]) -> list[DicomDevice]:
         for peer in peers:
             if DicomDevice.objects.filter(ae_title=peer.ae_title).exists():
                 continue
-            host = ""
-            if peer.network is not None:
-                single = peer.network.num_addresses == 1
-                host = str(peer.network.network_address) if single else str(peer.network)
             device = DicomDevice.objects.create(
                 ae_title=peer.ae_title,
-                host=host,
+                host=canonical_host(peer.network) if peer.network is not None else "",
                 site=Site.objects.get(code=peer.site_code),
                 may_store=True,
                 description="Added from PACS_DIMSE_ALLOWED",
