@@ -1,4 +1,4 @@
-"""The archive in the admin: patients, studies, series, instances (read-only), API tokens.
+"""The archive in the admin: patients, studies, series, instances (read-only), API tokens, DICOM devices.
 
 Lists start from :func:`archive.access.visible_studies`, so a staff member sees
 in the admin exactly the studies the access policy lets them see. Index rows
@@ -7,7 +7,8 @@ study's site (to place a study whose institution was not recognised).
 Deleting a study goes through :func:`archive.ingest.delete.remove_study`, which also
 removes its stored objects. Opening a study or patient page is recorded in the
 audit trail (``admin-view``). API tokens are issued here: the plain token is
-shown exactly once and only its hash is kept.
+shown exactly once and only its hash is kept. DICOM devices (the peers of the
+DICOM node, archive/dimse/) are edited here; every change is audited.
 
 Site administration (with memberships and grants) lives in ``portal/admin.py``
 because memberships are a portal concept and the archive never imports the portal.
@@ -27,7 +28,7 @@ from django.utils.http import urlencode
 
 from archive.access import policy, visible_studies
 from archive.ingest.delete import remove_study
-from archive.models import ApiToken, Instance, Patient, Series, Study
+from archive.models import ApiToken, DicomDevice, Instance, Patient, Series, Study
 from audit.adminlog import AuditedModelAdmin
 from audit.trail import record
 
@@ -230,3 +231,32 @@ class ApiTokenAdmin(AuditedModelAdmin):
             token.save(update_fields=["revoked"])
             record("token-revoke", request, detail={"token": token.prefix, "for": token.user.get_username()})
         messages.success(request, f"{len(tokens)} token(s) revoked.")
+
+
+@admin.register(DicomDevice)
+class DicomDeviceAdmin(AuditedModelAdmin):
+    list_display = (
+        "ae_title",
+        "host_or_any",
+        "port",
+        "site",
+        "may_store",
+        "may_query",
+        "may_retrieve",
+        "is_move_destination",
+        "enabled",
+        "description",
+    )
+    list_filter = ("enabled", "site", "may_store", "may_query", "may_retrieve", "is_move_destination")
+    list_select_related = ("site",)
+    search_fields = ("ae_title", "host", "description")
+    readonly_fields = ("created_at", "updated_at")
+    fieldsets = (
+        (None, {"fields": ("ae_title", "host", "port", "site", "enabled", "description")}),
+        ("What it may do", {"fields": ("may_store", "may_query", "may_retrieve", "is_move_destination")}),
+        (None, {"fields": ("created_at", "updated_at")}),
+    )
+
+    @admin.display(description="Host", ordering="host")
+    def host_or_any(self, obj: DicomDevice) -> str:
+        return obj.host or "any address"

@@ -1,4 +1,4 @@
-"""The archive index: Site, Patient, Study, Series, Instance, and API tokens.
+"""The archive index: Site, Patient, Study, Series, Instance; API tokens and DICOM devices.
 
 The index is derived data: every row can be rebuilt from the stored Part 10
 files alone (``manage.py reindex``). Query attributes live in indexed columns;
@@ -11,10 +11,14 @@ matching that can still use an index.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
+import re
 import secrets
 from typing import Any, BinaryIO
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -31,10 +35,10 @@ class Site(models.Model):
         help_text="(0008,0080) Institution Name values that belong to this site, one per line.",
     )
     # Kept for the notes administrators wrote in it; ingest does not read it. C-STORE peers
-    # map to a site through PACS_DIMSE_ALLOWED (DICOM devices in the admin will replace both).
+    # map to a site through their DicomDevice.
     source_aets = models.TextField(
         blank=True,
-        help_text="Notes only: not read by the archive. DICOM peers are mapped to sites by PACS_DIMSE_ALLOWED.",
+        help_text="Notes only: not read by the archive. DICOM peers are mapped to sites by their DICOM device.",
     )
 
     class Meta:
@@ -230,3 +234,122 @@ class ApiToken(models.Model):
 
     def is_usable(self) -> bool:
         return not self.revoked and (self.expires_at is None or self.expires_at > timezone.now())
+
+
+#: PS3.5 Table 6.2-1, AE: 1-16 characters of the default repertoire, no backslash, no control character.
+AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}\Z")
+
+
+def validate_ae_title(value: str) -> None:
+    """Raise :class:`ValidationError` unless ``value`` is an AE title (PS3.5): 1-16 characters, not all spaces."""
+    if not AE_TITLE.match(value) or not value.strip():
+        raise ValidationError(
+            "An AE title is 1-16 printable ASCII characters, without a backslash and not only spaces: %(value)r",
+            params={"value": value},
+        )
+
+
+def parse_network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    """An address (``10.0.0.21``) or network (``10.0.0.0/24``); :class:`ValueError` for anything else."""
+    return ipaddress.ip_network(value.strip(), strict=False)
+
+
+def canonical_host(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    """How a device's host is kept: ``10.0.0.21`` for one address, ``10.0.0.0/24`` for a network."""
+    return str(network.network_address) if network.num_addresses == 1 else str(network)
+
+
+def validate_network(value: str) -> None:
+    try:
+        parse_network(value)
+    except ValueError:
+        raise ValidationError(
+            "Give an IP address (10.0.0.21) or network (10.0.0.0/24), not %(value)r", params={"value": value}
+        ) from None
+
+
+class DicomDevice(models.Model):
+    """A DICOM application entity the node talks to: a modality, a workstation, another PACS.
+
+    The DICOM node (archive/dimse/) accepts an association only from an
+    enabled device whose AE title is the calling AE title and, when ``host``
+    is set, whose address or network the connection comes from; then each
+    operation needs its capability (C-STORE: ``may_store``). What a device
+    stores belongs to its ``site``. AE titles are unique: a PACS identifies a
+    peer by its calling AE title, as most PACS do.
+    """
+
+    ae_title = models.CharField(
+        "AE title",
+        max_length=16,
+        unique=True,
+        validators=[validate_ae_title],
+        help_text="The calling AE title the device uses (1-16 characters, case-sensitive).",
+    )
+    host = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        validators=[validate_network],
+        help_text=(
+            "IP address or network (CIDR, e.g. 10.0.0.0/24) its associations must come from. "
+            "Empty: any address, so anyone who knows the AE title can use it; set it outside a test bench."
+        ),
+    )
+    port = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(65535)],
+        help_text="Where the device listens (for C-MOVE to it); empty if it does not.",
+    )
+    site = models.ForeignKey(
+        Site, on_delete=models.PROTECT, related_name="dicom_devices", help_text="Where the studies it sends belong."
+    )
+    may_store = models.BooleanField("may store (C-STORE)", default=False)
+    may_query = models.BooleanField("may query (C-FIND)", default=False)
+    may_retrieve = models.BooleanField("may retrieve (C-MOVE, C-GET)", default=False)
+    is_move_destination = models.BooleanField("is a C-MOVE destination", default=False)
+    enabled = models.BooleanField(default=True, help_text="A disabled device cannot associate.")
+    description = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["ae_title"]
+        verbose_name = "DICOM device"
+
+    def __str__(self) -> str:
+        return f"{self.ae_title}@{self.host}" if self.host else self.ae_title
+
+    def clean(self) -> None:
+        """Keep the AE title without its non-significant spaces and the host in its canonical form."""
+        self.ae_title = self.ae_title.strip()
+        if self.host.strip():
+            try:
+                self.host = canonical_host(parse_network(self.host))
+            except ValueError:
+                return  # the field's validator says why
+        else:
+            self.host = ""
+
+    def accepts_address(self, address: str) -> bool:
+        """Whether a connection from ``address`` may be this device (any address when ``host`` is empty)."""
+        if not self.host:
+            return True
+        try:
+            peer = ipaddress.ip_address(address)
+            network = parse_network(self.host)
+        except ValueError:
+            return False
+        if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped is not None:
+            peer = peer.ipv4_mapped
+        return peer in network
+
+    def capabilities(self) -> list[str]:
+        flags = [
+            ("store", self.may_store),
+            ("query", self.may_query),
+            ("retrieve", self.may_retrieve),
+            ("move-destination", self.is_move_destination),
+        ]
+        return [name for name, on in flags if on]

@@ -291,12 +291,15 @@ for _tier, _config in PACS_TIERS.items():
 PACS_STUDY_SITE_SOURCE = os.environ.get("PACS_STUDY_SITE_SOURCE", "sender")
 if PACS_STUDY_SITE_SOURCE not in ("sender", "institution"):
     raise ValueError("PACS_STUDY_SITE_SOURCE must be 'sender' or 'institution'")
-# DICOM DIMSE listener (`manage.py dicom_listener`, archive/dimse/listener.py). Only the
-# calling AE titles listed may associate: "CT1@10.0.0.21=general,MR2=general"
-# (AE title, optional address or network, then the code of the Site it stores into).
+# The DICOM node (`manage.py dicom_listener`, archive/dimse/). Peers are DICOM devices
+# (admin, `manage.py dicom_device`). PACS_DIMSE_ALLOWED only bootstraps them: at the
+# listener's start each "AE[@address-or-network]=site-code" entry without a device of
+# its AE title becomes a store-only device. PACS_DIMSE_REJECT_UNKNOWN=false lets callers
+# that are no enabled device associate, for C-ECHO only.
 PACS_DIMSE_AE_TITLE = os.environ.get("PACS_DIMSE_AE_TITLE", "PACS")
 PACS_DIMSE_PORT = env_int("PACS_DIMSE_PORT", 11112)
 PACS_DIMSE_ALLOWED = os.environ.get("PACS_DIMSE_ALLOWED", "")
+PACS_DIMSE_REJECT_UNKNOWN = env_bool("PACS_DIMSE_REJECT_UNKNOWN", True)
 
 TASKS = {"default": {"BACKEND": "django_tasks_db.backend.DatabaseBackend"}}
 

@@ -1,25 +1,34 @@
-"""The DICOM DIMSE listener: C-ECHO and C-STORE SCP for modalities without DICOMweb.
+"""The DICOM node's listener: serves associations (C-ECHO and C-STORE SCP) for registered devices.
 
-Built on pynetdicom. Only known peers may associate: ``PACS_DIMSE_ALLOWED``
-maps calling AE titles (optionally bound to an address or network) to the
-code of the :class:`~archive.models.Site` their studies belong to, e.g.
-``"CT1@10.0.0.21=general,MR2=general"``. Anyone else gets an
-A-ASSOCIATE-RJ (permanent, "calling AE title not recognised") and an audit
-record. Every storage SOP class is accepted in every transfer syntax
-pydicom and pynetdicom know, compressed ones included, as sent.
+Built on pynetdicom. An association is accepted from an enabled
+:class:`~archive.models.DicomDevice` whose AE title is the calling AE title
+and, when the device is bound to an address or network, whose address the
+connection comes from (:func:`archive.dimse.peers.identify`, looked up per
+association, so admin changes apply at once). Anyone else gets an
+A-ASSOCIATE-RJ (permanent, "calling AE title not recognised"), unless
+``PACS_DIMSE_REJECT_UNKNOWN`` is false: then unknown callers are accepted but
+may only C-ECHO. Every association, accepted or rejected, and every operation
+is audited with the peer's AE title and address: ``dimse_association``,
+``dimse_echo``, and ``store`` for each C-STORE. Every storage SOP class is
+accepted in every transfer syntax pydicom and pynetdicom know, compressed ones
+included, as sent.
 
-Each C-STORE is answered by :class:`archive.dimse.store.StoreSCP`, which keeps the
-data set bytes exactly as sent and takes them through the one ingest path.
+Each operation needs the device's capability: C-STORE needs ``may_store``,
+otherwise 0x0124 (Refused: Not authorized) and a ``store`` / ``failure``
+record. Each C-STORE is answered by :class:`archive.dimse.store.StoreSCP`,
+which keeps the data set bytes exactly as sent and takes them through the one
+ingest path.
 
 C-STORE statuses (PS3.4 B.2.3, PS3.7 C): stored or identical duplicate 0x0000;
 not a readable instance, or one with a value the index cannot hold, 0xC000;
 data set UIDs differ from the request's 0xA900; a different object under a
 stored SOP Instance UID 0xC111 (an "Error: Cannot understand" code, a
 permanent failure so that senders do not retry; PS3.4 has no C-STORE status
-for duplicates, and STOW-RS reports 0111); a study of another site 0x0124;
-too large, or a failure of storage, of the index or of the archive itself,
-0xA700. A data set identical to the stored one counts as a duplicate even
-when its file meta differs (another sender, or STOW-RS first).
+for duplicates, and STOW-RS reports 0111); a device that may not store, or a
+study of another site, 0x0124; too large, or a failure of storage, of the
+index or of the archive itself, 0xA700. A data set identical to the stored
+one counts as a duplicate even when its file meta differs (another sender, or
+STOW-RS first).
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from typing import cast
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import close_old_connections, connections
@@ -45,10 +54,10 @@ from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
-from archive.dimse.peers import AllowedPeer, validate_ae_title
+from archive.dimse.peers import identify, validate_ae_title
+from archive.dimse.statuses import SUCCESS
 from archive.dimse.store import Session, StoreSCP, site_sender
 from archive.ingest.store import Sender
-from archive.models import Site
 from audit.trail import record
 
 log = logging.getLogger(__name__)
@@ -71,18 +80,21 @@ class _NoDelayServer(ThreadedAssociationServer):
 
 
 class DicomListener:
-    """A C-ECHO/C-STORE SCP bound to one address; :meth:`start` runs it in a thread."""
+    """A C-ECHO/C-STORE SCP bound to one address; :meth:`start` runs it in a thread.
+
+    ``reject_unknown`` (default: ``PACS_DIMSE_REJECT_UNKNOWN``) rejects callers that are no enabled device.
+    """
 
     def __init__(
         self,
         ae_title: str,
-        allowed: list[AllowedPeer],
         host: str = "0.0.0.0",  # noqa: S104 - a DICOM listener serves modalities on the network
         port: int = 11112,
         max_pdu: int = 256 * 1024,
+        reject_unknown: bool | None = None,
     ) -> None:
         self.ae_title = validate_ae_title(ae_title)
-        self.allowed = allowed
+        self.reject_unknown = settings.PACS_DIMSE_REJECT_UNKNOWN if reject_unknown is None else reject_unknown
         self.address = (host, port)
         self.store_scp = StoreSCP(self.ae_title, settings.PACS_STOW_MAX_BYTES)
         self.sessions: dict[Association, Session] = {}
@@ -106,6 +118,7 @@ class DicomListener:
     def handlers(self) -> list[EventHandlerType]:
         return [
             (evt.EVT_REQUESTED, self.on_requested),
+            (evt.EVT_C_ECHO, self.on_c_echo),
             (evt.EVT_C_STORE, self.on_c_store),
             (evt.EVT_RELEASED, self.on_ended),
             (evt.EVT_ABORTED, self.on_ended),
@@ -144,7 +157,7 @@ class DicomListener:
     # --- Event handlers (each runs in the association's own thread, except CONN_CLOSE) ---
 
     def on_requested(self, event: Event) -> None:
-        """Accept known peers only: reject the rest before any negotiation, and audit it."""
+        """Accept registered, enabled devices (and, if so configured, unknown callers); audit either way."""
         assoc = event.assoc
         primitive = assoc.requestor.primitive
         assert primitive is not None
@@ -152,12 +165,13 @@ class DicomListener:
         called = str(primitive.called_ae_title).strip()
         host = str(assoc.requestor.address)
         close_old_connections()
-        peer = next((p for p in self.allowed if p.matches(calling, host)), None)
-        site = Site.objects.filter(code=peer.site_code).first() if peer is not None else None
-        session = Session(calling, called, host, site_sender(site) if site is not None else Sender())
-        if site is None:
-            reason = "unknown calling AE title or address" if peer is None else f"no site {peer.site_code!r}"
-            log.warning("DIMSE association from %s@%s refused: %s", calling, host, reason)
+        who = identify(calling, host)
+        device = who.device
+        sender = site_sender(device.site) if device is not None else Sender()
+        session = Session(calling, called, host, sender, device=device)
+        detail: dict[str, Any] = {"calling_ae": calling, "called_ae": called, "peer": host}
+        if device is None and self.reject_unknown:
+            log.warning("DIMSE association from %s@%s refused: %s", calling, host, who.reason)
             assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected-permanent, service-user, calling AE not recognised
             assoc.kill()
             record(
@@ -165,13 +179,31 @@ class DicomListener:
                 session.request(),
                 actor=f"AE:{calling}",
                 outcome="denied",
-                detail={"calling_ae": calling, "called_ae": called, "peer": host, "reason": reason},
+                detail={**detail, "reason": who.reason},
             )
             connections.close_all()
             return
+        if device is None:
+            detail.update(device=None, capabilities=["echo"], reason=who.reason)
+        else:
+            detail.update(device=device.pk, site=device.site.code, capabilities=device.capabilities())
+        record("dimse_association", session.request(), actor=f"AE:{calling}", detail=detail)
         _prefer_proposed_order(assoc)
         with self.lock:
             self.sessions[assoc] = session
+
+    def on_c_echo(self, event: Event) -> int:
+        """C-ECHO: success for every accepted association (a known device, or an unknown one allowed to echo)."""
+        with self.lock:
+            session = self.sessions.get(event.assoc)
+        if session is not None:
+            record(
+                "dimse_echo",
+                session.request(),
+                actor=f"AE:{session.calling_ae}",
+                detail={"calling_ae": session.calling_ae, "called_ae": session.called_ae},
+            )
+        return SUCCESS
 
     def on_c_store(self, event: Event) -> int | Dataset:
         with self.lock:

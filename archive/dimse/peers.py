@@ -1,19 +1,29 @@
-"""Known DICOM peers: AE titles, their addresses, and the site their studies belong to.
+"""Known DICOM peers: which registered device an association comes from, and the bootstrap list.
 
-``PACS_DIMSE_ALLOWED`` is parsed here, e.g. ``CT1@10.0.0.21=general,MR2=general``.
+Peers are :class:`~archive.models.DicomDevice` rows (Django admin, or
+``manage.py dicom_device``). :func:`identify` finds the device of a calling AE
+title and address for each new association, so a change in the admin applies
+to the next association without a restart.
+
+``PACS_DIMSE_ALLOWED`` (``CT1@10.0.0.21=general,MR2=general``) is only a
+bootstrap: :func:`bootstrap_devices` adds each entry as a store-only device
+when no device has its AE title yet, and leaves existing devices as they are
+(the admin's word wins), when the listener starts.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-import re
 from dataclasses import dataclass
 
-from archive.models import Site
+from django.db import transaction
+
+from archive.models import AE_TITLE, DicomDevice, Site, canonical_host
+from audit.adminlog import record_change
 
 log = logging.getLogger(__name__)
-_AE_TITLE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}\Z")  # PS3.5 AE: 16 chars, no backslash or control
+BOOTSTRAP_ACTOR = "PACS_DIMSE_ALLOWED"
 
 
 class ConfigurationError(ValueError):
@@ -28,23 +38,11 @@ class AllowedPeer:
     site_code: str
     network: ipaddress.IPv4Network | ipaddress.IPv6Network | None = None
 
-    def matches(self, ae_title: str, host: str) -> bool:
-        if ae_title != self.ae_title:
-            return False
-        if self.network is None:
-            return True
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return address in self.network
-
 
 def validate_ae_title(value: str, what: str = "AE title") -> str:
+    """``value`` without its non-significant spaces; :class:`ConfigurationError` unless it is an AE title."""
     value = value.strip()
-    if not _AE_TITLE.match(value):
+    if not AE_TITLE.match(value):
         raise ConfigurationError(f"{what} must be 1-16 printable characters without a backslash: {value!r}")
     return value
 
@@ -73,3 +71,48 @@ def missing_sites(peers: list[AllowedPeer]) -> list[str]:
     """Site codes named by ``peers`` that no :class:`Site` has."""
     codes = {p.site_code for p in peers}
     return sorted(codes - set(Site.objects.filter(code__in=codes).values_list("code", flat=True)))
+
+
+def bootstrap_devices(peers: list[AllowedPeer]) -> list[DicomDevice]:
+    """Add each peer without a device of its AE title as a store-only device; the devices added.
+
+    Raises :class:`ConfigurationError` (and adds nothing) when a peer names a site that does not exist.
+    """
+    unknown = missing_sites(peers)
+    if unknown:
+        raise ConfigurationError(f"PACS_DIMSE_ALLOWED names sites that do not exist: {', '.join(unknown)}")
+    added = []
+    with transaction.atomic():
+        for peer in peers:
+            if DicomDevice.objects.filter(ae_title=peer.ae_title).exists():
+                continue
+            device = DicomDevice.objects.create(
+                ae_title=peer.ae_title,
+                host=canonical_host(peer.network) if peer.network is not None else "",
+                site=Site.objects.get(code=peer.site_code),
+                may_store=True,
+                description="Added from PACS_DIMSE_ALLOWED",
+            )
+            record_change("add", device, "added from PACS_DIMSE_ALLOWED (store only)", actor=BOOTSTRAP_ACTOR)
+            added.append(device)
+    return added
+
+
+@dataclass(frozen=True)
+class Identified:
+    """Who is calling: their device (None: no enabled device matches) and, if none, why."""
+
+    device: DicomDevice | None
+    reason: str = ""
+
+
+def identify(calling_ae: str, address: str) -> Identified:
+    """The enabled device a connection from ``address`` calling as ``calling_ae`` is, or why there is none."""
+    device = DicomDevice.objects.select_related("site").filter(ae_title=calling_ae).first()
+    if device is None:
+        return Identified(None, "unknown calling AE title")
+    if not device.enabled:
+        return Identified(None, "device disabled")
+    if not device.accepts_address(address):
+        return Identified(None, f"address not allowed for this device (bound to {device.host})")
+    return Identified(device)

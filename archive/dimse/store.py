@@ -35,7 +35,7 @@ from pynetdicom.events import Event
 
 from archive.dimse.statuses import DOES_NOT_MATCH, NOT_AUTHORIZED, OUT_OF_RESOURCES, STATUS, SUCCESS, status_dataset
 from archive.ingest.store import Outcome, Sender, StoreResult, record_stores, store_instance
-from archive.models import Site, Study
+from archive.models import DicomDevice, Site, Study
 from archive.storage.registry import get_storage
 from archive.storage.staging import StagingWriter
 
@@ -50,6 +50,7 @@ class Session:
     called_ae: str
     host: str
     sender: Sender
+    device: DicomDevice | None = None  # None: an unknown caller, accepted for C-ECHO only
     results: list[StoreResult] = field(default_factory=list)
 
     def request(self) -> HttpRequest:
@@ -86,6 +87,17 @@ class StoreSCP:
         request = cast(C_STORE, event.request)
         sop_class = str(request.AffectedSOPClassUID)
         sop_instance = str(request.AffectedSOPInstanceUID)
+        if session.device is None or not session.device.may_store:
+            refused = StoreResult(
+                Outcome.FORBIDDEN,
+                sop_class_uid=sop_class,
+                sop_instance_uid=sop_instance,
+                detail="this device may not store (C-STORE)" if session.device else "unknown device",
+            )
+            session.results.append(refused)
+            audit_refusal(session, refused)
+            log.info("C-STORE from %s refused: %s", session.calling_ae, refused.detail)
+            return status_dataset(NOT_AUTHORIZED, refused.detail)
         transfer_syntax = UID(event.context.transfer_syntax)
         data = request.DataSet.getbuffer()  # type: ignore[union-attr]
         try:
@@ -174,7 +186,7 @@ def dataset_uids(data: memoryview, transfer_syntax: UID) -> tuple[str, str] | No
         return None
 
 
-def audit(session: Session, results: list[StoreResult], sop_instance: str) -> None:
+def audit(session: Session, results: list[StoreResult], sop_instance: str, **detail: str) -> None:
     """The "store" record of one C-STORE (called inside its index transaction when it stored)."""
     record_stores(
         session.request(),
@@ -184,13 +196,14 @@ def audit(session: Session, results: list[StoreResult], sop_instance: str) -> No
         calling_ae=session.calling_ae,
         called_ae=session.called_ae,
         sop_instance_uid=sop_instance,
+        **detail,
     )
 
 
 def audit_refusal(session: Session, refused: StoreResult) -> None:
     """The record of a C-STORE refused before ingest; the refusal stands even if the trail cannot be written."""
     try:
-        audit(session, [refused], refused.sop_instance_uid)
+        audit(session, [refused], refused.sop_instance_uid, reason=refused.detail or refused.outcome.value)
     except DatabaseError as exc:
         close_old_connections()
         log.error("audit record of a refused C-STORE from %s not written: %s", session.calling_ae, exc)

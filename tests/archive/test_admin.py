@@ -10,7 +10,7 @@ from django.contrib.auth.models import Group, Permission, User
 from django.test import Client
 
 from archive.dicom.synthetic import StudySpec, make_series
-from archive.models import ApiToken, Instance, Patient, Series, Site, Study
+from archive.models import ApiToken, DicomDevice, Instance, Patient, Series, Site, Study
 from audit.models import AuditEvent
 from portal.accounts.roles import Role
 from portal.models import SiteMembership
@@ -219,3 +219,59 @@ def test_patients_and_studies_in_the_admin_follow_the_access_policy(
     assert evil_study.study_instance_uid not in client.get("/admin/archive/study/").content.decode()
     assert client.get(f"/admin/archive/study/{evil_study.pk}/change/").status_code == 302  # not found -> back to list
     assert Patient.objects.filter(patient_id="PAT-XSS").exists()
+
+
+def device_form(site: Site, **fields: Any) -> dict[str, Any]:
+    form: dict[str, Any] = {"ae_title": "CT1", "host": "", "port": "", "site": site.pk, "enabled": "on"}
+    form.update(fields)
+    return {k: v for k, v in form.items() if v is not None}
+
+
+def test_dicom_devices_are_listed_searched_added_and_edited_in_the_admin_with_audit(
+    admin_browser: Client, general_site: Site
+) -> None:
+    DicomDevice.objects.create(ae_title="WS1", host="10.0.0.0/24", site=general_site, may_query=True)
+    response = admin_browser.post(
+        "/admin/archive/dicomdevice/add/",
+        device_form(general_site, ae_title=" CT1 ", host="10.0.0.21/32", port="104", may_store="on"),
+    )
+    assert response.status_code == 302, response.content[:2000]
+    ct1 = DicomDevice.objects.get(ae_title="CT1")
+    assert (ct1.host, ct1.port, ct1.capabilities(), ct1.enabled) == ("10.0.0.21", 104, ["store"], True)
+    listing = admin_browser.get("/admin/archive/dicomdevice/").content.decode()
+    assert "CT1" in listing and "WS1" in listing and "10.0.0.0/24" in listing
+    found = admin_browser.get("/admin/archive/dicomdevice/?q=WS1").content.decode()
+    assert "WS1" in found and f"/admin/archive/dicomdevice/{ct1.pk}/change/" not in found
+    filtered = admin_browser.get("/admin/archive/dicomdevice/?may_store__exact=1").content.decode()
+    assert "CT1" in filtered and "WS1" not in filtered
+
+    response = admin_browser.post(
+        f"/admin/archive/dicomdevice/{ct1.pk}/change/", device_form(general_site, host="", may_store="on", enabled=None)
+    )
+    assert response.status_code == 302
+    ct1.refresh_from_db()
+    assert (ct1.host, ct1.enabled) == ("", False)
+    records = AuditEvent.objects.filter(detail__model="archive.dicomdevice").order_by("pk")
+    assert [(r.action, r.actor, r.detail["object"]) for r in records] == [
+        ("admin-add", "admin", "CT1@10.0.0.21"),
+        ("admin-change", "admin", "CT1"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "fields, error",
+    [
+        ({"ae_title": "BACK\\SLASH"}, "An AE title is 1-16 printable ASCII characters"),
+        ({"host": "scanner.local"}, "Give an IP address (10.0.0.21) or network"),
+        ({"port": "0"}, "Ensure this value is greater than or equal to 1."),
+        ({"ae_title": "TAKEN"}, "DICOM device with this AE title already exists."),
+    ],
+)
+def test_the_admin_refuses_an_invalid_dicom_device(
+    admin_browser: Client, general_site: Site, fields: dict[str, str], error: str
+) -> None:
+    DicomDevice.objects.create(ae_title="TAKEN", site=general_site)
+    response = admin_browser.post("/admin/archive/dicomdevice/add/", device_form(general_site, **fields))
+    assert response.status_code == 200
+    assert error in response.content.decode().replace("&#x27;", "'")
+    assert list(DicomDevice.objects.values_list("ae_title", flat=True)) == ["TAKEN"]

@@ -9,6 +9,7 @@ import os
 import stat
 import time
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -19,7 +20,7 @@ from django.utils import timezone
 
 from archive.demo import LoadReport, plans
 from archive.dicom.synthetic import StudySpec, make_series
-from archive.models import ApiToken, Instance, Patient, Series, Study
+from archive.models import ApiToken, DicomDevice, Instance, Patient, Series, Study
 from archive.storage.registry import get_storage
 from audit.models import AuditEvent
 from tests.conftest import stow
@@ -192,3 +193,73 @@ def test_every_demo_study_belongs_to_the_demo_site(demo: str) -> None:
     site = Site.objects.get(code="demo")
     assert Study.objects.count() == len(plans())
     assert set(Study.objects.values_list("site", flat=True)) == {site.pk}
+
+
+# --- dicom_device ---
+
+
+def test_dicom_device_add_list_remove_round_trip_is_audited(general_site: Any) -> None:
+    out = run(
+        "dicom_device", "add", "--ae", " CT1 ", "--host", "10.0.0.21/32", "--port", "104", "--site", "general",
+        "--store", "--move-destination", "--description", "CT scanner",
+    )  # fmt: skip
+    assert out == "DICOM device CT1@10.0.0.21 added (store, move-destination)\n"
+    run("dicom_device", "add", "--ae", "WS1", "--host", "10.0.0.0/24", "--site", "general", "--query", "--retrieve")
+    run("dicom_device", "add", "--ae", "OLD", "--site", "general", "--disabled")
+    lines = run("dicom_device", "list").splitlines()
+    assert [line.split() for line in lines] == [
+        ["AE", "title", "host", "port", "site", "capabilities", "enabled", "description"],
+        ["CT1", "10.0.0.21", "104", "general", "store,move-destination", "yes", "CT", "scanner"],
+        ["OLD", "any", "general", "-", "no"],
+        ["WS1", "10.0.0.0/24", "general", "query,retrieve", "yes"],
+    ]
+    assert run("dicom_device", "remove", "OLD") == "DICOM device OLD removed\n"
+    assert list(DicomDevice.objects.values_list("ae_title", flat=True)) == ["CT1", "WS1"]
+    records = AuditEvent.objects.filter(action__startswith="admin-").order_by("pk")
+    assert [(r.action, r.actor, r.detail["model"], r.detail["object"]) for r in records] == [
+        ("admin-add", "manage.py dicom_device", "archive.dicomdevice", "CT1@10.0.0.21"),
+        ("admin-add", "manage.py dicom_device", "archive.dicomdevice", "WS1@10.0.0.0/24"),
+        ("admin-add", "manage.py dicom_device", "archive.dicomdevice", "OLD"),
+        ("admin-delete", "manage.py dicom_device", "archive.dicomdevice", "OLD"),
+    ]
+    assert records[0].detail["change"] == "capabilities: store, move-destination"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--ae", "CT1", "--site", "nowhere"], "no site with code 'nowhere'"),
+        (["--ae", "BACK\\SLASH", "--site", "general"], "ae_title: An AE title is 1-16 printable ASCII characters"),
+        (["--ae", "SEVENTEEN-CHARS-X", "--site", "general"], "ae_title: An AE title is 1-16 printable"),
+        (["--ae", "   ", "--site", "general"], "ae_title: This field cannot be blank."),
+        (["--ae", "CT9", "--site", "general", "--host", "scanner.local"], "host: Give an IP address (10.0.0.21)"),
+        (["--ae", "CT9", "--site", "general", "--port", "70000"], "port: Ensure this value is less than or equal"),
+        (["--ae", "TAKEN", "--site", "general"], "ae_title: DICOM device with this AE title already exists."),
+    ],
+)
+def test_dicom_device_add_refuses_bad_input_in_one_line_and_changes_nothing(
+    general_site: Any, args: list[str], message: str
+) -> None:
+    DicomDevice.objects.create(ae_title="TAKEN", site=general_site)
+    with pytest.raises(CommandError) as caught:
+        run("dicom_device", "add", *args)
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value)
+    assert list(DicomDevice.objects.values_list("ae_title", flat=True)) == ["TAKEN"]
+    assert not AuditEvent.objects.filter(action__startswith="admin-").exists()
+
+
+def test_dicom_device_add_if_missing_leaves_a_registered_device_alone(general_site: Any) -> None:
+    DicomDevice.objects.create(ae_title="DEMO", site=general_site, may_query=True)
+    out = run("dicom_device", "add", "--ae", "DEMO", "--site", "general", "--store", "--if-missing")
+    assert out == "DICOM device DEMO is already registered\n"
+    assert DicomDevice.objects.get().capabilities() == ["query"]
+
+
+def test_dicom_device_remove_of_an_unknown_ae_title_fails(db: Any) -> None:
+    with pytest.raises(CommandError, match="^no DICOM device with AE title 'NOPE'$"):
+        run("dicom_device", "remove", "NOPE")
+
+
+def test_dicom_device_without_a_subcommand_fails(db: Any) -> None:
+    with pytest.raises(CommandError, match="add\\|list\\|remove"):
+        run("dicom_device")

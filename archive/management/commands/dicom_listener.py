@@ -1,7 +1,10 @@
-"""``manage.py dicom_listener``: run the DICOM C-ECHO/C-STORE SCP (see archive/dimse/listener.py).
+"""``manage.py dicom_listener``: run the DICOM node, C-ECHO/C-STORE SCP (see archive/dimse/listener.py).
 
-Refuses to start when ``PACS_DIMSE_ALLOWED`` is malformed or names a site
-that does not exist, so a typo never turns into silently rejected modalities.
+Peers are the DICOM devices (admin, ``manage.py dicom_device``). At start the
+entries of ``PACS_DIMSE_ALLOWED`` that have no device yet are added as
+store-only devices (:func:`archive.dimse.peers.bootstrap_devices`); the
+command refuses to start when that variable is malformed or names a site that
+does not exist, so a typo never turns into silently rejected modalities.
 Runs in the foreground until interrupted (SIGINT or SIGTERM).
 """
 
@@ -15,11 +18,12 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from archive.dimse.listener import DicomListener
-from archive.dimse.peers import ConfigurationError, missing_sites, parse_allowed, validate_ae_title
+from archive.dimse.peers import ConfigurationError, bootstrap_devices, parse_allowed, validate_ae_title
+from archive.models import DicomDevice
 
 
 class Command(BaseCommand):
-    help = "Run the DICOM DIMSE listener (C-ECHO and C-STORE SCP) for the peers in PACS_DIMSE_ALLOWED."
+    help = "Run the DICOM node (C-ECHO and C-STORE SCP) for the registered DICOM devices."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--port", type=int, default=None, help="TCP port (default: PACS_DIMSE_PORT, 11112)")
@@ -32,22 +36,22 @@ class Command(BaseCommand):
             raise CommandError("--port must be between 0 and 65535")
         try:
             ae_title = validate_ae_title(options["ae"] or settings.PACS_DIMSE_AE_TITLE)
-            allowed = parse_allowed(settings.PACS_DIMSE_ALLOWED)
+            added = bootstrap_devices(parse_allowed(settings.PACS_DIMSE_ALLOWED))
         except ConfigurationError as exc:
             raise CommandError(str(exc)) from None
-        unknown = missing_sites(allowed)
-        if unknown:
-            raise CommandError(f"PACS_DIMSE_ALLOWED names sites that do not exist: {', '.join(unknown)}")
-        if not allowed:
-            self.stderr.write("PACS_DIMSE_ALLOWED is empty: every association will be rejected")
-        listener = DicomListener(ae_title, allowed, host=options["host"], port=port)
+        for device in added:
+            self.stderr.write(f"DICOM device {device} added from PACS_DIMSE_ALLOWED (store only)")
+        enabled = DicomDevice.objects.filter(enabled=True).count()
+        if not enabled:
+            unknown = "rejected" if settings.PACS_DIMSE_REJECT_UNKNOWN else "accepted for C-ECHO only"
+            self.stderr.write(f"No enabled DICOM device: every association will be {unknown}")
+        listener = DicomListener(ae_title, host=options["host"], port=port)
         listener.bind()
 
         def stop(signum: int, frame: FrameType | None) -> None:
             raise KeyboardInterrupt
 
         signal.signal(signal.SIGTERM, stop)
-        peers = ", ".join(f"{p.ae_title}{'@' + str(p.network) if p.network else ''}->{p.site_code}" for p in allowed)
-        self.stdout.write(f"DICOM listener {ae_title} on {options['host']}:{listener.port} for {peers or 'nobody'}")
+        self.stdout.write(f"DICOM listener {ae_title} on {options['host']}:{listener.port} for {enabled} device(s)")
         self.stdout.flush()
         listener.serve_forever()

@@ -21,8 +21,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -40,48 +38,20 @@ from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[at
 
 from archive.dicom.synthetic import StudySpec, make_instance, make_series
 from archive.dimse.listener import DicomListener
-from archive.dimse.peers import parse_allowed
+from archive.dimse.peers import ConfigurationError, bootstrap_devices, parse_allowed
 from archive.dimse.statuses import CONFLICT
 from archive.ingest import store as ingest
 from archive.ingest.store import Sender, store_instance
-from archive.models import Instance, Site, Study
+from archive.models import DicomDevice, Instance, Site, Study
 from archive.storage.registry import get_storage
 from archive.storage.staging import stage_file
 from audit.models import AuditEvent
+from tests.archive.dimse.conftest import dcmtk, scu, wait_idle
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 REPO = Path(__file__).resolve().parents[3]
-ALLOWED = "CT1@127.0.0.1=general,MR2=general,OTHER=elsewhere"
 STORESCU = "/usr/bin/storescu"
-
-
-@pytest.fixture
-def sites(db: Any) -> dict[str, Site]:
-    return {
-        "general": Site.objects.create(code="general", name="General Hospital"),
-        "elsewhere": Site.objects.create(code="elsewhere", name="St Elsewhere"),
-    }
-
-
-@pytest.fixture
-def listener(sites: dict[str, Site]) -> Iterator[DicomListener]:
-    scp = DicomListener("PACS", parse_allowed(ALLOWED), host="127.0.0.1", port=0)
-    scp.start()
-    yield scp
-    scp.stop()
-
-
-def wait_idle(scp: DicomListener, timeout: float = 10.0) -> None:
-    """Wait until every association has ended and been audited."""
-    deadline = time.monotonic() + timeout
-    while scp.ae.active_associations or scp.sessions:
-        assert time.monotonic() < deadline, "associations did not end"
-        time.sleep(0.02)
-
-
-def dcmtk(tool: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([f"/usr/bin/{tool}", *args], capture_output=True, text=True, timeout=120)
 
 
 def storescu(scp: DicomListener, *args: str, aet: str = "CT1") -> subprocess.CompletedProcess[str]:
@@ -154,12 +124,6 @@ def write_files(tmp_path: Path, parts: list[bytes]) -> list[str]:
     return paths
 
 
-def scu(title: str = "CT1") -> AE:
-    ae = AE(ae_title=title)
-    ae.add_requested_context(Verification)
-    return ae
-
-
 @pytest.fixture
 def send_as_is(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make pynetdicom send a file's data set bytes without decoding them."""
@@ -214,19 +178,17 @@ def test_it_rejects_a_known_ae_calling_from_an_address_it_is_not_bound_to(listen
     assert assoc.is_established
     assoc.release()
     wait_idle(listener)
-    assert AuditEvent.objects.get(action="dimse_association").actor == "AE:CT1"
+    (denied,) = AuditEvent.objects.filter(action="dimse_association", outcome="denied")
+    assert denied.actor == "AE:CT1" and denied.source_ip == "127.0.0.2"
+    assert denied.detail["reason"] == "address not allowed for this device (bound to 127.0.0.1)"
+    (accepted,) = AuditEvent.objects.filter(action="dimse_association", outcome="success")
+    assert accepted.actor == "AE:MR2" and accepted.source_ip == "127.0.0.2"
 
 
-def test_it_rejects_a_peer_whose_site_does_not_exist(sites: dict[str, Site]) -> None:
-    scp = DicomListener("PACS", parse_allowed("CT9=nowhere"), host="127.0.0.1", port=0)
-    scp.start()
-    try:
-        assoc = scu("CT9").associate("127.0.0.1", scp.port, ae_title="PACS")
-        assert assoc.is_rejected
-        wait_idle(scp)
-    finally:
-        scp.stop()
-    assert "no site" in AuditEvent.objects.get(action="dimse_association").detail["reason"]
+def test_a_bootstrap_peer_whose_site_does_not_exist_adds_no_device(sites: dict[str, Site]) -> None:
+    with pytest.raises(ConfigurationError, match="nowhere"):
+        bootstrap_devices(parse_allowed("CT8=general,CT9=nowhere"))
+    assert not DicomDevice.objects.exists()
 
 
 def test_accepted_sockets_have_tcp_nodelay(listener: DicomListener) -> None:
@@ -488,7 +450,9 @@ def test_the_command_serves_concurrent_senders_into_one_study_and_stops_on_sigte
     )
     try:
         assert proc.stdout is not None
-        assert "DICOM listener ARCHIVE on 127.0.0.1:" in proc.stdout.readline()
+        first, second = proc.stdout.readline(), proc.stdout.readline()
+        assert first == "DICOM device CT1@127.0.0.1 added from PACS_DIMSE_ALLOWED (store only)\n"
+        assert second.startswith("DICOM listener ARCHIVE on 127.0.0.1:")
         assert dcmtk("echoscu", "-aet", "CT1", "-aec", "ARCHIVE", "127.0.0.1", port).returncode == 0
         assert dcmtk("echoscu", "-aet", "CT2", "-aec", "ARCHIVE", "127.0.0.1", port).returncode != 0
         spec = StudySpec(patient_id="DIMSE-6")
@@ -504,6 +468,9 @@ def test_the_command_serves_concurrent_senders_into_one_study_and_stops_on_sigte
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+    # PACS_DIMSE_ALLOWED bootstrapped the device, store only, bound to its address.
+    listed = manage("dicom_device", "list").splitlines()
+    assert listed[1].split() == ["CT1", "127.0.0.1", "general", "store", "yes", "Added", "from", "PACS_DIMSE_ALLOWED"]
     code = (
         "from archive.models import Study; "
         f"s = Study.objects.get(study_instance_uid={spec.study_uid!r}); "
