@@ -43,6 +43,20 @@ def retry_later(detail: str) -> HttpResponse:
     return response
 
 
+def warning(request: HttpRequest, text: str) -> str:
+    """A ``Warning`` header value in PS3.18's form, ``299 <service>: "text"``.
+
+    Anything in ``text`` that a quoted header string cannot carry (a control
+    character, a quote, a backslash, non-ASCII: it may echo a client's query
+    key) becomes ``?``.
+    """
+    safe = UNSAFE_IN_WARNING.sub("?", text)
+    return f'299 {dicomweb_root(request)}: "{safe}"'
+
+
+UNSAFE_IN_WARNING = re.compile(r'[^\x20-\x7e]|["\\]')
+
+
 def dicomweb_root(request: HttpRequest) -> str:
     """The absolute URL of the DICOMweb root, e.g. ``http://host/dicom-web``."""
     return request.build_absolute_uri(_root_path(get_script_prefix())).rstrip("/")

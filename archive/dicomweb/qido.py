@@ -26,7 +26,7 @@ from pydicom.datadict import dictionary_VR
 from archive.access import policy
 from archive.dicom.part10 import BASE_MARK, SERIES_TAGS, STUDY_TAGS
 from archive.dicomweb.auth import dicomweb_view
-from archive.dicomweb.http import dicomweb_root, error
+from archive.dicomweb.http import dicomweb_root, error, warning
 from archive.dicomweb.negotiation import accept_header, json_media_type
 from archive.models import Availability, Instance, Series, Study
 from archive.query.matching import BadQuery, Level, Query, parse_query, search_queryset
@@ -279,10 +279,6 @@ def results(query: Query, rows: list[dict[str, Any]], root: str, path_study: boo
     return out
 
 
-def _warning(request: HttpRequest, text: str) -> str:
-    return f'299 {dicomweb_root(request)}: "{text}"'
-
-
 def search(request: HttpRequest, level: Level, study: str | None = None, series: str | None = None) -> HttpResponse:
     """The shared body of the three search resources."""
     if request.method not in ("GET", "HEAD"):
@@ -315,10 +311,10 @@ def search(request: HttpRequest, level: Level, study: str | None = None, series:
     warnings = []
     if query.ignored:
         names = ", ".join(sorted(set(query.ignored))[:10])
-        warnings.append(_warning(request, f"The following query keys are not supported and were ignored: {names}"))
+        warnings.append(warning(request, f"The following query keys are not supported and were ignored: {names}"))
     if truncated and query.server_limited:
         warnings.append(
-            _warning(request, f"The number of results exceeded the maximum of {query.limit}; use limit and offset")
+            warning(request, f"The number of results exceeded the maximum of {query.limit}; use limit and offset")
         )
     if warnings:
         response["Warning"] = ", ".join(warnings)
