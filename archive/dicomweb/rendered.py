@@ -232,15 +232,17 @@ def _image_response(
     request: HttpRequest, key: str, media_type: str, cache_control: str, produce: Callable[[], bytes]
 ) -> HttpResponse:
     etag = f'"{key}"'
-    response = not_modified(request, etag, cache_control)
-    if response is None:
-        try:
-            response = HttpResponse(produce(), content_type=media_type)
-        except PixelError as exc:
-            return error(406, f"The instance cannot be rendered: {exc}")
-        except OSError:
-            log.exception("stored object unreadable while rendering")
-            return error(503, "The stored object is not readable at the moment")
+    unchanged = not_modified(request, etag, cache_control)
+    if unchanged is not None:
+        unchanged["Vary"] = "Accept"
+        return unchanged
+    try:
+        response = HttpResponse(produce(), content_type=media_type)
+    except PixelError as exc:
+        return error(406, f"The instance cannot be rendered: {exc}")
+    except OSError:
+        log.exception("stored object unreadable while rendering")
+        return error(503, "The stored object is not readable at the moment")
     response["ETag"] = etag
     response["Cache-Control"] = cache_control
     response["Vary"] = "Accept"
