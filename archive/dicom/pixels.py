@@ -293,6 +293,52 @@ def needs_lut_source(meta: dict[str, Any], photometric: str) -> bool:
     return photometric == "PALETTE COLOR" or "00283000" in meta or "00283010" in meta
 
 
+#: What :func:`present` can show, by photometric interpretation as stored: the samples per pixel each needs.
+#: YBR_FULL, YBR_FULL_422 and the JPEG 2000 YBR_ICT / YBR_RCT reach it as RGB (:func:`_after_decoding`).
+PRESENTABLE = {
+    "MONOCHROME1": 1,
+    "MONOCHROME2": 1,
+    "PALETTE COLOR": 1,
+    "RGB": 3,
+    "YBR_FULL": 3,
+    "YBR_FULL_422": 3,
+    "YBR_ICT": 3,
+    "YBR_RCT": 3,
+}
+#: (0028,0100) Bits Allocated values the decoders (native views, pydicom) give an array for.
+DECODABLE_BITS = {1, 8, 16, 32, 64}
+
+
+def render_refusal(meta: dict[str, Any], transfer_syntax: str) -> str | None:
+    """Why an instance can never be rendered, from its stored DICOM JSON and transfer syntax; None if it may be.
+
+    A cheap check (no file read, no decoding) of what is a permanent property of
+    the instance: pixel data and valid Image Pixel attributes, a decoder
+    installed for the transfer syntax, a photometric interpretation
+    :func:`present` supports with the matching (0028,0002) Samples per Pixel, and
+    bit depths the decoders read. It foresees what it can: an instance it lets
+    through may still fail to decode (corrupt bytes, an unreadable file).
+    """
+    try:
+        px = ImagePixel.from_metadata(meta)
+    except PixelError as exc:
+        return str(exc)
+    samples = PRESENTABLE.get(px.photometric)
+    if samples is None:
+        return f"photometric interpretation {px.photometric or '(none)'} cannot be rendered"
+    if px.samples_per_pixel != samples:
+        return f"{px.photometric} needs {samples} sample(s) per pixel, the instance has {px.samples_per_pixel}"
+    if px.bits_allocated not in DECODABLE_BITS or not 1 <= px.bits_stored <= px.bits_allocated:
+        return f"bits allocated {px.bits_allocated}, bits stored {px.bits_stored} cannot be decoded"
+    try:
+        available = get_decoder(UID(transfer_syntax)).is_available
+    except NotImplementedError:
+        available = False
+    if not available:
+        return f"no decoder is installed for transfer syntax {transfer_syntax}"
+    return None
+
+
 # --- presentation --------------------------------------------------------------
 
 

@@ -145,7 +145,7 @@ def dicomweb_view(view: View | None = None, /, *, methods: tuple[str, ...] | Non
     return _wrap(view, methods)
 
 
-def _uid_positions(view: View) -> dict[str, int]:
+def uid_positions(view: Callable[..., object]) -> dict[str, int]:
     """Where each UID argument of ``view`` stands among its positional arguments (after the request)."""
     names = list(inspect.signature(view).parameters)[1:]
     return {name: names.index(name) for name in UID_ARGUMENTS if name in names}
@@ -161,7 +161,7 @@ def bad_uid(positions: dict[str, int], args: tuple[Any, ...], kwargs: dict[str, 
 
 
 def _wrap(view: View, methods: tuple[str, ...] | None) -> View:
-    positions = _uid_positions(view)
+    positions = uid_positions(view)
     allow = ", ".join(methods) if methods else ""
 
     @csrf_exempt

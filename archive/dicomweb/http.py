@@ -92,17 +92,24 @@ def not_modified(request: HttpRequest, etag: str, cache_control: str) -> HttpRes
     The one conditional-GET rule of the archive, for the DICOMweb views, their
     fast path and the viewer alike: Django's
     :func:`~django.utils.cache.get_conditional_response`, which follows RFC 9110
-    §13.2.2 (If-None-Match lists, weak comparison, ``*``, If-Match). A request
+    §13.2.2 (If-None-Match lists, weak comparison, ``*``, If-Match). ``etag``
+    is the final ETag of the resource. A 304 carries it and ``cache_control``
+    (RFC 9110 §15.4.5: what a 200 would have sent); a 412 carries neither, so
+    no cache keeps a refusal as if it were the immutable resource. A request
     without a precondition costs one dictionary look-up per header.
     """
-    meta = request.META
-    if not any(name in meta for name in PRECONDITIONS):
+    if not has_precondition(request):
         return None
     response = get_conditional_response(request, etag=etag)
-    if response is not None:
+    if response is not None and response.status_code == 304:
         response["ETag"] = etag
         response["Cache-Control"] = cache_control
     return response
+
+
+def has_precondition(request: HttpRequest) -> bool:
+    """Whether the request has a header :func:`not_modified` answers to."""
+    return any(name in request.META for name in PRECONDITIONS)
 
 
 #: The request headers that can make :func:`not_modified` answer (without a Last-Modified, these two only).

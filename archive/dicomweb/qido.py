@@ -25,14 +25,13 @@ from pydicom.datadict import dictionary_VR
 
 from archive.access import policy
 from archive.dicom.part10 import BASE_MARK, SERIES_TAGS, STUDY_TAGS
-from archive.dicomweb.auth import dicomweb_view
+from archive.dicomweb.auth import READ_METHODS, dicomweb_view
 from archive.dicomweb.http import add_warnings, dicomweb_root, error
 from archive.dicomweb.negotiation import accept_header, json_media_type
 from archive.models import Availability, Instance, Series, Study
 from archive.query.matching import BadQuery, Level, Query, parse_query, search_queryset
 from audit.trail import record
 
-ALLOW = "GET, HEAD"
 ESCAPED_MARK = json.dumps(BASE_MARK)[1:-1]
 AVAILABILITY_RANK: dict[str, int] = {"ONLINE": 0, "NEARLINE": 1, "OFFLINE": 2}
 
@@ -281,8 +280,6 @@ def results(query: Query, rows: list[dict[str, Any]], root: str, path_study: boo
 
 def search(request: HttpRequest, level: Level, study: str | None = None, series: str | None = None) -> HttpResponse:
     """The shared body of the three search resources."""
-    if request.method not in ("GET", "HEAD"):
-        return error(405, "Method not allowed on a search resource", allow=ALLOW)
     media_type = json_media_type(accept_header(request))
     if media_type is None:
         return error(406, "Search results are available as application/dicom+json only")
@@ -319,11 +316,9 @@ def search(request: HttpRequest, level: Level, study: str | None = None, series:
     return response
 
 
-@dicomweb_view
+@dicomweb_view(methods=READ_METHODS)
 def root(request: HttpRequest) -> HttpResponse:
     """GET /dicom-web/: a small signed-in answer naming the service's resources."""
-    if request.method not in ("GET", "HEAD"):
-        return error(405, "Method not allowed on the DICOMweb root", allow=ALLOW)
     base = dicomweb_root(request)
     return JsonResponse(
         {
@@ -336,19 +331,19 @@ def root(request: HttpRequest) -> HttpResponse:
     )
 
 
-@dicomweb_view
+@dicomweb_view(methods=READ_METHODS)
 def search_studies(request: HttpRequest) -> HttpResponse:
     """SearchForStudies: GET /studies."""
     return search(request, Level.STUDY)
 
 
-@dicomweb_view
+@dicomweb_view(methods=READ_METHODS)
 def search_series(request: HttpRequest, study: str | None = None) -> HttpResponse:
     """SearchForSeries: GET /series and /studies/{study}/series."""
     return search(request, Level.SERIES, study)
 
 
-@dicomweb_view
+@dicomweb_view(methods=READ_METHODS)
 def search_instances(request: HttpRequest, study: str | None = None, series: str | None = None) -> HttpResponse:
     """SearchForInstances: GET /instances, /studies/{study}/instances, /studies/{study}/series/{series}/instances."""
     return search(request, Level.INSTANCE, study, series)

@@ -4,7 +4,9 @@ Rendered instances and frames come back as ``image/jpeg`` (the default for
 ``*/*``), ``image/png`` or ``image/gif``; several frames as ``image/gif`` are an
 animation. A rendered study or series is a ``multipart/related`` payload with
 one rendered image per image instance (its first frame), in series and
-instance order, each part with its Content-Location; several frames in another
+instance order, each part with its Content-Location; images that can never be
+rendered (:func:`refusal`) are left out before the status line, which is then
+206 with a ``Warning`` (406 when none is left). Several frames in another
 media type are a multipart of one part per frame. Thumbnails are one small
 image (fits 128×128 unless a viewport says otherwise): of a study, the middle
 image of its first image series; of a series, its middle image; of an
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import math
 import os
@@ -44,7 +47,15 @@ from archive.access import visible_studies
 from archive.dicom import pixels
 from archive.dicom.pixels import PixelError, RenderOptions, Viewport, VoiFunction, Window
 from archive.dicomweb.auth import READ_METHODS, dicomweb_view
-from archive.dicomweb.http import IMMUTABLE, audit_at_intervals, dicomweb_root, error, not_modified, parse_frame_list
+from archive.dicomweb.http import (
+    IMMUTABLE,
+    add_warnings,
+    audit_at_intervals,
+    dicomweb_root,
+    error,
+    not_modified,
+    parse_frame_list,
+)
 from archive.dicomweb.multipart import encode_part, stream_parts
 from archive.dicomweb.negotiation import MediaRange, choose
 from archive.models import Instance, Series
@@ -221,15 +232,17 @@ def _image_response(
     request: HttpRequest, key: str, media_type: str, cache_control: str, produce: Callable[[], bytes]
 ) -> HttpResponse:
     etag = f'"{key}"'
-    response = not_modified(request, etag, cache_control)
-    if response is None:
-        try:
-            response = HttpResponse(produce(), content_type=media_type)
-        except PixelError as exc:
-            return error(406, f"The instance cannot be rendered: {exc}")
-        except OSError:
-            log.exception("stored object unreadable while rendering")
-            return error(503, "The stored object is not readable at the moment")
+    unchanged = not_modified(request, etag, cache_control)
+    if unchanged is not None:
+        unchanged["Vary"] = "Accept"
+        return unchanged
+    try:
+        response = HttpResponse(produce(), content_type=media_type)
+    except PixelError as exc:
+        return error(406, f"The instance cannot be rendered: {exc}")
+    except OSError:
+        log.exception("stored object unreadable while rendering")
+        return error(503, "The stored object is not readable at the moment")
     response["ETag"] = etag
     response["Cache-Control"] = cache_control
     response["Vary"] = "Accept"
@@ -291,6 +304,19 @@ def _frames_in_range(inst: Instance, indices: list[int]) -> None:
             raise NoSuchFrame(f"Frame {index + 1} does not exist: the instance has {count} frame(s)")
 
 
+def refusal(metadata: str, transfer_syntax: str) -> str | None:
+    """Why an instance stored with this DICOM JSON can never be rendered (:func:`pixels.render_refusal`)."""
+    try:
+        meta = json.loads(metadata)
+    except ValueError:
+        return "the stored metadata is not readable"
+    return (
+        pixels.render_refusal(meta, transfer_syntax)
+        if isinstance(meta, dict)
+        else "the stored metadata is not an object"
+    )
+
+
 def _instance_url(request: HttpRequest, inst: Instance) -> str:
     return (
         f"{dicomweb_root(request)}/studies/{inst.series.study.study_instance_uid}"
@@ -306,10 +332,13 @@ class RenderedPart(NamedTuple):
     produce: Callable[[], bytes]
 
 
-def _multipart(media_type: str, parts: Iterator[RenderedPart]) -> StreamingHttpResponse:
+def _multipart(media_type: str, parts: Iterator[RenderedPart], status: int = 200) -> StreamingHttpResponse:
     """Stream rendered images as multipart/related parts, each with its Content-Location.
 
-    An image that cannot be rendered ends the body there, without the closing
+    What is known before the status line is said in it: the callers leave out
+    the images :func:`refusal` foresees can never be rendered, and say so. An
+    image that fails while the body streams (an unreadable object, a decoding
+    failure the check did not foresee) ends the body there, without the closing
     delimiter (:func:`~archive.dicomweb.multipart.stream_parts`, as for WADO
     retrieve): the status has gone out, and a client must see the failure,
     not a study with an image silently missing.
@@ -325,6 +354,7 @@ def _multipart(media_type: str, parts: Iterator[RenderedPart]) -> StreamingHttpR
     response = StreamingHttpResponse(
         stream_parts(boundary, each, (PixelError, OSError)),
         content_type=f'multipart/related; type="{media_type}"; boundary={boundary}',
+        status=status,
     )
     response["Cache-Control"] = REVALIDATE
     response["Vary"] = "Accept"
@@ -345,6 +375,8 @@ def _render_instance(
     if indices is None:  # the whole instance: frame 1, or every frame as a GIF animation
         indices = list(range(inst.number_of_frames or 1)) if media_type == "image/gif" else [0]
     _frames_in_range(inst, indices)
+    if (reason := refusal(inst.metadata, inst.transfer_syntax_uid)) is not None:
+        return error(406, f"The instance cannot be rendered: {reason}")
     options = replace(options, media_type=media_type)
     _audit(request, "view_rendered", inst)
     if len(indices) > 1 and media_type != "image/gif":
@@ -449,19 +481,40 @@ def _render_many(request: HttpRequest, filters: dict[str, str]) -> HttpResponseB
     qs = _images(visible_studies(request.user)).filter(series__study__study_instance_uid=filters["study"])
     if "series" in filters:
         qs = qs.filter(series__series_instance_uid=filters["series"])
-    first = qs.order_by("series__series_number", "series__pk", "instance_number", "pk").first()
-    if first is None:
-        return error(404, "No such study or series with images, or it is not visible to you")
-    _audit(request, "view_rendered", first)
     ordered = qs.order_by("series__series_number", "series__pk", "instance_number", "pk")
-
+    # Before the status line: which images can never be rendered (a permanent property of each), read
+    # from the stored metadata alone. Only their ids are kept, so a study of any size takes bounded memory.
+    left_out: dict[int, str] = {}
+    first: int | None = None
+    for pk, syntax, metadata in ordered.values_list("pk", "transfer_syntax_uid", "metadata").iterator(chunk_size=50):
+        if (reason := refusal(metadata, syntax)) is not None:
+            left_out[pk] = reason
+        elif first is None:
+            first = pk
+    if first is None:
+        if left_out:  # PS3.18 Table 10.4.3-1: not one representation of the target can be given
+            return error(406, f"None of the images can be rendered: {next(iter(left_out.values()))}")
+        return error(404, "No such study or series with images, or it is not visible to you")
+    _audit(request, "view_rendered", ordered.get(pk=first))
     parts = (
         RenderedPart(
             f"{_instance_url(request, inst)}/rendered", inst.storage_key, partial(pixels.render, inst, [0], options)
         )
         for inst in ordered.iterator(chunk_size=50)
+        if inst.pk not in left_out
     )
-    return _multipart(media_type, parts)
+    if not left_out:
+        return _multipart(media_type, parts)
+    log.info(
+        "rendered %s: %d image(s) left out, e.g. %s",
+        "series" if "series" in filters else "study",
+        len(left_out),
+        next(iter(left_out.values())),
+    )
+    # 206: some, but not all, of the target's representations (PS3.18 Table 10.4.3-1), and why in Warning.
+    response = _multipart(media_type, parts, status=206)
+    add_warnings(response, request, [f"{len(left_out)} instance(s) could not be rendered and were left out"])
+    return response
 
 
 @_guard

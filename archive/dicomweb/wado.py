@@ -33,6 +33,7 @@ from archive.dicomweb.http import (
     chunks,
     dicomweb_root,
     error,
+    has_precondition,
     head_of,
     not_found,
     not_modified,
@@ -210,8 +211,8 @@ def _metadata(
         return error(406, "Metadata is available as application/dicom+json only")
     root = dicomweb_root(request)
     cache_control = IMMUTABLE if instance else f"private, max-age={METADATA_MAX_AGE}"
-    if request.META.get("HTTP_IF_NONE_MATCH"):
-        # Revalidation reads the content hashes only, not the metadata.
+    if has_precondition(request):
+        # A precondition (If-None-Match or If-Match) reads the content hashes only, not the metadata.
         shas = [row.sha256 for row in named_rows(request, study, series, instance, ContentRow)]
         if not shas:
             return not_found(level)

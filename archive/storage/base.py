@@ -1,25 +1,22 @@
-"""Object storage for Part 10 files: named tiers over pluggable backends.
+"""The base of every storage backend, and what backends share: staged objects, ranged reads, the durability pool.
 
-A backend stores opaque objects under keys the archive builds from validated
-UIDs only (:func:`object_key`). :class:`FileSystemStorage` writes atomically:
-the bytes go to a temporary file in the same file system, are fsynced, and are
-then hard-linked into place, so a reader or a crash never sees half an object
-and an existing object is never overwritten. Keys carry a prefix of the
-object's SHA-256, so two different objects that claim the same SOP Instance
-UID can never replace each other's bytes. A key must have exactly the shape
-:func:`object_key` gives it (:func:`check_key`), which is what keeps a key
-inside the storage root: no path resolution is needed on reads.
+:class:`Storage` is the one base class with one method per operation (put,
+sync, open, delete, keys, exists, ranged reads); a backend overrides them and
+never weakens the contract: :meth:`Storage.put` places only an object whose
+bytes are durable, and the wait returned by
+:meth:`Storage.begin_sync` (which ingest calls before its commit) returns only
+once every new object is durable. :class:`StagedObject` is a complete object
+in a local temporary file, with its SHA-256 and size, as
+:class:`~archive.storage.staging.StagingWriter` leaves it. Digests and fsyncs
+run on a small thread pool (:func:`background`), so a staged file is hashed
+and fsynced while the caller parses it.
 
-Digests and fsyncs run on a small thread pool (:func:`background`): a staged
-file is hashed and fsynced while the caller parses it, and the directories
-of a batch are fsynced together while its index rows are written; but
-:meth:`Storage.put` never links an object whose bytes are not yet durable,
-and the wait of :meth:`Storage.begin_sync` (which ingest calls before its
-commit) returns only once every new directory entry is. :class:`S3Storage` (in
-:mod:`archive.storage.s3`) keeps a tier in an S3-compatible bucket; whatever the
-backend, uploads are staged on the local file system first. Tiers are
-configured by ``settings.PACS_TIERS``; a tier not named there is a folder
-under ``PACS_STORAGE_DIR``.
+The rest lives beside this module: object keys built from validated UIDs and
+checked on every use in :mod:`archive.storage.keys`, the local-file backend
+in :mod:`archive.storage.filesystem`, the S3-compatible one in
+:mod:`archive.storage.s3`, staging in :mod:`archive.storage.staging`, and the
+choice of a tier's backend (``settings.PACS_TIERS``) in
+:mod:`archive.storage.registry`.
 """
 
 from __future__ import annotations
@@ -66,7 +63,7 @@ def fsync_then_close(fd: int) -> None:
 class StagedObject:
     """A complete object written to a temporary file, with its digest and size.
 
-    Right after :meth:`StagingWriter.finish` the SHA-256 of a small object
+    Right after :meth:`~archive.storage.staging.StagingWriter.finish` the SHA-256 of a small object
     and the file's fsync may still be under way on the durability pool:
     :attr:`sha256` waits for the digest, :meth:`wait_durable` for the fsync.
     """
@@ -118,7 +115,7 @@ class Storage:
     """Base class of storage backends; one method per operation.
 
     Every backend stages incoming bytes in ``staging_dir``, a local directory
-    (see :class:`StagingWriter`), before :meth:`put` places them.
+    (see :class:`~archive.storage.staging.StagingWriter`), before :meth:`put` places them.
     """
 
     staging_dir: Path

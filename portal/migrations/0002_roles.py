@@ -1,4 +1,4 @@
-"""Create the role groups with their permissions (see portal/roles.py)."""
+"""Create the role groups with their permissions (see portal/accounts/roles.py)."""
 
 from django.contrib.auth.management import create_permissions
 from django.db import migrations

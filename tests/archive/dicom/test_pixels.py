@@ -9,6 +9,7 @@ LUT, windowing / VOI LUT and colour functions and scaled to 8 bits.
 from __future__ import annotations
 
 import io
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from archive.dicom.pixels import RenderOptions, Viewport, VoiFunction, Window, fit, render
+from archive.dicom.pixels import RenderOptions, Viewport, VoiFunction, Window, fit, render, render_refusal
 from archive.models import Instance
 from tests.conftest import stow
 
@@ -207,6 +208,11 @@ def assert_close(got: np.ndarray, want: np.ndarray) -> None:
     assert diff.mean() <= 0.5, f"mean difference {diff.mean()}"
 
 
+def assert_not_refused(inst: Instance) -> None:
+    """The cheap check before a rendered series lets through every image the renderer renders."""
+    assert render_refusal(json.loads(inst.metadata), inst.transfer_syntax_uid) is None
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 def test_it_renders_like_pydicom(
@@ -216,6 +222,7 @@ def test_it_renders_like_pydicom(
     path = with_identity(data_file(name), tmp_path)
     assert pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID == syntax
     url = stored_url(admin_client_token, path)
+    assert_not_refused(Instance.objects.get())
     assert_close(rendered_png(admin_client_token, url, frame, window), reference(path, frame, window))
 
 
@@ -228,6 +235,7 @@ def test_it_renders_re_encoded_files_like_pydicom(
     path = derive(name, syntax, tmp_path)
     url = stored_url(admin_client_token, path)
     assert Instance.objects.get().transfer_syntax_uid == syntax
+    assert_not_refused(Instance.objects.get())
     assert_close(rendered_png(admin_client_token, url, frame, window), reference(path, frame, window))
 
 
@@ -307,3 +315,45 @@ def test_the_window_functions_follow_ps3_3() -> None:
     assert exact[2] == 0.5 and exact[3] == 1.0
     sigmoid = _voi(m, Window(40, 400, VoiFunction.SIGMOID))
     assert sigmoid[2] == 0.5 and 0 < sigmoid[0] < 0.001 and sigmoid[-1] > 0.999
+
+
+def image_pixel(photometric: str = "MONOCHROME2", samples: int = 1, allocated: int = 16, stored: int = 12) -> dict:
+    """The stored DICOM JSON of a 4×4 image's Image Pixel module."""
+    return {
+        "00280002": {"vr": "US", "Value": [samples]},
+        "00280004": {"vr": "CS", "Value": [photometric]},
+        "00280010": {"vr": "US", "Value": [4]},
+        "00280011": {"vr": "US", "Value": [4]},
+        "00280100": {"vr": "US", "Value": [allocated]},
+        "00280101": {"vr": "US", "Value": [stored]},
+        "00280103": {"vr": "US", "Value": [0]},
+        "7FE00010": {"vr": "OW", "BulkDataURI": "x"},
+    }
+
+
+@pytest.mark.parametrize(
+    "meta, syntax, reason",
+    [
+        (image_pixel("HSV", samples=3), "1.2.840.10008.1.2.1", "photometric interpretation HSV"),
+        (image_pixel("YBR_PARTIAL_420", samples=3), "1.2.840.10008.1.2.1", "YBR_PARTIAL_420"),
+        (image_pixel("RGB", samples=1), "1.2.840.10008.1.2.1", "needs 3 sample(s)"),
+        (image_pixel("MONOCHROME2", samples=3), "1.2.840.10008.1.2.1", "needs 1 sample(s)"),
+        (image_pixel(allocated=12, stored=12), "1.2.840.10008.1.2.1", "bits allocated 12"),
+        (image_pixel(allocated=8, stored=12), "1.2.840.10008.1.2.1", "bits stored 12"),
+        (
+            image_pixel(),
+            "1.2.840.10008.1.2.4.100",
+            "no decoder is installed for transfer syntax 1.2.840.10008.1.2.4.100",
+        ),
+        (image_pixel(), "1.2.3.4", "no decoder is installed"),
+        ({k: v for k, v in image_pixel().items() if k != "7FE00010"}, "1.2.840.10008.1.2.1", "no pixel data"),
+    ],
+)
+def test_the_cheap_check_says_why_an_image_can_never_be_rendered(meta: dict, syntax: str, reason: str) -> None:
+    refusal = render_refusal(meta, syntax)
+    assert refusal is not None and reason in refusal
+
+
+@pytest.mark.parametrize("photometric, samples", [("MONOCHROME1", 1), ("PALETTE COLOR", 1), ("YBR_FULL_422", 3)])
+def test_the_cheap_check_lets_presentable_images_through(photometric: str, samples: int) -> None:
+    assert render_refusal(image_pixel(photometric, samples=samples), "1.2.840.10008.1.2.4.50") is None

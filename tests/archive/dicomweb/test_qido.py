@@ -574,3 +574,18 @@ def test_any_other_query_retrieve_level_is_refused(value: str) -> None:
 
 def test_levels_run_from_the_patient_down_so_a_key_matches_at_its_level_and_below() -> None:
     assert list(Level) == sorted(Level) == [Level.PATIENT, Level.STUDY, Level.SERIES, Level.INSTANCE]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("method", ["put", "patch", "delete"])
+def test_studies_refuses_other_methods_naming_search_and_store_in_allow(upload_client: Client, method: str) -> None:
+    response = getattr(upload_client, method)("/dicom-web/studies")
+    assert response.status_code == 405
+    assert response["Allow"] == "GET, HEAD, POST"
+
+
+@pytest.mark.django_db
+def test_a_wrong_method_on_a_search_is_a_405_even_with_a_malformed_uid(upload_client: Client) -> None:
+    response = upload_client.put("/dicom-web/studies/not-a-uid/series")
+    assert response.status_code == 405
+    assert response["Allow"] == "GET, HEAD"

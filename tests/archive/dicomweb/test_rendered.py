@@ -52,9 +52,12 @@ def image(response: Any) -> Image.Image:
 
 def parts(response: Any) -> list[tuple[dict[str, str], bytes]]:
     """The parts of a multipart/related response body."""
-    ctype = response["Content-Type"]
+    return split_parts(response["Content-Type"], b"".join(response.streaming_content))
+
+
+def split_parts(ctype: str, body: bytes) -> list[tuple[dict[str, str], bytes]]:
+    """The parts of a multipart/related ``body`` of Content-Type ``ctype``."""
     boundary = ctype.split("boundary=")[1].split(";")[0].strip('"')
-    body = b"".join(response.streaming_content)
     out = []
     for chunk in body.split(b"--" + boundary.encode())[1:]:
         if chunk.startswith(b"--"):
@@ -457,3 +460,60 @@ def test_a_rendered_series_with_an_unreadable_instance_ends_without_its_closing_
     assert body.count(f"--{boundary}".encode()) == 1
     assert f"{base(ct[0])}/rendered".encode() in body
     assert f"{base(ct[2])}/rendered".encode() not in body
+
+
+def with_photometric(part10: bytes, photometric: str) -> bytes:
+    """``part10`` relabelled with another (0028,0004) Photometric Interpretation."""
+    ds = pydicom.dcmread(io.BytesIO(part10))
+    ds.PhotometricInterpretation = photometric
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+@pytest.mark.django_db
+def test_a_series_with_one_unrenderable_image_comes_whole_without_it_and_says_so(
+    upload_client: Client, admin_client_token: Client
+) -> None:
+    spec = StudySpec()
+    series = make_series(spec, "CT", count=3)
+    series[0] = with_photometric(series[0], "HSV")  # a permanent property: no decoder will ever present it
+    assert stow(upload_client, series).status_code == 200
+    images = list(Instance.objects.select_related("series__study").order_by("instance_number"))
+    response = admin_client_token.get(f"{series_url(images[0])}/rendered", HTTP_ACCEPT="image/jpeg")
+    assert response.status_code == 206  # PS3.18 Table 10.4.3-1: some, but not all, of the target resources
+    assert response["Warning"].startswith("299 ")
+    assert '"1 instance(s) could not be rendered' in response["Warning"]
+    boundary = response["Content-Type"].split("boundary=")[1].split(";")[0].strip('"')
+    body = b"".join(response.streaming_content)
+    assert body.endswith(f"--{boundary}--\r\n".encode())
+    got = split_parts(response["Content-Type"], body)
+    assert [headers["Content-Location"] for headers, _ in got] == [
+        f"http://testserver{base(i)}/rendered" for i in images[1:]
+    ]
+
+
+@pytest.mark.django_db
+def test_a_series_of_only_unrenderable_images_is_not_acceptable(
+    upload_client: Client, admin_client_token: Client
+) -> None:
+    series = [with_photometric(part10, "HSV") for part10 in make_series(StudySpec(), "CT", count=2)]
+    assert stow(upload_client, series).status_code == 200
+    inst = Instance.objects.select_related("series__study").first()
+    assert inst is not None
+    for url in (series_url(inst), study_url(inst)):
+        response = admin_client_token.get(f"{url}/rendered", HTTP_ACCEPT="image/jpeg")
+        assert response.status_code == 406
+        assert "photometric interpretation HSV" in response.json()["detail"]
+
+
+@pytest.mark.django_db
+def test_several_frames_of_an_unrenderable_clip_are_refused_before_the_status_line(
+    upload_client: Client, admin_client_token: Client
+) -> None:
+    clip = with_photometric(make_instance(StudySpec(), "US", size=64, frames=4), "HSV")
+    assert stow(upload_client, [clip]).status_code == 200
+    inst = Instance.objects.select_related("series__study").get()
+    response = admin_client_token.get(f"{base(inst)}/frames/1,2/rendered", HTTP_ACCEPT="image/jpeg")
+    assert response.status_code == 406
+    assert "HSV" in response.json()["detail"]
