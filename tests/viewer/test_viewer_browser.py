@@ -151,6 +151,18 @@ def test_a_ct_window_preset_is_applied_in_the_browser(page: Any, live_server: An
     assert "W: 1500 L: -600" in page.locator(".vw-viewport[data-viewport='0'] .vw-ov-br").inner_text()
     assert digest(page) != before
     assert page.evaluate("window.__viewer.client.requests") == requests_before  # no round trip
+    labels = page.eval_on_selector_all("#vw-preset option", "options => options.map((o) => o.textContent)")
+    assert labels == [
+        "Preset…",
+        "1 Soft tissue",
+        "2 Lung",
+        "3 Bone",
+        "4 Brain",
+        "5 Abdomen",
+        "6 Mediastinum",
+        "7 Default",
+        "Full range",
+    ]  # the menu is built from presets.js, the one list the number keys use
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,8 @@
  * the window preset menu, the layout menu and the cine frame rate.
  */
 
-import { byId } from '../dom.js';
+import { byId, el } from '../dom.js';
+import { PRESETS } from '../presets.js';
 
 /** @typedef {import('../viewport/viewport.js').Viewport} Viewport */
 
@@ -55,6 +56,7 @@ export class ToolbarService {
       if (b instanceof HTMLElement) b.addEventListener('click', () => this.action(b.dataset.action || ''));
     }
     const preset = byId('vw-preset', HTMLSelectElement);
+    fillPresetMenu(preset);
     preset.addEventListener('change', () => { if (preset.value) app.active.applyPreset(preset.value); preset.value = ''; });
     const layout = byId('vw-layout', HTMLSelectElement);
     layout.addEventListener('change', () => app.layout.set(layout.value));
@@ -65,3 +67,18 @@ export class ToolbarService {
     this.setTool('wl');
   }
 }
+
+/**
+ * The named windows of presets.js as menu entries, numbered by the key that
+ * applies each, before the page's own "Default" and "Full range" entries.
+ * @param {HTMLSelectElement} menu
+ */
+export function fillPresetMenu(menu) {
+  const before = menu.querySelector('option[value="default"]');
+  Object.keys(PRESETS).forEach((name, i) => {
+    const option = el('option', '', null, `${i + 1} ${name[0].toUpperCase()}${name.slice(1)}`);
+    option.value = name;
+    menu.insertBefore(option, before);
+  });
+}
+
