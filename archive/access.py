@@ -133,5 +133,10 @@ def visibility(user: Any) -> Visibility | None:
     return chosen.visibility(user)
 
 
+def site_studies(site: Site) -> QuerySet[Study]:
+    """The studies of ``site``: what a DICOM device of that site may see (a device is no user of the policy)."""
+    return Visibility(site_ids=frozenset({site.pk})).studies()
+
+
 def can_see_study(user: Any, study_instance_uid: str) -> bool:
     return visible_studies(user).filter(study_instance_uid=study_instance_uid).exists()

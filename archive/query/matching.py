@@ -1,4 +1,4 @@
-"""Query matching for QIDO-RS: query parameters into matchers, matchers into filters.
+"""Query matching for QIDO-RS and C-FIND: query keys into matchers, matchers into filters.
 
 Matching follows PS3.4 C.2.2.2 as profiled by PS3.18 §8.3.4: single value,
 ``*``/``?`` wildcards, DA/TM ranges, UID lists, case-insensitive person names
@@ -6,7 +6,10 @@ and ``fuzzymatching``. :func:`parse_query` validates the query string (a
 malformed value is a :class:`BadQuery` naming the parameter, answered with
 400; an unsupported key is noted in ``Query.ignored``), and
 :func:`search_queryset` turns the matchers into ``Q`` filters on indexed
-columns, starting from :func:`archive.access.visible_studies`. Wildcards
+columns, starting from :func:`archive.access.visible_studies`. C-FIND builds
+the same :class:`Query` from its identifier (:func:`parse_query_values`) and
+searches the studies its device may see (:func:`matching_queryset` on
+:func:`archive.access.site_studies`). Wildcards
 compile to the database's own GLOB / LIKE (:mod:`archive.query.lookups`), which take
 polynomial time, never to a backtracking regular expression.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import datetime
 import enum
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +31,7 @@ from pydicom.datadict import tag_for_keyword
 
 from archive.access import visible_studies
 from archive.dicom.uid import is_valid_uid
-from archive.models import Instance, PersonNameWord, Series
+from archive.models import Instance, Patient, PersonNameWord, Series, Study
 
 
 class Level(enum.IntEnum):
@@ -142,6 +146,7 @@ class Query:
     offset: int = 0
     server_limited: bool = False
     ignored: list[str] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)  # tag -> the name the request gave it (for messages)
 
 
 def _check_value(name: str, value: str, max_length: int = MAX_VALUE_LENGTH) -> str:
@@ -196,22 +201,45 @@ def parse_query(request: HttpRequest, level: Level) -> Query:
             if tag is None:
                 raise BadQuery(f"includefield: {item[:64]!r} is neither a DICOM keyword nor a tag")
             query.returned.add(tag)
+    values: dict[str, str] = {}
     for name in params:
         if name in SPECIAL_PARAMS:
             continue
+        given = params.getlist(name)
+        if len(given) > 1:
+            tag = tag_of(name)
+            key = MATCHING.get(tag) if tag else None
+            if key is not None and key.level <= level:
+                raise BadQuery(f"{name} given more than once")
+        values[name] = given[0]
+    add_matches(query, values)
+    return query
+
+
+def parse_query_values(values: Mapping[str, str], level: Level) -> Query:
+    """A query at ``level`` from matching keys (keywords or tags) and their values, as C-FIND's identifier gives them.
+
+    The same validation as :func:`parse_query` (a :class:`BadQuery` for a
+    malformed value); an unsupported key is noted in ``Query.ignored``.
+    """
+    query = Query(level)
+    add_matches(query, values)
+    return query
+
+
+def add_matches(query: Query, values: Mapping[str, str]) -> None:
+    """Add to ``query`` the matching keys of ``values`` (name -> value); note the unsupported ones."""
+    for name, raw in values.items():
         tag = tag_of(name)
         key = MATCHING.get(tag) if tag else None
-        if tag is None or key is None or key.level > level:
+        if tag is None or key is None or key.level > query.level:
             query.ignored.append(name if SAFE_NAME_RE.match(name) else "(unrecognised parameter)")
             continue
-        values = params.getlist(name)
-        if len(values) > 1:
-            raise BadQuery(f"{name} given more than once")
         limit = MAX_UIDS * 65 if key.kind == "ui" else MAX_VALUE_LENGTH
-        value = _check_value(name, values[0], limit)
+        value = _check_value(name, raw, limit)
         query.returned.add(tag)
+        query.names[tag] = name
         query.matches.append((tag, key, value))
-    return query
 
 
 # --------------------------------------------------------------------------- matching
@@ -395,16 +423,27 @@ def key_q(tag: str, key: Key, value: str, fuzzy: bool, name: str) -> Q:
 
 def search_queryset(request: HttpRequest, query: Query, study: str | None, series: str | None) -> QuerySet[Any]:
     """The ordered queryset of the target level, limited to what the user may see."""
+    return matching_queryset(visible_studies(request.user), query, study, series)
+
+
+def matching_queryset(
+    studies: QuerySet[Study], query: Query, study: str | None = None, series: str | None = None
+) -> QuerySet[Any]:
+    """The ordered queryset of the target level matching ``query`` among ``studies`` (what the caller may see).
+
+    At PATIENT level (C-FIND's Patient Root): the patients of the matching studies.
+    """
     filters = {level: Q() for level in Level}
     if study is not None:
         filters[Level.STUDY] &= Q(study_instance_uid=study)
     if series is not None:
         filters[Level.SERIES] &= Q(series_instance_uid=series)
-    names = {tag_of(n): n for n in request.GET}
     for tag, key, value in query.matches:
-        filters[key.level] &= key_q(tag, key, value, query.fuzzy, names.get(tag) or tag)
+        filters[key.level] &= key_q(tag, key, value, query.fuzzy, query.names.get(tag) or tag)
     # Patient keys' paths start from the study (patient__...): they narrow the studies.
-    studies = visible_studies(request.user).filter(filters[Level.PATIENT] & filters[Level.STUDY])
+    studies = studies.filter(filters[Level.PATIENT] & filters[Level.STUDY])
+    if query.level == Level.PATIENT:
+        return Patient.objects.filter(pk__in=studies.values("patient_id")).order_by("patient_id", "id")
     if query.level == Level.STUDY:
         return studies.order_by("-study_date", "-study_time", "-id")
     series_qs = Series.objects.filter(filters[Level.SERIES], study__in=studies.values("pk"))
