@@ -1,4 +1,4 @@
-"""The DICOM node's listener: serves associations (C-ECHO and C-STORE SCP) for registered devices.
+"""The DICOM node's listener: serves associations (C-ECHO, C-STORE and C-FIND SCP) for registered devices.
 
 Built on pynetdicom. An association is accepted from an enabled
 :class:`~archive.models.DicomDevice` whose AE title is the calling AE title
@@ -17,7 +17,9 @@ Each operation needs the device's capability: C-STORE needs ``may_store``,
 otherwise 0x0124 (Refused: Not authorized) and a ``store`` / ``failure``
 record. Each C-STORE is answered by :class:`archive.dimse.store.StoreSCP`,
 which keeps the data set bytes exactly as sent and takes them through the one
-ingest path.
+ingest path. C-FIND (Patient Root and Study Root) needs ``may_query`` and is
+answered by :class:`archive.dimse.find.FindSCP`, among the studies of the
+device's site.
 
 C-STORE statuses (PS3.4 B.2.3, PS3.7 C): stored or identical duplicate 0x0000;
 not a readable instance, or one with a value the index cannot hold, 0xC000;
@@ -36,6 +38,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from collections.abc import Iterator
 from typing import Any, cast
 
 from django.conf import settings
@@ -54,6 +57,7 @@ from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
+from archive.dimse.find import MODELS, FindSCP
 from archive.dimse.peers import identify, validate_ae_title
 from archive.dimse.statuses import SUCCESS
 from archive.dimse.store import Session, StoreSCP, site_sender
@@ -107,6 +111,9 @@ class DicomListener:
         for context in AllStoragePresentationContexts:
             self.ae.add_supported_context(cast(UID, context.abstract_syntax), TRANSFER_SYNTAXES)
         self.ae.add_supported_context(Verification, TRANSFER_SYNTAXES)
+        self.find_scp = FindSCP()
+        for model in MODELS:  # Patient Root and Study Root Query/Retrieve - FIND
+            self.ae.add_supported_context(model, TRANSFER_SYNTAXES)
         self.server: ThreadedAssociationServer | None = None
         self.thread: threading.Thread | None = None
 
@@ -120,6 +127,7 @@ class DicomListener:
             (evt.EVT_REQUESTED, self.on_requested),
             (evt.EVT_C_ECHO, self.on_c_echo),
             (evt.EVT_C_STORE, self.on_c_store),
+            (evt.EVT_C_FIND, self.on_c_find),
             (evt.EVT_RELEASED, self.on_ended),
             (evt.EVT_ABORTED, self.on_ended),
             (evt.EVT_CONN_CLOSE, self.on_ended),
@@ -209,6 +217,11 @@ class DicomListener:
         with self.lock:
             session = self.sessions.get(event.assoc)
         return self.store_scp.on_c_store(session, event)
+
+    def on_c_find(self, event: Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+        with self.lock:
+            session = self.sessions.get(event.assoc)
+        yield from self.find_scp.on_c_find(session, event)
 
     def on_ended(self, event: Event) -> None:
         """Log what the association stored (each C-STORE is already audited) and release its database connection."""
