@@ -5,7 +5,7 @@ QIDO-RS request does (:func:`~archive.query.matching.parse_query_values`), and
 is searched among the studies the calling device may see: those of its site
 (:func:`archive.access.site_studies`). Results are assembled from the index
 and the JSON precomputed at ingest, as QIDO-RS assembles them
-(:func:`archive.dicomweb.qido.results`); each match is a Pending response
+(:func:`archive.query.results.results`); each match is a Pending response
 carrying the keys the identifier asked for (empty when the archive has no
 value), plus (0008,0052) Query/Retrieve Level and (0008,0005) Specific
 Character Set ``ISO_IR 192``.
@@ -42,11 +42,11 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 
 from archive.access import site_studies
-from archive.dicomweb.qido import INSTANCE_FIELDS, SERIES_FIELDS, STUDY_FIELDS, results
 from archive.dimse.statuses import DOES_NOT_MATCH, NOT_AUTHORIZED, OUT_OF_RESOURCES, SUCCESS, status_dataset
 from archive.dimse.store import Session
 from archive.models import Instance, Series, Site, Study
 from archive.query.matching import BadQuery, Level, Query, matching_queryset, parse_query_values
+from archive.query.results import INSTANCE_FIELDS, SERIES_FIELDS, STUDY_FIELDS, results
 from audit.trail import record
 
 log = logging.getLogger(__name__)
