@@ -8,9 +8,13 @@ and the JSON precomputed at ingest, as QIDO-RS assembles them
 (:func:`archive.query.results.results`); each match is a Pending response
 carrying the keys the identifier asked for (empty when the archive has no
 value), plus (0008,0052) Query/Retrieve Level and (0008,0005) Specific
-Character Set ``ISO_IR 192``.
+Character Set ``ISO_IR 192``. (0008,0054) Retrieve AE Title is the node's own
+AE title and (0008,0056) Instance Availability the index's, as QIDO-RS
+computes it (the least available instance of a study or series).
 
-Statuses (PS3.4 C.4.1.1.4, PS3.7 C): each match 0xFF00; done 0x0000;
+Statuses (PS3.4 C.4.1.1.4, PS3.7 C): each match 0xFF00, or 0xFF01 when the
+identifier holds a key the SCP cannot support (:func:`unsupported_keys`: one
+it neither matches on nor can return at that level); done 0x0000;
 cancelled (C-CANCEL) 0xFE00; a device that may not query, or an unknown
 caller, 0x0124 (Refused: Not authorized, the general status the node also
 answers C-STORE with); an identifier without a valid Query/Retrieve Level for
@@ -45,13 +49,14 @@ from archive.access import site_studies
 from archive.dimse.statuses import DOES_NOT_MATCH, NOT_AUTHORIZED, OUT_OF_RESOURCES, SUCCESS, status_dataset
 from archive.dimse.store import Session
 from archive.models import Instance, Series, Site, Study
-from archive.query.matching import BadQuery, Level, Query, matching_queryset, parse_query_values
-from archive.query.results import INSTANCE_FIELDS, SERIES_FIELDS, STUDY_FIELDS, results
+from archive.query.matching import MATCHING, BadQuery, Level, Query, matching_queryset, parse_query_values
+from archive.query.results import INSTANCE_FIELDS, LEVEL_TAGS, SERIES_FIELDS, STUDY_FIELDS, element, results
 from audit.trail import record
 
 log = logging.getLogger(__name__)
 
 PENDING = 0xFF00  # Pending: matches are continuing
+PENDING_UNSUPPORTED = 0xFF01  # Pending: matches are continuing, one or more optional keys not supported
 CANCELLED = 0xFE00  # Cancel: matching terminated due to Cancel request
 UNABLE_TO_PROCESS = 0xC000  # Failed: Unable to process
 #: The information models served, and the levels each has (PS3.4 C.6.1, C.6.2).
@@ -70,7 +75,17 @@ UNIQUE_KEYS = {
 }
 QUERY_RETRIEVE_LEVEL = 0x00080052
 SPECIFIC_CHARACTER_SET = 0x00080005
+RETRIEVE_AE_TITLE = "00080054"
 PATIENT_TAGS = ("00100010", "00100020", "00100021", "00100030", "00100040")
+PATIENT_COUNTS = ("00201200", "00201202", "00201204")
+#: The keys a match can carry a value for at each level, besides the matching keys at or above it: the
+#: attributes the index keeps of the level and its parents (a series match carries its study's). At IMAGE
+#: level every key is returnable: an instance's stored attributes are all kept.
+RETURNABLE: dict[Level, frozenset[str]] = {
+    Level.PATIENT: frozenset({*PATIENT_TAGS, *PATIENT_COUNTS, RETRIEVE_AE_TITLE}),
+    Level.STUDY: frozenset({*LEVEL_TAGS[Level.STUDY], RETRIEVE_AE_TITLE}),
+    Level.SERIES: frozenset({*LEVEL_TAGS[Level.STUDY], *LEVEL_TAGS[Level.SERIES], RETRIEVE_AE_TITLE}),
+}
 FIELDS = {Level.STUDY: STUDY_FIELDS, Level.SERIES: SERIES_FIELDS, Level.INSTANCE: INSTANCE_FIELDS}
 BATCH = 200
 MODEL_OF: dict[Level, type[Study] | type[Series] | type[Instance]] = {
@@ -130,6 +145,27 @@ def parse_identifier(identifier: Dataset, model: str) -> Query:
     return query
 
 
+def unsupported_keys(identifier: Dataset, level: Level) -> list[str]:
+    """The keys of ``identifier`` the SCP can neither match on nor return at ``level`` (tags, ``GGGGEEEE``).
+
+    A matching key of :data:`archive.query.matching.MATCHING` at or above the
+    level is supported, and so is every key of :data:`RETURNABLE`; at IMAGE
+    level every key is. Query/Retrieve Level, Specific Character Set and group
+    lengths are not keys.
+    """
+    if level == Level.INSTANCE:
+        return []
+    out = []
+    for elem in identifier:
+        tag = f"{int(elem.tag):08X}"
+        if elem.tag in (QUERY_RETRIEVE_LEVEL, SPECIFIC_CHARACTER_SET) or elem.tag.element == 0:
+            continue
+        key = MATCHING.get(tag)
+        if (key is None or key.level > level) and tag not in RETURNABLE[level]:
+            out.append(tag)
+    return out
+
+
 def response(identifier: Dataset, attributes: dict[str, Any], level: Level) -> Dataset:
     """The Pending identifier of one match: each key asked, with the archive's value or empty."""
     known = {
@@ -160,6 +196,9 @@ def patient_attributes(studies: list[dict[str, Any]]) -> dict[str, Any]:
 class FindSCP:
     """Answers C-FIND requests in the Patient Root and Study Root models."""
 
+    def __init__(self, ae_title: str) -> None:
+        self.ae_title = ae_title  # the node's own: every match's (0008,0054) Retrieve AE Title
+
     def on_c_find(self, session: Session | None, event: Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
         """The C-FIND responses to one request on ``session``'s association (None: not accepted).
 
@@ -187,6 +226,9 @@ class FindSCP:
             query = parse_identifier(identifier, model)
             detail["level"] = query.level.query_retrieve_level
             detail["query"] = {str(e.keyword)[:64]: text_of(e)[:64] for e in list(identifier)[:16] if e.VR != "SQ"}
+            unsupported = unsupported_keys(identifier, query.level)
+            if unsupported:
+                detail["unsupported"] = unsupported[:16]
             pks = self.match(device.site, query)
             record(
                 "search", session.request(), actor=f"AE:{session.calling_ae}", detail={**detail, "results": len(pks)}
@@ -209,6 +251,8 @@ class FindSCP:
             self.audit(session, detail, "failure", status=f"0x{UNABLE_TO_PROCESS:04X}", reason=str(exc)[:200])
             yield status_dataset(UNABLE_TO_PROCESS, "the identifier cannot be decoded"), None
             return
+        pending = PENDING_UNSUPPORTED if unsupported else PENDING
+        retrieve_ae = {RETRIEVE_AE_TITLE: element("AE", [self.ae_title])}
         sent = 0
         for attributes in self.attributes(device.site, query, pks):
             if event.is_cancelled:
@@ -216,7 +260,7 @@ class FindSCP:
                 yield CANCELLED, None
                 return
             sent += 1
-            yield PENDING, response(identifier, attributes, query.level)
+            yield pending, response(identifier, attributes | retrieve_ae, query.level)
         yield SUCCESS, None
 
     def match(self, site: Site, query: Query) -> list[int]:

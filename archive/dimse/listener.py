@@ -111,7 +111,7 @@ class DicomListener:
         for context in AllStoragePresentationContexts:
             self.ae.add_supported_context(cast(UID, context.abstract_syntax), TRANSFER_SYNTAXES)
         self.ae.add_supported_context(Verification, TRANSFER_SYNTAXES)
-        self.find_scp = FindSCP()
+        self.find_scp = FindSCP(self.ae_title)
         for model in MODELS:  # Patient Root and Study Root Query/Retrieve - FIND
             self.ae.add_supported_context(model, TRANSFER_SYNTAXES)
         self.server: ThreadedAssociationServer | None = None

@@ -29,7 +29,7 @@ from archive.dimse.find import FindSCP
 from archive.dimse.listener import DicomListener
 from archive.dimse.store import Session
 from archive.ingest.store import Sender
-from archive.models import DicomDevice, Site
+from archive.models import Availability, DicomDevice, Instance, Site
 from audit.models import AuditEvent
 from tests.archive.dimse.conftest import dcmtk, wait_idle
 
@@ -249,7 +249,75 @@ def test_a_c_cancel_after_the_first_match_ends_the_search_with_cancel_status_and
     )
     device = DicomDevice.objects.get(ae_title="WS1")
     session = Session("WS1", "PACS", "127.0.0.1", Sender(site=sites["general"]), device=device)
-    responses = list(FindSCP().on_c_find(session, event))
+    responses = list(FindSCP("PACS").on_c_find(session, event))
     assert [status for status, _ in responses] == [0xFF00, 0xFE00]
     cancelled = AuditEvent.objects.get(action="search", outcome="cancelled")
     assert (cancelled.detail["results"], cancelled.detail["sent"]) == (2, 1)
+
+
+@pytest.mark.parametrize(
+    ("level", "keys"),
+    [
+        ("STUDY", {"StudyInstanceUID": JANE.study_uid}),
+        ("SERIES", {"StudyInstanceUID": JANE.study_uid, "SeriesInstanceUID": ""}),
+        ("IMAGE", {"StudyInstanceUID": JANE.study_uid, "SeriesInstanceUID": "", "SOPInstanceUID": ""}),
+    ],
+)
+def test_every_match_carries_the_nodes_retrieve_ae_title_and_the_indexs_availability(
+    listener: DicomListener, archive: dict[str, Any], level: str, keys: dict[str, str]
+) -> None:
+    if level == "IMAGE":
+        keys = {**keys, "SeriesInstanceUID": archive["jane_mr"]}
+    asked = {"QueryRetrieveLevel": level, **keys, "RetrieveAETitle": "", "InstanceAvailability": ""}
+    responses = c_find(listener.port, "WS1", asked)
+    expected = {"STUDY": 1, "SERIES": 2, "IMAGE": 1}[level]
+    assert statuses(responses) == [0xFF00] * expected + [0x0000]
+    found = [(ds.RetrieveAETitle, ds.InstanceAvailability) for _, ds in responses[:-1]]  # type: ignore[union-attr]
+    assert found == [("PACS", "ONLINE")] * expected
+
+
+def test_instance_availability_is_the_least_available_instance_of_the_study_and_series(
+    listener: DicomListener, archive: dict[str, Any]
+) -> None:
+    Instance.objects.filter(sop_instance_uid=archive["jane_sops"][0]).update(availability=Availability.NEARLINE)
+    asked = {"StudyInstanceUID": JANE.study_uid, "InstanceAvailability": ""}
+    (study, done) = c_find(listener.port, "WS1", {"QueryRetrieveLevel": "STUDY", **asked})
+    assert (study[0], study[1].InstanceAvailability, done[0]) == (0xFF00, "NEARLINE", 0x0000)  # type: ignore[union-attr]
+    series = c_find(listener.port, "WS1", {"QueryRetrieveLevel": "SERIES", **asked, "SeriesInstanceUID": ""})
+    found = sorted((str(ds.SeriesInstanceUID), ds.InstanceAvailability) for _, ds in series[:-1])  # type: ignore[union-attr]
+    assert found == sorted([(archive["jane_ct"], "NEARLINE"), (archive["jane_mr"], "ONLINE")])
+
+
+@pytest.mark.parametrize(
+    ("level", "extra", "expected"),
+    [
+        ("STUDY", {"OperatorsName": ""}, ["00081070"]),  # kept by the index at no level but IMAGE
+        ("STUDY", {"SOPInstanceUID": "", "PatientWeight": ""}, ["00080018"]),  # a matching key below the level
+        ("SERIES", {"SeriesInstanceUID": "", "NumberOfPatientRelatedStudies": ""}, ["00201200"]),
+    ],
+)
+def test_a_key_the_scp_can_neither_match_nor_return_makes_each_match_pending_ff01(
+    listener: DicomListener, archive: dict[str, Any], level: str, extra: dict[str, str], expected: list[str]
+) -> None:
+    keys = {"QueryRetrieveLevel": level, "StudyInstanceUID": JANE.study_uid, **extra}
+    responses = c_find(listener.port, "WS1", keys)
+    assert statuses(responses) == [0xFF01] * (1 if level == "STUDY" else 2) + [0x0000]
+    wait_idle(listener)
+    (event,) = AuditEvent.objects.filter(action="search")
+    assert event.detail["unsupported"] == expected
+
+
+def test_at_image_level_every_key_is_returnable_so_matches_stay_pending_ff00(
+    listener: DicomListener, archive: dict[str, Any]
+) -> None:
+    keys = {
+        "QueryRetrieveLevel": "IMAGE",
+        "StudyInstanceUID": JANE.study_uid,
+        "SeriesInstanceUID": archive["jane_mr"],
+        "SOPInstanceUID": "",
+        "Manufacturer": "",
+        "RetrieveAETitle": "",
+    }
+    responses = c_find(listener.port, "WS1", keys)
+    assert statuses(responses) == [0xFF00, 0x0000]
+    assert (responses[0][1].Manufacturer, responses[0][1].RetrieveAETitle) == ("SYNTHETIC", "PACS")  # type: ignore[union-attr]
