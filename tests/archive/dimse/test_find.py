@@ -28,8 +28,10 @@ from archive.dicom.synthetic import StudySpec, make_instance, new_uid
 from archive.dimse.find import FindSCP
 from archive.dimse.listener import DicomListener
 from archive.dimse.store import Session
-from archive.ingest.store import Sender
+from archive.ingest.store import Sender, store_instances
 from archive.models import Availability, DicomDevice, Instance, Site
+from archive.storage.registry import get_storage
+from archive.storage.staging import stage_file
 from audit.models import AuditEvent
 from tests.archive.dimse.conftest import dcmtk, wait_idle
 
@@ -37,6 +39,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 JANE = StudySpec(patient_name="DOE^JANE", patient_id="PAT-A1", study_date="20240115", accession="ACC-A1")
 JOHN = StudySpec(patient_name="SMITH^JOHN", patient_id="PAT-A2", study_date="20230310", accession="ACC-A2")
 OTHER = StudySpec(patient_name="DOE^JOHN", patient_id="PAT-B1", study_date="20240116", accession="ACC-B1")
+MANY = 1000  # instances in the series a C-CANCEL interrupts: far more than are sent before it arrives
 
 
 def send(port: int, title: str, files: list[bytes], tmp_path: Path) -> None:
@@ -231,8 +234,9 @@ def test_image_level_lists_the_instances_of_one_series_in_the_patient_root(
 def test_a_c_cancel_after_the_first_match_ends_the_search_with_cancel_status_and_is_audited(
     archive: dict[str, Any], sites: dict[str, Site]
 ) -> None:
-    # On loopback the SCP answers before any C-CANCEL can arrive (and pynetdicom drops one sent ahead of its
-    # request), so the handler gets pynetdicom's own C-FIND event, with a C-CANCEL arriving after one match.
+    # With a few matches the SCP answers before any C-CANCEL can arrive (and pynetdicom drops one sent ahead of
+    # its request), so the handler gets pynetdicom's own C-FIND event, with a C-CANCEL arriving after one match;
+    # the real-peer test below cancels a search of many matches.
     identifier = Dataset()
     identifier.QueryRetrieveLevel = "STUDY"
     identifier.StudyInstanceUID = ""
@@ -321,3 +325,42 @@ def test_at_image_level_every_key_is_returnable_so_matches_stay_pending_ff00(
     responses = c_find(listener.port, "WS1", keys)
     assert statuses(responses) == [0xFF00, 0x0000]
     assert (responses[0][1].Manufacturer, responses[0][1].RetrieveAETitle) == ("SYNTHETIC", "PACS")  # type: ignore[union-attr]
+
+
+def test_a_real_c_cancel_after_the_first_pending_ends_the_search_with_cancel_status_and_is_audited(
+    listener: DicomListener, sites: dict[str, Site], tmp_path: Path
+) -> None:
+    spec = StudySpec(patient_name="MANY^SLICES", patient_id="PAT-M1", study_date="20240201", accession="ACC-M1")
+    series = new_uid()
+    staged = []
+    for number in range(1, MANY + 1):
+        path = tmp_path / f"{number}.dcm"
+        path.write_bytes(make_instance(spec, "CT", series_uid=series, instance_number=number, size=8))
+        staged.append(stage_file(get_storage("hot"), path))
+    assert all(r.ok for r in store_instances(staged, sender=Sender(site=sites["general"])))
+    DicomDevice.objects.create(ae_title="WS1", site=sites["general"], may_query=True)
+    ae = AE(ae_title="WS1")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", listener.port, ae_title="PACS")
+    assert assoc.is_established
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "IMAGE"
+    identifier.StudyInstanceUID = spec.study_uid
+    identifier.SeriesInstanceUID = series
+    identifier.SOPInstanceUID = ""
+    found: list[int] = []
+    try:
+        context_id = assoc.accepted_contexts[0].context_id
+        for status, _ in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind, msg_id=9):
+            found.append(int(status.Status))
+            if len(found) == 1:
+                assoc.send_c_cancel(9, context_id)
+    finally:
+        assoc.release()
+    assert found[-1] == 0xFE00
+    pending = found[:-1]
+    assert set(pending) == {0xFF00}
+    assert 1 <= len(pending) < MANY
+    wait_idle(listener)
+    cancelled = AuditEvent.objects.get(action="search", outcome="cancelled")
+    assert (cancelled.actor, cancelled.detail["results"], cancelled.detail["sent"]) == ("AE:WS1", MANY, len(pending))
