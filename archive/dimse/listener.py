@@ -1,4 +1,4 @@
-"""The DICOM node's listener: serves associations (C-ECHO, C-STORE and C-FIND SCP) for registered devices.
+"""The DICOM node's listener: serves associations (C-ECHO, C-STORE, C-FIND and C-GET SCP) for registered devices.
 
 Built on pynetdicom. An association is accepted from an enabled
 :class:`~archive.models.DicomDevice` whose AE title is the calling AE title
@@ -19,7 +19,10 @@ record. Each C-STORE is answered by :class:`archive.dimse.store.StoreSCP`,
 which keeps the data set bytes exactly as sent and takes them through the one
 ingest path. C-FIND (Patient Root and Study Root) needs ``may_query`` and is
 answered by :class:`archive.dimse.find.FindSCP`, among the studies of the
-device's site.
+device's site. C-GET (Patient Root and Study Root) needs ``may_retrieve`` and
+is answered by :class:`archive.dimse.get.GetSCP`, which sends the selected
+instances back as C-STOREs on the same association: storage contexts accept
+SCP/SCU role selection for that.
 
 C-STORE statuses (PS3.4 B.2.3, PS3.7 C): stored or identical duplicate 0x0000;
 not a readable instance, or one with a value the index cannot hold, 0xC000;
@@ -58,6 +61,8 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from archive.dimse.find import MODELS, FindSCP
+from archive.dimse.get import MODELS as GET_MODELS
+from archive.dimse.get import GetSCP
 from archive.dimse.peers import identify, validate_ae_title
 from archive.dimse.statuses import SUCCESS
 from archive.dimse.store import Session, StoreSCP, site_sender
@@ -84,7 +89,7 @@ class _NoDelayServer(ThreadedAssociationServer):
 
 
 class DicomListener:
-    """A C-ECHO/C-STORE SCP bound to one address; :meth:`start` runs it in a thread.
+    """A C-ECHO/C-STORE/C-FIND/C-GET SCP bound to one address; :meth:`start` runs it in a thread.
 
     ``reject_unknown`` (default: ``PACS_DIMSE_REJECT_UNKNOWN``) rejects callers that are no enabled device.
     """
@@ -109,10 +114,16 @@ class DicomListener:
         self.ae.maximum_pdu_size = max_pdu
         self.ae.maximum_associations = 16
         for context in AllStoragePresentationContexts:
-            self.ae.add_supported_context(cast(UID, context.abstract_syntax), TRANSFER_SYNTAXES)
+            # Either role: a C-GET SCU proposes to be the storage SCP, so the node can send C-STOREs back to it.
+            self.ae.add_supported_context(
+                cast(UID, context.abstract_syntax), TRANSFER_SYNTAXES, scu_role=True, scp_role=True
+            )
         self.ae.add_supported_context(Verification, TRANSFER_SYNTAXES)
         self.find_scp = FindSCP(self.ae_title)
         for model in MODELS:  # Patient Root and Study Root Query/Retrieve - FIND
+            self.ae.add_supported_context(model, TRANSFER_SYNTAXES)
+        self.get_scp = GetSCP()
+        for model in GET_MODELS:  # Patient Root and Study Root Query/Retrieve - GET
             self.ae.add_supported_context(model, TRANSFER_SYNTAXES)
         self.server: ThreadedAssociationServer | None = None
         self.thread: threading.Thread | None = None
@@ -128,6 +139,7 @@ class DicomListener:
             (evt.EVT_C_ECHO, self.on_c_echo),
             (evt.EVT_C_STORE, self.on_c_store),
             (evt.EVT_C_FIND, self.on_c_find),
+            (evt.EVT_C_GET, self.on_c_get),
             (evt.EVT_RELEASED, self.on_ended),
             (evt.EVT_ABORTED, self.on_ended),
             (evt.EVT_CONN_CLOSE, self.on_ended),
@@ -222,6 +234,11 @@ class DicomListener:
         with self.lock:
             session = self.sessions.get(event.assoc)
         yield from self.find_scp.on_c_find(session, event)
+
+    def on_c_get(self, event: Event) -> Iterator[int | tuple[int | Dataset, Dataset | None]]:
+        with self.lock:
+            session = self.sessions.get(event.assoc)
+        yield from self.get_scp.on_c_get(session, event)
 
     def on_ended(self, event: Event) -> None:
         """Log what the association stored (each C-STORE is already audited) and release its database connection."""
