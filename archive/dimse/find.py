@@ -209,15 +209,11 @@ class FindSCP:
             yield status_dataset(NOT_AUTHORIZED, "association not authorized"), None
             return
         model = str(event.request.AffectedSOPClassUID)  # type: ignore[union-attr]
-        detail: dict[str, Any] = {
-            "via": "DIMSE",
-            "calling_ae": session.calling_ae,
-            "called_ae": session.called_ae,
-            "model": MODELS[model][0] if model in MODELS else model,
-        }
+        detail = session.detail(MODELS[model][0] if model in MODELS else model)
         device = session.device
-        if device is None or not device.may_query:
-            reason = "this device may not query (C-FIND)" if device else "unknown device"
+        reason = session.refusal(device is not None and device.may_query, "query (C-FIND)")
+        if device is None or reason is not None:
+            reason = reason or "unknown device"
             self.audit(session, detail, "denied", status=f"0x{NOT_AUTHORIZED:04X}", reason=reason)
             yield status_dataset(NOT_AUTHORIZED, reason), None
             return
@@ -283,15 +279,5 @@ class FindSCP:
             yield from results(query, [found[pk] for pk in batch if pk in found], "", False)
 
     def audit(self, session: Session, detail: dict[str, Any], outcome: str, **more: Any) -> None:
-        """The ``search`` record of a refused or cancelled C-FIND; the refusal stands even if it cannot be written."""
-        try:
-            record(
-                "search",
-                session.request(),
-                actor=f"AE:{session.calling_ae}",
-                outcome=outcome,
-                detail={**detail, **more},
-            )
-        except DatabaseError as exc:
-            close_old_connections()
-            log.error("audit record of a C-FIND from %s not written: %s", session.calling_ae, exc)
+        """The ``search`` record of a refused or cancelled C-FIND."""
+        session.audit("search", detail, outcome, **more)

@@ -136,16 +136,11 @@ class GetSCP:
             yield status_dataset(NOT_AUTHORIZED, "association not authorized"), None
             return
         model = str(event.request.AffectedSOPClassUID)  # type: ignore[union-attr]
-        detail: dict[str, Any] = {
-            "via": "DIMSE",
-            "service": "C-GET",
-            "calling_ae": session.calling_ae,
-            "called_ae": session.called_ae,
-            "model": MODELS[model][1] if model in MODELS else model,
-        }
+        detail = session.detail(MODELS[model][1] if model in MODELS else model, service="C-GET")
         device = session.device
-        if device is None or not device.may_retrieve:
-            reason = "this device may not retrieve (C-GET)" if device else "unknown device"
+        reason = session.refusal(device is not None and device.may_retrieve, "retrieve (C-GET)")
+        if device is None or reason is not None:
+            reason = reason or "unknown device"
             self.audit(session, detail, "denied", status=f"0x{NOT_AUTHORIZED:04X}", reason=reason)
             yield 1
             yield status_dataset(NOT_AUTHORIZED, reason), None
@@ -198,11 +193,5 @@ class GetSCP:
         yield status_dataset(status, comment), None
 
     def audit(self, session: Session, detail: dict[str, Any], outcome: str, **more: Any) -> None:
-        """The ``retrieve`` record of a refused or cancelled C-GET; the refusal stands even if it cannot be written."""
-        try:
-            record(
-                "retrieve", session.request(), actor=f"AE:{session.calling_ae}", outcome=outcome, detail=detail | more
-            )
-        except DatabaseError as exc:
-            close_old_connections()
-            log.error("audit record of a C-GET from %s not written: %s", session.calling_ae, exc)
+        """The ``retrieve`` record of a refused or cancelled C-GET."""
+        session.audit("retrieve", detail, outcome, **more)

@@ -21,7 +21,7 @@ import io
 import logging
 import zlib
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 from django.db import DatabaseError, close_old_connections
 from django.http import HttpRequest
@@ -38,6 +38,7 @@ from archive.ingest.store import Outcome, Sender, StoreResult, record_stores, st
 from archive.models import DicomDevice, Site, Study
 from archive.storage.registry import get_storage
 from archive.storage.staging import StagingWriter
+from audit.trail import record
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,24 @@ class Session:
         request = HttpRequest()
         request.META["REMOTE_ADDR"] = self.host
         return request
+
+    def detail(self, model: str, **more: Any) -> dict[str, Any]:
+        """The audit detail every query or retrieve of this association starts from."""
+        return {"via": "DIMSE", **more, "calling_ae": self.calling_ae, "called_ae": self.called_ae, "model": model}
+
+    def refusal(self, may: bool, what: str) -> str | None:
+        """Why this association's device may not do ``what`` (e.g. "query (C-FIND)"), or None when it may."""
+        if self.device is None:
+            return "unknown device"
+        return None if may else f"this device may not {what}"
+
+    def audit(self, action: str, detail: dict[str, Any], outcome: str, **more: Any) -> None:
+        """A record of a refused or cancelled operation; the refusal stands even if it cannot be written."""
+        try:
+            record(action, self.request(), actor=f"AE:{self.calling_ae}", outcome=outcome, detail=detail | more)
+        except DatabaseError as exc:
+            close_old_connections()
+            log.error("audit record of a %s from %s not written: %s", action, self.calling_ae, exc)
 
 
 def site_sender(site: Site) -> Sender:
