@@ -22,9 +22,9 @@ $py manage.py migrate --noinput -v0
 $py manage.py collectstatic --noinput -v0
 if [ "${PACS_DEMO:-1}" != 0 ]; then
     $py manage.py load_demo
-    # The demo modality: storescu -aet DEMO from this machine stores into the demo site.
-    $py manage.py dicom_device add --if-missing --ae DEMO --host 127.0.0.1 --site demo --store \
-        --description "make run demo: storescu -aet DEMO from this machine" >/dev/null
+    # The demo device: from this machine, AE DEMO stores into, queries and retrieves from the demo site.
+    $py manage.py dicom_device add --if-missing --ae DEMO --host 127.0.0.1 --site demo --store --query --retrieve \
+        --description "make run demo: storescu, findscu and getscu -aet DEMO from this machine" >/dev/null
 fi
 if compgen -G "*/management/commands/setup_roles.py" >/dev/null; then
     $py manage.py setup_roles -v0 >/dev/null
@@ -33,6 +33,7 @@ $py manage.py create_demo_admin --url "http://$HOST:$PORT/"
 echo "  DICOM node $dimse_ae on $HOST:$PACS_DIMSE_PORT (devices: admin > DICOM devices, or manage.py dicom_device)"
 if [ "${PACS_DEMO:-1}" != 0 ]; then
     echo "    try: storescu -aet DEMO -aec $dimse_ae $HOST $PACS_DIMSE_PORT file.dcm"
+    echo "         findscu -S -aet DEMO -aec $dimse_ae $HOST $PACS_DIMSE_PORT -k QueryRetrieveLevel=STUDY -k PatientName"
 fi
 echo "  Serving on http://$HOST:$PORT/ (Ctrl-C to stop)"
 
