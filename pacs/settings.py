@@ -298,6 +298,8 @@ if PACS_STUDY_SITE_SOURCE not in ("sender", "institution"):
 # that are no enabled device associate, for C-ECHO only.
 PACS_DIMSE_AE_TITLE = os.environ.get("PACS_DIMSE_AE_TITLE", "PACS")
 PACS_DIMSE_PORT = env_int("PACS_DIMSE_PORT", 11112)
+# FHIR: the identifier system of patient IDs that carry no Issuer of Patient ID (e.g. the hospital's MRN system).
+PACS_FHIR_PATIENT_ID_SYSTEM = os.environ.get("PACS_FHIR_PATIENT_ID_SYSTEM", "")
 PACS_DIMSE_ALLOWED = os.environ.get("PACS_DIMSE_ALLOWED", "")
 PACS_DIMSE_REJECT_UNKNOWN = env_bool("PACS_DIMSE_REJECT_UNKNOWN", True)
 

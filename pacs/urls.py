@@ -1,4 +1,4 @@
-"""Top-level URL map: DICOMweb, the portal, the viewer, admin, and health."""
+"""Top-level URL map: DICOMweb, FHIR, the portal, the viewer, admin, and health."""
 
 from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
@@ -12,6 +12,7 @@ def health(request: HttpRequest) -> JsonResponse:
 urlpatterns = [
     path("health", health, name="health"),
     path("dicom-web/", include("archive.dicomweb.urls")),
+    path("fhir/", include("archive.fhir.urls")),
     path("admin/", admin.site.urls),
     path("mfa/", include("portal.mfa.urls")),
     path("oidc/", include("mozilla_django_oidc.urls")),

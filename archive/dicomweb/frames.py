@@ -24,9 +24,10 @@ from django.db import connections, router
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 
 from archive.access import Visibility, visibility
+from archive.bearer import user_from_bearer
 from archive.dicom import transcode
 from archive.dicom.transcode import OCTET_STREAM, TranscodeError
-from archive.dicomweb.auth import READ_METHODS, bad_uid, dicomweb_view, uid_positions, user_from_bearer
+from archive.dicomweb.auth import READ_METHODS, bad_uid, dicomweb_view, uid_positions
 from archive.dicomweb.http import (
     IMMUTABLE,
     audit_at_intervals,

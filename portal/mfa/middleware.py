@@ -8,7 +8,7 @@ answer 403 with a JSON reason instead of an HTML redirect.
 
 Bearer-token requests are untouched: a token client has no session, so
 ``request.user`` is anonymous here. A request that carries both a session
-cookie and a Bearer header to DICOMweb is passed as well, because the DICOMweb
+cookie and a Bearer header to DICOMweb or FHIR is passed as well, because those
 views then authenticate by the token alone and ignore the session.
 """
 
@@ -34,12 +34,13 @@ OPEN_URL_NAMES = frozenset(
         "oidc_authentication_callback",
         "health",
         "login",
+        "fhir-metadata",
     }
 )
 #: Paths answered with JSON 403 rather than a redirect.
-API_PREFIXES = ("/dicom-web/", "/api/")
+API_PREFIXES = ("/dicom-web/", "/fhir/", "/api/")
 #: Paths whose views authenticate a Bearer header by itself, never the session.
-BEARER_ONLY_PREFIXES = ("/dicom-web/",)
+BEARER_ONLY_PREFIXES = ("/dicom-web/", "/fhir/")
 
 
 class MFAEnforcementMiddleware:

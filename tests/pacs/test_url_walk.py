@@ -32,6 +32,7 @@ PUBLIC_NAMES = {
     "oidc_authentication_callback",
     "oidc_logout",
     "logout",  # signing out needs no sign-in
+    "fhir-metadata",  # the FHIR CapabilityStatement: clients read it before they authenticate
 }
 LOGIN_PATHS = ("/accounts/login/", "/admin/login/")
 PIXEL_DATA = "7FE00010"
@@ -90,6 +91,10 @@ def values_for(study: dict[str, Any], admin_object_id: str = "1") -> dict[str, s
         "series": study["series"],
         "instance": study["instance"],
         "study_instance_uid": study["study"],
+        "study_id": study["study"],
+        "patient_id": "1",
+        "endpoint_id": "dicomweb",
+        "rest": "Observation",
         "frames": "1",
         "tag": PIXEL_DATA,
         "app_label": "archive",
@@ -118,17 +123,23 @@ def is_dicomweb(path: str) -> bool:
     return path.startswith("/dicom-web/")
 
 
+def is_api(path: str) -> bool:
+    """DICOMweb and FHIR: bearer or session, 401 (not a sign-in redirect) without either."""
+    return path.startswith(("/dicom-web/", "/fhir/"))
+
+
 def is_search(route: Route) -> bool:
     return getattr(route.callback, "__module__", "") == "archive.dicomweb.qido"
 
 
 def about_study(route: Route) -> bool:
-    return any(p in ("study", "study_instance_uid") for p in route.params)
+    return any(p in ("study", "study_instance_uid", "study_id") for p in route.params)
 
 
 def test_the_walk_covers_every_dicomweb_route_and_the_portal(site_a_study: dict[str, Any]) -> None:
     paths = [p for _, p in all_paths(site_a_study)]
     assert sum(is_dicomweb(p) for p in paths) >= 23
+    assert f"/fhir/ImagingStudy/{site_a_study['study']}" in paths
     assert "/accounts/login/" in paths and "/admin/" in paths and "/viewer/" in paths and "/" in paths
 
 
@@ -142,7 +153,7 @@ def test_anonymous_requests_get_no_data_anywhere(site_a_study: dict[str, Any]) -
             if route.name in PUBLIC_NAMES:
                 assert response.status_code != 500, path
                 continue
-            if is_dicomweb(path):
+            if is_api(path):
                 if method == "post" and response.status_code == 405:
                     continue  # a method the resource never allows: refused before sign-in, same for any UID
                 assert response.status_code == 401, f"{method.upper()} {path}: {response.status_code}"
@@ -175,7 +186,7 @@ def test_an_outsider_gets_404_on_every_dicomweb_url_of_another_sites_study(
     unknown = _unknown_study()
     for route in routes():
         path = fill(route, values_for(site_a_study))
-        if not (is_dicomweb(path) and about_study(route)):
+        if not (is_api(path) and about_study(route)):
             continue
         response = outsider_client.get(path)
         ghost = outsider_client.get(fill(route, values_for(unknown)))
@@ -220,7 +231,7 @@ def test_an_outsider_sees_no_other_sites_study_in_the_viewer(site_a_study: dict[
     client.force_login(outsider)
     for route in routes():
         path = fill(route, values_for(site_a_study))
-        if is_dicomweb(path) or path.startswith("/admin/") or not about_study(route):
+        if is_api(path) or path.startswith("/admin/") or not about_study(route):
             continue
         response = client.get(path)
         assert response.status_code == 404, f"{path}: {response.status_code}"
@@ -234,7 +245,7 @@ def test_the_owner_and_a_colleague_get_every_dicomweb_url_of_their_sites_study(
     client: Client = request.getfixturevalue(who)
     for route in routes():
         path = fill(route, values_for(site_a_study))
-        if not (is_dicomweb(path) and about_study(route)):
+        if not (is_api(path) and about_study(route)):
             continue
         response = client.get(path)
         assert response.status_code == 200, f"GET {path}: {response.status_code} {response.content[:200]!r}"
