@@ -56,6 +56,7 @@ from pynetdicom import (
     evt,
 )
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_MOVE
 from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
@@ -63,7 +64,10 @@ from pynetdicom.transport import ThreadedAssociationServer
 from archive.dimse.find import MODELS, FindSCP
 from archive.dimse.get import MODELS as GET_MODELS
 from archive.dimse.get import GetSCP
+from archive.dimse.move import MODELS as MOVE_MODELS
+from archive.dimse.move import MoveSCP
 from archive.dimse.peers import identify, validate_ae_title
+from archive.dimse.retrieve import serve_retrievals
 from archive.dimse.statuses import SUCCESS
 from archive.dimse.store import Session, StoreSCP, site_sender
 from archive.ingest.store import Sender
@@ -124,6 +128,9 @@ class DicomListener:
             self.ae.add_supported_context(model, TRANSFER_SYNTAXES)
         self.get_scp = GetSCP()
         for model in GET_MODELS:  # Patient Root and Study Root Query/Retrieve - GET
+            self.ae.add_supported_context(model, TRANSFER_SYNTAXES)
+        self.move_scp = MoveSCP(self.ae_title)
+        for model in MOVE_MODELS:  # Patient Root and Study Root Query/Retrieve - MOVE
             self.ae.add_supported_context(model, TRANSFER_SYNTAXES)
         self.server: ThreadedAssociationServer | None = None
         self.thread: threading.Thread | None = None
@@ -211,6 +218,11 @@ class DicomListener:
         _prefer_proposed_order(assoc)
         with self.lock:
             self.sessions[assoc] = session
+        serve_retrievals(assoc, lambda: self.session_of(assoc), {C_MOVE: (set(MOVE_MODELS), self.move_scp.serve)})
+
+    def session_of(self, assoc: Association) -> Session | None:
+        with self.lock:
+            return self.sessions.get(assoc)
 
     def on_c_echo(self, event: Event) -> int:
         """C-ECHO: success for every accepted association (a known device, or an unknown one allowed to echo)."""
