@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import io
 import logging
+import queue
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -44,6 +46,7 @@ from archive.models import Instance
 log = logging.getLogger(__name__)
 
 SUCCESS, WARNING, FAILURE = "Success", "Warning", "Failure"
+POLL = 0.001  # seconds between two flushes of the pending ACK while a C-STORE-RSP is awaited
 
 
 class Undeliverable(Exception):
@@ -139,6 +142,33 @@ def encoded(instance: Instance, contexts: dict[tuple[str, str], int]) -> tuple[i
         raise Undeliverable(f"the stored object cannot be sent: {exc}") from None
 
 
+def response(assoc: Association) -> Any:
+    """The next DIMSE message from the peer, or None when the association ends or the DIMSE timeout expires.
+
+    While it waits, the acknowledgement of whatever part of the response has
+    arrived is sent at once (``TCP_QUICKACK``, Linux) instead of after the
+    kernel's delayed-ACK timer (40 ms): a peer that writes its C-STORE-RSP in
+    two pieces with Nagle's algorithm on (DCMTK's storescp, getscu and movescu
+    do, unless TCP_NODELAY is set in their environment) holds the second piece
+    until that ACK, which would cost 40 ms per instance.
+    """
+    sock = assoc.dul.socket.socket if assoc.dul.socket is not None else None
+    quick = sock is not None and hasattr(socket, "TCP_QUICKACK")
+    timeout = assoc.dimse_timeout
+    deadline = time.monotonic() + timeout if timeout is not None else None
+    while True:
+        if quick:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)  # type: ignore[union-attr]
+            except OSError:
+                quick = False
+        try:
+            return assoc.dimse.msg_queue.get(timeout=POLL)[1]
+        except queue.Empty:
+            if not assoc.is_established or (deadline is not None and time.monotonic() > deadline):
+                return None
+
+
 def send_c_store(
     assoc: Association,
     instance: Instance,
@@ -173,7 +203,7 @@ def send_c_store(
         while not assoc._is_paused and assoc.is_established:
             time.sleep(0.0001)
         assoc.dimse.send_msg(req, context_id)
-        _, rsp = assoc.dimse.get_msg(block=True)
+        rsp = response(assoc)
     finally:
         assoc._reactor_checkpoint.set()
     if rsp is None:  # the DIMSE timeout expired, or the association is gone
