@@ -1,4 +1,4 @@
-"""The DICOM node's listener: serves associations (C-ECHO, C-STORE, C-FIND and C-GET SCP) for registered devices.
+"""The DICOM node's listener: serves associations (C-ECHO, C-STORE, C-FIND, C-GET and C-MOVE SCP) for devices.
 
 Built on pynetdicom. An association is accepted from an enabled
 :class:`~archive.models.DicomDevice` whose AE title is the calling AE title
@@ -22,7 +22,11 @@ answered by :class:`archive.dimse.find.FindSCP`, among the studies of the
 device's site. C-GET (Patient Root and Study Root) needs ``may_retrieve`` and
 is answered by :class:`archive.dimse.get.GetSCP`, which sends the selected
 instances back as C-STOREs on the same association: storage contexts accept
-SCP/SCU role selection for that.
+SCP/SCU role selection for that. C-MOVE (Patient Root and Study Root) needs
+``may_retrieve`` too and is answered by :class:`archive.dimse.move.MoveSCP`,
+which sends them to a registered move destination on a new association.
+C-GET and C-MOVE requests bypass pynetdicom's own service class
+(:func:`archive.dimse.retrieve.serve_retrievals`).
 
 C-STORE statuses (PS3.4 B.2.3, PS3.7 C): stored or identical duplicate 0x0000;
 not a readable instance, or one with a value the index cannot hold, 0xC000;
@@ -56,7 +60,7 @@ from pynetdicom import (
     evt,
 )
 from pynetdicom.association import Association
-from pynetdicom.dimse_primitives import C_MOVE
+from pynetdicom.dimse_primitives import C_GET, C_MOVE
 from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
@@ -93,7 +97,7 @@ class _NoDelayServer(ThreadedAssociationServer):
 
 
 class DicomListener:
-    """A C-ECHO/C-STORE/C-FIND/C-GET SCP bound to one address; :meth:`start` runs it in a thread.
+    """A C-ECHO/C-STORE/C-FIND/C-GET/C-MOVE SCP bound to one address; :meth:`start` runs it in a thread.
 
     ``reject_unknown`` (default: ``PACS_DIMSE_REJECT_UNKNOWN``) rejects callers that are no enabled device.
     """
@@ -146,7 +150,6 @@ class DicomListener:
             (evt.EVT_C_ECHO, self.on_c_echo),
             (evt.EVT_C_STORE, self.on_c_store),
             (evt.EVT_C_FIND, self.on_c_find),
-            (evt.EVT_C_GET, self.on_c_get),
             (evt.EVT_RELEASED, self.on_ended),
             (evt.EVT_ABORTED, self.on_ended),
             (evt.EVT_CONN_CLOSE, self.on_ended),
@@ -218,7 +221,11 @@ class DicomListener:
         _prefer_proposed_order(assoc)
         with self.lock:
             self.sessions[assoc] = session
-        serve_retrievals(assoc, lambda: self.session_of(assoc), {C_MOVE: (set(MOVE_MODELS), self.move_scp.serve)})
+        serve_retrievals(
+            assoc,
+            lambda: self.session_of(assoc),
+            {C_GET: (set(GET_MODELS), self.get_scp.serve), C_MOVE: (set(MOVE_MODELS), self.move_scp.serve)},
+        )
 
     def session_of(self, assoc: Association) -> Session | None:
         with self.lock:
@@ -246,11 +253,6 @@ class DicomListener:
         with self.lock:
             session = self.sessions.get(event.assoc)
         yield from self.find_scp.on_c_find(session, event)
-
-    def on_c_get(self, event: Event) -> Iterator[int | tuple[int | Dataset, Dataset | None]]:
-        with self.lock:
-            session = self.sessions.get(event.assoc)
-        yield from self.get_scp.on_c_get(session, event)
 
     def on_ended(self, event: Event) -> None:
         """Log what the association stored (each C-STORE is already audited) and release its database connection."""

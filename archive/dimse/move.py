@@ -45,7 +45,6 @@ import logging
 import socket
 from typing import Any, cast
 
-from django.db import DatabaseError, close_old_connections
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.association import Association
@@ -58,23 +57,12 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from archive.dimse.find import UNABLE_TO_PROCESS, Refused, parse_identifier, text_of
-from archive.dimse.get import MAX_SUBOPERATIONS, selected_instances
-from archive.dimse.retrieve import (
-    CANCELLED,
-    PENDING,
-    UNABLE_TO_CALCULATE,
-    UNABLE_TO_PERFORM,
-    Reply,
-    audit_result,
-    final_status,
-)
-from archive.dimse.statuses import NOT_AUTHORIZED, SUCCESS
+from archive.dimse.find import Refused
+from archive.dimse.retrieve import CANCELLED, PENDING, UNABLE_TO_PERFORM, Reply, audit_result, final_status, prepare
+from archive.dimse.statuses import SUCCESS
 from archive.dimse.store import Session
 from archive.dimse.suboperations import SubOperations, accepted_contexts, send_c_store
 from archive.models import DicomDevice, Instance, parse_network
-from archive.query.matching import BadQuery
-from audit.trail import record
 
 log = logging.getLogger(__name__)
 
@@ -138,64 +126,30 @@ class MoveSCP:
     def serve(self, assoc: Association, session: Session | None, req: C_MOVE, context: PresentationContext) -> None:
         """Answer one C-MOVE request received on ``assoc`` (``session`` None: an association not accepted)."""
         reply = Reply(assoc, req, context)
-        if session is None:
-            reply.send(NOT_AUTHORIZED, comment="association not authorized")
-            return
-        model = str(req.AffectedSOPClassUID)
         target = str(req.MoveDestination or "").strip()
-        detail = session.detail(MODELS[model][1] if model in MODELS else model, service="C-MOVE")
-        detail["destination"] = {"ae": target[:16]}
-        device = session.device
-        reason = session.refusal(device is not None and device.may_retrieve, "retrieve (C-MOVE)")
-        if device is None or reason is not None:
-            reason = reason or "unknown device"
-            session.audit("retrieve", detail, "denied", status=f"0x{NOT_AUTHORIZED:04X}", reason=reason)
-            reply.send(NOT_AUTHORIZED, comment=reason)
-            return
-        try:
-            dest = destination(target)
+        found: list[DicomDevice] = []
+
+        def check(detail: dict[str, Any]) -> None:
+            detail["destination"] = {"ae": target[:16]}
+            try:
+                dest = destination(target)
+            except UnknownDestination as exc:
+                raise Refused(MOVE_DESTINATION_UNKNOWN, f"move destination: {exc}") from None
             detail["destination"].update(host=dest.host, port=dest.port)
-            identifier = reply.identifier()
-            query = parse_identifier(identifier, MODELS[model][0])
-            detail["level"] = query.level.query_retrieve_level
-            detail["query"] = {str(e.keyword)[:64]: text_of(e)[:64] for e in list(identifier)[:16] if e.VR != "SQ"}
-            instances = list(selected_instances(device.site, query)[: MAX_SUBOPERATIONS + 1])
-            if len(instances) > MAX_SUBOPERATIONS:
-                raise Refused(UNABLE_TO_CALCULATE, f"more than {MAX_SUBOPERATIONS} instances: narrow the request")
-            studies = sorted({i.series.study.study_instance_uid for i in instances})
-            record(
-                "retrieve",
-                session.request(),
-                actor=f"AE:{session.calling_ae}",
-                study_instance_uid=studies[0] if len(studies) == 1 else "",
-                detail={**detail, "studies": studies[:20], "instances": len(instances)},
-            )
-        except UnknownDestination as exc:
-            self.refuse(session, reply, detail, MOVE_DESTINATION_UNKNOWN, f"move destination: {exc}")
+            found.append(dest)
+
+        plan = prepare(session, reply, MODELS, "C-MOVE", check)
+        if plan is None or session is None:
             return
-        except Refused as exc:
-            self.refuse(session, reply, detail, exc.status, str(exc))
-            return
-        except BadQuery as exc:
-            self.refuse(session, reply, detail, UNABLE_TO_PROCESS, str(exc))
-            return
-        except DatabaseError as exc:
-            close_old_connections()
-            log.warning("C-MOVE from %s failed: %s", session.calling_ae, exc)
-            self.refuse(session, reply, detail, UNABLE_TO_CALCULATE, "the index is not available")
-            return
-        except (AttributeError, ValueError, KeyError, TypeError, EOFError) as exc:  # an undecodable identifier
-            self.refuse(session, reply, detail, UNABLE_TO_PROCESS, "the identifier cannot be decoded", str(exc))
-            return
-        ops = SubOperations(remaining=len(instances))
-        status = self.send(reply, session, dest, instances, ops) if instances else SUCCESS
+        ops = SubOperations(remaining=len(plan.instances))
+        status = self.send(reply, session, found[0], plan.instances, ops) if plan.instances else SUCCESS
         if status is None:  # the requesting association is gone: no one to answer
-            audit_result(session, detail, "aborted", ops)
+            audit_result(session, plan.detail, "aborted", ops)
             return
         if status != CANCELLED:
             status = final_status(ops)
         reply.final(status, ops)
-        audit_result(session, detail, status, ops)
+        audit_result(session, plan.detail, status, ops)
 
     def send(
         self, reply: Reply, session: Session, dest: DicomDevice, instances: list[Instance], ops: SubOperations
@@ -237,9 +191,3 @@ class MoveSCP:
             if store.is_established:
                 store.release()
         return SUCCESS
-
-    def refuse(
-        self, session: Session, reply: Reply, detail: dict[str, Any], status: int, comment: str, reason: str = ""
-    ) -> None:
-        session.audit("retrieve", detail, "failure", status=f"0x{status:04X}", reason=(reason or comment)[:200])
-        reply.send(status, comment=comment)

@@ -1,4 +1,18 @@
-"""What C-GET and C-MOVE share: their responses, their final status, their result record, and their dispatch.
+"""What C-GET and C-MOVE share: authorisation and selection, responses, final status, audit, and dispatch.
+
+:func:`prepare` answers everything that comes before the first sub-operation,
+the same way for both: the calling device needs ``may_retrieve`` (else 0x0124
+Refused: Not authorized); the identifier is read as a C-FIND identifier is
+(:func:`archive.dimse.find.parse_identifier`: 0xA900 without a valid level or
+unique keys, 0xC000 for a malformed or undecodable value) and selects the
+instances of the matches among the studies of the device's site
+(:func:`selected_instances`); the index unavailable, or more than 65,535
+instances (the counts are US), 0xA701 (Refused: Out of Resources - Unable to
+calculate number of matches). A refusal leaves a ``retrieve`` record
+(``denied`` or ``failure``, with the status and the reason); an accepted
+request a ``retrieve`` record with the study UIDs and the number of
+instances, written before the first sub-operation: a retrieve the trail
+cannot show is refused, never performed.
 
 :class:`Reply` decodes a C-GET or C-MOVE request's identifier and sends its
 responses (Pending with counts, the final one with (0008,0058) Failed SOP
@@ -24,17 +38,25 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from django.db import DatabaseError, close_old_connections
+from django.db.models import QuerySet
 from pydicom.dataset import Dataset
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_GET, C_MOVE
 from pynetdicom.dsutils import decode, encode
 from pynetdicom.presentation import PresentationContext
 
-from archive.dimse.statuses import SUCCESS
+from archive.access import site_studies
+from archive.dimse.find import UNABLE_TO_PROCESS, Refused, parse_identifier, text_of
+from archive.dimse.statuses import NOT_AUTHORIZED, SUCCESS
 from archive.dimse.store import Session
 from archive.dimse.suboperations import SubOperations
+from archive.models import Instance, Site
+from archive.query.matching import BadQuery, Level, Query, matching_queryset
+from audit.trail import record
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +66,15 @@ WARNING_STATUS = 0xB000  # Warning: sub-operations complete, one or more failure
 UNABLE_TO_CALCULATE = 0xA701  # Refused: Out of Resources - Unable to calculate number of matches
 UNABLE_TO_PERFORM = 0xA702  # Refused: Out of Resources - Unable to perform sub-operations
 OUTCOME = {SUCCESS: "success", WARNING_STATUS: "warning", CANCELLED: "cancelled"}
+#: At most this many sub-operations per retrieve: the counts are US (PS3.7 9.3.3), and a bigger one is refused.
+MAX_SUBOPERATIONS = 65535
+#: The path from an instance to each level's row, to select the instances of the matches.
+INSTANCE_PATH = {
+    Level.PATIENT: "series__study__patient__in",
+    Level.STUDY: "series__study__in",
+    Level.SERIES: "series__in",
+    Level.INSTANCE: "pk__in",
+}
 
 Retrieval = C_GET | C_MOVE
 
@@ -97,6 +128,91 @@ class Reply:
         rsp.AffectedSOPClassUID = self.req.AffectedSOPClassUID
         rsp.Status = status
         return rsp
+
+
+def selected_instances(site: Site, query: Query) -> QuerySet[Instance]:
+    """The instances of the query's matches among the studies of ``site``, in study, series and instance order."""
+    matches = matching_queryset(site_studies(site), query).values("pk")
+    return (
+        Instance.objects.select_related("series__study")
+        .filter(**{INSTANCE_PATH[query.level]: matches})
+        .filter(series__study__in=site_studies(site).values("pk"))
+        .order_by("series__study_id", "series_id", "instance_number", "pk")
+    )
+
+
+@dataclass
+class Plan:
+    """An accepted retrieve: its audit detail and the instances to send."""
+
+    detail: dict[str, Any]
+    instances: list[Instance]
+
+
+def prepare(
+    session: Session | None,
+    reply: Reply,
+    models: dict[str, tuple[str, str]],
+    service: str,
+    check: Callable[[dict[str, Any]], None] | None = None,
+) -> Plan | None:
+    """Authorise a C-GET or C-MOVE and select its instances; None when refused (answered and audited).
+
+    ``models`` maps each served SOP class to (its C-FIND model, its name);
+    ``check``, called once the device may retrieve, raises :class:`Refused`
+    (C-MOVE's destination) and may add to the audit detail.
+    """
+    if session is None:
+        reply.send(NOT_AUTHORIZED, comment="association not authorized")
+        return None
+    model = str(reply.req.AffectedSOPClassUID)
+    detail = session.detail(models[model][1] if model in models else model, service=service)
+    device = session.device
+    reason = session.refusal(device is not None and device.may_retrieve, f"retrieve ({service})")
+    if device is None or reason is not None:
+        reason = reason or "unknown device"
+        session.audit("retrieve", detail, "denied", status=f"0x{NOT_AUTHORIZED:04X}", reason=reason)
+        reply.send(NOT_AUTHORIZED, comment=reason)
+        return None
+    try:
+        if check is not None:
+            check(detail)
+        identifier = reply.identifier()
+        query = parse_identifier(identifier, models[model][0])
+        detail["level"] = query.level.query_retrieve_level
+        detail["query"] = {str(e.keyword)[:64]: text_of(e)[:64] for e in list(identifier)[:16] if e.VR != "SQ"}
+        instances = list(selected_instances(device.site, query)[: MAX_SUBOPERATIONS + 1])
+        if len(instances) > MAX_SUBOPERATIONS:
+            raise Refused(UNABLE_TO_CALCULATE, f"more than {MAX_SUBOPERATIONS} instances: narrow the request")
+        studies = sorted({i.series.study.study_instance_uid for i in instances})
+        record(
+            "retrieve",
+            session.request(),
+            actor=f"AE:{session.calling_ae}",
+            study_instance_uid=studies[0] if len(studies) == 1 else "",
+            detail={**detail, "studies": studies[:20], "instances": len(instances)},
+        )
+    except Refused as exc:
+        refuse(session, reply, detail, exc.status, str(exc))
+        return None
+    except BadQuery as exc:
+        refuse(session, reply, detail, UNABLE_TO_PROCESS, str(exc))
+        return None
+    except DatabaseError as exc:
+        close_old_connections()
+        log.warning("%s from %s failed: %s", service, session.calling_ae, exc)
+        refuse(session, reply, detail, UNABLE_TO_CALCULATE, "the index is not available")
+        return None
+    except (AttributeError, ValueError, KeyError, TypeError, EOFError) as exc:  # an undecodable identifier
+        refuse(session, reply, detail, UNABLE_TO_PROCESS, "the identifier cannot be decoded", str(exc))
+        return None
+    return Plan(detail, instances)
+
+
+def refuse(session: Session, reply: Reply, detail: dict[str, Any], status: int, comment: str, reason: str = "") -> None:
+    """Answer ``status`` with ``comment`` and leave the ``retrieve`` / ``failure`` record."""
+    session.audit("retrieve", detail, "failure", status=f"0x{status:04X}", reason=(reason or comment)[:200])
+    reply.send(status, comment=comment)
 
 
 def final_status(ops: SubOperations) -> int:

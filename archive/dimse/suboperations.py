@@ -31,13 +31,15 @@ import queue
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
+from pydicom import dcmread
 from pydicom.filereader import read_dataset, read_preamble
 from pydicom.tag import BaseTag
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dsutils import encode
 from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS
 
 from archive.dicom.transcode import TranscodeError, to_explicit_little_endian
@@ -121,12 +123,18 @@ def split_part10(fh: BinaryIO) -> tuple[str, bytes]:
 
 
 def encoded(instance: Instance, contexts: dict[tuple[str, str], int]) -> tuple[int, bytes]:
-    """The context ID and the encoded data set on which ``instance`` is sent; :class:`Undeliverable` if none."""
+    """The context ID and the encoded data set on which ``instance`` is sent; :class:`Undeliverable` if none.
+
+    As stored when the peer accepted the stored transfer syntax; otherwise
+    transcoded to Explicit VR Little Endian, or re-encoded as Implicit VR
+    Little Endian when that is all the peer accepted for the SOP class.
+    """
     sop_class = instance.sop_class_uid
     stored = contexts.get((sop_class, instance.transfer_syntax_uid))
-    fallback = contexts.get((sop_class, str(ExplicitVRLittleEndian)))
-    if stored is None and fallback is None:
-        raise Undeliverable("the peer accepted no presentation context for its SOP class")
+    explicit = contexts.get((sop_class, str(ExplicitVRLittleEndian)))
+    implicit = contexts.get((sop_class, str(ImplicitVRLittleEndian)))
+    if stored is None and explicit is None and implicit is None:
+        raise Undeliverable("the peer accepted no presentation context for its SOP class and syntax")
     try:
         with instance.open_stored() as fh:
             if stored is not None:
@@ -134,11 +142,16 @@ def encoded(instance: Instance, contexts: dict[tuple[str, str], int]) -> tuple[i
                 if syntax == instance.transfer_syntax_uid:
                     return stored, data
                 fh.seek(0)
-                if fallback is None:
+                if explicit is None and implicit is None:
                     raise Undeliverable(f"stored as {syntax}, not as indexed")
             with to_explicit_little_endian(fh) as converted:
-                return int(fallback), split_part10(converted)[1]  # type: ignore[arg-type]
-    except (OSError, ValueError, EOFError, KeyError, AttributeError, TranscodeError) as exc:
+                if explicit is not None:
+                    return explicit, split_part10(converted)[1]
+                reencoded = encode(dcmread(converted), True, True)  # Implicit VR Little Endian
+                if reencoded is None:
+                    raise Undeliverable("the data set cannot be encoded as Implicit VR Little Endian")
+                return cast(int, implicit), reencoded
+    except (OSError, ValueError, EOFError, KeyError, AttributeError, TypeError, TranscodeError) as exc:
         raise Undeliverable(f"the stored object cannot be sent: {exc}") from None
 
 
