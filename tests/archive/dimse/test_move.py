@@ -19,7 +19,7 @@ from typing import Any
 import pydicom
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 from pynetdicom import AE, evt
 from pynetdicom.events import Event
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -314,10 +314,14 @@ def test_a_destination_accepting_only_explicit_vr_gets_an_implicit_vr_instance_t
     assert Instance.objects.get(sop_instance_uid=ds.SOPInstanceUID).transfer_syntax_uid == ImplicitVRLittleEndian
     got: list[Dataset] = []
 
+    originators: list[tuple[str, int]] = []
+
     def on_store(event: Event) -> int:
         out = event.dataset
         out.file_meta = event.file_meta
         got.append(out)
+        request = event.request
+        originators.append((request.MoveOriginatorApplicationEntityTitle, request.MoveOriginatorMessageID))
         return 0x0000
 
     dest = AE(ae_title="EXPLICIT")
@@ -338,6 +342,7 @@ def test_a_destination_accepting_only_explicit_vr_gets_an_implicit_vr_instance_t
         server.shutdown()
     assert [int(r.Status) for r, _ in responses] == [0x0000]
     (sent,) = got
+    assert originators == [("WS1", 1)]  # the C-MOVE's requester and Message ID
     assert sent.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
     assert (sent.SOPInstanceUID, sent.PixelData) == (ds.SOPInstanceUID, ds.PixelData)
 
@@ -403,3 +408,54 @@ def test_a_real_c_cancel_after_the_first_pending_ends_the_move_with_fe00_and_the
     (result,) = AuditEvent.objects.filter(action="retrieve_result")
     assert (result.outcome, result.detail["status"]) == ("cancelled", "0xFE00")
     assert result.detail["completed"] == final.NumberOfCompletedSuboperations
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (["+xa"], RLELossless),  # storescp accepts every syntax: the stored RLE bytes as they are
+        ([], ExplicitVRLittleEndian),  # storescp's default, uncompressed only: decompressed on the fallback context
+    ],
+)
+def test_movescu_sends_an_rle_instance_as_stored_or_decompressed_when_storescp_accepts_nothing_else(
+    listener: DicomListener,
+    archive: dict[str, Any],
+    sites: dict[str, Site],
+    tmp_path: Path,
+    options: list[str],
+    expected: str,
+) -> None:
+    spec = StudySpec(patient_name="RLE^ONE", patient_id="PAT-R1", study_date="20240302", accession="ACC-R1")
+    ds = pydicom.dcmread(io.BytesIO(make_instance(spec, "CT", size=16)))
+    pixels = ds.pixel_array.tobytes()
+    ds.compress(RLELossless, generate_instance_uid=False)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    send(listener.port, "MR2", [buffer.getvalue()], tmp_path)
+    out = tmp_path / "rle-received"
+    out.mkdir()
+    port = free_port()
+    proc = subprocess.Popen(  # noqa: S603 - a fixed DCMTK tool
+        ["/usr/bin/storescp", *options, "-aet", "RLESCP", "-od", str(out), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_listening(port)
+        DicomDevice.objects.create(
+            ae_title="RLESCP", host="127.0.0.1", port=port, site=sites["general"], is_move_destination=True
+        )
+        keys = ["QueryRetrieveLevel=STUDY", f"StudyInstanceUID={spec.study_uid}"]
+        args = [a for k in keys for a in ("-k", k)]
+        peer = ["127.0.0.1", str(listener.port)]
+        done = dcmtk("movescu", "-S", "-aet", "WS1", "-aec", "PACS", "-aem", "RLESCP", *args, *peer)
+        assert done.returncode == 0, done.stdout + done.stderr
+        (part10,) = received(out, expected=1).values()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    got = pydicom.dcmread(io.BytesIO(part10))
+    assert got.file_meta.TransferSyntaxUID == expected
+    assert got.pixel_array.tobytes() == pixels
+    if expected == RLELossless:
+        assert data_set_bytes(part10) == data_set_bytes(buffer.getvalue())
