@@ -10,7 +10,7 @@ sends to an address the caller names, only to the one the admin registered.
 
 The instances go to the destination on a new association (the sub-association)
 from the node's own AE title. For each SOP class it proposes one presentation
-context per stored transfer syntax, then one of Explicit VR Little Endian; an
+context of Explicit VR Little Endian and one per other stored transfer syntax; an
 instance goes as its stored bytes on the context of its stored syntax
 (:mod:`archive.dimse.suboperations`), and is transcoded only when the
 destination accepted nothing but the fallback.
@@ -101,7 +101,10 @@ def destination(ae_title: str) -> DicomDevice:
 
 
 def proposed_contexts(instances: list[Instance]) -> list[PresentationContext]:
-    """Per SOP class, one context per stored transfer syntax, then one of Explicit VR Little Endian (at most 128)."""
+    """Per SOP class one context of Explicit VR Little Endian, then one per other stored syntax (at most 128).
+
+    The fallback contexts come first so that every SOP class keeps one when there are too many syntaxes.
+    """
     syntaxes: dict[str, list[str]] = {}
     for instance in instances:
         found = syntaxes.setdefault(instance.sop_class_uid, [])

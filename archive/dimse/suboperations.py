@@ -3,9 +3,10 @@
 A stored instance is sent as the data set of its Part 10 object, byte for
 byte, on a presentation context of its stored transfer syntax when the peer
 accepted one: nothing is decoded or re-encoded (:func:`encoded`). Only when
-the peer accepted no context of that syntax, but one of Explicit VR Little
-Endian, is the object transcoded
-(:func:`archive.dicom.transcode.to_explicit_little_endian`). An instance
+the peer accepted no context of that syntax is the object transcoded to
+Explicit VR Little Endian
+(:func:`archive.dicom.transcode.to_explicit_little_endian`), or re-encoded as
+Implicit VR Little Endian when that is all the peer accepted. An instance
 neither can carry, or whose stored object cannot be read, is a failed
 sub-operation (:class:`Undeliverable`).
 
@@ -16,7 +17,9 @@ file). :func:`send_c_store` sends an already encoded data set instead: it
 builds the C-STORE-RQ primitive itself and follows the steps of
 ``send_c_store`` (pause the association's reactor, send, wait for the
 response), using these pynetdicom 3.0 internals: ``_reactor_checkpoint``,
-``_is_paused`` and ``dimse``. Requirements pin pynetdicom for that reason.
+``_is_paused``, ``dimse.msg_queue`` and ``dul.socket``. Requirements pin
+pynetdicom for that reason. While it waits for the C-STORE-RSP it flushes
+the pending TCP acknowledgement (:func:`response`).
 
 :class:`SubOperations` keeps the remaining, completed, failed and warning
 counts (PS3.4 C.4.2.1.4 and C.4.3.1.4) and the failed SOP Instance UIDs; it
