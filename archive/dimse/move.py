@@ -1,9 +1,9 @@
 """The C-MOVE SCP: Patient Root and Study Root Query/Retrieve (PS3.4 C.4.2), sending to a registered destination.
 
-An identifier is read as a C-GET identifier is (:func:`archive.dimse.find.parse_identifier`)
-and selects the same instances (:func:`archive.dimse.get.selected_instances`):
-those of the matches among the studies of the calling device's site. The
-calling device needs ``may_retrieve``. The Move Destination must be a
+A request is authorised and its instances selected exactly as a C-GET's
+(:func:`archive.dimse.retrieve.prepare`): the calling device needs
+``may_retrieve``, and the identifier, read as a C-FIND identifier, selects
+the instances of the matches among the studies of the device's site. The Move Destination must be a
 registered, enabled :class:`~archive.models.DicomDevice` marked
 ``is_move_destination``, with one host address and a port: the node never
 sends to an address the caller names, only to the one the admin registered.
