@@ -1,4 +1,4 @@
-"""The DICOM node's listener: serves associations (C-ECHO, C-STORE, C-FIND and C-GET SCP) for registered devices.
+"""The DICOM node's listener: serves associations (C-ECHO, C-STORE, C-FIND, C-GET and C-MOVE SCP) for devices.
 
 Built on pynetdicom. An association is accepted from an enabled
 :class:`~archive.models.DicomDevice` whose AE title is the calling AE title
@@ -22,7 +22,11 @@ answered by :class:`archive.dimse.find.FindSCP`, among the studies of the
 device's site. C-GET (Patient Root and Study Root) needs ``may_retrieve`` and
 is answered by :class:`archive.dimse.get.GetSCP`, which sends the selected
 instances back as C-STOREs on the same association: storage contexts accept
-SCP/SCU role selection for that.
+SCP/SCU role selection for that. C-MOVE (Patient Root and Study Root) needs
+``may_retrieve`` too and is answered by :class:`archive.dimse.move.MoveSCP`,
+which sends them to a registered move destination on a new association.
+C-GET and C-MOVE requests bypass pynetdicom's own service class
+(:func:`archive.dimse.retrieve.serve_retrievals`).
 
 C-STORE statuses (PS3.4 B.2.3, PS3.7 C): stored or identical duplicate 0x0000;
 not a readable instance, or one with a value the index cannot hold, 0xC000;
@@ -56,6 +60,7 @@ from pynetdicom import (
     evt,
 )
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_GET, C_MOVE
 from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
@@ -63,7 +68,10 @@ from pynetdicom.transport import ThreadedAssociationServer
 from archive.dimse.find import MODELS, FindSCP
 from archive.dimse.get import MODELS as GET_MODELS
 from archive.dimse.get import GetSCP
+from archive.dimse.move import MODELS as MOVE_MODELS
+from archive.dimse.move import MoveSCP
 from archive.dimse.peers import identify, validate_ae_title
+from archive.dimse.retrieve import serve_retrievals
 from archive.dimse.statuses import SUCCESS
 from archive.dimse.store import Session, StoreSCP, site_sender
 from archive.ingest.store import Sender
@@ -89,7 +97,7 @@ class _NoDelayServer(ThreadedAssociationServer):
 
 
 class DicomListener:
-    """A C-ECHO/C-STORE/C-FIND/C-GET SCP bound to one address; :meth:`start` runs it in a thread.
+    """A C-ECHO/C-STORE/C-FIND/C-GET/C-MOVE SCP bound to one address; :meth:`start` runs it in a thread.
 
     ``reject_unknown`` (default: ``PACS_DIMSE_REJECT_UNKNOWN``) rejects callers that are no enabled device.
     """
@@ -125,6 +133,9 @@ class DicomListener:
         self.get_scp = GetSCP()
         for model in GET_MODELS:  # Patient Root and Study Root Query/Retrieve - GET
             self.ae.add_supported_context(model, TRANSFER_SYNTAXES)
+        self.move_scp = MoveSCP(self.ae_title)
+        for model in MOVE_MODELS:  # Patient Root and Study Root Query/Retrieve - MOVE
+            self.ae.add_supported_context(model, TRANSFER_SYNTAXES)
         self.server: ThreadedAssociationServer | None = None
         self.thread: threading.Thread | None = None
 
@@ -139,7 +150,6 @@ class DicomListener:
             (evt.EVT_C_ECHO, self.on_c_echo),
             (evt.EVT_C_STORE, self.on_c_store),
             (evt.EVT_C_FIND, self.on_c_find),
-            (evt.EVT_C_GET, self.on_c_get),
             (evt.EVT_RELEASED, self.on_ended),
             (evt.EVT_ABORTED, self.on_ended),
             (evt.EVT_CONN_CLOSE, self.on_ended),
@@ -211,6 +221,15 @@ class DicomListener:
         _prefer_proposed_order(assoc)
         with self.lock:
             self.sessions[assoc] = session
+        serve_retrievals(
+            assoc,
+            lambda: self.session_of(assoc),
+            {C_GET: (set(GET_MODELS), self.get_scp.serve), C_MOVE: (set(MOVE_MODELS), self.move_scp.serve)},
+        )
+
+    def session_of(self, assoc: Association) -> Session | None:
+        with self.lock:
+            return self.sessions.get(assoc)
 
     def on_c_echo(self, event: Event) -> int:
         """C-ECHO: success for every accepted association (a known device, or an unknown one allowed to echo)."""
@@ -234,11 +253,6 @@ class DicomListener:
         with self.lock:
             session = self.sessions.get(event.assoc)
         yield from self.find_scp.on_c_find(session, event)
-
-    def on_c_get(self, event: Event) -> Iterator[int | tuple[int | Dataset, Dataset | None]]:
-        with self.lock:
-            session = self.sessions.get(event.assoc)
-        yield from self.get_scp.on_c_get(session, event)
 
     def on_ended(self, event: Event) -> None:
         """Log what the association stored (each C-STORE is already audited) and release its database connection."""

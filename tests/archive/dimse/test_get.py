@@ -23,9 +23,12 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelGet,
 )
 
-from archive.dicom.synthetic import make_instance
+from archive.dicom.synthetic import StudySpec, make_instance, new_uid
 from archive.dimse.listener import DicomListener
+from archive.ingest.store import Sender, store_instances
 from archive.models import DicomDevice, Instance, Site
+from archive.storage.registry import get_storage
+from archive.storage.staging import stage_file
 from audit.models import AuditEvent
 from tests.archive.dimse.conftest import dcmtk, wait_idle
 from tests.archive.dimse.test_find import JANE, JOHN, OTHER, send
@@ -107,6 +110,9 @@ def test_getscu_retrieves_a_study_whose_files_hold_the_stored_data_sets_byte_for
     assert (event.actor, event.outcome, event.source_ip) == ("AE:WS1", "success", "127.0.0.1")
     assert (event.detail["via"], event.detail["level"], event.detail["instances"]) == ("DIMSE", "STUDY", 3)
     assert event.study_instance_uid == JANE.study_uid
+    (result,) = AuditEvent.objects.filter(action="retrieve_result")
+    assert (result.actor, result.outcome, result.detail["status"]) == ("AE:WS1", "success", "0x0000")
+    assert (result.detail["completed"], result.detail["failed"], result.detail["warning"]) == (3, 0, 0)
 
 
 def test_a_series_level_c_get_sends_the_series_instances_and_ends_with_success(
@@ -116,7 +122,7 @@ def test_a_series_level_c_get_sends_the_series_instances_and_ends_with_success(
     received, responses = c_get(listener.port, "WS1", keys)
     assert len(received) == 2
     assert {ds.SeriesInstanceUID for ds in received} == {"1.2.3.100.1"}
-    assert [int(r.Status) for r, _ in responses] == [0xFF00, 0xFF00, 0x0000]
+    assert [int(r.Status) for r, _ in responses] == [0xFF00, 0x0000]  # no Pending with nothing remaining
     final, _ = responses[-1]
     assert (final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (2, 0)
     assert responses[0][0].NumberOfRemainingSuboperations == 1
@@ -182,3 +188,51 @@ def test_a_peer_accepting_only_implicit_vr_gets_the_stored_data_set_transcoded(
         stored = pydicom.dcmread(io.BytesIO(archive["jane"][ds.SOPInstanceUID]))
         assert ds.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
         assert ds.PixelData == stored.PixelData
+
+
+def test_a_real_c_cancel_after_the_first_pending_ends_the_c_get_with_fe00_and_the_counts(
+    listener: DicomListener, archive: dict[str, Any], sites: dict[str, Site], tmp_path: Path
+) -> None:
+    spec = StudySpec(patient_name="MANY^SLICES", patient_id="PAT-M1", study_date="20240201", accession="ACC-M1")
+    series = new_uid()
+    staged = []
+    for number in range(1, 301):
+        path = tmp_path / f"{number}.dcm"
+        path.write_bytes(make_instance(spec, "CT", series_uid=series, instance_number=number, size=8))
+        staged.append(stage_file(get_storage("hot"), path))
+    assert all(r.ok for r in store_instances(staged, sender=Sender(site=sites["general"])))
+    got: list[str] = []
+
+    def on_store(event: Event) -> int:
+        got.append(event.request.AffectedSOPInstanceUID)
+        return 0x0000
+
+    ae = AE(ae_title="WS1")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    ae.add_requested_context(CTImageStorage)
+    roles = [build_role(CTImageStorage, scp_role=True)]
+    assoc = ae.associate(
+        "127.0.0.1", listener.port, ae_title="PACS", ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)]
+    )
+    assert assoc.is_established
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.StudyInstanceUID = spec.study_uid
+    statuses: list[Dataset] = []
+    try:
+        context_id = assoc.accepted_contexts[0].context_id
+        for status, _ in assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet, msg_id=5):
+            statuses.append(status)
+            if len(statuses) == 1:
+                assoc.send_c_cancel(5, context_id)
+    finally:
+        assoc.release()
+    final = statuses[-1]
+    assert int(final.Status) == 0xFE00
+    assert 1 <= final.NumberOfCompletedSuboperations < 300
+    assert final.NumberOfRemainingSuboperations == 300 - final.NumberOfCompletedSuboperations
+    assert len(got) == final.NumberOfCompletedSuboperations
+    wait_idle(listener)
+    (result,) = AuditEvent.objects.filter(action="retrieve_result")
+    assert (result.outcome, result.detail["status"]) == ("cancelled", "0xFE00")
+    assert result.detail["completed"] == final.NumberOfCompletedSuboperations
