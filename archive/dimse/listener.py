@@ -1,4 +1,4 @@
-"""The DICOM node's listener: serves associations (C-ECHO, C-STORE, C-FIND and C-GET SCP) for registered devices.
+"""The DICOM node's listener: serves associations (C-ECHO, C-STORE, C-FIND, C-GET, Storage Commitment) for devices.
 
 Built on pynetdicom. An association is accepted from an enabled
 :class:`~archive.models.DicomDevice` whose AE title is the calling AE title
@@ -22,7 +22,10 @@ answered by :class:`archive.dimse.find.FindSCP`, among the studies of the
 device's site. C-GET (Patient Root and Study Root) needs ``may_retrieve`` and
 is answered by :class:`archive.dimse.get.GetSCP`, which sends the selected
 instances back as C-STOREs on the same association: storage contexts accept
-SCP/SCU role selection for that.
+SCP/SCU role selection for that. Storage Commitment (N-ACTION) needs
+``may_store`` and is answered by :class:`archive.dimse.commitment.CommitmentSCP`,
+whose :class:`~archive.dimse.commitment.Deliverer` thread, started with the
+listener, retries reports that could not be delivered.
 
 C-STORE statuses (PS3.4 B.2.3, PS3.7 C): stored or identical duplicate 0x0000;
 not a readable instance, or one with a value the index cannot hold, 0xC000;
@@ -57,9 +60,10 @@ from pynetdicom import (
 )
 from pynetdicom.association import Association
 from pynetdicom.events import Event, EventHandlerType
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.sop_class import StorageCommitmentPushModel, Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
+from archive.dimse.commitment import CommitmentSCP
 from archive.dimse.find import MODELS, FindSCP
 from archive.dimse.get import MODELS as GET_MODELS
 from archive.dimse.get import GetSCP
@@ -89,7 +93,7 @@ class _NoDelayServer(ThreadedAssociationServer):
 
 
 class DicomListener:
-    """A C-ECHO/C-STORE/C-FIND/C-GET SCP bound to one address; :meth:`start` runs it in a thread.
+    """A C-ECHO/C-STORE/C-FIND/C-GET/Storage Commitment SCP bound to one address; :meth:`start` runs it in a thread.
 
     ``reject_unknown`` (default: ``PACS_DIMSE_REJECT_UNKNOWN``) rejects callers that are no enabled device.
     """
@@ -125,6 +129,8 @@ class DicomListener:
         self.get_scp = GetSCP()
         for model in GET_MODELS:  # Patient Root and Study Root Query/Retrieve - GET
             self.ae.add_supported_context(model, TRANSFER_SYNTAXES)
+        self.commitment_scp = CommitmentSCP(self.ae_title)
+        self.ae.add_supported_context(StorageCommitmentPushModel, TRANSFER_SYNTAXES)
         self.server: ThreadedAssociationServer | None = None
         self.thread: threading.Thread | None = None
 
@@ -140,6 +146,7 @@ class DicomListener:
             (evt.EVT_C_STORE, self.on_c_store),
             (evt.EVT_C_FIND, self.on_c_find),
             (evt.EVT_C_GET, self.on_c_get),
+            (evt.EVT_N_ACTION, self.on_n_action),
             (evt.EVT_RELEASED, self.on_ended),
             (evt.EVT_ABORTED, self.on_ended),
             (evt.EVT_CONN_CLOSE, self.on_ended),
@@ -154,14 +161,16 @@ class DicomListener:
         return server
 
     def start(self) -> None:
-        """Listen in a background thread (tests, embedding)."""
+        """Listen in background threads (tests, embedding)."""
         server = self.server or self.bind()
         self.thread = threading.Thread(target=server.serve_forever, name="dicom-listener", daemon=True)
         self.thread.start()
+        self.commitment_scp.deliverer.start()
 
     def serve_forever(self) -> None:
         """Listen in this thread until interrupted (KeyboardInterrupt)."""
         server = self.server or self.bind()
+        self.commitment_scp.deliverer.start()
         try:
             server.serve_forever()
         except KeyboardInterrupt:
@@ -170,6 +179,7 @@ class DicomListener:
             self.stop()
 
     def stop(self) -> None:
+        self.commitment_scp.deliverer.stop()
         self.ae.shutdown()
         if self.thread is not None:
             self.thread.join(timeout=10)
@@ -239,6 +249,11 @@ class DicomListener:
         with self.lock:
             session = self.sessions.get(event.assoc)
         yield from self.get_scp.on_c_get(session, event)
+
+    def on_n_action(self, event: Event) -> tuple[int | Dataset, Dataset | None]:
+        with self.lock:
+            session = self.sessions.get(event.assoc)
+        return self.commitment_scp.on_n_action(session, event)
 
     def on_ended(self, event: Event) -> None:
         """Log what the association stored (each C-STORE is already audited) and release its database connection."""
