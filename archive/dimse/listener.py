@@ -25,7 +25,9 @@ instances back as C-STOREs on the same association: storage contexts accept
 SCP/SCU role selection for that. Storage Commitment (N-ACTION) needs
 ``may_store`` and is answered by :class:`archive.dimse.commitment.CommitmentSCP`,
 whose :class:`~archive.dimse.commitment.Deliverer` thread, started with the
-listener, retries reports that could not be delivered.
+listener, retries reports that could not be delivered. With an
+:class:`ssl.SSLContext` (:mod:`archive.dimse.tls`) the same node also listens
+with TLS on ``tls_port``.
 
 C-STORE statuses (PS3.4 B.2.3, PS3.7 C): stored or identical duplicate 0x0000;
 not a readable instance, or one with a value the index cannot hold, 0xC000;
@@ -43,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from typing import Any, cast
@@ -70,6 +73,7 @@ from archive.dimse.get import GetSCP
 from archive.dimse.peers import identify, validate_ae_title
 from archive.dimse.statuses import SUCCESS
 from archive.dimse.store import Session, StoreSCP, site_sender
+from archive.dimse.tls import TLSAssociationServer, connection_detail
 from archive.ingest.store import Sender
 from audit.trail import record
 
@@ -93,7 +97,7 @@ class _NoDelayServer(ThreadedAssociationServer):
 
 
 class DicomListener:
-    """A C-ECHO/C-STORE/C-FIND/C-GET/Storage Commitment SCP bound to one address; :meth:`start` runs it in a thread.
+    """A C-ECHO/C-STORE/C-FIND/C-GET/Storage Commitment SCP on one address (and a TLS port); :meth:`start` runs it.
 
     ``reject_unknown`` (default: ``PACS_DIMSE_REJECT_UNKNOWN``) rejects callers that are no enabled device.
     """
@@ -105,10 +109,14 @@ class DicomListener:
         port: int = 11112,
         max_pdu: int = 256 * 1024,
         reject_unknown: bool | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        tls_port: int = 2762,
     ) -> None:
         self.ae_title = validate_ae_title(ae_title)
         self.reject_unknown = settings.PACS_DIMSE_REJECT_UNKNOWN if reject_unknown is None else reject_unknown
         self.address = (host, port)
+        self.ssl_context = ssl_context
+        self.tls_address = (host, tls_port)
         self.store_scp = StoreSCP(self.ae_title, settings.PACS_STOW_MAX_BYTES)
         self.sessions: dict[Association, Session] = {}
         self.lock = threading.Lock()
@@ -132,12 +140,19 @@ class DicomListener:
         self.commitment_scp = CommitmentSCP(self.ae_title)
         self.ae.add_supported_context(StorageCommitmentPushModel, TRANSFER_SYNTAXES)
         self.server: ThreadedAssociationServer | None = None
+        self.tls_server: ThreadedAssociationServer | None = None
         self.thread: threading.Thread | None = None
+        self.tls_thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
         assert self.server is not None
         return int(self.server.server_address[1])
+
+    @property
+    def tls_port(self) -> int:
+        assert self.tls_server is not None
+        return int(self.tls_server.server_address[1])
 
     def handlers(self) -> list[EventHandlerType]:
         return [
@@ -158,6 +173,14 @@ class DicomListener:
         # a server's own shutdown() removes it from this list, so ae.shutdown() must find it there.
         self.ae._servers.append(server)
         self.server = server
+        if self.ssl_context is not None:
+            self.tls_server = self.ae.make_server(
+                self.tls_address,
+                ssl_context=self.ssl_context,
+                evt_handlers=self.handlers(),
+                server_class=TLSAssociationServer,
+            )
+            self.ae._servers.append(self.tls_server)
         return server
 
     def start(self) -> None:
@@ -165,12 +188,12 @@ class DicomListener:
         server = self.server or self.bind()
         self.thread = threading.Thread(target=server.serve_forever, name="dicom-listener", daemon=True)
         self.thread.start()
-        self.commitment_scp.deliverer.start()
+        self._start_tls_and_retries()
 
     def serve_forever(self) -> None:
         """Listen in this thread until interrupted (KeyboardInterrupt)."""
         server = self.server or self.bind()
-        self.commitment_scp.deliverer.start()
+        self._start_tls_and_retries()
         try:
             server.serve_forever()
         except KeyboardInterrupt:
@@ -178,11 +201,18 @@ class DicomListener:
         finally:
             self.stop()
 
+    def _start_tls_and_retries(self) -> None:
+        if self.tls_server is not None:
+            self.tls_thread = threading.Thread(target=self.tls_server.serve_forever, name="dicom-tls", daemon=True)
+            self.tls_thread.start()
+        self.commitment_scp.deliverer.start()
+
     def stop(self) -> None:
         self.commitment_scp.deliverer.stop()
         self.ae.shutdown()
-        if self.thread is not None:
-            self.thread.join(timeout=10)
+        for thread in (self.thread, self.tls_thread):
+            if thread is not None:
+                thread.join(timeout=10)
 
     # --- Event handlers (each runs in the association's own thread, except CONN_CLOSE) ---
 
@@ -199,7 +229,7 @@ class DicomListener:
         device = who.device
         sender = site_sender(device.site) if device is not None else Sender()
         session = Session(calling, called, host, sender, device=device)
-        detail: dict[str, Any] = {"calling_ae": calling, "called_ae": called, "peer": host}
+        detail: dict[str, Any] = {"calling_ae": calling, "called_ae": called, "peer": host, **connection_detail(assoc)}
         if device is None and self.reject_unknown:
             log.warning("DIMSE association from %s@%s refused: %s", calling, host, who.reason)
             assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected-permanent, service-user, calling AE not recognised
