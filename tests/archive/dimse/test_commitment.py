@@ -284,7 +284,9 @@ def test_a_report_that_cannot_be_delivered_is_kept_and_retried_by_any_node(
     failure = records("storage_commitment_report")[-1]
     assert failure.outcome == "failure" and failure.detail["delivery"] == "new association"
 
-    # The modality comes back; the retry is due. Any node's deliverer (here a new one, as after a restart) sends it.
+    # The modality comes back; the retry is due. Any node's deliverer (here a new one, as after a restart) sends
+    # it; the listener's own retry thread is stopped so that the run observed is this one.
+    listener.commitment_scp.deliverer.stop()
     DicomDevice.objects.filter(ae_title="CT1").update(port=modality.listen())
     StorageCommitment.objects.filter(pk=row.pk).update(next_attempt_at=timezone.now())
     assert Deliverer("PACS").run_due() == 1
@@ -364,3 +366,49 @@ def test_a_malformed_n_action_gets_its_failure_status_and_the_association_goes_o
     assert not StorageCommitment.objects.exists()
     refusal = records("storage_commitment")[-1]
     assert refusal.outcome == "failure" and refusal.detail["status"] == f"0x{status:04X}"
+
+
+def test_a_device_that_does_not_accept_the_scp_role_on_a_new_association_gets_no_report_and_it_is_retried(
+    listener: DicomListener, stored: dict[str, list[tuple[str, str]]], modality: Modality
+) -> None:
+    stubborn = AE(ae_title="CT1")
+    stubborn.add_supported_context(StorageCommitmentPushModel)  # role selection proposals ignored: the node stays SCU
+    server = stubborn.start_server(("127.0.0.1", 0), block=False)
+    DicomDevice.objects.filter(ae_title="CT1").update(port=server.server_address[1])
+    transaction_uid = new_uid()
+    try:
+        assoc = modality.associate(listener.port, takes_reports=False)
+        assert ask(assoc, action_information(transaction_uid, stored["ours"][:1])).Status == 0x0000
+        assoc.release()
+        wait_for(lambda: StorageCommitment.objects.get(transaction_uid=transaction_uid).attempts == 1)
+    finally:
+        stubborn.shutdown()
+    row = StorageCommitment.objects.get(transaction_uid=transaction_uid)
+    assert (row.state, row.last_error) == ("pending", "the device did not accept the SCP role of Storage Commitment")
+    assert not modality.reports
+
+
+def test_a_request_not_delivered_within_max_age_expires_and_says_so(
+    listener: DicomListener, stored: dict[str, list[tuple[str, str]]]
+) -> None:
+    listener.commitment_scp.deliverer.stop()  # the run observed is the one below
+    device = DicomDevice.objects.get(ae_title="CT1")
+    device.port = free_port()
+    device.save()
+    old = timezone.now() - Deliverer.max_age
+    row = StorageCommitment.objects.create(
+        transaction_uid=new_uid(),
+        device=device,
+        calling_ae="CT1",
+        peer_address="127.0.0.1",
+        references=[list(stored["ours"][0])],
+        next_attempt_at=old,
+        created_at=old,
+    )
+    assert Deliverer("PACS").run_due() == 1
+    row.refresh_from_db()
+    assert (row.state, row.attempts) == ("expired", 1)
+    assert row.result == {"committed": [list(stored["ours"][0])], "failed": []}  # checked before any delivery
+    assert Deliverer("PACS").run_due() == 0
+    last = records("storage_commitment_report")[-1]
+    assert last.outcome == "failure" and last.detail["expired"] is True
