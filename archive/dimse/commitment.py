@@ -387,11 +387,9 @@ class Deliverer:
         except DeliveryFailed as exc:
             self.failed(commitment, via, destination, event_type, str(exc))
             return
-        now = timezone.now()
-        StorageCommitment.objects.filter(pk=commitment.pk).update(
-            state=StorageCommitment.State.DELIVERED, delivered_at=now, attempts=commitment.attempts + 1, last_error=""
-        )
-        self.audit(commitment, "success", via, destination, event_type, status="0x0000")
+        commitment.attempts += 1
+        changes = {"state": StorageCommitment.State.DELIVERED, "delivered_at": timezone.now(), "last_error": ""}
+        self.settle(commitment, changes, "success", via, destination, event_type, status="0x0000")
 
     def send(self, assoc: Association, event_type: int, info: Dataset) -> int:
         """Send the report on an association of our own; the peer's status."""
@@ -444,20 +442,31 @@ class Deliverer:
         delay = self.retry_delays[min(attempts, len(self.retry_delays)) - 1]
         now = timezone.now()
         expired = now + timedelta(seconds=delay) > commitment.created_at + self.max_age
-        StorageCommitment.objects.filter(pk=commitment.pk).update(
-            attempts=attempts,
-            last_error=error[:200],
-            next_attempt_at=now + timedelta(seconds=delay),
-            state=StorageCommitment.State.EXPIRED if expired else StorageCommitment.State.PENDING,
-        )
+        changes = {
+            "last_error": error[:200],
+            "next_attempt_at": now + timedelta(seconds=delay),
+            "state": StorageCommitment.State.EXPIRED if expired else StorageCommitment.State.PENDING,
+        }
         commitment.attempts = attempts
         log.warning("storage commitment report to %s (%s) failed: %s", commitment.calling_ae, via, error)
-        self.audit(commitment, "failure", via, destination, event_type, reason=error[:200], expired=expired)
+        self.settle(commitment, changes, "failure", via, destination, event_type, reason=error[:200], expired=expired)
 
-    def audit(
-        self, commitment: StorageCommitment, outcome: str, via: str, destination: str, event_type: int, **more: Any
+    def settle(
+        self,
+        commitment: StorageCommitment,
+        changes: dict[str, Any],
+        outcome: str,
+        via: str,
+        destination: str,
+        event_type: int,
+        **more: Any,
     ) -> None:
-        """The ``storage_commitment_report`` record of one attempt; a delivery stands even if it cannot be written."""
+        """Write an attempt's outcome and its ``storage_commitment_report`` record in one commit.
+
+        If the index cannot take them, the row keeps its claim until the lease
+        ends and the report is sent again then (a repeated report is harmless:
+        the requester matches it by Transaction UID).
+        """
         assert commitment.result is not None
         failed = commitment.result["failed"]
         request = HttpRequest()
@@ -474,20 +483,22 @@ class Deliverer:
             "committed": len(commitment.result["committed"]),
             "failed": len(failed),
             "failure_reasons": {f"0x{reason:04X}": n for reason, n in Counter(f[2] for f in failed).items()},
-            "attempt": commitment.attempts + (1 if outcome == "success" else 0),
+            "attempt": commitment.attempts,
             **more,
         }
         try:
-            record(
-                "storage_commitment_report",
-                request,
-                actor=f"AE:{commitment.calling_ae}",
-                outcome=outcome,
-                detail=detail,
-            )
+            with transaction.atomic():
+                StorageCommitment.objects.filter(pk=commitment.pk).update(attempts=commitment.attempts, **changes)
+                record(
+                    "storage_commitment_report",
+                    request,
+                    actor=f"AE:{commitment.calling_ae}",
+                    outcome=outcome,
+                    detail=detail,
+                )
         except DatabaseError as exc:
             close_old_connections()
-            log.error("audit record of a storage commitment report to %s not written: %s", commitment.calling_ae, exc)
+            log.error("storage commitment report to %s: outcome not written: %s", commitment.calling_ae, exc)
 
 
 def report_on(assoc: Association, event_type: int, info: Dataset, timeout: float) -> int | None:
