@@ -1,4 +1,4 @@
-"""The archive index: Site, Patient, Study, Series, Instance; API tokens and DICOM devices.
+"""The archive index: Site, Patient, Study, Series, Instance; API tokens, DICOM devices, storage commitments.
 
 The index is derived data: every row can be rebuilt from the stored Part 10
 files alone (``manage.py reindex``). Query attributes live in indexed columns;
@@ -353,3 +353,44 @@ class DicomDevice(models.Model):
             ("move-destination", self.is_move_destination),
         ]
         return [name for name, on in flags if on]
+
+
+class StorageCommitment(models.Model):
+    """One Storage Commitment request (N-ACTION, PS3.4 J.3.2) and the delivery of its report (N-EVENT-REPORT).
+
+    The row is the queue: it is written, with the request's audit record, before
+    the N-ACTION is answered, so a request is never lost; the DICOM node
+    (:mod:`archive.dimse.commitment`) checks each referenced instance once
+    (``result``), then delivers the report on the requesting association or
+    on a new one, and retries from this row until ``delivered`` or ``expired``.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        EXPIRED = "expired"
+
+    transaction_uid = models.CharField("(0008,1195) Transaction UID", max_length=64, db_index=True)
+    device = models.ForeignKey(
+        DicomDevice, on_delete=models.SET_NULL, null=True, blank=True, related_name="storage_commitments"
+    )
+    calling_ae = models.CharField(max_length=16)
+    peer_address = models.CharField(max_length=64, help_text="The address the N-ACTION came from.")
+    references = models.JSONField(help_text="The (0008,1199) Referenced SOP Sequence: [[class UID, instance UID], ...]")
+    result = models.JSONField(
+        null=True,
+        blank=True,
+        help_text='Once checked: {"committed": [[class, instance]], "failed": [[class, instance, reason]]}',
+    )
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(help_text="No process tries to deliver the report before this time.")
+    last_error = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="commitment_due")]
+
+    def __str__(self) -> str:
+        return f"{self.calling_ae} {self.transaction_uid} ({self.state})"

@@ -302,6 +302,17 @@ PACS_DIMSE_PORT = env_int("PACS_DIMSE_PORT", 11112)
 PACS_FHIR_PATIENT_ID_SYSTEM = os.environ.get("PACS_FHIR_PATIENT_ID_SYSTEM", "")
 PACS_DIMSE_ALLOWED = os.environ.get("PACS_DIMSE_ALLOWED", "")
 PACS_DIMSE_REJECT_UNKNOWN = env_bool("PACS_DIMSE_REJECT_UNKNOWN", True)
+# DICOM TLS (archive/dimse/tls.py): with a certificate and its key (PEM files) the node also listens with TLS
+# on PACS_DIMSE_TLS_PORT (2762, DICOM over TLS); the plain port stays. With a CA bundle, clients must present a
+# certificate it signed. Reports and other associations the node opens stay plain TCP for now.
+PACS_DIMSE_TLS_CERT = os.environ.get("PACS_DIMSE_TLS_CERT", "")
+PACS_DIMSE_TLS_KEY = os.environ.get("PACS_DIMSE_TLS_KEY", "")
+PACS_DIMSE_TLS_CA = os.environ.get("PACS_DIMSE_TLS_CA", "")
+PACS_DIMSE_TLS_PORT = env_int("PACS_DIMSE_TLS_PORT", 2762)
+if bool(PACS_DIMSE_TLS_CERT) != bool(PACS_DIMSE_TLS_KEY):
+    raise ValueError("PACS_DIMSE_TLS_CERT and PACS_DIMSE_TLS_KEY are set together or not at all")
+if PACS_DIMSE_TLS_CA and not PACS_DIMSE_TLS_CERT:
+    raise ValueError("PACS_DIMSE_TLS_CA needs PACS_DIMSE_TLS_CERT and PACS_DIMSE_TLS_KEY")
 
 TASKS = {"default": {"BACKEND": "django_tasks_db.backend.DatabaseBackend"}}
 

@@ -1,4 +1,4 @@
-"""The DICOM node's listener: serves associations (C-ECHO, C-STORE, C-FIND, C-GET and C-MOVE SCP) for devices.
+"""The DICOM node's listener: serves associations (C-ECHO, C-STORE, C-FIND, C-GET, C-MOVE, Storage Commitment).
 
 Built on pynetdicom. An association is accepted from an enabled
 :class:`~archive.models.DicomDevice` whose AE title is the calling AE title
@@ -26,7 +26,12 @@ SCP/SCU role selection for that. C-MOVE (Patient Root and Study Root) needs
 ``may_retrieve`` too and is answered by :class:`archive.dimse.move.MoveSCP`,
 which sends them to a registered move destination on a new association.
 C-GET and C-MOVE requests bypass pynetdicom's own service class
-(:func:`archive.dimse.retrieve.serve_retrievals`).
+(:func:`archive.dimse.retrieve.serve_retrievals`). Storage Commitment (N-ACTION) needs
+``may_store`` and is answered by :class:`archive.dimse.commitment.CommitmentSCP`,
+whose :class:`~archive.dimse.commitment.Deliverer` thread, started with the
+listener, retries reports that could not be delivered. With an
+:class:`ssl.SSLContext` (:mod:`archive.dimse.tls`) the same node also listens
+with TLS on ``tls_port``.
 
 C-STORE statuses (PS3.4 B.2.3, PS3.7 C): stored or identical duplicate 0x0000;
 not a readable instance, or one with a value the index cannot hold, 0xC000;
@@ -44,6 +49,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from typing import Any, cast
@@ -62,9 +68,10 @@ from pynetdicom import (
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_GET, C_MOVE
 from pynetdicom.events import Event, EventHandlerType
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.sop_class import StorageCommitmentPushModel, Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
+from archive.dimse.commitment import CommitmentSCP
 from archive.dimse.find import MODELS, FindSCP
 from archive.dimse.get import MODELS as GET_MODELS
 from archive.dimse.get import GetSCP
@@ -74,6 +81,7 @@ from archive.dimse.peers import identify, validate_ae_title
 from archive.dimse.retrieve import serve_retrievals
 from archive.dimse.statuses import SUCCESS
 from archive.dimse.store import Session, StoreSCP, site_sender
+from archive.dimse.tls import TLSAssociationServer, connection_detail
 from archive.ingest.store import Sender
 from audit.trail import record
 
@@ -97,7 +105,7 @@ class _NoDelayServer(ThreadedAssociationServer):
 
 
 class DicomListener:
-    """A C-ECHO/C-STORE/C-FIND/C-GET/C-MOVE SCP bound to one address; :meth:`start` runs it in a thread.
+    """The DICOM node (C-ECHO, C-STORE, C-FIND, C-GET, C-MOVE, Storage Commitment SCP) on one address, and a TLS port.
 
     ``reject_unknown`` (default: ``PACS_DIMSE_REJECT_UNKNOWN``) rejects callers that are no enabled device.
     """
@@ -109,10 +117,14 @@ class DicomListener:
         port: int = 11112,
         max_pdu: int = 256 * 1024,
         reject_unknown: bool | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        tls_port: int = 2762,
     ) -> None:
         self.ae_title = validate_ae_title(ae_title)
         self.reject_unknown = settings.PACS_DIMSE_REJECT_UNKNOWN if reject_unknown is None else reject_unknown
         self.address = (host, port)
+        self.ssl_context = ssl_context
+        self.tls_address = (host, tls_port)
         self.store_scp = StoreSCP(self.ae_title, settings.PACS_STOW_MAX_BYTES)
         self.sessions: dict[Association, Session] = {}
         self.lock = threading.Lock()
@@ -136,13 +148,22 @@ class DicomListener:
         self.move_scp = MoveSCP(self.ae_title)
         for model in MOVE_MODELS:  # Patient Root and Study Root Query/Retrieve - MOVE
             self.ae.add_supported_context(model, TRANSFER_SYNTAXES)
+        self.commitment_scp = CommitmentSCP(self.ae_title)
+        self.ae.add_supported_context(StorageCommitmentPushModel, TRANSFER_SYNTAXES)
         self.server: ThreadedAssociationServer | None = None
+        self.tls_server: ThreadedAssociationServer | None = None
         self.thread: threading.Thread | None = None
+        self.tls_thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
         assert self.server is not None
         return int(self.server.server_address[1])
+
+    @property
+    def tls_port(self) -> int:
+        assert self.tls_server is not None
+        return int(self.tls_server.server_address[1])
 
     def handlers(self) -> list[EventHandlerType]:
         return [
@@ -150,6 +171,7 @@ class DicomListener:
             (evt.EVT_C_ECHO, self.on_c_echo),
             (evt.EVT_C_STORE, self.on_c_store),
             (evt.EVT_C_FIND, self.on_c_find),
+            (evt.EVT_N_ACTION, self.on_n_action),
             (evt.EVT_RELEASED, self.on_ended),
             (evt.EVT_ABORTED, self.on_ended),
             (evt.EVT_CONN_CLOSE, self.on_ended),
@@ -161,17 +183,27 @@ class DicomListener:
         # a server's own shutdown() removes it from this list, so ae.shutdown() must find it there.
         self.ae._servers.append(server)
         self.server = server
+        if self.ssl_context is not None:
+            self.tls_server = self.ae.make_server(
+                self.tls_address,
+                ssl_context=self.ssl_context,
+                evt_handlers=self.handlers(),
+                server_class=TLSAssociationServer,
+            )
+            self.ae._servers.append(self.tls_server)
         return server
 
     def start(self) -> None:
-        """Listen in a background thread (tests, embedding)."""
+        """Listen in background threads (tests, embedding)."""
         server = self.server or self.bind()
         self.thread = threading.Thread(target=server.serve_forever, name="dicom-listener", daemon=True)
         self.thread.start()
+        self._start_tls_and_retries()
 
     def serve_forever(self) -> None:
         """Listen in this thread until interrupted (KeyboardInterrupt)."""
         server = self.server or self.bind()
+        self._start_tls_and_retries()
         try:
             server.serve_forever()
         except KeyboardInterrupt:
@@ -179,10 +211,18 @@ class DicomListener:
         finally:
             self.stop()
 
+    def _start_tls_and_retries(self) -> None:
+        if self.tls_server is not None:
+            self.tls_thread = threading.Thread(target=self.tls_server.serve_forever, name="dicom-tls", daemon=True)
+            self.tls_thread.start()
+        self.commitment_scp.deliverer.start()
+
     def stop(self) -> None:
+        self.commitment_scp.deliverer.stop()
         self.ae.shutdown()
-        if self.thread is not None:
-            self.thread.join(timeout=10)
+        for thread in (self.thread, self.tls_thread):
+            if thread is not None:
+                thread.join(timeout=10)
 
     # --- Event handlers (each runs in the association's own thread, except CONN_CLOSE) ---
 
@@ -199,7 +239,7 @@ class DicomListener:
         device = who.device
         sender = site_sender(device.site) if device is not None else Sender()
         session = Session(calling, called, host, sender, device=device)
-        detail: dict[str, Any] = {"calling_ae": calling, "called_ae": called, "peer": host}
+        detail: dict[str, Any] = {"calling_ae": calling, "called_ae": called, "peer": host, **connection_detail(assoc)}
         if device is None and self.reject_unknown:
             log.warning("DIMSE association from %s@%s refused: %s", calling, host, who.reason)
             assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected-permanent, service-user, calling AE not recognised
@@ -253,6 +293,11 @@ class DicomListener:
         with self.lock:
             session = self.sessions.get(event.assoc)
         yield from self.find_scp.on_c_find(session, event)
+
+    def on_n_action(self, event: Event) -> tuple[int | Dataset, Dataset | None]:
+        with self.lock:
+            session = self.sessions.get(event.assoc)
+        return self.commitment_scp.on_n_action(session, event)
 
     def on_ended(self, event: Event) -> None:
         """Log what the association stored (each C-STORE is already audited) and release its database connection."""

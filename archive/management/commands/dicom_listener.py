@@ -5,6 +5,9 @@ entries of ``PACS_DIMSE_ALLOWED`` that have no device yet are added as
 store-only devices (:func:`archive.dimse.peers.bootstrap_devices`); the
 command refuses to start when that variable is malformed or names a site that
 does not exist, so a typo never turns into silently rejected modalities.
+With ``PACS_DIMSE_TLS_CERT`` and ``PACS_DIMSE_TLS_KEY`` the node also listens
+with TLS on ``PACS_DIMSE_TLS_PORT`` (see archive/dimse/tls.py); it refuses to
+start when those files cannot be loaded.
 Runs in the foreground until interrupted (SIGINT or SIGTERM).
 """
 
@@ -19,6 +22,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from archive.dimse.listener import DicomListener
 from archive.dimse.peers import ConfigurationError, bootstrap_devices, parse_allowed, validate_ae_title
+from archive.dimse.tls import server_context
 from archive.models import DicomDevice
 
 
@@ -45,13 +49,26 @@ class Command(BaseCommand):
         if not enabled:
             unknown = "rejected" if settings.PACS_DIMSE_REJECT_UNKNOWN else "accepted for C-ECHO only"
             self.stderr.write(f"No enabled DICOM device: every association will be {unknown}")
-        listener = DicomListener(ae_title, host=options["host"], port=port)
+        context = None
+        if settings.PACS_DIMSE_TLS_CERT:
+            try:
+                context = server_context(
+                    settings.PACS_DIMSE_TLS_CERT, settings.PACS_DIMSE_TLS_KEY, settings.PACS_DIMSE_TLS_CA
+                )
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                raise CommandError(f"DICOM TLS certificate, key or CA cannot be loaded: {exc}") from None
+        listener = DicomListener(
+            ae_title, host=options["host"], port=port, ssl_context=context, tls_port=settings.PACS_DIMSE_TLS_PORT
+        )
         listener.bind()
 
         def stop(signum: int, frame: FrameType | None) -> None:
             raise KeyboardInterrupt
 
         signal.signal(signal.SIGTERM, stop)
-        self.stdout.write(f"DICOM listener {ae_title} on {options['host']}:{listener.port} for {enabled} device(s)")
+        tls = f", TLS on port {listener.tls_port}" if context is not None else ""
+        self.stdout.write(
+            f"DICOM listener {ae_title} on {options['host']}:{listener.port}{tls} for {enabled} device(s)"
+        )
         self.stdout.flush()
         listener.serve_forever()
