@@ -86,10 +86,13 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_totp",
     "django_otp.plugins.otp_static",
     "mozilla_django_oidc",
+    "rest_framework",
+    "drf_spectacular",
     "audit",
     "archive",
     "portal",
     "viewer",
+    "integrations",
 ]
 
 MIDDLEWARE = [
@@ -300,6 +303,25 @@ PACS_DIMSE_AE_TITLE = os.environ.get("PACS_DIMSE_AE_TITLE", "PACS")
 PACS_DIMSE_PORT = env_int("PACS_DIMSE_PORT", 11112)
 PACS_DIMSE_ALLOWED = os.environ.get("PACS_DIMSE_ALLOWED", "")
 PACS_DIMSE_REJECT_UNKNOWN = env_bool("PACS_DIMSE_REJECT_UNKNOWN", True)
+
+# JSON APIs (Django REST framework): JSON in and out, no browsable API (its pages need inline script),
+# signed-in users only unless a view says otherwise (the EHR launch authenticates the EHR itself).
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Cloud PACS API",
+    "DESCRIPTION": "JSON APIs of the PACS (DICOMweb is described by DICOM PS3.18, not here).",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+# EHR launch (integrations/ehr/): how long the studies an EHR opened stay open to that browser session.
+PACS_EHR_ACCESS_SECONDS = env_int("PACS_EHR_ACCESS_SECONDS", 4 * 3600)
 
 TASKS = {"default": {"BACKEND": "django_tasks_db.backend.DatabaseBackend"}}
 
