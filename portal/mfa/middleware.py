@@ -34,6 +34,8 @@ OPEN_URL_NAMES = frozenset(
         "oidc_authentication_callback",
         "health",
         "login",
+        "ehr-launch-page",  # an EHR launch ends this session and starts the clinician's own
+        "ehr-launch-problem",
     }
 )
 #: Paths answered with JSON 403 rather than a redirect.

@@ -136,11 +136,10 @@ def audit_reasons(action: str, outcome: str = "failure") -> list[str]:
     from audit.models import AuditEvent
 
     return [
-        str(e.detail.get("reason", "")) for e in AuditEvent.objects.filter(action=action, outcome=outcome).order_by("pk")
+        str(e.detail.get("reason", ""))
+        for e in AuditEvent.objects.filter(action=action, outcome=outcome).order_by("pk")
     ]
 
 
 def dumps(body: Any) -> str:
     return json.dumps(body)
-
-

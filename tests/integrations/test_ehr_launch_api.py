@@ -43,7 +43,9 @@ def test_an_ehr_with_its_secret_gets_a_one_time_launch_url_whose_token_is_kept_o
     assert len(base64.urlsafe_b64decode(token.split(".")[0] + "=")) * 8 >= 128
     launch = EhrLaunch.objects.get()
     assert launch.token_sha256 == hashlib.sha256(token.encode()).hexdigest()
-    stored = json.dumps([list(v) if isinstance(v, tuple) else v for v in EhrLaunch.objects.values_list().get()], default=str)
+    stored = json.dumps(
+        [list(v) if isinstance(v, tuple) else v for v in EhrLaunch.objects.values_list().get()], default=str
+    )
     assert token not in stored
     event = AuditEvent.objects.get(action="ehr.launch.issue")
     assert (event.outcome, event.actor, event.patient_id) == ("success", "ehr:test-ehr", "PAT-A1")
@@ -140,11 +142,17 @@ def test_an_assertion_signed_with_a_symmetric_or_no_algorithm_is_refused(
 
         header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
         payload = base64.urlsafe_b64encode(
-            json.dumps({"iss": "signed-ehr", "sub": "signed-ehr", "aud": AUDIENCE, "iat": 1, "exp": 2, "jti": "x"}).encode()
+            json.dumps(
+                {"iss": "signed-ehr", "sub": "signed-ehr", "aud": AUDIENCE, "iat": 1, "exp": 2, "jti": "x"}
+            ).encode()
         ).rstrip(b"=")
         mac = hmac.new(jwt_ehr.integration.public_key_pem.encode(), header + b"." + payload, h.sha256).digest()
         forged = (header + b"." + payload + b"." + base64.urlsafe_b64encode(mac).rstrip(b"=")).decode()
-        body = {**launch_body([site_a_study["study"]]), "client_assertion_type": assertion_body.__defaults__ or "", "client_assertion": forged}
+        body = {
+            **launch_body([site_a_study["study"]]),
+            "client_assertion_type": assertion_body.__defaults__ or "",
+            "client_assertion": forged,
+        }
         body["client_assertion_type"] = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
     response = post(body)
     assert response.status_code == 401
