@@ -51,6 +51,11 @@ class EhrIntegrationAdmin(admin.ModelAdmin[EhrIntegration]):
     ]
     actions = ["issue_secret"]
 
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "jwks_url":
+            kwargs["assume_scheme"] = "https"
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
     def save_model(self, request: HttpRequest, obj: EhrIntegration, form: Any, change: bool) -> None:
         if not change and obj.auth_method == AuthMethod.CLIENT_SECRET_BASIC:
             secret, obj.secret_sha256 = new_secret()

@@ -52,7 +52,8 @@ class EhrClientAuthentication(BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[Any, EhrIntegration] | None:
         header = request.META.get("HTTP_AUTHORIZATION", "")
         try:
-            data = request.data if not header else {}
+            is_json = request.content_type.split(";")[0].strip().lower() == "application/json"
+            data = request.data if not header and is_json else {}
             has_assertion = isinstance(data, dict) and ("client_assertion" in data or "client_assertion_type" in data)
             if header:
                 integration = self._basic(header)
