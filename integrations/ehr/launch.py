@@ -32,6 +32,7 @@ from django.db.models import Q
 from django.http import HttpRequest
 
 from archive.models import Study
+from audit.models import AuditEvent
 from audit.trail import record
 from integrations import clock
 from integrations.ehr import tokens
@@ -297,6 +298,10 @@ def _grant(launch: EhrLaunch, request: HttpRequest) -> list[Study]:
         tuple(launch.accession_numbers),
     )
     for study in found.refused:
+        if AuditEvent.objects.filter(
+            action="ehr.launch.study-refused", study_instance_uid=study.study_instance_uid, detail__launch=launch.pk
+        ).exists():
+            continue  # the waiting page asks every 10 seconds: one record per study is enough
         record(
             "ehr.launch.study-refused",
             request,

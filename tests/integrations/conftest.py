@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,10 +17,31 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from integrations import clock
+from integrations.ehr import tokens
 from integrations.ehr.credentials import ASSERTION_TYPE, new_secret
 from integrations.models import AuthMethod, EhrIntegration
 
 LAUNCH_PATH = "/api/ehr/launch"
+
+
+@pytest.fixture(autouse=True)
+def no_token_in_any_log(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Every test here: no log record of any logger, at any level, holds a launch token it issued."""
+    issued: list[str] = []
+    real = tokens.new_token
+
+    def remembering() -> tuple[str, str]:
+        token, digest = real()
+        issued.append(token)
+        return token, digest
+
+    monkeypatch.setattr(tokens, "new_token", remembering)
+    caplog.set_level(logging.DEBUG)
+    yield
+    records = caplog.get_records("setup") + caplog.get_records("call") + caplog.records
+    text = "\n".join(r.getMessage() + str(r.args) + str(r.exc_text or "") for r in records)
+    leaked = [t for t in issued if t in text or t.split(".")[0] in text]
+    assert not leaked, "a launch token reached a log record"
 
 
 @dataclass

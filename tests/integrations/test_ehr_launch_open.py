@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
@@ -203,7 +205,9 @@ def test_images_not_yet_available_wait_on_a_refreshing_page_and_open_when_they_a
     wrong = StudySpec(patient_name="OTHER^BOB", patient_id="PAT-B2", accession="ACC-LATE")
     assert stow(owner_client, make_series(wrong, "CT", count=1)).status_code == 200
     assert browser.get("/ehr/waiting").status_code == 200
-    assert AuditEvent.objects.filter(action="ehr.launch.study-refused", study_instance_uid=wrong.study_uid).exists()
+    assert browser.get("/ehr/waiting").status_code == 200
+    refused = AuditEvent.objects.filter(action="ehr.launch.study-refused", study_instance_uid=wrong.study_uid)
+    assert refused.count() == 1
     # Then the right one arrives.
     right = StudySpec(patient_name="ISOLATION^ALICE", patient_id="PAT-A1", accession="ACC-LATE")
     assert stow(owner_client, make_series(right, "CT", count=1)).status_code == 200
@@ -230,3 +234,27 @@ def test_a_launch_replaces_whatever_session_the_browser_had(
     assert browser.session.session_key != before
     assert int(browser.session["_auth_user_id"]) != colleague.pk
     assert EhrLaunch.objects.get().consumed_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_browsers_racing_with_one_token_cannot_both_open_it(ehr: Ehr, site_a_study: dict[str, Any]) -> None:
+    url = issue(ehr, launch_body([site_a_study["study"]]))
+    path, token = "/ehr/launch/test-ehr", token_of(url)
+    ready = threading.Barrier(4)
+    statuses: list[int] = []
+
+    def browser() -> None:
+        client = Client()
+        client.get(path)
+        ready.wait()
+        statuses.append(client.post(path, {"token": token}).status_code)
+        connection.close()
+
+    threads = [threading.Thread(target=browser) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [200, 410, 410, 410]
+    assert AccessGrant.objects.count() == 1
+    assert audit_reasons("ehr.launch.use") == ["used"] * 3
