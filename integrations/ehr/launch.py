@@ -177,6 +177,7 @@ class Problem(enum.Enum):
     DISABLED = "disabled"
     ACCOUNT_DISABLED = "account-disabled"
     RETRY = "retry"
+    FAILED = "failed"  # the launch page could not complete (no cookies, so no CSRF cookie; network)
 
 
 class LaunchProblem(Exception):

@@ -100,6 +100,13 @@ PROBLEMS: dict[Problem, tuple[str, str, str, int]] = {
         "Open the images again from the patient's chart in your EHR.",
         409,
     ),
+    Problem.FAILED: (
+        "The images could not be opened",
+        "Your browser could not finish opening the link: cookies may be blocked for this site, or the "
+        "connection dropped. Nothing was opened.",
+        "Allow cookies for this site, then open the images again from the patient's chart in your EHR.",
+        400,
+    ),
 }
 
 

@@ -138,3 +138,26 @@ def test_a_tampered_link_shows_its_page_and_the_images_wait_page_refreshes_itsel
     assert page.locator("#ehr-waiting").inner_text() == "Images not yet available"
     assert page.locator('meta[http-equiv="refresh"]').get_attribute("content") == "10"
     assert page.problems == []  # type: ignore[attr-defined]
+
+
+def test_a_browser_that_refuses_cookies_gets_a_page_saying_so_and_the_link_stays_unused(
+    page: Any, live_server: Any, ehr: Ehr, site_a_study: dict[str, Any]
+) -> None:
+    from integrations.models import EhrLaunch
+
+    launch_url = ehr_asks(live_server, ehr, launch_body([site_a_study["study"]]), signed=False)
+
+    def without_cookies(route: Any) -> None:  # the launch page's CSRF cookie is never stored
+        if route.request.method != "GET":
+            route.fallback()
+            return
+        response = route.fetch()
+        headers = {k: v for k, v in response.headers.items() if k.lower() != "set-cookie"}
+        page.context.clear_cookies()  # route.fetch() shares the context's cookie jar
+        route.fulfill(response=response, headers=headers)
+
+    page.route("**/ehr/launch/**", without_cookies)
+    page.goto(launch_url)
+    page.wait_for_url("**/ehr/launch/problem/failed")
+    assert "cookies may be blocked" in page.content()
+    assert EhrLaunch.objects.get().consumed_at is None
