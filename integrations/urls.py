@@ -15,4 +15,5 @@ page_urlpatterns = [
     path("launch/problem/<slug:problem>", views.problem_page, name="ehr-launch-problem"),
     path("launch/<str:client_id>", views.launch_page, name="ehr-launch-page"),
     path("waiting", views.waiting, name="ehr-waiting"),
+    path("studies", views.studies, name="ehr-studies"),
 ]

@@ -7,7 +7,7 @@ clinician's account, and grants it the launch's studies under a fresh session
 scope; the caller then starts a session limited to that scope
 (:func:`portal.accounts.sessions.limit_session`). :func:`grant_arrived` grants
 studies that arrived after the launch was opened (the "images not yet
-available" page calls it).
+available" page and the launch's study list call it).
 
 A study is granted only when it belongs to the launch's patient (Patient ID
 and issuer, exactly) and to one of the integration's sites. Asking for a
@@ -204,7 +204,7 @@ def open_launch(token: str, client_id: str, request: HttpRequest) -> Opened:
             launch.scope = secrets.token_urlsafe(24)
             launch.access_until = clock.now() + timedelta(seconds=settings.PACS_EHR_ACCESS_SECONDS)
             launch.save(update_fields=["user", "scope", "access_until"])
-            granted = _grant(launch, request)
+            granted = _grant(launch, request).allowed
             record(
                 "ehr.launch.use",
                 request,
@@ -289,7 +289,7 @@ def _account(launch: EhrLaunch) -> Any:
     return user
 
 
-def _grant(launch: EhrLaunch, request: HttpRequest) -> list[Study]:
+def _grant(launch: EhrLaunch, request: HttpRequest) -> Matches:
     """Grant the launch's arrived, allowed studies to its account under its scope; audit any refused."""
     found = match(
         launch.integration,
@@ -325,12 +325,21 @@ def _grant(launch: EhrLaunch, request: HttpRequest) -> list[Study]:
         for study in found.allowed
         if study.pk not in already
     )
-    return found.allowed
+    return found
 
 
-def grant_arrived(launch: EhrLaunch, request: HttpRequest) -> list[Study]:
-    """The launch's studies open to its session now, granting any that arrived since it was opened."""
-    if launch.access_until is None or launch.access_until <= clock.now() or not launch.integration.enabled:
-        return []
+def grant_arrived(launch: EhrLaunch, request: HttpRequest) -> Matches:
+    """The launch's studies open to its session now (granting any that arrived since), and what is still missing."""
+    if not is_open(launch):
+        return Matches()
     with transaction.atomic():
         return _grant(launch, request)
+
+
+def is_open(launch: EhrLaunch) -> bool:
+    """May the launch's session still be given its studies?"""
+    return bool(launch.access_until and launch.access_until > clock.now() and launch.integration.enabled)
+
+
+def requested(launch: EhrLaunch) -> int:
+    return len(launch.study_instance_uids) + len(launch.accession_numbers)

@@ -31,7 +31,6 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
 
 from archive.models import Study
-from integrations import clock
 from integrations.ehr import launch
 from integrations.ehr.launch import Problem
 from integrations.models import EhrLaunch
@@ -131,13 +130,38 @@ def launch_page(request: HttpRequest, client_id: str) -> HttpResponseBase:
     login(request, opened.user, backend=BACKEND)
     limit_session(request, opened.launch.scope)
     request.session[SESSION_LAUNCH] = opened.launch.pk
-    return _private(JsonResponse({"location": _destination(opened.studies)}))
+    return _private(JsonResponse({"location": _destination(opened.launch, opened.studies)}))
 
 
-def _destination(studies: Sequence[Study]) -> str:
-    if studies:
+def _destination(found: EhrLaunch, studies: Sequence[Study]) -> str:
+    """One study asked for and there: its viewer. Several: the launch's list. None yet: the waiting page."""
+    if not studies:
+        return reverse("ehr-waiting")
+    if len(studies) == 1 and launch.requested(found) == 1:
         return reverse("viewer-study", args=[studies[0].study_instance_uid])
-    return reverse("ehr-waiting")
+    return reverse("ehr-studies")
+
+
+def _session_launch(request: HttpRequest) -> EhrLaunch | None:
+    """The launch this session was opened by, if it is one."""
+    launch_pk = request.session.get(SESSION_LAUNCH)
+    if not launch_pk:
+        return None
+    return (
+        EhrLaunch.objects.select_related("integration")
+        .filter(pk=launch_pk, user_id=int(request.user.pk or 0), scope=session_scope(request.user))
+        .exclude(scope="")
+        .first()
+    )
+
+
+def _no_launch(request: HttpRequest) -> HttpResponse:
+    context = {
+        "title": "No launch in this session",
+        "what": "This page belongs to a launch from an EHR, and this session has none.",
+        "todo": PROBLEMS[Problem.UNKNOWN][2],
+    }
+    return render(request, "integrations/ehr/problem.html", context, status=404)
 
 
 @require_GET
@@ -156,26 +180,33 @@ def problem_page(request: HttpRequest, problem: str) -> HttpResponseBase:
 @require_GET
 def waiting(request: HttpRequest) -> HttpResponse:
     """Grants what has arrived and goes to the viewer; until then, a page that asks again every 10 seconds."""
-    launch_pk = request.session.get(SESSION_LAUNCH)
-    found = (
-        EhrLaunch.objects.select_related("integration")
-        .filter(pk=launch_pk, user_id=int(request.user.pk or 0), scope=session_scope(request.user))
-        .exclude(scope="")
-        .first()
-        if launch_pk
-        else None
-    )
+    found = _session_launch(request)
     if found is None:
-        title, what, todo, status = PROBLEMS[Problem.UNKNOWN]
-        context = {
-            "title": "No launch in this session",
-            "what": "This page belongs to a launch from an EHR.",
-            "todo": todo,
-        }
-        return render(request, "integrations/ehr/problem.html", context, status=404)
-    studies = launch.grant_arrived(found, request)
+        return _no_launch(request)
+    studies = launch.grant_arrived(found, request).allowed
     if studies:
-        return redirect(_destination(studies))
-    ended = found.access_until is None or not found.integration.enabled or found.access_until <= clock.now()
-    page: dict[str, Any] = {"launch": found, "ended": ended, "refresh_seconds": 10}
+        return redirect(_destination(found, studies))
+    page: dict[str, Any] = {"launch": found, "ended": not launch.is_open(found), "refresh_seconds": 10}
     return render(request, "integrations/ehr/waiting.html", page)
+
+
+@never_cache
+@login_required
+@require_GET
+def studies(request: HttpRequest) -> HttpResponse:
+    """The studies of a launch that named several: links to the viewer; refreshes while some have not arrived."""
+    found = _session_launch(request)
+    if found is None:
+        return _no_launch(request)
+    matches = launch.grant_arrived(found, request)
+    if not matches.allowed:
+        return redirect("ehr-waiting")
+    pending = matches.missing_uids + matches.missing_accessions
+    page: dict[str, Any] = {
+        "launch": found,
+        "studies": matches.allowed,
+        "pending": len(pending),
+        "refresh": bool(pending) and launch.is_open(found),
+        "refresh_seconds": 10,
+    }
+    return render(request, "integrations/ehr/studies.html", page)

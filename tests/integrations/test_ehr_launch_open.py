@@ -258,3 +258,24 @@ def test_browsers_racing_with_one_token_cannot_both_open_it(ehr: Ehr, site_a_stu
     assert sorted(statuses) == [200, 410, 410, 410]
     assert AccessGrant.objects.count() == 1
     assert audit_reasons("ehr.launch.use") == ["used"] * 3
+
+
+def test_a_launch_of_several_studies_lists_them_and_waits_for_the_rest(
+    ehr: Ehr, site_a_study: dict[str, Any], owner_client: Client
+) -> None:
+    second = StudySpec(patient_name="ISOLATION^ALICE", patient_id="PAT-A1", accession="ACC-A2", description="MR <b>")
+    assert stow(owner_client, make_series(second, "MR", count=1)).status_code == 200
+    browser = Client()
+    body = launch_body([site_a_study["study"], second.study_uid], accessions=["ACC-LATER"])
+    answer = open_link(browser, issue(ehr, body))
+    assert answer.json() == {"location": "/ehr/studies"}
+    page = browser.get("/ehr/studies")
+    text = page.content.decode()
+    assert page.status_code == 200
+    assert (
+        f'href="/viewer/studies/{site_a_study["study"]}"' in text
+        and f'href="/viewer/studies/{second.study_uid}"' in text
+    )
+    assert "MR &lt;b&gt;" in text
+    assert "1 more not yet available" in text and '<meta http-equiv="refresh" content="10">' in text
+    assert browser.get(f"/viewer/studies/{second.study_uid}").status_code == 200
