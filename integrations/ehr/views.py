@@ -1,4 +1,4 @@
-"""The browser side of an EHR launch: the launch page, its problems, and "images not yet available".
+"""The browser side of an EHR launch: the launch page, its problems, "images not yet available", the study list.
 
 The launch URL is ``/ehr/launch/<client id>#<token>``. A fragment is never
 sent to a server, so the token is in no request line, no access log (ours or
@@ -12,9 +12,10 @@ leaves no entry of its own either. The page is served with
 
 A consumed token starts a new session (the browser's previous session, if
 any, is ended first) limited to the launch's grants, then goes to the viewer
-of the first study, or to the waiting page when none has arrived yet. The
-waiting page refreshes itself with a meta refresh (no script) and grants each
-study of the launch as it arrives.
+of its study, to the list of its studies when it named several, or to the
+waiting page when none has arrived yet. The waiting page and the list refresh
+themselves with a meta refresh (no script) and grant each study of the launch
+as it arrives.
 """
 
 from __future__ import annotations
