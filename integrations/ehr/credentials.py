@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import secrets
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -75,19 +76,42 @@ def check_secret(client_id: str, secret: str) -> EhrIntegration:
 
 
 _jwks_clients: dict[str, jwt.PyJWKClient] = {}
+_jwks_refreshed: dict[str, float] = {}
 _jwks_lock = threading.Lock()
+#: A JWKS is fetched again for an unknown key id at most this often (key rotation), so forged key ids
+#: cannot make this server hammer the EHR's JWKS URL.
+JWKS_REFRESH_SECONDS = 60
 
 
 def _jwks_client(url: str) -> jwt.PyJWKClient:
     with _jwks_lock:
         client = _jwks_clients.get(url)
         if client is None:
-            client = jwt.PyJWKClient(url, cache_keys=True, lifespan=300, timeout=5)
+            client = jwt.PyJWKClient(url, cache_jwk_set=True, lifespan=300, timeout=5)
             _jwks_clients[url] = client
         return client
 
 
-def _verification_key(integration: EhrIntegration, assertion: str) -> Any:
+def _jwks_key(url: str, kid: Any) -> Any:
+    """The key ``kid`` (or the only key, when the assertion names none) of the JWKS at ``url``."""
+    client = _jwks_client(url)
+
+    def pick(keys: list[jwt.PyJWK]) -> Any:
+        found = [k for k in keys if k.key_id == kid] if kid else (keys if len(keys) == 1 else [])
+        return found[0].key if found else None
+
+    key = pick(client.get_signing_keys())
+    if key is None:
+        with _jwks_lock:
+            due = time.monotonic() - _jwks_refreshed.get(url, -JWKS_REFRESH_SECONDS) >= JWKS_REFRESH_SECONDS
+            if due:
+                _jwks_refreshed[url] = time.monotonic()
+        if due:
+            key = pick(client.get_signing_keys(refresh=True))
+    return key
+
+
+def _verification_key(integration: EhrIntegration, assertion: str, kid: Any) -> Any:
     if integration.public_key_pem.strip():
         try:
             return load_public_key(integration.public_key_pem)
@@ -96,13 +120,14 @@ def _verification_key(integration: EhrIntegration, assertion: str) -> Any:
     if not integration.jwks_url:
         raise Refused("the integration has no key to check assertions with", integration.client_id)
     try:
-        return _jwks_client(integration.jwks_url).get_signing_key_from_jwt(assertion).key
+        key = _jwks_key(integration.jwks_url, kid)
     except jwt.PyJWKClientConnectionError:
         raise Refused("the integration's JWKS could not be fetched", integration.client_id) from None
     except jwt.PyJWKClientError:
-        raise Refused("no key in the integration's JWKS matches the assertion", integration.client_id) from None
-    except jwt.InvalidTokenError:
-        raise Refused("the assertion is not a JWT", integration.client_id) from None
+        raise Refused("the integration's JWKS holds no usable signing key", integration.client_id) from None
+    if key is None:
+        raise Refused("no key in the integration's JWKS matches the assertion", integration.client_id)
+    return key
 
 
 def check_assertion(assertion: str, audience: str) -> EhrIntegration:
@@ -124,7 +149,7 @@ def check_assertion(assertion: str, audience: str) -> EhrIntegration:
         raise Refused("unknown client", client_id)
     if integration.auth_method != AuthMethod.PRIVATE_KEY_JWT:
         raise Refused("this client authenticates with a secret, not signed assertions", client_id)
-    key = _verification_key(integration, assertion)
+    key = _verification_key(integration, assertion, header.get("kid"))
     try:
         claims = jwt.decode(
             assertion,

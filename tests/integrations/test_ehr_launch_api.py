@@ -174,8 +174,11 @@ def test_an_es256_assertion_is_checked_against_the_ehrs_jwks_url(
     public = jwt.algorithms.ECAlgorithm.to_jwk(es256_key.public_key(), as_dict=True)
     keys = json.dumps({"keys": [{**public, "kid": "k1", "use": "sig", "alg": "ES256"}]}).encode()
 
+    fetches: list[str] = []
+
     class Jwks(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            fetches.append(self.path)
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.end_headers()
@@ -197,6 +200,16 @@ def test_an_es256_assertion_is_checked_against_the_ehrs_jwks_url(
         signer = Ehr(integration, private_key=es256_key, algorithm="ES256", kid="k1")
         response = post(assertion_body(signer, AUDIENCE, launch_body([site_a_study["study"]])))
         assert response.status_code == 201, response.content
+        assert len(fetches) == 1
+        # Unknown key ids: one fetch again (the EHR may have rotated its keys), then none for a minute.
+        for kid in ("forged-1", "forged-2", "forged-3"):
+            signer.kid = kid
+            refused = post(assertion_body(signer, AUDIENCE, launch_body([site_a_study["study"]])))
+            assert refused.status_code == 401
+            assert (
+                refused.json()["detail"] == "Not authenticated: no key in the integration's JWKS matches the assertion."
+            )
+        assert len(fetches) == 2
     finally:
         server.shutdown()
 
