@@ -53,8 +53,10 @@ class EhrClientAuthentication(BaseAuthentication):
         header = request.META.get("HTTP_AUTHORIZATION", "")
         try:
             is_json = request.content_type.split(";")[0].strip().lower() == "application/json"
-            data = request.data if not header and is_json else {}
+            data = request.data if is_json else {}
             has_assertion = isinstance(data, dict) and ("client_assertion" in data or "client_assertion_type" in data)
+            if header and has_assertion:  # RFC 6749 2.3: one client authentication method per request
+                raise credentials.Refused("use HTTP Basic or a client assertion, not both")
             if header:
                 integration = self._basic(header)
             elif has_assertion:

@@ -302,3 +302,9 @@ def test_the_openapi_schema_describes_the_launch_for_signed_in_users_only(ehr: E
     assert operation["operationId"] == "ehr_launch"
     assert set(operation["responses"]) >= {"201", "400", "401", "403", "413", "415"}
     assert schema["components"]["securitySchemes"]["ehrClient"]["scheme"] == "basic"
+
+
+def test_basic_and_an_assertion_together_are_refused(ehr: Ehr, jwt_ehr: Ehr, site_a_study: dict[str, Any]) -> None:
+    response = post(assertion_body(jwt_ehr, AUDIENCE, launch_body([site_a_study["study"]])), ehr.basic())
+    assert response.status_code == 401
+    assert response.json() == {"detail": "Not authenticated: use HTTP Basic or a client assertion, not both."}
