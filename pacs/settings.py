@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "mozilla_django_oidc",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served from our own static files (the CSP allows no CDN)
     "audit",
     "archive",
     "portal",
@@ -318,6 +319,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "JSON APIs of the PACS (DICOMweb is described by DICOM PS3.18, not here).",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 # EHR launch (integrations/ehr/): how long the studies an EHR opened stay open to that browser session.
 PACS_EHR_ACCESS_SECONDS = env_int("PACS_EHR_ACCESS_SECONDS", 4 * 3600)

@@ -161,3 +161,28 @@ def test_a_browser_that_refuses_cookies_gets_a_page_saying_so_and_the_link_stays
     page.wait_for_url("**/ehr/launch/problem/failed")
     assert "cookies may be blocked" in page.content()
     assert EhrLaunch.objects.get().consumed_at is None
+
+
+def test_the_api_docs_page_renders_the_launch_under_the_strict_csp(page: Any, live_server: Any, reader: Any) -> None:
+    from django.conf import settings as django_settings
+    from django.test import Client
+
+    client = Client()
+    client.force_login(reader)
+    cookie = client.cookies[django_settings.SESSION_COOKIE_NAME]
+    page.context.add_cookies(
+        [
+            {
+                "name": cookie.key,
+                "value": cookie.value,
+                "url": live_server.url,
+                "httpOnly": True,
+                "sameSite": "Lax",
+                "secure": bool(django_settings.SESSION_COOKIE_SECURE),
+            }
+        ]
+    )
+    page.goto(f"{live_server.url}/api/docs/")
+    page.wait_for_selector("text=Get a one-time launch URL")
+    assert "/ehr/launch" in page.inner_text("#swagger-ui").replace("\u200b", "")
+    assert page.problems == []  # type: ignore[attr-defined]
