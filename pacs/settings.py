@@ -86,10 +86,14 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_totp",
     "django_otp.plugins.otp_static",
     "mozilla_django_oidc",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served from our own static files (the CSP allows no CDN)
     "audit",
     "archive",
     "portal",
     "viewer",
+    "integrations",
 ]
 
 MIDDLEWARE = [
@@ -313,6 +317,27 @@ if bool(PACS_DIMSE_TLS_CERT) != bool(PACS_DIMSE_TLS_KEY):
     raise ValueError("PACS_DIMSE_TLS_CERT and PACS_DIMSE_TLS_KEY are set together or not at all")
 if PACS_DIMSE_TLS_CA and not PACS_DIMSE_TLS_CERT:
     raise ValueError("PACS_DIMSE_TLS_CA needs PACS_DIMSE_TLS_CERT and PACS_DIMSE_TLS_KEY")
+
+# JSON APIs (Django REST framework): JSON in and out, no browsable API (its pages need inline script),
+# signed-in users only unless a view says otherwise (the EHR launch authenticates the EHR itself).
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Cloud PACS API",
+    "DESCRIPTION": "JSON APIs of the PACS (DICOMweb is described by DICOM PS3.18, not here).",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+# EHR launch (integrations/ehr/): how long the studies an EHR opened stay open to that browser session.
+PACS_EHR_ACCESS_SECONDS = env_int("PACS_EHR_ACCESS_SECONDS", 4 * 3600)
 
 TASKS = {"default": {"BACKEND": "django_tasks_db.backend.DatabaseBackend"}}
 

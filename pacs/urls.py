@@ -1,8 +1,10 @@
-"""Top-level URL map: DICOMweb, FHIR, the portal, the viewer, admin, and health."""
+"""Top-level URL map: DICOMweb, FHIR, the portal, the viewer, the JSON APIs and EHR launch, admin, and health."""
 
 from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path
+
+from integrations import urls as integrations_urls
 
 
 def health(request: HttpRequest) -> JsonResponse:
@@ -18,4 +20,6 @@ urlpatterns = [
     path("oidc/", include("mozilla_django_oidc.urls")),
     path("", include("portal.urls")),
     path("viewer/", include("viewer.urls")),
+    path("api/", include(integrations_urls.api_urlpatterns)),
+    path("ehr/", include(integrations_urls.page_urlpatterns)),
 ]

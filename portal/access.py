@@ -16,6 +16,13 @@ Who sees which studies:
 * **Auditors** see no images at all, not even by a grant (the audit trail is
   in the admin).
 
+**A session limited to a grant scope** (an EHR launch, see
+:func:`portal.accounts.sessions.limit_session`) sees the studies of that scope's unexpired grants and
+nothing else, whoever the user is: no sites, no other grants, no referring
+name, not even an administrator's everything; it cannot search. Grants with a
+scope serve only that session: ordinary sessions and bearer tokens never see
+them.
+
 A user holding a site-reading role keeps it even when also holding a
 restricted one. Grants are compared with the current time at every request,
 so an expired grant stops working at once. Inactive and anonymous users see
@@ -32,6 +39,7 @@ from archive.access import AccessPolicy, Visibility
 from archive.dicom.part10 import person_name_search
 from archive.models import Site
 from portal.accounts.roles import RESTRICTED, SITE_READERS, Role, roles_of
+from portal.accounts.sessions import session_scope
 from portal.models import AccessGrant, SiteMembership, UserProfile
 
 
@@ -61,13 +69,21 @@ class SitePolicy(AccessPolicy):
     def visibility(self, user: Any) -> Visibility:
         if not _signed_in(user):
             return Visibility()
+        scope = session_scope(user)
+        if scope:
+            scoped = AccessGrant.objects.filter(
+                user=user, scope=scope, study__isnull=False, expires_at__gt=timezone.now()
+            ).values_list("study_id", flat=True)
+            return Visibility(study_ids=frozenset(s for s in scoped if s is not None))
         if is_administrator(user):
             return Visibility(everything=True)
         roles = roles_of(user)
         if Role.AUDITOR in roles and not (roles - {Role.AUDITOR}):
             return Visibility()
         grants = list(
-            AccessGrant.objects.filter(user=user, expires_at__gt=timezone.now()).values_list("study_id", "site_id")
+            AccessGrant.objects.filter(user=user, scope="", expires_at__gt=timezone.now()).values_list(
+                "study_id", "site_id"
+            )
         )
         study_ids = {study for study, _ in grants if study is not None}
         site_ids: set[int] = set()
@@ -84,6 +100,8 @@ class SitePolicy(AccessPolicy):
 
     def can_search(self, user: Any) -> bool:
         """Archive-wide search is for administrators and site readers, not referring clinicians or auditors."""
+        if session_scope(user):
+            return False
         return _signed_in(user) and (is_administrator(user) or reads_sites(user))
 
     def sender_site(self, user: Any) -> Site | None:

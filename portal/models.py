@@ -4,8 +4,11 @@
   readers see the studies of their sites.
 * :class:`AccessGrant` is an explicit, always expiring exception: a consultant
   reading for another hospital (a whole site) or a referring clinician given
-  one study (by hand, or later by an EHR launch). Expired grants stop working
+  one study (by hand, or by an EHR launch). Expired grants stop working
   at the next request because the policy compares ``expires_at`` with now.
+  A grant with a ``scope`` belongs to one browser session (an EHR launch):
+  that session sees only its scope's grants, and no other session or token
+  sees them (``portal/access.py``).
 * :class:`UserProfile` holds what Django's user lacks: the user's DICOM person
   name (matched against (0008,0090) Referring Physician's Name) and the session
   generation that "sign out everywhere" increments.
@@ -60,6 +63,14 @@ class AccessGrant(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     reason = models.CharField(max_length=500, help_text="Why this access is needed (kept in the audit trail).")
+    scope = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        db_index=True,
+        help_text="Empty for an ordinary grant. Otherwise the grant serves only the one session limited to this "
+        "scope (an EHR launch), and that session sees nothing else.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     expires_at = models.DateTimeField(help_text="The grant stops working at this moment.")
 

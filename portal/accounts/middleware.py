@@ -28,4 +28,5 @@ class SessionPolicyMiddleware:
                 logout(request)
             else:
                 sessions.touch(request)
+                sessions.apply_session_scope(request)  # a launched session sees only its own grants
         return self.get_response(request)

@@ -9,6 +9,11 @@ A signed-in session ends when any of these holds (checked on every request by
 * the user (or an administrator) chose "sign out everywhere" after it began:
   that raises the user's session generation and every older session is refused.
 
+A session may also be limited to one grant scope (an EHR launch):
+:func:`limit_session` marks it, the middleware hands the scope to the access
+policy on every request (:func:`apply_session_scope`), and the policy then shows
+that scope's grants only.
+
 Sessions carry their start, last activity and generation (set at sign-in by
 :mod:`portal.accounts.authevents`); a session without them is treated as expired.
 """
@@ -57,3 +62,27 @@ def sign_out_everywhere(user: Any) -> None:
     """End every session of ``user`` on every device (the current one included)."""
     UserProfile.of(user)
     UserProfile.objects.filter(user=user).update(session_generation=F("session_generation") + 1)
+
+
+#: Session key naming the grant scope a session is limited to (set by :func:`limit_session`).
+SESSION_SCOPE = "pacs_grant_scope"
+#: Attribute on ``request.user`` carrying that scope for the policy (set by :func:`apply_session_scope`).
+_SCOPE_ATTRIBUTE = "_pacs_grant_scope"
+
+
+def limit_session(request: HttpRequest, scope: str) -> None:
+    """Limit the signed-in session of ``request`` to the grants of ``scope`` from now on."""
+    request.session[SESSION_SCOPE] = scope
+    setattr(request.user, _SCOPE_ATTRIBUTE, scope)
+
+
+def apply_session_scope(request: HttpRequest) -> None:
+    """Carry the session's grant scope, if any, to ``request.user`` (middleware, every request)."""
+    scope = request.session.get(SESSION_SCOPE, "")
+    if scope:
+        setattr(request.user, _SCOPE_ATTRIBUTE, str(scope))
+
+
+def session_scope(user: Any) -> str:
+    """The grant scope ``user``'s session is limited to, or ``""``."""
+    return str(getattr(user, _SCOPE_ATTRIBUTE, "") or "")

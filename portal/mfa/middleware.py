@@ -35,6 +35,8 @@ OPEN_URL_NAMES = frozenset(
         "health",
         "login",
         "fhir-metadata",
+        "ehr-launch-page",  # an EHR launch ends this session and starts the clinician's own
+        "ehr-launch-problem",
     }
 )
 #: Paths answered with JSON 403 rather than a redirect.

@@ -33,7 +33,11 @@ PUBLIC_NAMES = {
     "oidc_logout",
     "logout",  # signing out needs no sign-in
     "fhir-metadata",  # the FHIR CapabilityStatement: clients read it before they authenticate
+    "ehr-launch-page",  # the launch token is the sign-in
+    "ehr-launch-problem",
 }
+#: JSON APIs answer 401/403 rather than redirecting to the sign-in page.
+API_PREFIX = "/api/"
 LOGIN_PATHS = ("/accounts/login/", "/admin/login/")
 PIXEL_DATA = "7FE00010"
 
@@ -106,6 +110,8 @@ def values_for(study: dict[str, Any], admin_object_id: str = "1") -> dict[str, s
         "token": "set-password",
         "url": "no-such-page/",
         "path": "x",
+        "client_id": "some-ehr",
+        "problem": "expired",
     }
 
 
@@ -152,6 +158,9 @@ def test_anonymous_requests_get_no_data_anywhere(site_a_study: dict[str, Any]) -
             assert name not in response.content, f"{method.upper()} {path} leaked the patient's name"
             if route.name in PUBLIC_NAMES:
                 assert response.status_code != 500, path
+                continue
+            if path.startswith(API_PREFIX):
+                assert response.status_code in (401, 403), f"{method.upper()} {path}: {response.status_code}"
                 continue
             if is_api(path):
                 if method == "post" and response.status_code == 405:

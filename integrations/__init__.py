@@ -1,0 +1,1 @@
+"""Integrations with the systems around the PACS: EHR launch today; IHE IID, SMART and FHIR R4 next."""

@@ -1,0 +1,27 @@
+"""URLs of the integrations: the EHR launch API (``/api/``) and its browser pages (``/ehr/``)."""
+
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+from rest_framework.permissions import IsAuthenticated
+
+from integrations.ehr import api, views
+
+api_urlpatterns = [
+    path("ehr/launch", api.LaunchView.as_view(), name="ehr-launch-api"),
+    path("schema/", SpectacularAPIView.as_view(permission_classes=[IsAuthenticated]), name="api-schema"),
+    # Swagger UI with its script in a file of its own (?script) and no inline style: the strict CSP holds.
+    path(
+        "docs/",
+        SpectacularSwaggerSplitView.as_view(
+            url_name="api-schema", permission_classes=[IsAuthenticated], template_name="integrations/api_docs.html"
+        ),
+        name="api-docs",
+    ),
+]
+
+page_urlpatterns = [
+    path("launch/problem/<slug:problem>", views.problem_page, name="ehr-launch-problem"),
+    path("launch/<str:client_id>", views.launch_page, name="ehr-launch-page"),
+    path("waiting", views.waiting, name="ehr-waiting"),
+    path("studies", views.studies, name="ehr-studies"),
+]
