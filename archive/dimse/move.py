@@ -80,11 +80,17 @@ class UnknownDestination(Exception):
     """The Move Destination is no device the node may send to; the message says why."""
 
 
-def destination(ae_title: str) -> DicomDevice:
-    """The registered device a C-MOVE may send to as ``ae_title``; :class:`UnknownDestination` if none."""
+def destination(ae_title: str, site_id: int) -> DicomDevice:
+    """The device of site ``site_id`` a C-MOVE may send to as ``ae_title``; :class:`UnknownDestination` if none.
+
+    A destination of another site is refused like an unknown one: a device may
+    send its site's studies only to that site's registered destinations.
+    """
     device = DicomDevice.objects.filter(ae_title=ae_title).first()
     if device is None:
         raise UnknownDestination("unknown AE title")
+    if device.site_id != site_id:
+        raise UnknownDestination("not a destination of the requesting device's site")
     if not device.enabled:
         raise UnknownDestination("device disabled")
     if not device.is_move_destination:
@@ -135,7 +141,8 @@ class MoveSCP:
         def check(detail: dict[str, Any]) -> None:
             detail["destination"] = {"ae": target[:16]}
             try:
-                dest = destination(target)
+                assert session is not None and session.device is not None  # check runs once the device may retrieve
+                dest = destination(target, session.device.site_id)
             except UnknownDestination as exc:
                 raise Refused(MOVE_DESTINATION_UNKNOWN, f"move destination: {exc}") from None
             detail["destination"].update(host=dest.host, port=dest.port)

@@ -252,15 +252,32 @@ def test_a_destination_that_is_down_fails_every_sub_operation_with_a702(
 
 
 def test_a_device_of_another_site_moves_nothing_of_this_sites_study(
-    listener: DicomListener, archive: dict[str, Any]
+    listener: DicomListener, archive: dict[str, Any], sites: dict[str, Site], storescp: dict[str, Any]
 ) -> None:
-    responses = c_move(listener.port, "WS2", "STORESCP", STUDY)
+    DicomDevice.objects.create(
+        ae_title="WS2DEST", host="127.0.0.1", port=storescp["port"], site=sites["elsewhere"], is_move_destination=True
+    )
+    responses = c_move(listener.port, "WS2", "WS2DEST", STUDY)
     assert [int(r.Status) for r, _ in responses] == [0x0000]
     assert responses[0][0].NumberOfCompletedSuboperations == 0
     assert received(archive["out"], timeout=0.3) == {}
     wait_idle(listener)
     (event,) = AuditEvent.objects.filter(action="retrieve")
     assert (event.actor, event.detail["instances"], event.detail["studies"]) == ("AE:WS2", 0, [])
+
+
+def test_a_device_cannot_move_its_own_sites_study_to_another_sites_destination(
+    listener: DicomListener, archive: dict[str, Any]
+) -> None:
+    responses = c_move(
+        listener.port, "WS2", "STORESCP", {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": OTHER.study_uid}
+    )
+    assert [int(r.Status) for r, _ in responses] == [0xA801]
+    assert received(archive["out"], timeout=0.3) == {}
+    wait_idle(listener)
+    (event,) = AuditEvent.objects.filter(action="retrieve")
+    assert (event.actor, event.outcome, event.detail["status"]) == ("AE:WS2", "failure", "0xA801")
+    assert event.detail["reason"] == "move destination: not a destination of the requesting device's site"
 
 
 def test_a_device_without_may_retrieve_is_refused_not_authorized_without_contacting_the_destination(
