@@ -83,18 +83,34 @@ def record(
     is_user = user is not None and getattr(user, "is_authenticated", False)
     event = AuditEvent(
         timestamp=timezone.now(),
-        actor=(actor if actor is not None else (user.get_username() if is_user else ""))[:150],
+        actor=_text(actor if actor is not None else (user.get_username() if is_user else ""))[:150],
         actor_id=user.pk if is_user else None,
-        action=action[:64],
-        outcome=outcome[:16],
+        action=_text(action)[:64],
+        outcome=_text(outcome)[:16],
         source_ip=client_ip(request),
-        user_agent=(request.META.get("HTTP_USER_AGENT", "") if request is not None else "")[:256],
-        patient_id=patient_id[:64],
-        study_instance_uid=study_instance_uid[:64],
-        detail=detail or {},
+        user_agent=_text(request.META.get("HTTP_USER_AGENT", "") if request is not None else "")[:256],
+        patient_id=_text(patient_id)[:64],
+        study_instance_uid=_text(study_instance_uid)[:64],
+        detail=_clean(detail or {}),
     )
     _append(event)
     return event
+
+
+def _text(value: str) -> str:
+    """``value`` without NUL, which PostgreSQL text and jsonb refuse (a hostile parameter must not fail a record)."""
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
+def _clean(value: Any) -> Any:
+    """``value`` (a detail) with :func:`_text` applied to every string in it, keys included."""
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, dict):
+        return {_clean(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
 
 
 def _append(event: AuditEvent) -> None:

@@ -104,13 +104,14 @@ class Node:
 
     def __init__(self, work: Path, dest_port: int) -> None:
         self.port = free_port()
-        self.env = dict(
-            os.environ,
-            PACS_DATA_DIR=str(work / "ours"),
-            SECRET_KEY="bench-only",
-            LOG_LEVEL="WARNING",
-            DJANGO_SETTINGS_MODULE="pacs.settings",
-        )
+        # Only what this run sets: nothing of a configured host (its database, storage, tiers) may leak in.
+        keep = ("PATH", "HOME", "LANG", "TMPDIR")
+        self.env = {k: v for k, v in os.environ.items() if k in keep} | {
+            "PACS_DATA_DIR": str(work / "ours"),
+            "SECRET_KEY": "bench-only",
+            "LOG_LEVEL": "WARNING",
+            "DJANGO_SETTINGS_MODULE": "pacs.settings",
+        }
         manage = [PY, str(ROOT / "manage.py")]
         subprocess.run([*manage, "migrate", "-v0"], env=self.env, check=True)
         subprocess.run(
@@ -119,7 +120,7 @@ class Node:
                 "shell",
                 "-v0",
                 "-c",
-                "from archive.models import Site; Site.objects.create(code='bench', name='Bench')",
+                "from archive.models import Site; Site.objects.get_or_create(code='bench', name='Bench')",
             ],
             env=self.env,
             check=True,

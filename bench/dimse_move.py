@@ -50,6 +50,8 @@ def main() -> int:
     args = ap.parse_args()
 
     data = tempfile.mkdtemp(prefix="pacs-move-bench-")
+    for name in [k for k in os.environ if k.startswith("PACS_") or k == "DATABASE_URL"]:
+        del os.environ[name]  # a configured host's database, storage and tiers must not leak in
     os.environ["PACS_DATA_DIR"] = data
     os.environ["PACS_FSYNC"] = "1" if args.fsync else "0"
     os.environ.setdefault("SECRET_KEY", "bench")
@@ -68,7 +70,7 @@ def main() -> int:
     from archive.storage.staging import stage_file
 
     call_command("migrate", verbosity=0)
-    site = Site.objects.create(code="bench", name="Bench")
+    site, _ = Site.objects.get_or_create(code="bench", defaults={"name": "Bench"})
     spec = StudySpec(patient_name="BENCH^MOVE", patient_id="BENCH-1", study_date="20240101", accession="B1")
     series = new_uid()
     folder = Path(data) / "series"

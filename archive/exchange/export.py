@@ -100,45 +100,50 @@ def export_dicom(
     file_set = FileSet()
     file_set.ID = "PACS_EXPORT"
     staged: dict[str, tuple[Path, Instance]] = {}
+    left_out: dict[str, int] = {}  # per study: instances that could not be copied intact
+    patient_of: dict[str, str] = {}
     for n, instance in enumerate(instances.iterator(chunk_size=500), start=1):
+        study_uid = instance.series.study.study_instance_uid
+        patient_of[study_uid] = instance.series.study.patient.patient_id
         copy = staging / f"{n:09d}"
         reason = _copy_verified(instance, copy)
         if reason:
             copy.unlink(missing_ok=True)
             report.failed.append((instance.sop_instance_uid, reason))
+            left_out[study_uid] = left_out.get(study_uid, 0) + 1
         else:
             _add(file_set, dcmread(copy, stop_before_pixels=True))
             staged[instance.sop_instance_uid] = (copy, instance)
         if progress:
             progress(n, total)
-    if not staged:
-        shutil.rmtree(staging)
-        return report
-    file_set.write(dest)
     written: dict[str, list[tuple[Path, Instance]]] = {}
-    for member in file_set:
-        copy, instance = staged[member.SOPInstanceUID]
-        target = dest / member.FileID
-        os.replace(copy, target)  # over the header-only copy FileSet wrote
-        written.setdefault(instance.series.study.study_instance_uid, []).append((target, instance))
+    if staged:
+        file_set.write(dest)
+        for member in file_set:
+            copy, instance = staged[member.SOPInstanceUID]
+            target = dest / member.FileID
+            os.replace(copy, target)  # over the header-only copy FileSet wrote
+            written.setdefault(instance.series.study.study_instance_uid, []).append((target, instance))
+        _flush_tree(dest)
     shutil.rmtree(staging)
-    _flush_tree(dest)
-    for study_uid, files in written.items():
+    for study_uid in patient_of:
+        files = written.get(study_uid, [])
         good = [(path, i) for path, i in files if _sha256(path) == i.sha256]
-        bad = len(files) - len(good)
         report.failed.extend(
             (i.sop_instance_uid, "differs from the stored object once written")
             for path, i in files
             if (path, i) not in good
         )
-        report.studies += 1
+        bad = len(files) - len(good) + left_out.get(study_uid, 0)
+        if good:
+            report.studies += 1
         report.instances += len(good)
         report.bytes += sum(i.size for _, i in good)
         record(
             "export",
             actor="export_dicom",
-            outcome="success" if not bad else "partial",
-            patient_id=files[0][1].series.study.patient.patient_id,
+            outcome="success" if not bad else ("partial" if good else "failure"),
+            patient_id=patient_of[study_uid],
             study_instance_uid=study_uid,
             detail={"instances": len(good), "failed": bad, "via": "export_dicom"},
         )

@@ -24,7 +24,9 @@ from archive.models import Patient, Study
 DEFAULT_COUNT = 50
 MAX_COUNT = 200
 MAX_VALUES = 100  # values in one parameter (comma-separated and repeated together)
-COMMON = {"_count", "_offset", "_format"}
+#: Shape the answer, never widen it: ``_summary`` (``count`` honoured, other values answered in full),
+#: ``_elements`` and ``_pretty`` (answered in full), and the paging and format parameters.
+COMMON = {"_count", "_offset", "_format", "_summary", "_elements", "_pretty"}
 IMAGING_STUDY_PARAMS = {
     "_id",
     "identifier",
@@ -37,7 +39,8 @@ IMAGING_STUDY_PARAMS = {
 IMAGING_STUDY_PARAMS |= {"modality", "_include"} | COMMON
 PATIENT_PARAMS = {"_id", "identifier"} | COMMON
 _DATE = re.compile(r"^(eq|gt|ge|lt|le)?(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
-_REFERENCE = re.compile(r"^(?:.*/)?(?:Patient/)?(\d{1,18})$")
+_REFERENCE = re.compile(r"^(?:(?:https?://[^\s?#]+/)?Patient/)?([0-9]{1,18})$")
+_NUMBER = re.compile(r"^[0-9]{1,9}$")
 
 
 class SearchError(ValueError):
@@ -51,6 +54,8 @@ class Page:
     #: The parameters that were used, for the Bundle's links.
     used: list[tuple[str, str]] = field(default_factory=list)
     include_endpoint: bool = False
+    #: ``_summary=count``: the total only, no entries.
+    count_only: bool = False
 
 
 def _values(params: QueryDict, name: str) -> list[list[str]]:
@@ -58,8 +63,10 @@ def _values(params: QueryDict, name: str) -> list[list[str]]:
     occurrences = []
     total = 0
     for raw in params.getlist(name):
+        if "\x00" in raw:
+            raise SearchError(f"{name}: a NUL character")
         values = [v.replace("\0", ",") for v in raw.replace("\\,", "\0").split(",")]
-        if any(not v for v in values):
+        if any(not v or v.endswith("|") for v in values):
             raise SearchError(f"{name}: an empty value")
         total += len(values)
         occurrences.append(values)
@@ -92,10 +99,11 @@ def _page(params: QueryDict, allowed: set[str]) -> Page:
         raw = params.get(name)
         if raw is None:
             continue
-        if not raw.isdigit() or len(raw) > 9:
-            raise SearchError(f"{name} must be a whole number")
+        if not _NUMBER.match(raw):
+            raise SearchError(f"{name} must be a whole number (0-9, at most 9 digits)")
         value = int(raw)
         setattr(page, attribute, min(value, top) if top is not None else value)
+    page.count_only = params.get("_summary") == "count"
     page.used = [(k, v) for k in params for v in params.getlist(k) if k not in ("_count", "_offset", "_format")]
     return page
 

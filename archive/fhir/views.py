@@ -18,7 +18,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, QueryDict
 from django.urls import reverse
 from django.utils import timezone
 
-from archive.access import visible_studies
+from archive.access import policy, visible_studies
 from archive.fhir import resources
 from archive.fhir.http import fhir_response, fhir_view, outcome
 from archive.fhir.search import Page, SearchError, imaging_studies, patients
@@ -59,7 +59,10 @@ def _bundle(request: HttpRequest, kind: str, total: int, page: Page, entries: li
         links.append({"relation": "next", "url": link(page.offset + page.count)})
     if page.offset:
         links.append({"relation": "previous", "url": link(max(0, page.offset - page.count))})
-    return {"resourceType": "Bundle", "type": "searchset", "total": total, "link": links, "entry": entries}
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "total": total, "link": links}
+    if entries:  # FHIR JSON has no empty arrays
+        bundle["entry"] = entries
+    return bundle
 
 
 def _audit_query(params: QueryDict) -> dict[str, str]:
@@ -72,8 +75,30 @@ def metadata(request: HttpRequest) -> HttpResponseBase:
     return fhir_response(resources.capability_statement(_base(request), timezone.now().date().isoformat()))
 
 
-@fhir_view(methods=("GET", "HEAD", "POST"))
+def _refused_search(request: HttpRequest, resource: str) -> HttpResponse | None:
+    """403 for a user who may not search the archive (as QIDO-RS answers: a referring clinician, a launched session)."""
+    if policy().can_search(request.user):
+        return None
+    record("search", request, outcome="denied", detail={"via": "FHIR", "resource": resource})
+    return outcome(403, "forbidden", "You may not search the archive; open a study you were given instead")
+
+
+@fhir_view()
 def imaging_study_search(request: HttpRequest) -> HttpResponseBase:
+    """``GET ImagingStudy?…`` (a POST here would be a create: 405)."""
+    return _imaging_study_search(request)
+
+
+@fhir_view(methods=("GET", "HEAD", "POST"))
+def imaging_study_search_post(request: HttpRequest) -> HttpResponseBase:
+    """``ImagingStudy/_search``, GET or POST with a form body."""
+    return _imaging_study_search(request)
+
+
+def _imaging_study_search(request: HttpRequest) -> HttpResponseBase:
+    refused = _refused_search(request, "ImagingStudy")
+    if refused:
+        return refused
     params = _search_params(request)
     if isinstance(params, HttpResponse):
         return params
@@ -85,7 +110,7 @@ def imaging_study_search(request: HttpRequest) -> HttpResponseBase:
         )
         return outcome(400, "invalid", str(exc))
     total = studies.count()
-    rows = list(studies[page.offset : page.offset + page.count]) if page.count else []
+    rows = list(studies[page.offset : page.offset + page.count]) if page.count and not page.count_only else []
     series_of = _series_of(rows)
     base = _base(request)
     entries = [
@@ -148,8 +173,22 @@ def study_instances(series: list[Series]) -> QuerySet[Instance]:
     )
 
 
-@fhir_view(methods=("GET", "HEAD", "POST"))
+@fhir_view()
 def patient_search(request: HttpRequest) -> HttpResponseBase:
+    """``GET Patient?…`` (a POST here would be a create: 405)."""
+    return _patient_search(request)
+
+
+@fhir_view(methods=("GET", "HEAD", "POST"))
+def patient_search_post(request: HttpRequest) -> HttpResponseBase:
+    """``Patient/_search``, GET or POST with a form body."""
+    return _patient_search(request)
+
+
+def _patient_search(request: HttpRequest) -> HttpResponseBase:
+    refused = _refused_search(request, "Patient")
+    if refused:
+        return refused
     params = _search_params(request)
     if isinstance(params, HttpResponse):
         return params
@@ -159,7 +198,7 @@ def patient_search(request: HttpRequest) -> HttpResponseBase:
         record("search", request, outcome="failure", detail={"via": "FHIR", "resource": "Patient", "error": str(exc)})
         return outcome(400, "invalid", str(exc))
     total = found.count()
-    rows = list(found[page.offset : page.offset + page.count]) if page.count else []
+    rows = list(found[page.offset : page.offset + page.count]) if page.count and not page.count_only else []
     base = _base(request)
     entries = [
         {"fullUrl": f"{base}/Patient/{p.pk}", "resource": resources.patient(p), "search": {"mode": "match"}}

@@ -43,6 +43,21 @@ def test_an_untouched_chain_verifies(trail: list[AuditEvent]) -> None:
     assert verify().startswith("intact: 4 record(s)")
 
 
+def test_a_nul_in_any_recorded_text_is_replaced_so_the_record_is_kept_on_every_database(
+    trail: list[AuditEvent],
+) -> None:
+    event = record(
+        "search",
+        actor="eve\x00",
+        patient_id="PAT\x00",
+        detail={"query": {"modality\x00": "C\x00T"}, "values": ["a\x00", 1]},
+    )
+    stored = AuditEvent.objects.get(pk=event.pk)
+    assert stored.detail == {"query": {"modality\ufffd": "C\ufffdT"}, "values": ["a\ufffd", 1]}
+    assert (stored.actor, stored.patient_id) == ("eve\ufffd", "PAT\ufffd")
+    assert verify().startswith("intact: 5 record(s)")
+
+
 def test_the_orm_refuses_to_change_or_delete_records(trail: list[AuditEvent]) -> None:
     with pytest.raises(AppendOnlyError):
         AuditEvent.objects.filter(pk=trail[0].pk).update(actor="someone else")

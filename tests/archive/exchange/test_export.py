@@ -136,6 +136,22 @@ def test_an_object_changed_in_storage_is_reported_and_left_out(archive: dict[str
     files = files_by_uid(tmp_path / "export")
     assert victim.sop_instance_uid not in files
     assert len(files) == 4
+    study = victim.series.study.study_instance_uid
+    (event,) = AuditEvent.objects.filter(action="export", study_instance_uid=study)
+    assert (event.outcome, event.detail["instances"], event.detail["failed"]) == ("partial", 2, 1)
+
+
+def test_a_study_none_of_whose_objects_can_be_exported_is_audited_as_failed(
+    archive: dict[str, Any], tmp_path: Path
+) -> None:
+    victim = Instance.objects.get(series__study__study_instance_uid=archive["sr"].study_uid)
+    path = registry.get_storage(victim.tier).root / victim.storage_key  # type: ignore[attr-defined]
+    path.write_bytes(path.read_bytes()[:-1])
+    with pytest.raises(CommandError):
+        export(tmp_path / "export", "--study", archive["sr"].study_uid)
+    (event,) = AuditEvent.objects.filter(action="export")
+    assert (event.outcome, event.detail["instances"], event.detail["failed"]) == ("failure", 0, 1)
+    assert not (tmp_path / "export" / "DICOMDIR").exists()
 
 
 def test_a_second_archive_imports_the_export_and_ends_byte_identical(

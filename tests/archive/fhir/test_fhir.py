@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 from fhir.resources.bundle import Bundle
 from fhir.resources.capabilitystatement import CapabilityStatement
 from fhir.resources.endpoint import Endpoint
@@ -17,7 +19,9 @@ from fhir.resources.patient import Patient as FhirPatient
 from archive.dicom.synthetic import StudySpec, make_series
 from archive.models import Patient, Study
 from audit.models import AuditEvent
-from tests.conftest import stow
+from portal.accounts.roles import Role
+from portal.models import AccessGrant
+from tests.conftest import bearer_client, role_user, stow
 from tests.mfa_support import force_verified_login
 
 pytestmark = pytest.mark.django_db
@@ -151,6 +155,7 @@ def test_an_outsider_finds_and_reads_nothing_of_another_site(
     assert body["total"] == 0
     everything = get(outsider_client, "/fhir/ImagingStudy")
     assert [e["resource"]["id"] for e in everything["entry"]] == [site_b_study.study_uid]
+    assert "entry" not in body  # FHIR JSON has no empty arrays
     get(outsider_client, f"/fhir/ImagingStudy/{site_a_study['study']}", status=404)
     patient = Patient.objects.get(patient_id="PAT-A1").pk
     get(outsider_client, f"/fhir/Patient/{patient}", status=404)
@@ -228,6 +233,13 @@ def test_paging_gives_next_and_previous_links_and_a_fixed_number_of_queries(
         ("/fhir/Endpoint/other", 404, "not-found"),
         ("/fhir/Observation", 404, "not-supported"),
         ("/fhir/ImagingStudy?_format=xml", 406, "not-supported"),
+        ("/fhir/ImagingStudy?_count=%C2%B2", 400, "invalid"),  # a superscript two: a digit to str.isdigit()
+        ("/fhir/ImagingStudy?_offset=%D9%A3", 400, "invalid"),  # an Arabic-Indic three
+        ("/fhir/Patient?_count=%EF%BC%95", 400, "invalid"),  # a full-width five
+        ("/fhir/ImagingStudy?modality=C%00T", 400, "invalid"),
+        ("/fhir/ImagingStudy?identifier=A%00B", 400, "invalid"),
+        ("/fhir/ImagingStudy?identifier=%7C", 400, "invalid"),  # "|": no code
+        ("/fhir/ImagingStudy?patient=Observation/1", 400, "invalid"),
     ],
 )
 def test_bad_requests_get_an_operation_outcome_never_a_500(
@@ -245,6 +257,8 @@ def test_without_credentials_or_with_a_bad_token_it_is_401_and_writes_are_405(
     response = Client(HTTP_AUTHORIZATION="Bearer pacs_not-a-token").get("/fhir/ImagingStudy")
     assert response.status_code == 401
     assert Client().get("/fhir/ImagingStudy?access_token=x").status_code == 401  # never a token in the URL
+    created = owner_client.post("/fhir/ImagingStudy", "{}", content_type="application/fhir+json")
+    assert created.status_code == 405 and created["Allow"] == "GET, HEAD"  # a create, not a search
     response = owner_client.delete(f"/fhir/ImagingStudy/{site_a_study['study']}")
     assert response.status_code == 405 and response["Allow"] == "GET, HEAD"
     assert Study.objects.filter(study_instance_uid=site_a_study["study"]).exists()
@@ -263,6 +277,35 @@ def test_a_session_user_searches_and_a_cross_site_post_without_csrf_is_refused(
         "/fhir/ImagingStudy/_search", "patient.identifier=PAT-A1", content_type="application/x-www-form-urlencoded"
     )
     assert response.status_code == 403
+    assert json.loads(response.content)["issue"][0]["diagnostics"] == "CSRF check failed"
+
+
+def test_a_referring_clinician_may_read_a_study_given_to_them_but_not_search(
+    site_a_study: dict[str, Any],
+) -> None:
+    clinician = role_user("dr-fhir", Role.REFERRING_CLINICIAN)
+    AccessGrant.objects.create(
+        user=clinician,
+        study=Study.objects.get(study_instance_uid=site_a_study["study"]),
+        reason="EHR launch",
+        expires_at=timezone.now() + timedelta(minutes=5),
+    )
+    client = bearer_client(clinician)
+    assert get(client, f"/fhir/ImagingStudy/{site_a_study['study']}")["id"] == site_a_study["study"]
+    for path in ("/fhir/ImagingStudy", "/fhir/ImagingStudy/_search", "/fhir/Patient", "/fhir/Patient/_search"):
+        body = get(client, path, status=403)
+        assert body["issue"][0]["code"] == "forbidden"
+    denied = AuditEvent.objects.filter(action="search", outcome="denied", actor="dr-fhir")
+    assert denied.count() == 4
+
+
+def test_result_shaping_parameters_never_widen_and_summary_count_gives_the_total_only(
+    owner_client: Client, site_a_study: dict[str, Any]
+) -> None:
+    counted = get(owner_client, "/fhir/ImagingStudy?_summary=count&_include=ImagingStudy:endpoint")
+    assert counted["total"] == 1 and "entry" not in counted
+    shaped = get(owner_client, "/fhir/ImagingStudy?_pretty=true&_elements=id&patient.identifier=NOBODY")
+    assert shaped["total"] == 0
 
 
 def test_hostile_values_come_back_as_json_strings(owner_client: Client) -> None:
