@@ -178,6 +178,14 @@ class Storage:
     def exists(self, key: str) -> bool:
         raise NotImplementedError
 
+    def stored_size(self, key: str) -> int:
+        """How many bytes the object takes on this tier (less than its Part 10 size when compressed)."""
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Raise :class:`OSError` saying why, unless the tier can be written and read now."""
+        raise NotImplementedError
+
     def read_ranges(self, key: str, ranges: list[list[int]]) -> bytes:
         """The concatenation of the ``[offset, length]`` ranges of an object."""
         with self.open(key) as fh:

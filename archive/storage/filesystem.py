@@ -103,6 +103,17 @@ class FileSystemStorage(Storage):
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
 
+    def stored_size(self, key: str) -> int:
+        return self.path(key).stat().st_size
+
+    def check(self) -> None:
+        """The root must be a folder this process can create a file in."""
+        if not self.root.is_dir():
+            raise OSError(f"the tier's folder {self.root} does not exist")
+        fh, path = self.stage()
+        fh.close()
+        path.unlink()
+
     def keys(self) -> Iterator[str]:
         """Every object key under the root (files not named like an object are not objects)."""
         for dirpath, dirnames, filenames in os.walk(self.root):
