@@ -170,14 +170,15 @@ class SeekableZstdReader(io.RawIOBase):
 class ZstdFileSystemStorage(FileSystemStorage):
     """Objects as seekable zstd files under a root directory (the embedded cold tier)."""
 
-    def __init__(self, root: Path | str, fsync: bool = True, level: int = 3) -> None:
-        super().__init__(root, fsync=fsync)
+    def __init__(self, root: Path | str, fsync: bool = True, create: bool = True, level: int = 3) -> None:
+        super().__init__(root, fsync=fsync, create=create)
         self.level = level
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], tier: str, root: Path, fsync: bool = True) -> ZstdFileSystemStorage:
-        """A folder: the entry's ``root``, else ``PACS_STORAGE_DIR/<tier>``; ``level`` is zstd's (default 3)."""
-        return cls(config.get("root") or root / tier, fsync=fsync, level=int(config.get("level", 3)))
+        """As :meth:`FileSystemStorage.from_config`; ``level`` is zstd's compression level (default 3)."""
+        explicit = config.get("root")
+        return cls(explicit or root / tier, fsync=fsync, create=not explicit, level=int(config.get("level", 3)))
 
     def path(self, key: str) -> Path:
         return Path(self._root, check_key(key) + SUFFIX)
