@@ -55,7 +55,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from archive.models import ACTIVE_MOVE_STATES, Instance, MoveState, TierMove
-from archive.storage.base import CHUNK, StagedObject, Storage
+from archive.storage.base import CHUNK, StagedObject, Storage, reason
 from archive.storage.keys import log_name
 from archive.storage.registry import UnknownTier, get_storage
 from audit.trail import record
@@ -240,8 +240,8 @@ class Mover:
                 self.delete(move, source)
         except OSError as exc:
             # A backend failed (an outage, a full disk): the move stays at its last finished step, retried later.
-            log.warning("move of %s paused at %s: %s", log_name(move.source_key), move.state, exc)
-            TierMove.objects.filter(pk=move.pk).update(error=str(exc)[:500])
+            log.warning("move of %s paused at %s: %s", log_name(move.source_key), move.state, reason(exc))
+            TierMove.objects.filter(pk=move.pk).update(error=reason(exc)[:500])
             self.release(move, backoff=60.0)
             return
         self.release(move)
@@ -258,8 +258,8 @@ class Mover:
         except UnknownTier as exc:
             self.fail(move, str(exc))
         except OSError as exc:
-            self.unreachable[tier] = str(exc)
-            TierMove.objects.filter(pk=move.pk).update(error=f"target unreachable: {exc}"[:500])
+            self.unreachable[tier] = reason(exc)
+            TierMove.objects.filter(pk=move.pk).update(error=f"target unreachable: {reason(exc)}"[:500])
             self.release(move, backoff=60.0)
         return None
 
@@ -313,7 +313,7 @@ class Mover:
         except FileNotFoundError:
             found, size = "missing", 0
         except OSError as exc:  # a copy that does not even decompress is a bad copy
-            found, size = f"unreadable ({exc})", 0
+            found, size = f"unreadable ({reason(exc)})", 0
         self.fault("verified", move)
         if found == sha256 and size == move.size:
             self.advance(move, MoveState.VERIFIED)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from archive.ingest.mover import hash_object
 from archive.models import Instance
+from archive.storage.base import reason
 from archive.storage.filesystem import FileSystemStorage
 from archive.storage.keys import log_name
 from archive.storage.registry import get_storage
@@ -49,7 +50,7 @@ def verify_tier(tier: str, progress: Callable[[int, int], None] | None = None, a
         except FileNotFoundError:
             why, length = "it is missing", 0
         except OSError as exc:
-            why, length = f"it cannot be read ({exc})", 0
+            why, length = f"it cannot be read ({reason(exc)})", 0
         report.checked += 1
         report.bytes += length
         if why:

@@ -99,6 +99,13 @@ class StagedObject:
             pass
 
 
+def reason(exc: OSError) -> str:
+    """What went wrong, without the file name an :class:`OSError` carries (it holds UIDs: no PHI in logs)."""
+    if exc.strerror and exc.filename is not None:
+        return exc.strerror
+    return str(exc)
+
+
 def read_ranges_from(fh: BinaryIO, ranges: list[list[int]], key: str) -> bytes:
     """The concatenation of the ``[offset, length]`` ranges of the open object ``key``."""
     parts = []

@@ -37,7 +37,7 @@ import zstandard
 
 from archive.storage.base import CHUNK, StagedObject, Storage, fsync_then_close
 from archive.storage.filesystem import FileSystemStorage
-from archive.storage.keys import check_key, is_object_key
+from archive.storage.keys import check_key, is_object_key, log_name
 
 #: Bytes of the Part 10 file per zstd frame: a frame read decompresses at most two blocks more than it needs.
 BLOCK = 256 * 1024
@@ -114,7 +114,9 @@ class SeekableZstdReader(io.RawIOBase):
             self.table = SeekTable.read(fh)
         except (OSError, struct.error) as exc:
             fh.close()
-            raise exc if isinstance(exc, OSError) else CorruptObject(f"{name}: damaged seek table") from exc
+            raise CorruptObject(
+                f"{log_name(name)}: {exc if isinstance(exc, CorruptObject) else 'damaged seek table'}"
+            ) from exc
         self.pos = 0
         self.block_index = -1
         self.block = b""
@@ -144,9 +146,11 @@ class SeekableZstdReader(io.RawIOBase):
         try:
             block = self.decompressor.decompress(frame)
         except zstandard.ZstdError as exc:
-            raise CorruptObject(f"{self.name}: block {index} does not decompress ({exc})") from exc
+            raise CorruptObject(f"{log_name(self.name)}: block {index} does not decompress ({exc})") from exc
         if len(block) != expected:
-            raise CorruptObject(f"{self.name}: block {index} holds {len(block)} bytes, its seek table says {expected}")
+            raise CorruptObject(
+                f"{log_name(self.name)}: block {index} holds {len(block)} bytes, its seek table says {expected}"
+            )
         self.block_index, self.block = index, block
 
     def readinto(self, buffer: Any) -> int:
