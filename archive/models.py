@@ -586,6 +586,7 @@ class TierMove(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     error = models.CharField(max_length=500, blank=True, default="")
     lease_until = models.DateTimeField(null=True, blank=True, help_text="A worker holds the move until then.")
+    worker = models.CharField(max_length=32, blank=True, default="", help_text="Which worker holds the lease.")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
     switched_at = models.DateTimeField(null=True, blank=True)

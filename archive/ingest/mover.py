@@ -47,7 +47,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -58,16 +58,20 @@ from archive.models import ACTIVE_MOVE_STATES, Instance, MoveState, TierMove
 from archive.storage.base import CHUNK, StagedObject, Storage, reason
 from archive.storage.keys import log_name
 from archive.storage.registry import UnknownTier, get_storage
+from archive.storage.zstd import CorruptObject
 from audit.trail import record
 
 log = logging.getLogger(__name__)
 
+#: Moves claimed and taken through each step together (one transaction per step and group).
+GROUP = 64
 #: Verification failures after which a move gives up (the source stays, the index unchanged).
 MAX_ATTEMPTS = 3
 #: Steps a fault can be injected at (tests): before each step and after its effect, before the ledger says so.
 STEPS = ("copy", "copied", "verify", "verified", "switch", "switched", "delete", "deleted")
 
 Fault = Callable[[str, TierMove], None]
+T = TypeVar("T")
 
 
 def grace_seconds() -> float:
@@ -126,8 +130,8 @@ def plan_moves(instances: QuerySet[Instance], target: str, batch: str = "", acto
     # Table names from model metadata, the instance filter from the ORM, every value a parameter.
     sql = (
         f"INSERT INTO {move} (instance_id, batch, source_tier, source_key, target_tier, state, size, attempts,"  # noqa: S608
-        f" error, created_at, updated_at)"
-        f" SELECT i.id, %s, i.tier, i.storage_key, %s, %s, i.size, 0, '', %s, %s FROM {inst} i"
+        f" error, worker, created_at, updated_at)"
+        f" SELECT i.id, %s, i.tier, i.storage_key, %s, %s, i.size, 0, '', '', %s, %s FROM {inst} i"
         f" WHERE i.id IN ({ids}) AND i.tier <> %s AND NOT EXISTS"
         f" (SELECT 1 FROM {move} m WHERE m.instance_id = i.id AND m.state IN ({active}))"
     )
@@ -142,7 +146,14 @@ def plan_moves(instances: QuerySet[Instance], target: str, batch: str = "", acto
 
 
 class Mover:
-    """Takes ledger rows through their remaining steps (see the module docstring)."""
+    """Takes ledger rows through their remaining steps (see the module docstring), a group at a time.
+
+    A group of up to :data:`GROUP` claimed rows goes through each step
+    together: the per-object work (copying, hashing, deleting) runs on
+    ``PACS_TIER_MOVE_CONCURRENCY`` threads that never touch the database, and
+    each step ends with one transaction recording it for the whole group, so
+    a move costs a few commits per group, not per object.
+    """
 
     def __init__(self, batch: str | None = None, fault: Fault | None = None, grace: float | None = None) -> None:
         self.batch = batch
@@ -150,6 +161,8 @@ class Mover:
         self.grace = grace_seconds() if grace is None else grace
         self.lease = timedelta(seconds=settings.PACS_TIER_MOVE_LEASE_SECONDS)
         self.throttle = Throttle(settings.PACS_TIER_MOVE_BYTES_PER_SECOND)
+        self.concurrency = max(1, int(settings.PACS_TIER_MOVE_CONCURRENCY))
+        self.worker = uuid.uuid4().hex
         self.report = MoveReport()
         self.unreachable: dict[str, str] = {}
         self.reachable: set[str] = set()
@@ -162,192 +175,250 @@ class Mover:
             state=MoveState.SWITCHED, switched_at__lte=now - timedelta(seconds=self.grace)
         )
         rows = TierMove.objects.filter(ready).filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        if self.unreachable:
+            rows = rows.exclude(target_tier__in=list(self.unreachable))
         if self.batch:
             rows = rows.filter(batch=self.batch)
         return rows.order_by("id")
 
-    def claim(self, move: TierMove) -> bool:
+    def claim(self, limit: int) -> list[TierMove]:
+        """Up to ``limit`` ready rows, leased to this worker (a conditional UPDATE: no two workers get a row)."""
+        ids = list(self.candidates().values_list("id", flat=True)[:limit])
+        if not ids:
+            return []
         now = timezone.now()
-        taken = (
-            TierMove.objects.filter(pk=move.pk, state=move.state)
-            .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
-            .update(lease_until=now + self.lease)
+        TierMove.objects.filter(pk__in=ids).filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now)).update(
+            lease_until=now + self.lease, worker=self.worker
         )
-        return taken == 1
+        return list(TierMove.objects.filter(pk__in=ids, worker=self.worker).order_by("id"))
 
-    def release(self, move: TierMove, backoff: float = 0.0) -> None:
-        until = timezone.now() + timedelta(seconds=backoff) if backoff else None
-        TierMove.objects.filter(pk=move.pk).update(lease_until=until)
+    def release(self, moves: list[TierMove], backoff: float = 0.0) -> None:
+        if moves:
+            until = timezone.now() + timedelta(seconds=backoff) if backoff else None
+            TierMove.objects.filter(pk__in=[m.pk for m in moves], worker=self.worker).update(
+                lease_until=until, worker=""
+            )
 
-    def advance(self, move: TierMove, new: MoveState, **fields: Any) -> None:
-        """Record a finished step: only if the row is still in the state the step began from."""
-        done = TierMove.objects.filter(pk=move.pk, state=move.state).update(
-            state=new, updated_at=timezone.now(), **fields
-        )
-        if done != 1:
-            raise RuntimeError("the move's ledger row changed under its worker")
-        move.state = new
-        for name, value in fields.items():
-            setattr(move, name, value)
+    def advance(self, moves: list[TierMove], new: MoveState, **fields: Any) -> None:
+        """Record a finished step for ``moves`` (inside the caller's transaction, or as one statement)."""
+        if not moves:
+            return
+        now = timezone.now()
+        for old in {m.state for m in moves}:
+            TierMove.objects.filter(pk__in=[m.pk for m in moves if m.state == old], state=old).update(
+                state=new, updated_at=now, **fields
+            )
+        for move in moves:
+            move.state = new
+            for name, value in fields.items():
+                setattr(move, name, value)
 
     # ------------------------------------------------------------------ running
 
     def run(self, limit: int | None = None) -> MoveReport:
         """Take every ready move (of the batch) as far as it can go now; return what was done."""
         started = time.monotonic()
-        concurrency = max(1, int(settings.PACS_TIER_MOVE_CONCURRENCY))
         handled = 0
-        while limit is None or handled < limit:
-            todo = list(self.candidates()[: max(64, concurrency * 8)])
-            todo = [m for m in todo if m.target_tier not in self.unreachable][
-                : None if limit is None else limit - handled
-            ]
-            if not todo:
-                break
-            if concurrency == 1:
-                for move in todo:
-                    self.process(move)
-            else:
-                with ThreadPoolExecutor(concurrency, thread_name_prefix="pacs-mover") as pool:
-                    list(pool.map(self._process_in_thread, todo))
-            handled += len(todo)
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="pacs-mover") as pool:
+            self.pool = pool
+            while limit is None or handled < limit:
+                group = self.claim(GROUP if limit is None else min(GROUP, limit - handled))
+                if not group:
+                    break
+                self.process(group)
+                handled += len(group)
         self.report.paused = [f"{tier}: {why}" for tier, why in self.unreachable.items()]
         self.report.seconds = time.monotonic() - started
         return self.report
 
-    def _process_in_thread(self, move: TierMove) -> None:
-        try:
-            self.process(move)
-        finally:
-            connection.close()
+    def each(self, work: Callable[[TierMove], T], moves: list[TierMove]) -> list[T | OSError]:
+        """``work`` on every move, on the pool; an :class:`OSError` is its result, anything else propagates."""
 
-    def process(self, move: TierMove) -> None:
-        """Run the remaining steps of one move; a crash (any exception) leaves it to be resumed."""
-        if not self.claim(move):
-            return
-        try:
-            target = self.target(move)
-            if target is None:
-                return
-            source = get_storage(move.source_tier)
-            if move.state == MoveState.PENDING:
-                self.copy(move, source, target)
-            if move.state == MoveState.COPIED:
-                self.verify(move, target)
-            if move.state == MoveState.VERIFIED:
-                self.switch(move, target)
-            if move.state == MoveState.SWITCHED and self.grace_over(move):
-                self.delete(move, source)
-        except OSError as exc:
-            # A backend failed (an outage, a full disk): the move stays at its last finished step, retried later.
-            log.warning("move of %s paused at %s: %s", log_name(move.source_key), move.state, reason(exc))
-            TierMove.objects.filter(pk=move.pk).update(error=reason(exc)[:500])
-            self.release(move, backoff=60.0)
-            return
-        self.release(move)
+        def guarded(move: TierMove) -> T | OSError:
+            try:
+                return work(move)
+            except OSError as exc:
+                return exc
 
-    def target(self, move: TierMove) -> Storage | None:
-        """The target backend, checked once per run; None (and the move paused or failed) if unusable."""
+        if self.concurrency == 1 or len(moves) == 1:
+            return [guarded(m) for m in moves]
+        return list(self.pool.map(guarded, moves))
+
+    def process(self, group: list[TierMove]) -> None:
+        """Run the remaining steps of a group of moves; a crash (any exception) leaves them to be resumed."""
+        sha256 = dict(Instance.objects.filter(pk__in=[m.instance_id for m in group]).values_list("id", "sha256"))
+        usable = [m for m in group if self.target(m)]
+        paused: list[TierMove] = [m for m in group if m not in usable and m.state != MoveState.FAILED]
+        for step, state in (
+            (self.copy, MoveState.PENDING),
+            (self.verify, MoveState.COPIED),
+            (self.switch, MoveState.VERIFIED),
+            (self.delete, MoveState.SWITCHED),
+        ):
+            todo = [m for m in usable if m.state == state and m not in paused]
+            if step == self.delete:
+                todo = [m for m in todo if self.grace_over(m)]
+            if todo:
+                paused += step(todo, sha256)
+        self.release([m for m in group if m not in paused])
+        self.release(paused, backoff=60.0)
+
+    def target(self, move: TierMove) -> bool:
+        """Whether the target can be used now (checked once per run); if not, the move is failed or paused."""
         tier = move.target_tier
+        if tier in self.unreachable:
+            return False
         try:
             storage = get_storage(tier)
             if tier not in self.reachable:
                 storage.check()
                 self.reachable.add(tier)
-            return storage
+            return True
         except UnknownTier as exc:
-            self.fail(move, str(exc))
+            self.fail([(move, str(exc))])
         except OSError as exc:
             self.unreachable[tier] = reason(exc)
             TierMove.objects.filter(pk=move.pk).update(error=f"target unreachable: {reason(exc)}"[:500])
-            self.release(move, backoff=60.0)
-        return None
+        return False
 
     def grace_over(self, move: TierMove) -> bool:
         return move.switched_at is not None and timezone.now() >= move.switched_at + timedelta(seconds=self.grace)
 
-    def fail(self, move: TierMove, why: str) -> None:
-        log.error("move of %s failed: %s", log_name(move.source_key), why)
-        self.advance(move, MoveState.FAILED, error=why[:500])
-        record(
-            "tier-move",
-            actor="mover",
-            outcome="failure",
-            detail={"batch": move.batch, "to": move.target_tier, "object": log_name(move.source_key), "why": why},
-        )
+    def fail(self, failures: list[tuple[TierMove, str]]) -> None:
+        """Give up these moves, saying why: the index still points to their sources."""
+        with transaction.atomic():
+            for move, why in failures:
+                log.error("move of %s failed: %s", log_name(move.source_key), why)
+                self.advance([move], MoveState.FAILED, error=why[:500])
+                record(
+                    "tier-move",
+                    actor="mover",
+                    outcome="failure",
+                    detail={
+                        "batch": move.batch,
+                        "to": move.target_tier,
+                        "object": log_name(move.source_key),
+                        "why": why,
+                    },
+                )
         with self.report.lock:
-            self.report.failed.append(f"{log_name(move.source_key)}: {why}")
+            self.report.failed += [f"{log_name(m.source_key)}: {why}" for m, why in failures]
+
+    def paused(self, moves: list[TierMove], errors: list[Any]) -> list[TierMove]:
+        """Moves whose step met a backend failure (an outage, a full disk): kept at their step, retried later."""
+        stuck = []
+        for move, error in zip(moves, errors, strict=True):
+            if isinstance(error, OSError):
+                log.warning("move of %s paused at %s: %s", log_name(move.source_key), move.state, reason(error))
+                TierMove.objects.filter(pk=move.pk).update(error=reason(error)[:500])
+                stuck.append(move)
+        return stuck
 
     # ------------------------------------------------------------------ the four steps
 
-    def copy(self, move: TierMove, source: Storage, target: Storage) -> None:
-        self.fault("copy", move)
-        sha256 = Instance.objects.filter(pk=move.instance_id).values_list("sha256", flat=True).get()
-        fh, path = target.stage()
-        digest = hashlib.sha256()
-        size = 0
-        try:
-            with fh, source.open(move.source_key) as src:
-                while chunk := src.read(CHUNK):
-                    self.throttle.take(len(chunk))
-                    digest.update(chunk)
-                    fh.write(chunk)
-                    size += len(chunk)
-                if target.fsync:
-                    os.fsync(fh.fileno())  # the target links these very bytes into place
-            if digest.hexdigest() != sha256 or size != move.size:
-                self.fail(move, "the source does not match its SHA-256: not moved (run tiers verify)")
-                return
-            target.put(move.source_key, StagedObject(path, sha256, size))
-        finally:
-            path.unlink(missing_ok=True)
-        self.fault("copied", move)
-        self.advance(move, MoveState.COPIED, stored_size=target.stored_size(move.source_key))
-        self.report.add(bytes=size)
+    def copy(self, moves: list[TierMove], sha256: dict[int, str]) -> list[TierMove]:
+        def one(move: TierMove) -> int | str:
+            self.fault("copy", move)
+            source, target = get_storage(move.source_tier), get_storage(move.target_tier)
+            fh, path = target.stage()
+            digest = hashlib.sha256()
+            size = 0
+            try:
+                with fh, source.open(move.source_key) as src:
+                    while chunk := src.read(CHUNK):
+                        self.throttle.take(len(chunk))
+                        digest.update(chunk)
+                        fh.write(chunk)
+                        size += len(chunk)
+                    if target.fsync:
+                        os.fsync(fh.fileno())  # the target links these very bytes into place
+                if digest.hexdigest() != sha256[move.instance_id] or size != move.size:
+                    return "the source does not match its SHA-256: not moved (run tiers verify)"
+                target.put(move.source_key, StagedObject(path, sha256[move.instance_id], size), sync=False)
+            finally:
+                path.unlink(missing_ok=True)
+            self.fault("copied", move)
+            return target.stored_size(move.source_key)
 
-    def verify(self, move: TierMove, target: Storage) -> None:
-        self.fault("verify", move)
-        sha256 = Instance.objects.filter(pk=move.instance_id).values_list("sha256", flat=True).get()
-        try:
-            found, size = hash_object(target, move.source_key)
-        except FileNotFoundError:
-            found, size = "missing", 0
-        except OSError as exc:  # a copy that does not even decompress is a bad copy
-            found, size = f"unreadable ({reason(exc)})", 0
-        self.fault("verified", move)
-        if found == sha256 and size == move.size:
-            self.advance(move, MoveState.VERIFIED)
-            return
-        log.warning("the copy of %s on %s does not verify: copying again", log_name(move.source_key), move.target_tier)
-        target.delete(move.source_key)
-        if move.attempts + 1 >= MAX_ATTEMPTS:
-            self.fail(move, f"the copy on {move.target_tier} did not verify {MAX_ATTEMPTS} times")
-        else:
-            self.advance(move, MoveState.PENDING, attempts=move.attempts + 1)
-
-    def switch(self, move: TierMove, target: Storage) -> None:
-        self.fault("switch", move)
+        results = self.each(one, moves)
+        for tier in {m.target_tier for m in moves}:
+            get_storage(tier).sync([m.source_key for m, r in zip(moves, results, strict=True) if isinstance(r, int)])
+        self.fail([(m, r) for m, r in zip(moves, results, strict=True) if isinstance(r, str)])
         with transaction.atomic():
-            switched = Instance.objects.filter(
-                pk=move.instance_id, tier=move.source_tier, storage_key=move.source_key
-            ).update(tier=move.target_tier, storage_key=move.source_key)
-            if switched != 1:
-                self.fail(move, "the index no longer points to the source")
-            else:
-                self.advance(move, MoveState.SWITCHED, switched_at=timezone.now())
-                self.fault("switched", move)  # a crash here rolls the whole switch back
-        if move.state == MoveState.SWITCHED:
-            self.report.add(moved=1)
-        elif not Instance.objects.filter(pk=move.instance_id, tier=move.target_tier).exists():
-            target.delete(move.source_key)  # the copy nobody points to
+            for move, result in zip(moves, results, strict=True):
+                if isinstance(result, int):
+                    self.advance([move], MoveState.COPIED, stored_size=result)
+                    self.report.add(bytes=move.size)
+        return self.paused(moves, results)
 
-    def delete(self, move: TierMove, source: Storage) -> None:
-        self.fault("delete", move)
-        if not Instance.objects.filter(tier=move.source_tier, storage_key=move.source_key).exists():
-            source.delete(move.source_key)
-        self.fault("deleted", move)
-        self.advance(move, MoveState.DONE, lease_until=None)
-        self.report.add(deleted=1)
+    def verify(self, moves: list[TierMove], sha256: dict[int, str]) -> list[TierMove]:
+        def one(move: TierMove) -> bool:
+            self.fault("verify", move)
+            try:
+                found, size = hash_object(get_storage(move.target_tier), move.source_key)
+            except FileNotFoundError:
+                found, size = "missing", 0
+            except CorruptObject:  # a copy that does not even decompress is a bad copy
+                found, size = "unreadable", 0
+            self.fault("verified", move)
+            good = found == sha256[move.instance_id] and size == move.size
+            if not good:
+                log.warning("the copy of %s on %s does not verify", log_name(move.source_key), move.target_tier)
+                get_storage(move.target_tier).delete(move.source_key)
+            return good
+
+        results = self.each(one, moves)
+        bad = [m for m, r in zip(moves, results, strict=True) if r is False]
+        self.fail(
+            [
+                (m, f"the copy on {m.target_tier} did not verify {MAX_ATTEMPTS} times")
+                for m in bad
+                if m.attempts + 1 >= MAX_ATTEMPTS
+            ]
+        )
+        with transaction.atomic():
+            self.advance([m for m, r in zip(moves, results, strict=True) if r is True], MoveState.VERIFIED)
+            for move in bad:
+                if move.state != MoveState.FAILED:
+                    self.advance([move], MoveState.PENDING, attempts=move.attempts + 1)
+        return self.paused(moves, results)
+
+    def switch(self, moves: list[TierMove], sha256: dict[int, str]) -> list[TierMove]:
+        lost = []
+        with transaction.atomic():
+            for move in moves:
+                self.fault("switch", move)
+                switched = Instance.objects.filter(
+                    pk=move.instance_id, tier=move.source_tier, storage_key=move.source_key
+                ).update(tier=move.target_tier)
+                if switched == 1:
+                    self.advance([move], MoveState.SWITCHED, switched_at=timezone.now())
+                else:
+                    lost.append(move)
+                self.fault("switched", move)  # a crash here rolls the whole group's switch back
+        self.report.add(moved=len(moves) - len(lost))
+        self.fail([(m, "the index no longer points to the source") for m in lost])
+        for move in lost:
+            if not Instance.objects.filter(pk=move.instance_id, tier=move.target_tier).exists():
+                get_storage(move.target_tier).delete(move.source_key)  # the copy nobody points to
+        return []
+
+    def delete(self, moves: list[TierMove], sha256: dict[int, str]) -> list[TierMove]:
+        live = set(
+            Instance.objects.filter(storage_key__in=[m.source_key for m in moves]).values_list("tier", "storage_key")
+        )
+
+        def one(move: TierMove) -> None:
+            self.fault("delete", move)
+            if (move.source_tier, move.source_key) not in live:  # never a source the index points to again
+                get_storage(move.source_tier).delete(move.source_key)
+            self.fault("deleted", move)
+
+        results = self.each(one, moves)
+        done = [m for m, r in zip(moves, results, strict=True) if not isinstance(r, OSError)]
+        self.advance(done, MoveState.DONE)
+        self.report.add(deleted=len(done))
+        return self.paused(moves, results)
 
 
 def hash_object(storage: Storage, key: str) -> tuple[str, int]:
