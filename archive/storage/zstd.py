@@ -174,15 +174,15 @@ class SeekableZstdReader(io.RawIOBase):
 class ZstdFileSystemStorage(FileSystemStorage):
     """Objects as seekable zstd files under a root directory (the embedded cold tier)."""
 
-    def __init__(self, root: Path | str, fsync: bool = True, create: bool = True, level: int = 3) -> None:
+    def __init__(self, root: Path | str, fsync: bool = True, create: bool = True, level: int = 1) -> None:
         super().__init__(root, fsync=fsync, create=create)
         self.level = level
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], tier: str, root: Path, fsync: bool = True) -> ZstdFileSystemStorage:
-        """As :meth:`FileSystemStorage.from_config`; ``level`` is zstd's compression level (default 3)."""
+        """As :meth:`FileSystemStorage.from_config`; ``level`` is zstd's compression level (default 1)."""
         explicit = config.get("root")
-        return cls(explicit or root / tier, fsync=fsync, create=not explicit, level=int(config.get("level", 3)))
+        return cls(explicit or root / tier, fsync=fsync, create=not explicit, level=int(config.get("level", 1)))
 
     def path(self, key: str) -> Path:
         return Path(self._root, check_key(key) + SUFFIX)
