@@ -288,10 +288,11 @@ for _tier, _config in PACS_TIERS.items():
         raise ValueError(f"PACS_TIERS[{_tier!r}] needs a backend: 'filesystem', 's3' or a dotted path")
     if _config["backend"] == "s3" and not _config.get("bucket"):
         raise ValueError(f"PACS_TIERS[{_tier!r}] needs a bucket")
-# The tier mover (archive/ingest/mover.py): copy throughput per worker process (0: unlimited), moves at a time,
-# how long a moved object's source stays for reads already under way, and how long a worker holds a move.
+# The tier mover (archive/ingest/mover.py): copy throughput per worker process (0: unlimited), moves at a
+# time, objects per step, how long a moved object's source stays for reads under way, how long a worker holds a move.
 PACS_TIER_MOVE_BYTES_PER_SECOND = env_int("PACS_TIER_MOVE_BYTES_PER_SECOND", 200 * 1024**2)
 PACS_TIER_MOVE_CONCURRENCY = env_int("PACS_TIER_MOVE_CONCURRENCY", 2)
+PACS_TIER_MOVE_GROUP = env_int("PACS_TIER_MOVE_GROUP", 64)  # moves taken through each step in one transaction
 PACS_TIER_MOVE_GRACE_SECONDS = env_int("PACS_TIER_MOVE_GRACE_SECONDS", 60)
 PACS_TIER_MOVE_LEASE_SECONDS = env_int("PACS_TIER_MOVE_LEASE_SECONDS", 300)
 PACS_STUDY_SITE_SOURCE = os.environ.get("PACS_STUDY_SITE_SOURCE", "sender")

@@ -63,8 +63,6 @@ from audit.trail import record
 
 log = logging.getLogger(__name__)
 
-#: Moves claimed and taken through each step together (one transaction per step and group).
-GROUP = 64
 #: Verification failures after which a move gives up (the source stays, the index unchanged).
 MAX_ATTEMPTS = 3
 #: Steps a fault can be injected at (tests): before each step and after its effect, before the ledger says so.
@@ -148,7 +146,7 @@ def plan_moves(instances: QuerySet[Instance], target: str, batch: str = "", acto
 class Mover:
     """Takes ledger rows through their remaining steps (see the module docstring), a group at a time.
 
-    A group of up to :data:`GROUP` claimed rows goes through each step
+    A group of up to ``PACS_TIER_MOVE_GROUP`` claimed rows goes through each step
     together: the per-object work (copying, hashing, deleting) runs on
     ``PACS_TIER_MOVE_CONCURRENCY`` threads that never touch the database, and
     each step ends with one transaction recording it for the whole group, so
@@ -162,6 +160,7 @@ class Mover:
         self.lease = timedelta(seconds=settings.PACS_TIER_MOVE_LEASE_SECONDS)
         self.throttle = Throttle(settings.PACS_TIER_MOVE_BYTES_PER_SECOND)
         self.concurrency = max(1, int(settings.PACS_TIER_MOVE_CONCURRENCY))
+        self.group = max(1, int(settings.PACS_TIER_MOVE_GROUP))
         self.worker = uuid.uuid4().hex
         self.report = MoveReport()
         self.unreachable: dict[str, str] = {}
@@ -222,7 +221,7 @@ class Mover:
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="pacs-mover") as pool:
             self.pool = pool
             while limit is None or handled < limit:
-                group = self.claim(GROUP if limit is None else min(GROUP, limit - handled))
+                group = self.claim(self.group if limit is None else min(self.group, limit - handled))
                 if not group:
                     break
                 self.process(group)

@@ -35,6 +35,7 @@ def mover_settings(settings: Any) -> None:
     settings.PACS_TIER_MOVE_LEASE_SECONDS = 0  # a "killed" worker's lease is over at once
     settings.PACS_TIER_MOVE_CONCURRENCY = 1
     settings.PACS_TIER_MOVE_BYTES_PER_SECOND = 0
+    settings.PACS_TIER_MOVE_GROUP = 3  # several groups per batch: some moves a step ahead of others at a crash
 
 
 def store(tmp_path: Path, count: int = 3, frames: int = 1, spec: StudySpec | None = None) -> list[bytes]:
