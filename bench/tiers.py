@@ -17,6 +17,7 @@ better than any patient), then prints:
   written directly (no files), which plans the moves in SQL.
 
     .venv/bin/python bench/tiers.py [--instances 200] [--rows 100000]
+    BENCH_COLD_LEVEL=3 .venv/bin/python bench/tiers.py  # another zstd level for the cold tier
 
 It runs on SQLite in a temporary PACS_DATA_DIR (or the DATABASE_URL given,
 which must be empty).
@@ -44,7 +45,10 @@ if not os.environ.get("DATABASE_URL") and not os.environ.get("PACS_DATA_DIR"):
 os.environ.setdefault("SECRET_KEY", "bench")
 WARM = Path(os.environ["PACS_DATA_DIR"]) / "warm"
 WARM.mkdir(parents=True, exist_ok=True)
-os.environ["PACS_TIERS"] = json.dumps({"warm": {"backend": "filesystem", "root": str(WARM)}})
+COLD_LEVEL = os.environ.get("BENCH_COLD_LEVEL", "1")  # zstd level of the cold tier
+os.environ["PACS_TIERS"] = json.dumps(
+    {"warm": {"backend": "filesystem", "root": str(WARM)}, "cold": {"backend": "zstd", "level": COLD_LEVEL}}
+)
 os.environ["PACS_TIER_MOVE_BYTES_PER_SECOND"] = "0"
 os.environ.setdefault("PACS_TIER_MOVE_GRACE_SECONDS", "0")
 
@@ -177,7 +181,7 @@ def main() -> None:
 
     seconds, moved, stored = move("cold")
     print(
-        f"mover hot -> cold (zstd): {moved / 1e6 / seconds:7.1f} MB/s ({seconds:.2f} s); "
+        f"mover hot -> cold (zstd level {COLD_LEVEL}): {moved / 1e6 / seconds:7.1f} MB/s ({seconds:.2f} s); "
         f"compression {moved / stored:.2f}:1 ({stored / 1e6:.1f} MB on cold)"
     )
     cold_median, cold_p95 = frame_latency()
