@@ -298,3 +298,33 @@ def test_reads_during_moves_back_and_forth_always_succeed(tmp_path: Path, settin
     assert not errors, errors
     assert reads[0] > 0
     assert_whole(raws)
+
+
+@pytest.mark.parametrize("cut", ["copied", "switched-in-grace"])
+def test_deleting_a_study_mid_move_removes_both_copies_so_sweep_cannot_bring_it_back(tmp_path: Path, cut: str) -> None:
+    from datetime import timedelta
+
+    from archive.ingest.delete import remove_study
+    from archive.ingest.sweep import sweep_orphans
+    from archive.models import Study
+
+    store(tmp_path, count=2)
+    batch, _ = plan_moves(Instance.objects.all(), "cold")
+    if cut == "copied":
+        with pytest.raises(Crash):
+            Mover(batch, fault=lambda at, move: (_ for _ in ()).throw(Crash(at)) if at == "verify" else None).run()
+    else:
+        Mover(batch, grace=3600).run()
+    assert all(where(row) == ["hot", "cold"] for row in Instance.objects.all())
+    with django_capture_on_commit():
+        assert remove_study(Study.objects.get()) == 2
+    for tier in ("hot", "cold"):
+        assert list(get_storage(tier).keys()) == []
+        sweep_orphans(tier, min_age=timedelta(0))
+    assert not Instance.objects.exists()
+
+
+def django_capture_on_commit() -> Any:
+    from django.test import TestCase
+
+    return TestCase.captureOnCommitCallbacks(execute=True)
