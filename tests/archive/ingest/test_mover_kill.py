@@ -108,3 +108,16 @@ def test_sigkill_at_random_moments_of_moves_there_and_back_loses_nothing(tmp_pat
     other = "cold" if target == "hot" else "hot"
     leftovers = [p for p in (tmp_path / "data" / "objects" / other).rglob("*.dcm*")]
     assert leftovers == []
+
+
+def test_moves_left_to_the_task_worker_are_carried_out_by_db_worker(tmp_path: Path) -> None:
+    env, _ = prepare_server(tmp_path / "data", None, "worker")
+    env.update(PACS_TIER_MOVE_GRACE_SECONDS="0")
+    manage(env, "load_demo")
+    before = check(env)
+    count = before.split()[0]
+    assert f"planned {count} moves to cold" in manage(env, "tiers", "move", "--to", "cold", "--background")
+    assert check(env).split()[1] == "hot"  # nothing moved until a worker runs
+    manage(env, "db_worker", "--batch", "--no-startup-delay")
+    after = check(env)
+    assert after.split()[:2] == [count, "cold"] and after.split()[2] == before.split()[2]
