@@ -91,9 +91,7 @@ class Command(BaseCommand):
             self.stdout.write(f"{name:<12} {'(unknown)':<11} {'':<10} {row['n']:>10} {(row['size'] or 0) / 1e9:>10.3f}")
         moves = TierMove.objects.values("state").annotate(n=Count("id"))
         counts = {m["state"]: m["n"] for m in moves}
-        self.stdout.write(
-            "moves: " + ", ".join(f"{state} {counts.get(state, 0)}" for state in MoveState.values) or "moves: none"
-        )
+        self.stdout.write("moves: " + ", ".join(f"{state} {counts.get(state, 0)}" for state in MoveState.values))
         for move in TierMove.objects.filter(state=MoveState.FAILED).order_by("-updated_at")[:10]:
             self.stdout.write(f"  failed {move.source_tier} → {move.target_tier}: {move.error}")
 
