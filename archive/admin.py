@@ -305,6 +305,8 @@ class TierAdmin(AuditedModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         if obj is not None and obj.from_environment:
             return ("name", "backend", *LOCATION_FIELDS)  # the environment defines them (PACS_TIERS)
+        if obj is not None and Instance.objects.filter(tier=obj.name).exists():
+            return ("name", "backend", *LOCATION_FIELDS)  # its objects would not follow a new location
         return ("name",) if obj is not None else ()
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:

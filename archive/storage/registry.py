@@ -44,8 +44,13 @@ Catalog = Callable[[str], "Mapping[str, Any] | None"]
 _catalog: Catalog | None = None
 
 
-class UnknownTier(LookupError):
-    """No tier of that name is configured (environment, built-in or catalog)."""
+class UnknownTier(LookupError, OSError):
+    """No tier of that name is configured (environment, built-in or catalog).
+
+    Also an :class:`OSError`: an index row naming a tier that has since gone
+    from the configuration is an object that cannot be read now, and every
+    read path answers it as it answers a missing object (never a 500).
+    """
 
     def __init__(self, name: str) -> None:
         super().__init__(f"there is no storage tier named {name!r}")

@@ -81,3 +81,19 @@ def test_every_read_answers_the_same_bytes_from_cold_as_from_hot(
         assert on_cold[name] == on_hot[name], name
     for part in parts:
         assert part in on_cold["study"][1] or part in on_cold["series"][1]
+
+
+def test_an_instance_on_a_tier_no_longer_configured_is_answered_as_unreadable_not_a_500(
+    admin_client_token: Client,
+) -> None:
+    spec = StudySpec()
+    assert stow(admin_client_token, make_series(spec, "CT", count=1)).status_code == 200
+    row = Instance.objects.select_related("series").get()
+    Instance.objects.update(tier="retired")  # a tier taken out of PACS_TIERS while objects were on it
+    url = (
+        f"/dicom-web/studies/{spec.study_uid}/series/{row.series.series_instance_uid}/instances/{row.sop_instance_uid}"
+    )
+    for path, accept in ((url + "/frames/1", OCTETS), (url + "/rendered", "image/png"), (url, DICOM)):
+        response = admin_client_token.get(path, HTTP_ACCEPT=accept)
+        assert response.status_code != 500, path
+        assert b"DICM" not in body(response)
