@@ -364,8 +364,8 @@ class LifecycleRuleAdmin(AuditedModelAdmin):
     def apply_now(self, request: HttpRequest, queryset: QuerySet[LifecycleRule]) -> None:
         try:
             plans = apply_rules(actor=request.user.get_username())
-        except OSError as exc:
-            messages.error(request, f"A rule's tier cannot be reached: {exc}")
+        except (OSError, ValueError) as exc:
+            messages.error(request, f"A rule's tier cannot be used: {exc}")
             return
         for plan in plans:
             if plan.planned:

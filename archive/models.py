@@ -554,6 +554,10 @@ class LifecycleRule(models.Model):
             raise ValidationError({"target_tier": str(exc)}) from None
         except (OSError, ValueError) as exc:
             raise ValidationError({"target_tier": f"The tier cannot be reached: {exc}"}) from None
+        if Tier.objects.filter(name=self.target_tier).exclude(retrieval=Retrieval.IMMEDIATE).exists():
+            raise ValidationError(
+                {"target_tier": "That tier needs a restore before reads: restores are not there yet."}
+            )
 
 
 class MoveState(models.TextChoices):

@@ -54,7 +54,7 @@ from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from archive.models import ACTIVE_MOVE_STATES, Instance, MoveState, TierMove
+from archive.models import ACTIVE_MOVE_STATES, Instance, MoveState, Retrieval, Tier, TierMove
 from archive.storage.base import CHUNK, StagedObject, Storage, reason
 from archive.storage.keys import log_name
 from archive.storage.registry import UnknownTier, get_storage
@@ -113,13 +113,27 @@ class MoveReport:
                 setattr(self, name, getattr(self, name) + value)
 
 
+class NeedsRestore(ValueError):
+    """The tier's objects need a restore before they can be read, which the archive cannot do yet."""
+
+
+def refuse_restore_tiers(target: str) -> None:
+    """Refuse to move objects to a tier whose retrieval class is not immediate (restores come later)."""
+    if Tier.objects.filter(name=target).exclude(retrieval=Retrieval.IMMEDIATE).exists():
+        raise NeedsRestore(
+            f"tier {target} needs a restore before its objects can be read; moves there wait until restores exist"
+        )
+
+
 def plan_moves(instances: QuerySet[Instance], target: str, batch: str = "", actor: str = "mover") -> tuple[str, int]:
     """Ledger rows for every instance of ``instances`` not already on ``target`` or moving: one SQL statement.
 
     Returns the batch name and how many moves were planned. The target must
-    exist and be reachable now (:class:`UnknownTier`, :class:`OSError`).
+    exist, be reachable now (:class:`UnknownTier`, :class:`OSError`) and be
+    an immediate tier (:class:`NeedsRestore`).
     """
     get_storage(target).check()
+    refuse_restore_tiers(target)
     batch = batch or uuid.uuid4().hex[:16]
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     ids, params = instances.order_by().values("id").query.sql_with_params()

@@ -18,7 +18,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Count, Sum
 
 from archive.ingest.lifecycle import apply_rules
-from archive.ingest.mover import Mover, MoveReport, grace_seconds, pending_moves, plan_moves
+from archive.ingest.mover import Mover, MoveReport, NeedsRestore, grace_seconds, pending_moves, plan_moves
 from archive.ingest.tasks import run_moves
 from archive.ingest.verify import verify_tier
 from archive.models import Instance, MoveState, Tier, TierMove
@@ -59,7 +59,10 @@ class Command(BaseCommand):
             self.tier(options["source"])
             instances = instances.filter(tier=options["source"])
         self.tier(options["to"])
-        batch, count = plan_moves(instances, options["to"], actor="manage.py tiers move")
+        try:
+            batch, count = plan_moves(instances, options["to"], actor="manage.py tiers move")
+        except NeedsRestore as exc:
+            raise CommandError(str(exc)) from None
         self.stdout.write(f"planned {count} moves to {options['to']} (batch {batch})")
         self.run(batch, options["background"])
 
@@ -67,7 +70,7 @@ class Command(BaseCommand):
         started = time.monotonic()
         try:
             plans = apply_rules(actor="manage.py tiers apply")
-        except (UnknownTier, OSError) as exc:
+        except (OSError, NeedsRestore) as exc:
             raise CommandError(f"a rule's tier cannot be used: {exc}") from None
         for plan in plans:
             self.stdout.write(f"rule {plan.rule.name!r}: {plan.planned} instances to {plan.rule.target_tier}")
