@@ -9,6 +9,9 @@ removes its stored objects. Opening a study or patient page is recorded in the
 audit trail (``admin-view``). API tokens are issued here: the plain token is
 shown exactly once and only its hash is kept. DICOM devices (the peers of the
 DICOM node, archive/dimse/) are edited here; every change is audited.
+Storage tiers and lifecycle rules are edited here too (a tier that cannot be
+reached, or a rule to a tier that does not exist, is refused when saved);
+the mover's ledger (TierMove) is read-only.
 
 Site administration (with memberships and grants) lives in ``portal/admin.py``
 because memberships are a portal concept and the archive never imports the portal.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -28,7 +32,20 @@ from django.utils.http import urlencode
 
 from archive.access import policy, visible_studies
 from archive.ingest.delete import remove_study
-from archive.models import ApiToken, DicomDevice, Instance, Patient, Series, Study
+from archive.ingest.lifecycle import apply_rules
+from archive.ingest.tasks import run_moves
+from archive.models import (
+    LOCATION_FIELDS,
+    ApiToken,
+    DicomDevice,
+    Instance,
+    LifecycleRule,
+    Patient,
+    Series,
+    Study,
+    Tier,
+    TierMove,
+)
 from audit.adminlog import AuditedModelAdmin
 from audit.trail import record
 
@@ -260,3 +277,105 @@ class DicomDeviceAdmin(AuditedModelAdmin):
     @admin.display(description="Host", ordering="host")
     def host_or_any(self, obj: DicomDevice) -> str:
         return obj.host or "any address"
+
+
+@admin.register(Tier)
+class TierAdmin(AuditedModelAdmin):
+    list_display = (
+        "name",
+        "backend",
+        "location",
+        "storage_class",
+        "retrieval",
+        "cost_per_gb_month",
+        "cost_per_gb_retrieved",
+        "cost_per_1000_requests",
+        "from_environment",
+    )
+    fieldsets = (
+        (None, {"fields": ("name", "backend", "retrieval", "description")}),
+        ("Where (filesystem: root; S3: bucket and the rest)", {"fields": LOCATION_FIELDS}),
+        ("Cost", {"fields": ("cost_per_gb_month", "cost_per_gb_retrieved", "cost_per_1000_requests")}),
+    )
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        Tier.sync_environment()  # the built-in tiers and PACS_TIERS, listed beside those added here
+        return super().changelist_view(request, extra_context)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is not None and obj.from_environment:
+            return ("name", "backend", *LOCATION_FIELDS)  # the environment defines them (PACS_TIERS)
+        if obj is not None and Instance.objects.filter(tier=obj.name).exists():
+            return ("name", "backend", *LOCATION_FIELDS)  # its objects would not follow a new location
+        return ("name",) if obj is not None else ()
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if obj is not None and (obj.from_environment or Instance.objects.filter(tier=obj.name).exists()):
+            return False  # a tier holding objects, or defined by the environment, stays
+        return super().has_delete_permission(request, obj)
+
+    @admin.display(description="Location")
+    def location(self, obj: Tier) -> str:
+        if obj.backend == "s3":
+            return f"s3://{obj.bucket}/{obj.prefix}"
+        return obj.root or f"PACS_STORAGE_DIR/{obj.name}"
+
+
+class LifecycleRuleForm(forms.ModelForm):  # type: ignore[type-arg]
+    target_tier = forms.ChoiceField(choices=lambda: [(t.name, str(t)) for t in Tier.objects.all()])
+
+    class Meta:
+        model = LifecycleRule
+        fields = (
+            "name",
+            "enabled",
+            "priority",
+            "after_days",
+            "site",
+            "modality",
+            "body_part",
+            "description_pattern",
+            "target_tier",
+        )
+
+
+@admin.register(LifecycleRule)
+class LifecycleRuleAdmin(AuditedModelAdmin):
+    form = LifecycleRuleForm
+    list_display = (
+        "name",
+        "enabled",
+        "priority",
+        "after_days",
+        "site",
+        "modality",
+        "body_part",
+        "description_pattern",
+        "target_tier",
+    )
+    list_filter = ("enabled", "target_tier")
+    actions = ("apply_now",)
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        Tier.sync_environment()
+        return super().get_form(request, obj, change, **kwargs)
+
+    @admin.action(description="Apply the enabled rules now (the task worker moves what they select)")
+    def apply_now(self, request: HttpRequest, queryset: QuerySet[LifecycleRule]) -> None:
+        try:
+            plans = apply_rules(actor=request.user.get_username())
+        except (OSError, ValueError) as exc:
+            messages.error(request, f"A rule's tier cannot be used: {exc}")
+            return
+        for plan in plans:
+            if plan.planned:
+                run_moves.enqueue(plan.batch)
+        messages.success(request, ", ".join(f"{p.rule.name}: {p.planned} to move" for p in plans) or "No rules.")
+
+
+@admin.register(TierMove)
+class TierMoveAdmin(ReadOnlyAdmin):
+    list_display = ("id", "batch", "source_tier", "target_tier", "state", "size", "stored_size", "attempts", "error")
+    list_filter = ("state", "target_tier", "source_tier")
+    search_fields = ("=batch",)
+    raw_id_fields = ("instance",)

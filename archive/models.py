@@ -22,6 +22,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
+from archive.storage import registry
 from archive.storage.registry import get_storage
 
 
@@ -152,7 +153,7 @@ class Instance(models.Model):
     size = models.BigIntegerField()
     sha256 = models.CharField(max_length=64)
     storage_key = models.CharField(max_length=300)
-    tier = models.CharField(max_length=32, default="hot")
+    tier = models.CharField(max_length=32, default="hot", help_text="The name of the storage tier that holds it.")
     availability = models.CharField(max_length=16, choices=Availability.choices, default=Availability.ONLINE)
     metadata = models.TextField(help_text="DICOM JSON of the instance, bulk data as BulkDataURI.")
     frames = models.JSONField(
@@ -171,12 +172,30 @@ class Instance(models.Model):
         return self.sop_instance_uid
 
     def open_stored(self) -> BinaryIO:
-        """The stored Part 10 object, open for reading from its tier."""
-        return get_storage(self.tier).open(self.storage_key)
+        """The stored Part 10 object, open for reading from its tier (where the index says it is now)."""
+        try:
+            return get_storage(self.tier).open(self.storage_key)
+        except FileNotFoundError:
+            if not self._moved():
+                raise
+            return get_storage(self.tier).open(self.storage_key)
 
     def read_stored_ranges(self, ranges: list[list[int]]) -> bytes:
         """The ``[offset, length]`` ranges of the stored object, concatenated (a frame's bytes)."""
-        return get_storage(self.tier).read_ranges(self.storage_key, ranges)
+        try:
+            return get_storage(self.tier).read_ranges(self.storage_key, ranges)
+        except FileNotFoundError:
+            if not self._moved():
+                raise
+            return get_storage(self.tier).read_ranges(self.storage_key, ranges)
+
+    def _moved(self) -> bool:
+        """Whether the mover has moved this object since the row was read (then the row follows it)."""
+        now = Instance.objects.filter(pk=self.pk).values_list("tier", "storage_key").first()
+        if now is None or now == (self.tier, self.storage_key):
+            return False
+        self.tier, self.storage_key = now
+        return True
 
 
 class PersonNameWord(models.Model):
@@ -394,3 +413,237 @@ class StorageCommitment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.calling_ae} {self.transaction_uid} ({self.state})"
+
+
+class Retrieval(models.TextChoices):
+    """How soon a tier's objects can be read."""
+
+    IMMEDIATE = "immediate", "immediate"
+    MINUTES = "minutes", "minutes (needs a restore)"
+    HOURS = "hours", "hours (needs a restore)"
+
+
+class TierBackend(models.TextChoices):
+    FILESYSTEM = "filesystem", "filesystem (files as received)"
+    ZSTD = "zstd", "zstd-compressed filesystem (seekable, lossless)"
+    S3 = "s3", "S3-compatible object storage"
+
+
+class Tier(models.Model):
+    """A named storage tier: where objects live, how fast they come back, and what that costs.
+
+    ``hot`` and ``cold`` (the embedded default) and every tier named in
+    ``PACS_TIERS`` are defined by the environment: their rows mirror it
+    (``manage.py tiers status`` writes them) and only costs and the
+    description are edited here. Other tiers are defined by their row.
+    Instance rows name their tier (:attr:`Instance.tier`).
+    """
+
+    name = models.SlugField(max_length=32, unique=True)
+    backend = models.CharField(max_length=16, choices=TierBackend.choices, default=TierBackend.FILESYSTEM)
+    root = models.CharField(
+        max_length=500,
+        blank=True,
+        default="",
+        help_text="Filesystem tiers: the folder (empty: PACS_STORAGE_DIR/<name>).",
+    )
+    bucket = models.CharField(max_length=63, blank=True, default="")
+    prefix = models.CharField(max_length=200, blank=True, default="", help_text="S3: key prefix inside the bucket.")
+    endpoint_url = models.CharField(max_length=300, blank=True, default="", help_text="S3: empty for AWS.")
+    region = models.CharField(max_length=32, blank=True, default="")
+    access_key_file = models.CharField(max_length=300, blank=True, default="", help_text="S3: a file holding the key.")
+    secret_key_file = models.CharField(max_length=300, blank=True, default="")
+    storage_class = models.CharField(
+        max_length=32,
+        blank=True,
+        default="",
+        help_text="S3: STANDARD, STANDARD_IA, GLACIER_IR, GLACIER, DEEP_ARCHIVE...",
+    )
+    retrieval = models.CharField(max_length=16, choices=Retrieval.choices, default=Retrieval.IMMEDIATE)
+    cost_per_gb_month = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    cost_per_gb_retrieved = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    cost_per_1000_requests = models.DecimalField(max_digits=12, decimal_places=6, default=0)
+    from_environment = models.BooleanField(default=False, editable=False)
+    description = models.CharField(max_length=200, blank=True, default="")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        super().save(*args, **kwargs)
+        registry.forget()
+
+    def config(self) -> dict[str, str]:
+        """The backend configuration, in the shape of a ``PACS_TIERS`` entry."""
+        if self.backend == TierBackend.S3:
+            names = [
+                "bucket",
+                "prefix",
+                "endpoint_url",
+                "region",
+                "access_key_file",
+                "secret_key_file",
+                "storage_class",
+            ]
+        else:
+            names = ["root"]
+        return {"backend": self.backend} | {n: getattr(self, n) for n in names if getattr(self, n)}
+
+    def clean(self) -> None:
+        """A tier is saved only if its backend can be reached now (a folder that exists, a bucket that answers)."""
+        if self.from_environment:
+            return
+        if self.backend == TierBackend.S3 and not self.bucket:
+            raise ValidationError({"bucket": "An S3 tier needs a bucket."})
+        if self.backend != TierBackend.S3 and self.root and not self.root.startswith("/"):
+            raise ValidationError({"root": "Give an absolute path."})
+        try:
+            registry.build(self.name, self.config()).check()
+        except (OSError, ValueError) as exc:
+            raise ValidationError(f"The tier cannot be reached: {exc}") from None
+
+    @property
+    def immediate(self) -> bool:
+        return self.retrieval == Retrieval.IMMEDIATE
+
+    @classmethod
+    def sync_environment(cls) -> None:
+        """Rows for the built-in tiers and those ``PACS_TIERS`` names, mirroring their configuration (costs kept)."""
+        names = dict(registry.BUILTIN) | dict(settings.PACS_TIERS)
+        for name, config in names.items():
+            location = {k: str(v) for k, v in config.items() if k in LOCATION_FIELDS}
+            backend = config["backend"] if config["backend"] in TierBackend.values else TierBackend.FILESYSTEM
+            tier, created = cls.objects.get_or_create(
+                name=name, defaults={"backend": backend, "from_environment": True, **location}
+            )
+            if not created:
+                changed = {"backend": backend, "from_environment": True} | {
+                    f: location.get(f, "") for f in LOCATION_FIELDS
+                }
+                if any(getattr(tier, f) != v for f, v in changed.items()):
+                    cls.objects.filter(pk=tier.pk).update(**changed)
+
+
+LOCATION_FIELDS = (
+    "root",
+    "bucket",
+    "prefix",
+    "endpoint_url",
+    "region",
+    "access_key_file",
+    "secret_key_file",
+    "storage_class",
+)
+
+
+def _catalog(name: str) -> dict[str, str] | None:
+    tier = Tier.objects.filter(name=name).first()
+    return None if tier is None else tier.config()
+
+
+registry.set_catalog(_catalog)
+
+
+def validate_tier_name(name: str) -> None:
+    """A rule or a move may name only a tier that exists (environment, built-in or admin)."""
+    try:
+        registry.tier_config(name)
+    except registry.UnknownTier as exc:
+        raise ValidationError(str(exc)) from None
+
+
+class LifecycleRule(models.Model):
+    """Move instances to a tier once they are old enough and match the filters (evaluated set-based in SQL).
+
+    Age counts from receipt (:attr:`Study.created_at`). Age since last
+    access is not offered yet: reads do not record it yet.
+    """
+
+    name = models.CharField(max_length=100)
+    enabled = models.BooleanField(default=True)
+    priority = models.PositiveIntegerField(
+        default=100, help_text="Lower first: when several rules match an instance, the first one decides."
+    )
+    after_days = models.PositiveIntegerField(help_text="Days since the study was received.")
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, null=True, blank=True, help_text="Empty: every site.")
+    modality = models.CharField(max_length=16, blank=True, default="", help_text="(0008,0060), e.g. CT. Empty: any.")
+    body_part = models.CharField(max_length=64, blank=True, default="", help_text="(0018,0015), e.g. CHEST.")
+    description_pattern = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        help_text="(0008,1030) Study Description contains this text (case-insensitive). Empty: any.",
+    )
+    target_tier = models.CharField(max_length=32, help_text="The tier to move to (hot, cold, or one added here).")
+
+    class Meta:
+        ordering = ["priority", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} → {self.target_tier}"
+
+    def clean(self) -> None:
+        """The target tier must exist and be reachable now."""
+        if not self.target_tier:
+            return
+        try:
+            get_storage(self.target_tier).check()
+        except registry.UnknownTier as exc:
+            raise ValidationError({"target_tier": str(exc)}) from None
+        except (OSError, ValueError) as exc:
+            raise ValidationError({"target_tier": f"The tier cannot be reached: {exc}"}) from None
+        if Tier.objects.filter(name=self.target_tier).exclude(retrieval=Retrieval.IMMEDIATE).exists():
+            raise ValidationError(
+                {"target_tier": "That tier needs a restore before reads: restores are not there yet."}
+            )
+
+
+class MoveState(models.TextChoices):
+    """Where a move stands: each step is done once and recorded before the next begins."""
+
+    PENDING = "pending"  # nothing copied yet
+    COPIED = "copied"  # the destination holds a copy, not yet verified
+    VERIFIED = "verified"  # the copy hashes to the instance's SHA-256
+    SWITCHED = "switched"  # the index points to the copy; the source waits to be deleted
+    DONE = "done"  # the source is gone
+    FAILED = "failed"  # given up (said why); the index still points to the source
+
+
+ACTIVE_MOVE_STATES = [MoveState.PENDING, MoveState.COPIED, MoveState.VERIFIED, MoveState.SWITCHED]
+
+
+class TierMove(models.Model):
+    """The mover's ledger: one row per object moved, recording each finished step (archive/ingest/mover.py)."""
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="moves")
+    batch = models.CharField(
+        max_length=32, db_index=True, help_text="Moves asked for together (a command, a rule run)."
+    )
+    source_tier = models.CharField(max_length=32)
+    source_key = models.CharField(max_length=300)
+    target_tier = models.CharField(max_length=32)
+    state = models.CharField(max_length=16, choices=MoveState.choices, default=MoveState.PENDING)
+    size = models.BigIntegerField(default=0)
+    stored_size = models.BigIntegerField(null=True, blank=True, help_text="Bytes taken on the target tier.")
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.CharField(max_length=500, blank=True, default="")
+    lease_until = models.DateTimeField(null=True, blank=True, help_text="A worker holds the move until then.")
+    worker = models.CharField(max_length=32, blank=True, default="", help_text="Which worker holds the lease.")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    switched_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # An instance moves once at a time, so no two moves can disagree about where it is.
+            models.UniqueConstraint(
+                fields=["instance"], condition=models.Q(state__in=ACTIVE_MOVE_STATES), name="one_active_move"
+            )
+        ]
+        indexes = [models.Index(fields=["state", "updated_at"], name="tiermove_state")]
+
+    def __str__(self) -> str:
+        return f"{self.source_tier} → {self.target_tier} ({self.state})"

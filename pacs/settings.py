@@ -282,16 +282,25 @@ PACS_CORS_ORIGINS = [o.strip().rstrip("/") for o in os.environ.get("PACS_CORS_OR
 #: Answer single-frame reads of bearer clients outside the Django request cycle (archive/dicomweb/fastpath.py).
 PACS_FAST_PATH = env_bool("PACS_FAST_PATH", True)
 PACS_QIDO_MAX_LIMIT = env_int("PACS_QIDO_MAX_LIMIT", 10000)
-# Storage tiers (archive/storage/base.py), JSON: {"hot": {"backend": "filesystem", "root": "/optional/dir"},
+# Storage tiers (archive/storage/registry.py), JSON: {"hot": {"backend": "filesystem", "root": "/existing/dir"},
 # "warm": {"backend": "s3", "bucket": "pacs-warm", "endpoint_url": "http://127.0.0.1:8333", "region": "us-east-1",
-# "prefix": "", "access_key_file": "/run/secrets/s3_key", "secret_key_file": "/run/secrets/s3_secret"}}. Without key
-# files boto3 reads AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY. A tier not named is a folder under PACS_STORAGE_DIR.
+# "prefix": "", "storage_class": "STANDARD_IA", "access_key_file": "/run/secrets/s3_key", "secret_key_file":
+# "/run/secrets/s3_secret"}, "cold": {"backend": "zstd", "level": 1}}. Without key files boto3 reads
+# AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY. Built in: "hot" (files) and "cold" (zstd) under PACS_STORAGE_DIR;
+# more tiers are added in admin. A name no tier has is refused.
 PACS_TIERS: dict[str, dict[str, str]] = json.loads(os.environ.get("PACS_TIERS") or "{}")
 for _tier, _config in PACS_TIERS.items():
     if not isinstance(_config, dict) or not isinstance(_config.get("backend"), str):
         raise ValueError(f"PACS_TIERS[{_tier!r}] needs a backend: 'filesystem', 's3' or a dotted path")
     if _config["backend"] == "s3" and not _config.get("bucket"):
         raise ValueError(f"PACS_TIERS[{_tier!r}] needs a bucket")
+# The tier mover (archive/ingest/mover.py): copy throughput per worker process (0: unlimited), moves at a
+# time, objects per step, how long a moved object's source stays for reads under way, how long a worker holds a move.
+PACS_TIER_MOVE_BYTES_PER_SECOND = env_int("PACS_TIER_MOVE_BYTES_PER_SECOND", 200 * 1024**2)
+PACS_TIER_MOVE_CONCURRENCY = env_int("PACS_TIER_MOVE_CONCURRENCY", 2)
+PACS_TIER_MOVE_GROUP = env_int("PACS_TIER_MOVE_GROUP", 64)  # moves taken through each step in one transaction
+PACS_TIER_MOVE_GRACE_SECONDS = env_int("PACS_TIER_MOVE_GRACE_SECONDS", 60)
+PACS_TIER_MOVE_LEASE_SECONDS = env_int("PACS_TIER_MOVE_LEASE_SECONDS", 300)
 PACS_STUDY_SITE_SOURCE = os.environ.get("PACS_STUDY_SITE_SOURCE", "sender")
 if PACS_STUDY_SITE_SOURCE not in ("sender", "institution"):
     raise ValueError("PACS_STUDY_SITE_SOURCE must be 'sender' or 'institution'")

@@ -2,14 +2,17 @@
 
 Index rows go in one transaction; the stored objects are removed after it
 commits. A crash in between leaves objects without rows, which the sweeper
-removes, never rows without objects.
+removes, never rows without objects. An instance in the middle of a tier move
+has a second copy (the copy at the target, or the source waiting out its
+grace period): it goes too, or sweep would find it and index it again.
 """
 
 from __future__ import annotations
 
 from django.db import transaction
+from django.db.models import QuerySet
 
-from archive.models import Instance, Series, Study
+from archive.models import ACTIVE_MOVE_STATES, Instance, Series, Study, TierMove
 from archive.storage.registry import get_storage
 
 
@@ -18,17 +21,28 @@ def _remove_objects(objects: list[tuple[str, str]]) -> None:
         get_storage(tier).delete(key)
 
 
+def stored_copies(instances: QuerySet[Instance]) -> list[tuple[str, str]]:
+    """Every (tier, key) holding a copy of ``instances``: where the index says, and both ends of moves under way."""
+    objects = set(instances.values_list("tier", "storage_key"))
+    moves = TierMove.objects.filter(instance__in=instances, state__in=ACTIVE_MOVE_STATES)
+    for source_tier, target_tier, key in moves.values_list("source_tier", "target_tier", "source_key"):
+        objects |= {(source_tier, key), (target_tier, key)}
+    return sorted(objects)
+
+
 def remove_study(study: Study) -> int:
     """Delete a study's rows now and its objects once the deletion commits."""
-    objects = list(Instance.objects.filter(series__study=study).values_list("tier", "storage_key"))
+    instances = Instance.objects.filter(series__study=study)
+    count, objects = instances.count(), stored_copies(instances)
     with transaction.atomic():
         Study.objects.filter(pk=study.pk).delete()
         transaction.on_commit(lambda: _remove_objects(objects))
-    return len(objects)
+    return count
 
 
 def remove_series(series: Series) -> int:
-    objects = list(Instance.objects.filter(series=series).values_list("tier", "storage_key"))
+    instances = Instance.objects.filter(series=series)
+    count, objects = instances.count(), stored_copies(instances)
     with transaction.atomic():
         study = Study.objects.select_for_update().get(pk=series.study_id)
         Series.objects.filter(pk=series.pk).delete()
@@ -43,4 +57,4 @@ def remove_series(series: Series) -> int:
                 modalities_in_study="\\".join(modalities),
             )
         transaction.on_commit(lambda: _remove_objects(objects))
-    return len(objects)
+    return count

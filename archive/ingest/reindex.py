@@ -21,10 +21,10 @@ from django.db import IntegrityError, transaction
 
 from archive.dicom.part10 import InvalidInstance, ParsedInstance, parse_instance
 from archive.ingest.index import InvalidSeriesParent, index_instance
-from archive.models import Instance, Patient, Study
+from archive.models import Instance, Patient, Study, Tier
 from archive.storage.base import CHUNK, Storage
 from archive.storage.keys import object_key
-from archive.storage.registry import get_storage
+from archive.storage.registry import BUILTIN, get_storage
 from pacs.lib.dblock import write_lock
 
 
@@ -59,10 +59,12 @@ def file_sha256(path: Path) -> tuple[str, int]:
 
 
 def known_tiers() -> list[str]:
-    """``hot``, every configured tier, and every tier folder present under the storage root."""
-    root = Path(settings.PACS_STORAGE_DIR)
-    found = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")} if root.is_dir() else set()
-    return sorted(found | set(settings.PACS_TIERS) | {"hot"})
+    """The built-in tiers (``hot``, ``cold``), those ``PACS_TIERS`` names, and those added in admin.
+
+    A folder under the storage root that no tier configures is not read: which
+    backend wrote it (plain or zstd files) is the tier's configuration to say.
+    """
+    return sorted(set(BUILTIN) | set(settings.PACS_TIERS) | set(Tier.objects.values_list("name", flat=True)))
 
 
 def wipe_index() -> int:

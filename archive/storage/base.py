@@ -99,6 +99,13 @@ class StagedObject:
             pass
 
 
+def reason(exc: OSError) -> str:
+    """What went wrong, without the file name an :class:`OSError` carries (it holds UIDs: no PHI in logs)."""
+    if exc.strerror and exc.filename is not None:
+        return exc.strerror
+    return str(exc)
+
+
 def read_ranges_from(fh: BinaryIO, ranges: list[list[int]], key: str) -> bytes:
     """The concatenation of the ``[offset, length]`` ranges of the open object ``key``."""
     parts = []
@@ -176,6 +183,14 @@ class Storage:
         raise NotImplementedError
 
     def exists(self, key: str) -> bool:
+        raise NotImplementedError
+
+    def stored_size(self, key: str) -> int:
+        """How many bytes the object takes on this tier (less than its Part 10 size when compressed)."""
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Raise :class:`OSError` saying why, unless the tier can be written and read now."""
         raise NotImplementedError
 
     def read_ranges(self, key: str, ranges: list[list[int]]) -> bytes:

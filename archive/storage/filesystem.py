@@ -21,17 +21,25 @@ from archive.storage.keys import check_key, is_object_key
 class FileSystemStorage(Storage):
     """Objects as plain files under a root directory."""
 
-    def __init__(self, root: Path | str, fsync: bool = True) -> None:
+    def __init__(self, root: Path | str, fsync: bool = True, create: bool = True) -> None:
+        """``create``: make the root folder if missing; else a missing root stays missing (:meth:`check` says so).
+
+        A configured root is never created: a disk that is not mounted must
+        not turn into a folder on the system disk that silently fills up.
+        """
         self.root = Path(root).resolve()
         self._root = str(self.root)
         self.fsync = fsync
         self.staging_dir = self.root / ".staging"
-        self.staging_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.staging_dir.mkdir(parents=create, exist_ok=True)
+        except FileNotFoundError:
+            pass
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], tier: str, root: Path, fsync: bool = True) -> FileSystemStorage:
-        """A folder: the entry's ``root``, else ``PACS_STORAGE_DIR/<tier>``."""
-        return cls(config.get("root") or root / tier, fsync=fsync)
+        """A folder: the entry's ``root`` (which must exist), else ``PACS_STORAGE_DIR/<tier>`` (created)."""
+        return cls(config.get("root") or root / tier, fsync=fsync, create=not config.get("root"))
 
     def path(self, key: str) -> Path:
         return Path(self._root, check_key(key))
@@ -102,6 +110,17 @@ class FileSystemStorage(Storage):
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
+
+    def stored_size(self, key: str) -> int:
+        return self.path(key).stat().st_size
+
+    def check(self) -> None:
+        """The root must be a folder this process can create a file in."""
+        if not self.root.is_dir():
+            raise OSError(f"the tier's folder {self.root} does not exist")
+        fh, path = self.stage()
+        fh.close()
+        path.unlink()
 
     def keys(self) -> Iterator[str]:
         """Every object key under the root (files not named like an object are not objects)."""

@@ -82,11 +82,13 @@ class S3Storage(Storage):
         prefix: str = "",
         fsync: bool = True,
         multipart_threshold: int = 256 * 1024 * 1024,
+        storage_class: str = "",
     ) -> None:
         self.bucket = bucket
         self.prefix = prefix
         self.fsync = fsync
         self.multipart_threshold = multipart_threshold
+        self.storage_class = storage_class
         self.staging_dir = Path(staging_dir)
         self.staging_dir.mkdir(parents=True, exist_ok=True)
         config = Config(
@@ -117,6 +119,7 @@ class S3Storage(Storage):
             secret_key=_read_secret(config, "secret_key"),
             prefix=config.get("prefix", ""),
             fsync=fsync,
+            storage_class=config.get("storage_class", ""),
         )
 
     def _name(self, key: str) -> str:
@@ -132,7 +135,9 @@ class S3Storage(Storage):
 
     def put(self, key: str, staged: StagedObject, sync: bool = True) -> None:
         name = self._name(key)
-        extra = {"ContentType": "application/dicom", "Metadata": {"sha256": staged.sha256}}
+        extra: dict[str, Any] = {"ContentType": "application/dicom", "Metadata": {"sha256": staged.sha256}}
+        if self.storage_class:
+            extra["StorageClass"] = self.storage_class
         with _errors(key):
             if staged.size <= self.multipart_threshold:
                 with open(staged.path, "rb") as fh:
@@ -177,6 +182,16 @@ class S3Storage(Storage):
         except FileNotFoundError:
             return False
         return True
+
+    def stored_size(self, key: str) -> int:
+        with _errors(key):
+            head = self.client.head_object(Bucket=self.bucket, Key=self._name(key))
+        return int(head["ContentLength"])
+
+    def check(self) -> None:
+        """The bucket must answer (HEAD bucket) with these credentials."""
+        with _errors(f"bucket {self.bucket}"):
+            self.client.head_bucket(Bucket=self.bucket)
 
     def modified(self, key: str) -> float:
         with _errors(key):
