@@ -89,6 +89,7 @@ INSTALLED_APPS = [
     "audit",
     "archive",
     "portal",
+    "portal.worklist",
     "viewer",
 ]
 
@@ -300,6 +301,11 @@ PACS_DIMSE_AE_TITLE = os.environ.get("PACS_DIMSE_AE_TITLE", "PACS")
 PACS_DIMSE_PORT = env_int("PACS_DIMSE_PORT", 11112)
 PACS_DIMSE_ALLOWED = os.environ.get("PACS_DIMSE_ALLOWED", "")
 PACS_DIMSE_REJECT_UNKNOWN = env_bool("PACS_DIMSE_REJECT_UNKNOWN", True)
+
+# The worklist (portal/worklist/): a new study is ready to read at once unless a technologist must pass it first;
+# a claim nobody touched for this long may be taken by another reader (`manage.py worklist_expire` releases it).
+PACS_WORKLIST_AUTO_READY = env_bool("PACS_WORKLIST_AUTO_READY", True)
+PACS_WORKLIST_CLAIM_IDLE_SECONDS = env_int("PACS_WORKLIST_CLAIM_IDLE_SECONDS", 30 * 60)
 
 TASKS = {"default": {"BACKEND": "django_tasks_db.backend.DatabaseBackend"}}
 

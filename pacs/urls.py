@@ -1,4 +1,4 @@
-"""Top-level URL map: DICOMweb, the portal, the viewer, admin, and health."""
+"""Top-level URL map: DICOMweb, the portal and its worklist, the viewer, admin, and health."""
 
 from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
@@ -15,6 +15,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("mfa/", include("portal.mfa.urls")),
     path("oidc/", include("mozilla_django_oidc.urls")),
+    path("worklist/", include("portal.worklist.urls")),
     path("", include("portal.urls")),
     path("viewer/", include("viewer.urls")),
 ]
