@@ -18,7 +18,7 @@ from django import forms
 from django.db.models import Q, QuerySet
 
 from archive.access import Visibility, visibility, visible_studies
-from archive.models import Site
+from archive.models import Site, Study
 from portal.worklist.models import WorklistItem
 from portal.worklist.statuses import ACTIVE, Priority, Status
 
@@ -124,9 +124,8 @@ def visible_items(user: Any, seen: Visibility | None | object = None) -> QuerySe
         seen = visibility(user)
     if seen is None:  # the policy decides by queryset alone
         return WorklistItem.objects.filter(study__in=visible_studies(user))
-    if seen.everything:
-        return WorklistItem.objects.all()
-    return WorklistItem.objects.filter(study__in=seen.studies())
+    allowed = seen.condition("study")
+    return WorklistItem.objects.filter(allowed) if allowed is not None else WorklistItem.objects.none()
 
 
 def visible_sites(user: Any, seen: Visibility | None | object = None) -> QuerySet[Site]:
@@ -137,7 +136,11 @@ def visible_sites(user: Any, seen: Visibility | None | object = None) -> QuerySe
         return Site.objects.filter(studies__in=visible_studies(user)).distinct()
     if seen.everything:
         return Site.objects.all()
-    return Site.objects.filter(Q(pk__in=sorted(seen.site_ids)) | Q(studies__pk__in=sorted(seen.study_ids))).distinct()
+    sites = Site.objects.filter(pk__in=sorted(seen.site_ids))
+    if seen.study_ids:  # the sites of studies granted one by one (few)
+        granted = Study.objects.filter(pk__in=sorted(seen.study_ids)).values("site_id")
+        sites = Site.objects.filter(Q(pk__in=sorted(seen.site_ids)) | Q(pk__in=granted))
+    return sites
 
 
 def _day(value: date) -> str:
