@@ -15,7 +15,7 @@ from datetime import date
 from typing import Any
 
 from django import forms
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 
 from archive.access import Visibility, visibility, visible_studies
 from archive.models import Site, Study
@@ -122,10 +122,11 @@ def visible_items(user: Any, seen: Visibility | None | object = None) -> QuerySe
     """
     if not isinstance(seen, Visibility):
         seen = visibility(user)
+    rows = WorklistItem.objects.annotate(images=F("study__number_of_instances"))  # always the current count
     if seen is None:  # the policy decides by queryset alone
-        return WorklistItem.objects.filter(study__in=visible_studies(user))
+        return rows.filter(study__in=visible_studies(user))
     allowed = seen.condition("study")
-    return WorklistItem.objects.filter(allowed) if allowed is not None else WorklistItem.objects.none()
+    return rows.filter(allowed) if allowed is not None else rows.none()
 
 
 def visible_sites(user: Any, seen: Visibility | None | object = None) -> QuerySet[Site]:

@@ -12,7 +12,7 @@ rebuilt from files.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -55,30 +55,51 @@ def _body_part(study_id: int) -> str:
     return parts.order_by("series_number", "id").values_list("body_part_examined", flat=True).first() or ""
 
 
-def refresh(study_id: int) -> WorklistItem | None:
-    """Create or update the row of one study; None when the study is gone."""
-    study = Study.objects.select_related("patient", "site").filter(pk=study_id).first()
-    if study is None:
-        return None
+#: An arrival bumps a known row (for open lists to reload) at most this often; the row's count is then current.
+BUMP_EVERY = timedelta(seconds=1)
+
+
+def refresh(study_id: int) -> bool:
+    """Create or update the row of one study; True when it was created.
+
+    A known row is read, and written only when what it shows changed: its
+    modalities or body part, or its image count once :data:`BUMP_EVERY` has
+    passed since its last change (so a C-STORE of one instance at a time costs
+    reads, not a write transaction per instance; the page shows the study's
+    own count, always current). The row is derived data (:func:`rebuild` makes
+    it again), so its commit does not wait for a disk sync of its own: the
+    next durable commit covers it.
+    """
     now = timezone.now()
-    body_part = _body_part(study_id)
-    with write_lock(), transaction.atomic():
-        updated = WorklistItem.objects.filter(study_id=study_id).update(
-            image_count=study.number_of_instances, modality=study.modalities_in_study, updated_at=now
-        )
-        if updated:
+    study = Study.objects.filter(pk=study_id).values("number_of_instances", "modalities_in_study").first()
+    if study is None:
+        return False
+    row = WorklistItem.objects.filter(study_id=study_id).values("modality", "body_part", "image_count", "updated_at")
+    known = row.first()
+    if known is not None:
+        changes: dict[str, Any] = {}
+        if known["modality"] != study["modalities_in_study"]:
+            changes["modality"] = study["modalities_in_study"]
+        if not known["body_part"]:
+            body_part = _body_part(study_id)
             if body_part:
-                WorklistItem.objects.filter(study_id=study_id, body_part="").update(body_part=body_part)
-            return WorklistItem.objects.get(study_id=study_id)
-        item = _new_row(study, body_part, now)
+                changes["body_part"] = body_part
+        if known["image_count"] != study["number_of_instances"] and (changes or known["updated_at"] < now - BUMP_EVERY):
+            changes["image_count"] = study["number_of_instances"]
+        if changes:
+            with write_lock(durable=False), transaction.atomic():
+                WorklistItem.objects.filter(study_id=study_id).update(**changes, updated_at=now)
+        return False
+    with write_lock(durable=False), transaction.atomic():
+        full = Study.objects.select_related("patient", "site").get(pk=study_id)
+        item = _new_row(full, _body_part(study_id), now)
         try:
             with transaction.atomic():
                 item.save(force_insert=True)
         except IntegrityError:  # a concurrent batch of the same study made it first
-            return WorklistItem.objects.get(study_id=study_id)
-        _count_priors(study.patient_id)
-    item.refresh_from_db(fields=["priors_count"])
-    return item
+            return False
+        _count_priors(full.patient_id)
+    return True
 
 
 def _new_row(study: Study, body_part: str, now: Any) -> WorklistItem:
@@ -126,7 +147,8 @@ def _count_priors(patient_pk: int) -> None:
 def rebuild() -> int:
     """Make sure every study has its row and every row its current counts; returns the number of studies seen."""
     seen = 0
-    for study_id in Study.objects.order_by("pk").values_list("pk", flat=True).iterator():
+    for study_id, images in Study.objects.order_by("pk").values_list("pk", "number_of_instances").iterator():
         refresh(study_id)
+        WorklistItem.objects.filter(study_id=study_id).exclude(image_count=images).update(image_count=images)
         seen += 1
     return seen

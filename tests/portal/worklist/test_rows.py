@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Group
+from django.db.models import F
 from django.test import Client
 
 from archive.dicom.synthetic import StudySpec, make_series
@@ -179,5 +181,24 @@ def test_a_study_stored_over_c_store_gets_its_row(general_site: Site, tmp_path: 
             time.sleep(0.02)
     finally:
         listener.stop()
-    row = WorklistItem.objects.get(study_instance_uid=spec.study_uid)
-    assert (row.patient_name, row.image_count, row.site_code, row.status) == ("DIMSE^WORKLIST", 3, "general", "ready")
+    row = WorklistItem.objects.annotate(images=F("study__number_of_instances")).get(study_instance_uid=spec.study_uid)
+    assert (row.patient_name, row.images, row.site_code, row.status) == ("DIMSE^WORKLIST", 3, "general", "ready")
+
+
+def test_instances_arriving_one_at_a_time_bump_the_row_at_most_once_a_second(
+    upload_client: Client, general_site: Site, django_capture_on_commit_callbacks: Any
+) -> None:
+    spec = StudySpec(patient_id="ONE-BY-ONE")
+    parts = make_series(spec, "CT", count=3, size=16)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert stow(upload_client, parts[:1]).status_code == 200
+    first = WorklistItem.objects.get(study_instance_uid=spec.study_uid)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert stow(upload_client, parts[1:2]).status_code == 200
+    same = WorklistItem.objects.get(pk=first.pk)
+    assert (same.image_count, same.updated_at) == (1, first.updated_at)  # read, not written
+    WorklistItem.objects.filter(pk=first.pk).update(updated_at=first.updated_at - timedelta(seconds=2))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert stow(upload_client, parts[2:]).status_code == 200
+    bumped = WorklistItem.objects.get(pk=first.pk)
+    assert bumped.image_count == 3 and bumped.updated_at > first.updated_at
