@@ -31,7 +31,7 @@ from audit.trail import record
 from portal.access import is_administrator
 from portal.worklist import claims, listing, workflow
 from portal.worklist.models import SavedWorklist, WorklistItem
-from portal.worklist.statuses import InvalidTransition, Priority, Status
+from portal.worklist.statuses import ACTIVE, InvalidTransition, Priority, Status
 
 #: A change is reported again for this long, so a transaction that committed late is never missed.
 LAG_MICROSECONDS = 1_000_000
@@ -103,6 +103,7 @@ def worklist(request: HttpRequest) -> HttpResponse:
         sites=listing.visible_sites(request.user, seen).values_list("code", "name"),
         groups=request.user.groups.order_by("name"),
         saved_id=saved_id,
+        checked_statuses=data.get("status") or [str(s) for s in ACTIVE],
     )
     return render(request, "worklist/page.html", context)
 

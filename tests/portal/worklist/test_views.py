@@ -86,6 +86,8 @@ def test_the_page_shows_only_rows_of_visible_studies(
     assert page.status_code == 200
     assert sorted(row_ids(page.content.decode())) == sorted(r.pk for r in rows_a)
     assert b"B^000" not in page.content
+    checked = re.findall(r'name="status" value="(\w+)" checked', page.content.decode())
+    assert checked == ["arrived", "ready", "in_progress", "preliminary"]  # what "to read" means, shown
     event = AuditEvent.objects.filter(action="worklist_view").latest("id")
     assert (event.actor, event.detail["rows"]) == ("rad-one", 3)
 
