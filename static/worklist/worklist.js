@@ -37,10 +37,30 @@
     if (row && row.dataset.open) window.location.assign(row.dataset.open);
   });
 
+  // Keyboard on a focused row: Enter opens it, arrows move to the next or previous row, C claims it.
   document.addEventListener("keydown", function (event) {
     var target = event.target;
-    if (event.key === "Enter" && target instanceof Element && target.matches("tr.wl-row")) {
+    if (!(target instanceof Element) || !target.matches("tr.wl-row")) return;
+    if (event.key === "Enter") {
       window.location.assign(target.getAttribute("data-open"));
+    } else if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+      var next = event.key === "ArrowDown" ? target.nextElementSibling : target.previousElementSibling;
+      if (next && next.matches("tr.wl-row")) {
+        next.focus();
+        event.preventDefault();
+      }
+    } else if ((event.key === "c" || event.key === "C") && !event.ctrlKey && !event.metaKey && !event.altKey) {
+      var claim = target.querySelector("button.claim");
+      if (claim) claim.click();
+    }
+  });
+
+  // A row swapped in after a claim keeps the keyboard focus where it was.
+  document.addEventListener("htmx:afterSwap", function (event) {
+    var swapped = event.detail && event.detail.target;
+    if (swapped instanceof Element && swapped.id && document.activeElement === document.body) {
+      var row = document.getElementById(swapped.id);
+      if (row && row.matches("tr.wl-row")) row.focus();
     }
   });
 

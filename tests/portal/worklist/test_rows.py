@@ -202,3 +202,14 @@ def test_instances_arriving_one_at_a_time_bump_the_row_at_most_once_a_second(
         assert stow(upload_client, parts[2:]).status_code == 200
     bumped = WorklistItem.objects.get(pk=first.pk)
     assert bumped.image_count == 3 and bumped.updated_at > first.updated_at
+
+
+def test_the_sync_and_expire_commands_report_what_they_did(study_row: WorklistItem, settings: Any) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("worklist_sync", stdout=out)
+    call_command("worklist_expire", stdout=out)
+    assert out.getvalue() == "1 studies checked\n0 claims expired\n"

@@ -184,6 +184,23 @@ def csrf(page: Any) -> str:
     return page.evaluate("() => JSON.parse(document.querySelector('.wl').getAttribute('hx-headers'))['X-CSRFToken']")
 
 
+def test_the_keyboard_moves_between_rows_claims_and_opens(
+    open_as: Callable[[User], Any], radiologist: User, studies: dict[str, StudySpec]
+) -> None:
+    page = open_as(radiologist)
+    first, second = (WorklistItem.objects.get(patient_id=p) for p in ("B-MR", "B-CT"))
+    page.focus(f"#item-{first.pk}")
+    page.keyboard.press("ArrowDown")
+    assert page.evaluate("() => document.activeElement.id") == f"item-{second.pk}"
+    page.keyboard.press("c")
+    page.wait_for_selector(f"#item-{second.pk} button.release")
+    assert WorklistItem.objects.get(pk=second.pk).claimed_by == radiologist
+    page.focus(f"#item-{second.pk}")
+    page.keyboard.press("ArrowUp")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"**/viewer/studies/{first.study_instance_uid}")
+
+
 def test_opening_a_row_opens_the_viewer(
     open_as: Callable[[User], Any], radiologist: User, studies: dict[str, StudySpec]
 ) -> None:
