@@ -145,10 +145,18 @@ def _count_priors(patient_pk: int) -> None:
 
 
 def rebuild() -> int:
-    """Make sure every study has its row and every row its current counts; returns the number of studies seen."""
+    """Make sure every study has its row and every row its current counts and site; returns the studies seen.
+
+    The site matters after an administrator moved a study to another site:
+    who may see a row is always decided through its study, but the site column
+    and its filter read the row.
+    """
     seen = 0
-    for study_id, images in Study.objects.order_by("pk").values_list("pk", "number_of_instances").iterator():
+    studies = Study.objects.order_by("pk").values_list("pk", "number_of_instances", "site_id", "site__code")
+    for study_id, images, site_id, site_code in studies.iterator():
         refresh(study_id)
-        WorklistItem.objects.filter(study_id=study_id).exclude(image_count=images).update(image_count=images)
+        WorklistItem.objects.filter(study_id=study_id).exclude(image_count=images, site_id=site_id).update(
+            image_count=images, site_id=site_id, site_code=site_code or "", updated_at=timezone.now()
+        )
         seen += 1
     return seen

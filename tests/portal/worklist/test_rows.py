@@ -143,6 +143,13 @@ def test_sync_gives_a_study_without_a_row_its_row(study_row: WorklistItem) -> No
     assert WorklistItem.objects.get().study_instance_uid == study_row.study_instance_uid
 
 
+def test_sync_follows_a_study_moved_to_another_site(study_row: WorklistItem, other_site: Site) -> None:
+    Study.objects.filter(pk=study_row.study_id).update(site=other_site)
+    rebuild()
+    moved = WorklistItem.objects.get(pk=study_row.pk)
+    assert (moved.site, moved.site_code, moved.image_count) == (other_site, "elsewhere", 2)
+
+
 @pytest.mark.parametrize(
     ("sent", "born", "seen", "age"),
     [
