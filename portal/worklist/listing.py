@@ -96,7 +96,7 @@ class FilterForm(forms.Form):
     q = forms.CharField(max_length=64, required=False, strip=True)
     sort = forms.ChoiceField(choices=[(k, k) for k in SORTS], required=False)
     desc = forms.BooleanField(required=False)
-    after = forms.IntegerField(min_value=1, required=False)
+    after = forms.IntegerField(min_value=1, max_value=2**63 - 1, required=False)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}

@@ -37,6 +37,8 @@ from portal.worklist.statuses import ACTIVE, InvalidTransition, Priority, Status
 LAG_MICROSECONDS = 1_000_000
 
 View = Callable[..., HttpResponse]
+#: The largest primary key a database holds (64-bit); a larger number in a URL names nothing.
+MAX_ID = 2**63 - 1
 
 
 def worklist_user(view: View) -> View:
@@ -85,7 +87,8 @@ def worklist(request: HttpRequest) -> HttpResponse:
     initial: dict[str, Any] = {}
     saved_id = request.GET.get("saved", "")
     if saved_id:
-        saved = SavedWorklist.usable_by(request.user).filter(pk=int(saved_id) if saved_id.isdigit() else 0).first()
+        pk = int(saved_id) if saved_id.isdigit() and len(saved_id) < 19 else 0  # no id is beyond 64 bits
+        saved = SavedWorklist.usable_by(request.user).filter(pk=pk).first()
         if saved is None:
             return render(request, "worklist/denied.html", {"message": "No such saved worklist."}, status=404)
         initial = {k: v for k, v in saved.filters.items() if k in listing.SAVED_FIELDS}
@@ -131,7 +134,7 @@ def changes(request: HttpRequest) -> HttpResponse:
     later is still seen (at worst one extra reload).
     """
     raw = request.GET.get("since", "")
-    if not raw.isdigit() or len(raw) > 20:
+    if not raw.isdigit() or len(raw) > 17:  # microseconds; 17 digits reach beyond the year 5000
         return HttpResponse("since must be a number of microseconds", status=400, content_type="text/plain")
     since = datetime.fromtimestamp(int(raw) / 1_000_000, tz=UTC)
     newest = listing.visible_items(request.user).filter(updated_at__gt=since).aggregate(n=Max("updated_at"))["n"]
@@ -147,7 +150,7 @@ def changes(request: HttpRequest) -> HttpResponse:
 
 def _item(request: HttpRequest, pk: int, action: str) -> WorklistItem | None:
     """The visible row ``pk``; a miss is audited (without saying whether it exists)."""
-    item = listing.visible_items(request.user).filter(pk=pk).first()
+    item = listing.visible_items(request.user).filter(pk=pk).first() if pk <= MAX_ID else None
     if item is None:
         record(action, request, outcome="denied", detail={"item": pk, "reason": "not found or not visible"})
     return item
@@ -246,8 +249,8 @@ def save(request: HttpRequest) -> HttpResponse:
     if not form.is_valid() or not name:
         return HttpResponse("Give the worklist a name, and valid filters.", status=400, content_type="text/plain")
     group_id = request.POST.get("share_with", "")
-    group = request.user.groups.filter(pk=int(group_id)).first() if group_id.isdigit() else None
-    if group_id and group is None:
+    group = request.user.groups.filter(pk=int(group_id)).first() if group_id.isdigit() and len(group_id) < 19 else None
+    if group_id and (group is None or len(group_id) > 18):
         return HttpResponse("You can share only with a group you belong to.", status=400, content_type="text/plain")
     filters = {k: v for k, v in request.POST.lists() if k in listing.SAVED_FIELDS}
     kept = {k: (v if k == "status" else v[-1]) for k, v in filters.items() if any(v)}
@@ -264,7 +267,7 @@ def save(request: HttpRequest) -> HttpResponse:
 @require_POST
 def forget(request: HttpRequest, pk: int) -> HttpResponse:
     """Delete one of the user's own saved worklists."""
-    deleted, _ = SavedWorklist.objects.filter(owner_id=request.user.pk, pk=pk).delete()
+    deleted, _ = SavedWorklist.objects.filter(owner_id=request.user.pk, pk=min(pk, MAX_ID)).delete()
     if not deleted:
         return _not_found(request)
     record("worklist_forget", request, detail={"saved": pk})

@@ -115,6 +115,19 @@ def test_an_outsider_neither_sees_nor_claims_nor_opens_another_sites_row(
     )
 
 
+def test_numbers_beyond_any_id_name_nothing_and_never_fail(rad_client: Client) -> None:
+    huge = "9" * 30
+    assert rad_client.post(f"/worklist/items/{huge}/claim").status_code == 404
+    assert rad_client.get(f"/worklist/items/{huge}/open").status_code == 404
+    assert rad_client.post(f"/worklist/saved/{huge}/delete").status_code == 404
+    assert rad_client.get(f"/worklist/?saved={huge}").status_code == 404
+    assert post_rows(rad_client, after=huge).status_code == 400
+    assert rad_client.post("/worklist/saved", {"saved_name": "x", "share_with": huge}).status_code == 400
+    assert rad_client.get(f"/worklist/changes?since={huge}").status_code == 400
+    assert rad_client.get("/worklist/changes?since=" + "9" * 18).status_code == 400
+    assert rad_client.get("/worklist/changes?since=" + "9" * 17).status_code == 204
+
+
 def test_referring_clinicians_and_auditors_have_no_worklist(general_site: Site) -> None:
     for role in (Role.REFERRING_CLINICIAN, Role.AUDITOR):
         client = signed_in(role_user(f"u-{role.name}", role, general_site))
