@@ -47,14 +47,27 @@ class Visibility:
         """The same set as a queryset."""
         if self.everything:
             return Study.objects.all()
+        allowed = self.condition()
+        return Study.objects.filter(allowed) if allowed is not None else Study.objects.none()
+
+    def condition(self, study: str = "") -> Q | None:
+        """The same set as a filter on the study reached by the relation path ``study`` (``""``: the study itself).
+
+        None when nothing is visible; an empty ``Q()`` (no condition) for everything. A model that
+        points to its study (the worklist's rows) filters by a join this way, instead of an
+        ``IN (subquery)`` that some databases materialise in full.
+        """
+        if self.everything:
+            return Q()
+        prefix = f"{study}__" if study else ""
         allowed = Q()
         if self.site_ids:
-            allowed |= Q(site_id__in=sorted(self.site_ids))
+            allowed |= Q(**{f"{prefix}site_id__in": sorted(self.site_ids)})
         if self.study_ids:
-            allowed |= Q(pk__in=sorted(self.study_ids))
+            allowed |= Q(**{f"{prefix}pk__in": sorted(self.study_ids)})
         if self.referring_names:
-            allowed |= Q(referring_physician_search__in=sorted(self.referring_names))
-        return Study.objects.filter(allowed) if allowed else Study.objects.none()
+            allowed |= Q(**{f"{prefix}referring_physician_search__in": sorted(self.referring_names)})
+        return allowed if allowed else None
 
     def where(self, alias: str, quote: Callable[[str], str]) -> tuple[str, list[Any]]:
         """The same set as a SQL condition on the study table named ``alias``, with its parameters."""

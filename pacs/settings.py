@@ -92,6 +92,7 @@ INSTALLED_APPS = [
     "audit",
     "archive",
     "portal",
+    "portal.worklist",
     "viewer",
     "integrations",
 ]
@@ -347,6 +348,11 @@ SPECTACULAR_SETTINGS = {
 }
 # EHR launch (integrations/ehr/): how long the studies an EHR opened stay open to that browser session.
 PACS_EHR_ACCESS_SECONDS = env_int("PACS_EHR_ACCESS_SECONDS", 4 * 3600)
+
+# The worklist (portal/worklist/): a new study is ready to read at once unless a technologist must pass it first;
+# a claim nobody touched for this long may be taken by another reader (`manage.py worklist_expire` releases it).
+PACS_WORKLIST_AUTO_READY = env_bool("PACS_WORKLIST_AUTO_READY", True)
+PACS_WORKLIST_CLAIM_IDLE_SECONDS = env_int("PACS_WORKLIST_CLAIM_IDLE_SECONDS", 30 * 60)
 
 TASKS = {"default": {"BACKEND": "django_tasks_db.backend.DatabaseBackend"}}
 

@@ -1,4 +1,4 @@
-"""Top-level URL map: DICOMweb, FHIR, the portal, the viewer, the JSON APIs and EHR launch, admin, and health."""
+"""Top-level URL map: DICOMweb, FHIR, the portal and worklist, the viewer, JSON APIs and EHR launch, admin, health."""
 
 from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
@@ -18,6 +18,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("mfa/", include("portal.mfa.urls")),
     path("oidc/", include("mozilla_django_oidc.urls")),
+    path("worklist/", include("portal.worklist.urls")),
     path("", include("portal.urls")),
     path("viewer/", include("viewer.urls")),
     path("api/", include(integrations_urls.api_urlpatterns)),

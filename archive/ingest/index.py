@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +13,7 @@ from django.db import IntegrityError, connections, router, transaction
 from django.utils import timezone
 
 from archive.dicom.part10 import ParsedInstance
+from archive.ingest.signals import announce
 from archive.models import Instance, Patient, PersonNameWord, Series, Site, Study
 from pacs.lib.dblock import write_lock
 from pacs.lib.sql import per_vendor
@@ -57,6 +58,7 @@ def index_instance(
         writer = IndexWriter(site_of=lambda: site)
         pk = writer.add(parsed, key, sha256, size, tier)
         writer.flush()
+    announce(writer.studies_of([parsed]))
     return pk
 
 
@@ -93,6 +95,11 @@ class IndexWriter:
         pk = self._insert(parsed, known[0], key, sha256, size, tier)
         self.uncommitted = ((known[0], known[1]), created)
         return pk
+
+    def studies_of(self, parsed: Iterable[ParsedInstance]) -> set[int]:
+        """The primary keys of the studies that instances this writer added belong to."""
+        known = (self.series.get(p.series_instance_uid) for p in parsed)
+        return {k[1] for k in known if k is not None}
 
     def commit_counts(self) -> None:
         if self.uncommitted is not None:

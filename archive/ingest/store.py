@@ -42,6 +42,7 @@ from archive.dicom.part10 import InvalidInstance, ParsedInstance, parse_instance
 from archive.ingest import duplicates
 from archive.ingest.duplicates import Arrival, Verdict, against_earlier, classify_known
 from archive.ingest.index import IndexWriter, InvalidSeriesParent
+from archive.ingest.signals import announce
 from archive.models import Instance, Site
 from archive.storage.base import StagedObject
 from archive.storage.keys import log_name, object_key
@@ -417,6 +418,7 @@ def _index_placed(
             writer.flush()
             if plan is not None and any(p.result.outcome is Outcome.STORED for p in fresh):
                 covered = plan.inside(fresh, whole)
+            studies = writer.studies_of(p.parsed for p in fresh if p.result.outcome is Outcome.STORED)
     except DATA_ERRORS as exc:
         if alone:
             _refused(fresh[0], exc)
@@ -431,6 +433,7 @@ def _index_placed(
         p.indexed = p.result.outcome is Outcome.STORED
     if plan is not None:
         plan.committed(covered)
+    announce(studies)  # committed and durable: the worklist (and any other receiver) may look
 
 
 def _add_in_savepoint(writer: IndexWriter, p: _Pending) -> None:

@@ -65,11 +65,14 @@ def sync_wal(database: str) -> None:
 
 
 @contextmanager
-def write_lock(using: str = "default") -> Iterator[None]:
+def write_lock(using: str = "default", durable: bool = True) -> Iterator[None]:
     """Hold the writers' queue of the SQLite database ``using`` (a no-op elsewhere).
 
     On SQLite with ``settings.PACS_FSYNC``, the transaction the block commits
-    is durable when the block exits (see the module docstring).
+    is durable when the block exits (see the module docstring). With
+    ``durable=False`` (rows derived from others and rebuilt from them, such as
+    the worklist's) the commit is not synced here: the next durable commit's
+    sync covers it, and a power cut before that may lose it, never corrupt it.
     """
     connection = connections[using]
     name = str(connection.settings_dict.get("NAME") or "")
@@ -79,7 +82,7 @@ def write_lock(using: str = "default") -> Iterator[None]:
     if connection.in_atomic_block:  # an outer transaction already holds the write lock or waits for it
         yield
         return
-    durable = bool(settings.PACS_FSYNC)
+    fsync = bool(settings.PACS_FSYNC)
     fd = _lock_fd(name + ".writers")
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
@@ -89,15 +92,15 @@ def write_lock(using: str = "default") -> Iterator[None]:
         try:
             yield
         except BaseException:
-            if durable:
+            if fsync:
                 with suppress(DatabaseError):  # the error that got us here is the one to report
                     _full(connection)
             raise
-        if durable:
+        if fsync:
             _full(connection)
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
-    if durable:
+    if fsync and durable:
         sync_wal(name)
 
 

@@ -1,0 +1,162 @@
+"""Keeping the worklist rows in step with the index.
+
+:func:`on_study_stored` receives :data:`archive.ingest.signals.study_stored`
+(after each committed store batch) and calls :func:`refresh`: a new study gets
+its row (routed by :mod:`portal.worklist.routing`, ``ready`` at once when
+``PACS_WORKLIST_AUTO_READY``), a known one gets its image count, modalities
+and body part brought up to date. That is one read of the study and one
+write per study and batch. :func:`rebuild` does the same for every study
+(``manage.py worklist_sync``), for rows a failed receiver missed or an index
+rebuilt from files.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from archive.models import Series, Study
+from pacs.lib.dblock import write_lock
+from portal.worklist.models import WorklistItem
+from portal.worklist.routing import route
+from portal.worklist.statuses import Status
+
+
+def on_study_stored(sender: Any, study_id: int, **kwargs: Any) -> None:
+    refresh(study_id)
+
+
+def _value(attributes: dict[str, Any], tag: str) -> str:
+    element = attributes.get(tag)
+    values = element.get("Value") if isinstance(element, dict) else None
+    return str(values[0]).strip() if values and isinstance(values[0], str | int | float) else ""
+
+
+def patient_age(attributes: dict[str, Any], birth_date: str, study_date: str) -> str:
+    """(0010,1010) Patient's Age as sent, else the whole years from birth date to study date (``045Y``)."""
+    sent = _value(attributes, "00101010")
+    if sent:
+        return sent[:8]
+    try:
+        born = date(int(birth_date[:4]), int(birth_date[4:6]), int(birth_date[6:8]))
+        seen = date(int(study_date[:4]), int(study_date[4:6]), int(study_date[6:8]))
+    except ValueError:
+        return ""
+    years = seen.year - born.year - ((seen.month, seen.day) < (born.month, born.day))
+    return f"{years:03d}Y" if 0 <= years < 1000 else ""
+
+
+def _body_part(study_id: int) -> str:
+    parts = Series.objects.filter(study_id=study_id).exclude(body_part_examined="")
+    return parts.order_by("series_number", "id").values_list("body_part_examined", flat=True).first() or ""
+
+
+#: An arrival bumps a known row (for open lists to reload) at most this often; the row's count is then current.
+BUMP_EVERY = timedelta(seconds=1)
+
+
+def refresh(study_id: int) -> bool:
+    """Create or update the row of one study; True when it was created.
+
+    A known row is read, and written only when what it shows changed: its
+    modalities or body part, or its image count once :data:`BUMP_EVERY` has
+    passed since its last change (so a C-STORE of one instance at a time costs
+    reads, not a write transaction per instance; the page shows the study's
+    own count, always current). The row is derived data (:func:`rebuild` makes
+    it again), so its commit does not wait for a disk sync of its own: the
+    next durable commit covers it.
+    """
+    now = timezone.now()
+    study = Study.objects.filter(pk=study_id).values("number_of_instances", "modalities_in_study").first()
+    if study is None:
+        return False
+    row = WorklistItem.objects.filter(study_id=study_id).values("modality", "body_part", "image_count", "updated_at")
+    known = row.first()
+    if known is not None:
+        changes: dict[str, Any] = {}
+        if known["modality"] != study["modalities_in_study"]:
+            changes["modality"] = study["modalities_in_study"]
+        if not known["body_part"]:
+            body_part = _body_part(study_id)
+            if body_part:
+                changes["body_part"] = body_part
+        if known["image_count"] != study["number_of_instances"] and (changes or known["updated_at"] < now - BUMP_EVERY):
+            changes["image_count"] = study["number_of_instances"]
+        if changes:
+            with write_lock(durable=False), transaction.atomic():
+                WorklistItem.objects.filter(study_id=study_id).update(**changes, updated_at=now)
+        return False
+    with write_lock(durable=False), transaction.atomic():
+        full = Study.objects.select_related("patient", "site").get(pk=study_id)
+        item = _new_row(full, _body_part(study_id), now)
+        try:
+            with transaction.atomic():
+                item.save(force_insert=True)
+        except IntegrityError:  # a concurrent batch of the same study made it first
+            return False
+        _count_priors(full.patient_id)
+    return True
+
+
+def _new_row(study: Study, body_part: str, now: Any) -> WorklistItem:
+    patient = study.patient
+    auto_ready = settings.PACS_WORKLIST_AUTO_READY
+    item = WorklistItem(
+        study=study,
+        study_instance_uid=study.study_instance_uid,
+        status=Status.READY if auto_ready else Status.ARRIVED,
+        patient_name=patient.patient_name,
+        patient_name_search=patient.patient_name_search,
+        patient_id=patient.patient_id,
+        patient_age=patient_age(study.attributes or {}, patient.patient_birth_date, study.study_date),
+        patient_sex=patient.patient_sex,
+        modality=study.modalities_in_study,
+        body_part=body_part,
+        description=study.study_description,
+        accession_number=study.accession_number,
+        site=study.site,
+        site_code=study.site.code if study.site else "",
+        study_date=study.study_date,
+        arrived_at=study.created_at,
+        image_count=study.number_of_instances,
+        updated_at=now,
+    )
+    group = route(study.site_id, study.modalities_in_study, body_part)
+    if group is not None:
+        item.assigned_group, item.reader_name = group, group.name
+    return item
+
+
+def _count_priors(patient_pk: int) -> None:
+    """Every row of the patient: how many of the patient's other studies are older (by study date, then arrival)."""
+    studies = list(Study.objects.filter(patient_id=patient_pk).values_list("pk", "study_date", "created_at"))
+    if len(studies) < 2:
+        return
+    now = timezone.now()
+    for pk, study_date, created in studies:
+        priors = sum(1 for other, d, c in studies if other != pk and (d, c) < (study_date, created))
+        WorklistItem.objects.filter(study_id=pk).exclude(priors_count=priors).update(
+            priors_count=priors, updated_at=now
+        )
+
+
+def rebuild() -> int:
+    """Make sure every study has its row and every row its current counts and site; returns the studies seen.
+
+    The site matters after an administrator moved a study to another site:
+    who may see a row is always decided through its study, but the site column
+    and its filter read the row.
+    """
+    seen = 0
+    studies = Study.objects.order_by("pk").values_list("pk", "number_of_instances", "site_id", "site__code")
+    for study_id, images, site_id, site_code in studies.iterator():
+        refresh(study_id)
+        WorklistItem.objects.filter(study_id=study_id).exclude(image_count=images, site_id=site_id).update(
+            image_count=images, site_id=site_id, site_code=site_code or "", updated_at=timezone.now()
+        )
+        seen += 1
+    return seen

@@ -1,0 +1,31 @@
+"""Template filters of the worklist: person names and ages as people read them."""
+
+from __future__ import annotations
+
+from django import template
+
+register = template.Library()
+
+
+@register.filter
+def person(value: str) -> str:
+    """``DOE^JANE^^DR`` as ``DOE, JANE``: the first component group, family name first (escaped by the template)."""
+    alphabetic = (value or "").split("=")[0]
+    parts = [p.strip() for p in alphabetic.split("^")]
+    family, given = (parts + ["", ""])[:2]
+    return f"{family}, {given}" if family and given else family or given
+
+
+@register.filter
+def age(value: str) -> str:
+    """(0010,1010) ``045Y`` as ``45 y``; days, weeks and months likewise."""
+    units = {"Y": "y", "M": "mo", "W": "wk", "D": "d"}
+    if len(value or "") == 4 and value[:3].isdigit() and value[3] in units:
+        return f"{int(value[:3])} {units[value[3]]}"
+    return value or ""
+
+
+@register.filter
+def isodate(value: str) -> str:
+    """A DA value ``20240115`` as ``2024-01-15``."""
+    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value or "") == 8 and value.isdigit() else value or ""

@@ -1,0 +1,19 @@
+"""Worklist URLs, mounted at ``/worklist/``."""
+
+from django.urls import path
+
+from portal.worklist import views
+
+urlpatterns = [
+    path("", views.worklist, name="worklist"),
+    path("rows", views.rows, name="worklist-rows"),
+    path("changes", views.changes, name="worklist-changes"),
+    path("saved", views.save, name="worklist-save"),
+    path("saved/<int:pk>/delete", views.forget, name="worklist-forget"),
+    path("items/<int:pk>/claim", views.claim, name="worklist-claim"),
+    path("items/<int:pk>/release", views.release, name="worklist-release"),
+    path("items/<int:pk>/override", views.override, name="worklist-override"),
+    path("items/<int:pk>/ready", views.mark_ready, name="worklist-ready"),
+    path("items/<int:pk>/qc-failed", views.mark_qc_failed, name="worklist-qc-failed"),
+    path("items/<int:pk>/open", views.open_study, name="worklist-open"),
+]

@@ -1,0 +1,57 @@
+"""Status changes that are not claims: a technologist (or an administrator) marks a study ready or QC-failed.
+
+Later steps add the report's moves (preliminary, final, amended) here; each
+goes through :func:`portal.worklist.statuses.check` and is audited.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.http import HttpRequest
+from django.utils import timezone
+
+from audit.trail import record
+from pacs.lib.dblock import write_lock
+from portal.access import is_administrator
+from portal.accounts.roles import Role, roles_of
+from portal.worklist.models import WorklistItem
+from portal.worklist.statuses import InvalidTransition, Status, check
+
+
+def may_qc(user: Any) -> bool:
+    """Technologists and administrators judge image quality."""
+    return is_administrator(user) or Role.TECHNOLOGIST in roles_of(user)
+
+
+def set_status(
+    item: WorklistItem, wanted: Status, user: Any, request: HttpRequest | None = None, now: datetime | None = None
+) -> WorklistItem:
+    """Move ``item`` to ``wanted`` (ready or QC-failed), checked by the state machine, in one audited transaction.
+
+    :class:`~portal.worklist.statuses.InvalidTransition` if the move is not allowed
+    from the row's current status (read under the write, so a concurrent claim wins cleanly).
+    """
+    if wanted not in (Status.READY, Status.QC_FAILED):
+        raise InvalidTransition(item.status, wanted)
+    now = now or timezone.now()
+    with write_lock(), transaction.atomic():
+        current = WorklistItem.objects.filter(pk=item.pk).values_list("status", flat=True).get()
+        check(current, wanted)
+        if current == Status.IN_PROGRESS:  # only a release leaves "in progress" for ready
+            raise InvalidTransition(current, wanted)
+        changed = WorklistItem.objects.filter(pk=item.pk, status=current).update(status=wanted, updated_at=now)
+        if not changed:
+            raise InvalidTransition(current, wanted)
+        record(
+            "worklist_status",
+            request,
+            user=user,
+            patient_id=item.patient_id,
+            study_instance_uid=item.study_instance_uid,
+            detail={"from": current, "to": str(wanted)},
+        )
+    item.refresh_from_db()
+    return item
