@@ -90,6 +90,7 @@ INSTALLED_APPS = [
     "archive",
     "portal",
     "viewer",
+    "migration",
 ]
 
 MIDDLEWARE = [
