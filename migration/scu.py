@@ -9,6 +9,7 @@ ledger keeps what was not done for the next one.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,6 +87,8 @@ class LegacyPeer:
     def __init__(self, host: str, port: int, ae_title: str, calling_ae: str, timeout: float = 120.0) -> None:
         self.host, self.port, self.ae_title = host, port, ae_title
         _config.LOG_HANDLER_LEVEL = "none"
+        # pynetdicom logs every identifier it sends and receives at INFO: patient names and IDs stay out of the logs.
+        logging.getLogger("pynetdicom").setLevel(max(logging.WARNING, logging.getLogger("pynetdicom").level))
         self.ae = AE(ae_title=calling_ae)
         self.ae.acse_timeout = self.ae.network_timeout = 30
         self.ae.dimse_timeout = timeout
