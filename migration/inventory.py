@@ -25,7 +25,7 @@ from django.utils import timezone
 from pydicom.dataset import Dataset
 
 from migration.models import Job, LedgerInstance, LedgerSeries, LedgerStudy, State
-from migration.scu import LegacyPeer
+from migration.scu import LegacyPeer, Matches
 from pacs.lib.dblock import write_lock
 
 log = logging.getLogger(__name__)
@@ -61,20 +61,24 @@ STUDY_KEYS = {"StudyInstanceUID": "", "StudyTime": "", "NumberOfStudyRelatedInst
 def studies_of_day(peer: LegacyPeer, day: date, max_results: int) -> list[Dataset]:
     """The studies of one study date; a day (or hour) that answers ``max_results`` or more is asked again narrower."""
     stamp = day.strftime("%Y%m%d")
-    found = {str(m.StudyInstanceUID): m for m in peer.find("STUDY", {**STUDY_KEYS, "StudyDate": stamp})}
-    if len(found) < max_results:
+    day_matches = peer.find("STUDY", {**STUDY_KEYS, "StudyDate": stamp})
+    found = {str(m.StudyInstanceUID): m for m in day_matches}
+    if len(found) < max_results and not day_matches.cut_short:
         return list(found.values())
-    log.info("inventory: %s answered %d studies or more, asking hour by hour", stamp, max_results)
+    log.info("inventory: %s answered %d studies, cut short or at the limit: asking hour by hour", stamp, len(found))
     for hour in range(24):
         matches = _find_time(peer, stamp, f"{hour:02d}0000-{hour:02d}5959")
-        if len(matches) >= max_results:
+        if len(matches) >= max_results or matches.cut_short:
             for minute in range(60):
-                matches += _find_time(peer, stamp, f"{hour:02d}{minute:02d}00-{hour:02d}{minute:02d}59")
+                narrow = _find_time(peer, stamp, f"{hour:02d}{minute:02d}00-{hour:02d}{minute:02d}59")
+                if narrow.cut_short or len(narrow) >= max_results:
+                    log.warning("inventory: %s %02d:%02d still answers at the limit", stamp, hour, minute)
+                matches += narrow
         found.update((str(m.StudyInstanceUID), m) for m in matches)
     return list(found.values())
 
 
-def _find_time(peer: LegacyPeer, stamp: str, times: str) -> list[Dataset]:
+def _find_time(peer: LegacyPeer, stamp: str, times: str) -> Matches:
     return peer.find("STUDY", {**STUDY_KEYS, "StudyDate": stamp, "StudyTime": times})
 
 
@@ -108,8 +112,10 @@ def inventory_study(job: Job, peer: LegacyPeer, match: Dataset) -> None:
     if known is not None and count is not None and known.legacy_count == count:
         return
     series_keys = {"StudyInstanceUID": study_uid, "SeriesInstanceUID": "", "Modality": ""}
-    series = peer.find("SERIES", {**series_keys, "NumberOfSeriesRelatedInstances": ""})
-    series = [s for s in series if not wanted or str(s.get("Modality", "")).upper() in wanted]
+    answer = peer.find("SERIES", {**series_keys, "NumberOfSeriesRelatedInstances": ""})
+    if answer.cut_short:
+        log.warning("inventory: the series of a study were cut short by the legacy PACS")
+    series = [s for s in answer if not wanted or str(s.get("Modality", "")).upper() in wanted]
     if not series and known is None:
         return
     with write_lock(), transaction.atomic():
@@ -163,6 +169,8 @@ def inventory_series(job: Job, peer: LegacyPeer, study: LedgerStudy, match: Data
                 row.state, row.last_error, row.updated_at = State.PENDING, "changed in the legacy PACS", now
                 row.save()
         LedgerInstance.objects.bulk_create(new, batch_size=500)
+        if images.cut_short:  # the run then asks for the whole series and adopts what was not listed
+            count = max(count or 0, len(listed) + 1)
         series.legacy_count = count
         series.save(update_fields=["legacy_count"])
         if new:

@@ -42,6 +42,7 @@ from django.utils import timezone
 from pynetdicom.events import Event
 
 from archive.dimse.store import Session, StoreSCP, site_sender
+from archive.models import Instance
 from audit.models import AuditEvent
 from audit.trail import record
 from migration import reconcile
@@ -283,10 +284,17 @@ class Runner:
             .order_by("instance_number", "id")
         )
         left = self.settle(rows, {})  # what already arrived is not asked for again
-        if not left:
+        listed = series.instances.count()
+        # A PACS that cuts C-FIND answers short lists fewer instances than it counts: ask for the whole series.
+        counted = series.legacy_count or 0
+        truncated = counted > listed
+        if truncated and self.held(series) >= counted:
+            self.adopt(series)
+            truncated = False
+        if not left and not truncated:
             return
         cap = self.pacer.batch_size(BATCH)
-        whole = len(left) <= cap and len(left) == series.legacy_count == series.instances.count()
+        whole = truncated or (len(left) <= cap and len(left) == series.legacy_count == listed)
         chunks = [left] if whole else [left[i : i + cap] for i in range(0, len(left), cap)]
         for chunk in chunks:
             outcome, still = self.fetch(series, chunk, whole)
@@ -327,6 +335,8 @@ class Runner:
             refused.update(self.move_refusals(rows, started_at))
         for uid in outcome.failed_uids:
             refused.setdefault(uid, "named failed by the legacy PACS")
+        if whole:
+            rows = rows + self.adopt(series)
         still = self.settle(rows, refused)
         for row in list(still):
             reason = refused.get(row.sop_instance_uid)
@@ -354,6 +364,40 @@ class Runner:
             if not result.ok:
                 refused[result.sop_instance_uid] = result.detail or result.outcome.value
         return outcome
+
+    def held(self, series: LedgerSeries) -> int:
+        """How many instances of ``series`` the index holds."""
+        return Instance.objects.filter(series__series_instance_uid=series.series_instance_uid).count()
+
+    def adopt(self, series: LedgerSeries) -> list[LedgerInstance]:
+        """Ledger rows for instances of ``series`` that arrived without being listed (a C-FIND answer cut short)."""
+        known = set(self.job.instances.filter(series=series).values_list("sop_instance_uid", flat=True))
+        arrived = Instance.objects.filter(series__series_instance_uid=series.series_instance_uid).values_list(
+            "sop_instance_uid", "sop_class_uid", "instance_number"
+        )
+        new = [
+            LedgerInstance(
+                job=self.job,
+                series=series,
+                sop_instance_uid=uid,
+                sop_class_uid=sop_class,
+                instance_number=number,
+                state=State.IN_PROGRESS,
+                attempts=1,
+                last_error="arrived with its series; the legacy PACS did not list it",
+            )
+            for uid, sop_class, number in arrived
+            if uid not in known
+        ]
+        if not new:
+            return []
+        with write_lock(), transaction.atomic():
+            LedgerInstance.objects.bulk_create(new)
+        return list(
+            LedgerInstance.objects.filter(
+                job=self.job, sop_instance_uid__in=[r.sop_instance_uid for r in new]
+            ).select_related("series__study")
+        )
 
     def move_refusals(self, rows: list[LedgerInstance], since: Any) -> dict[str, str]:
         """The C-STOREs of ``rows`` the node refused the legacy PACS since ``since``, from the node's audit records."""

@@ -61,6 +61,12 @@ GET_SYNTAXES = [
 PENDING = (0xFF00, 0xFF01)
 
 
+class Matches(list[Dataset]):
+    """The matches of a C-FIND; ``cut_short`` when the legacy PACS said it did not send them all."""
+
+    cut_short = False
+
+
 class PeerError(Exception):
     """The legacy PACS could not be reached, refused the association, or the association broke."""
 
@@ -109,11 +115,15 @@ class LegacyPeer:
             self.assoc.release()
         self.assoc = None
 
-    def find(self, level: str, keys: dict[str, Any]) -> list[Dataset]:
-        """The matches of one Study Root C-FIND at ``level`` (keys with empty values are return keys)."""
+    def find(self, level: str, keys: dict[str, Any]) -> Matches:
+        """The matches of one Study Root C-FIND at ``level`` (keys with empty values are return keys).
+
+        An answer that ends 0xFE00 (matching terminated, as some PACS, Orthanc among them, end an answer they cut
+        at their limit) is returned with ``cut_short`` set.
+        """
         query = _identifier(level, keys)
         assoc = self._association()
-        matches = []
+        matches = Matches()
         for status, identifier in assoc.send_c_find(query, FIND):
             if not status:
                 raise PeerError(f"C-FIND at {level} level: no response from {self.ae_title} (association broke)")
@@ -121,6 +131,8 @@ class LegacyPeer:
             if code in PENDING:
                 if identifier is not None:
                     matches.append(identifier)
+            elif code == 0xFE00:
+                matches.cut_short = True
             elif code != 0x0000:
                 raise PeerError(f"C-FIND at {level} level refused by {self.ae_title}: status 0x{code:04X}")
         return matches

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from datetime import date
+from pathlib import Path
 
 import pydicom
 import pytest
@@ -269,3 +270,23 @@ def test_an_unreachable_legacy_pacs_fails_the_job_and_a_rerun_needs_resume(legac
         call_command("import_legacy", *args, stdout=io.StringIO(), stderr=io.StringIO())
     stop = AuditEvent.objects.get(action="migration_stop")
     assert stop.outcome == "failure" and "association" in stop.detail["error"]
+
+
+def test_a_legacy_pacs_that_cuts_c_find_answers_short_is_asked_narrower_and_still_migrated_whole(
+    node: DicomListener, legacy_device: DicomDevice, tmp_path: Path
+) -> None:
+    from tests.migration.conftest import start_orthanc
+
+    short = start_orthanc(tmp_path / "short", node.port, LimitFindResults=5)  # at most 5 matches per C-FIND
+    try:
+        layout = load(short, [("20240201", [("CT", 8)])] + [("20240201", [("MR", 2)])] * 6)
+        assert len(layout.studies) == 7 and len(layout.uids()) == 20
+
+        migrate(short, "--from", "2024-02-01", "--to", "2024-02-01", "--max-results", "5")
+    finally:
+        short.process.terminate()
+        short.process.wait(timeout=30)
+
+    assert set(Instance.objects.values_list("sop_instance_uid", flat=True)) == layout.uids()
+    built = report.build(Job.objects.get())
+    assert (built.studies_expected, built.instances_expected, built.instances_identical) == (7, 20, 20)
