@@ -13,10 +13,16 @@ update, so a job killed at any point resumes where it stood.
 
 from __future__ import annotations
 
+import re
+
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
 from archive.models import DicomDevice
+
+#: (0008,0060) Modality: a Code String.
+MODALITY = re.compile(r"^[A-Z0-9_]{1,16}$")
 
 
 class State(models.TextChoices):
@@ -103,6 +109,24 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} from {self.device.ae_title}"
+
+    def clean(self) -> None:
+        """The rules the command checks too: dates in order, a whole non-empty window, a positive rate."""
+        errors: dict[str, str] = {}
+        if self.date_to is not None and self.date_from is not None and self.date_to < self.date_from:
+            errors["date_to"] = "The last study date is before the first."
+        if (self.window_start is None) != (self.window_end is None):
+            errors["window_end"] = "Give both ends of the window, or neither."
+        elif self.window_start is not None and self.window_start == self.window_end:
+            errors["window_end"] = "The window is empty: its start and end are the same."
+        if self.rate_limit is not None and not self.rate_limit > 0:
+            errors["rate_limit"] = "A rate limit is a positive number of instances per second."
+        bad = [m for m in self.modality_list() if not MODALITY.match(m)]
+        if bad:
+            errors["modalities"] = f"Not DICOM modalities: {', '.join(bad)}."
+        if errors:
+            raise ValidationError(errors)
+        self.modalities = ",".join(sorted(set(self.modality_list())))
 
     def modality_list(self) -> list[str]:
         return [m.strip().upper() for m in self.modalities.split(",") if m.strip()]

@@ -196,7 +196,7 @@ class Runner:
 
     def finish(self, state: str, outcome: str) -> None:
         job = self.job
-        self.peer.close()
+        self.peer.close(abort=state != JobState.COMPLETE)
         if state == JobState.COMPLETE and job.instances.filter(state__in=(State.PENDING, State.IN_PROGRESS)).exists():
             state = JobState.STOPPED
         # An interrupted request leaves its instances in progress: they are reconciled first by the next run.

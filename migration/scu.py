@@ -110,9 +110,13 @@ class LegacyPeer:
             self.assoc = assoc
         return self.assoc
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
+        """Release the association (abort it when a run was interrupted mid-request)."""
         if self.assoc is not None and self.assoc.is_established:
-            self.assoc.release()
+            if abort:
+                self.assoc.abort()
+            else:
+                self.assoc.release()
         self.assoc = None
 
     def find(self, level: str, keys: dict[str, Any]) -> Matches:

@@ -149,3 +149,24 @@ def test_a_rate_limit_spreads_the_requests(orthanc: Orthanc, legacy_device: Dico
     # Three series of ten at ten per second: the third may be asked for two seconds after the first.
     assert time.monotonic() - started >= 2.0
     assert Instance.objects.count() == 30
+
+
+@pytest.mark.parametrize(
+    ("more", "field", "message"),
+    [
+        ({"date_to": "2024-01-01"}, "date_to", "before the first"),
+        ({"window_start": "20:00"}, "window_end", "both ends"),
+        ({"window_start": "20:00", "window_end": "20:00"}, "window_end", "is empty"),
+        ({"rate_limit": "0"}, "rate_limit", "positive number"),
+        ({"modalities": "CT, M*R"}, "modalities", "Not DICOM modalities: M*R"),
+    ],
+)
+def test_the_admin_form_refuses_a_job_it_could_not_run(
+    legacy_device: DicomDevice, admin_browser: Client, more: dict[str, str], field: str, message: str
+) -> None:
+    form = {"device": str(legacy_device.pk), "host": "127.0.0.1", "port": "104", "method": "move"}
+    form |= {"date_from": "2024-01-10", "max_results": "500", **more}
+    response = admin_browser.post("/admin/migration/job/add/", form)
+    assert response.status_code == 200
+    assert message in str(response.context["adminform"].form.errors[field])
+    assert not Job.objects.exists()

@@ -12,7 +12,6 @@ the run is incremental and fetches only what appeared or changed since.
 
 from __future__ import annotations
 
-import re
 import signal
 import time
 from datetime import date, datetime
@@ -24,13 +23,12 @@ from django.db import transaction
 
 from archive.models import DicomDevice
 from migration import report, runner
-from migration.models import Job, JobState, Method
+from migration.models import MODALITY, Job, JobState, Method
 from migration.schedule import Window
 
 ACTOR = "manage.py import_legacy"
 #: The first study date asked for without --from: ACR-NEMA 1.0 (1985) came before any DICOM archive.
 EARLIEST = date(1985, 1, 1)
-MODALITY = re.compile(r"^[A-Z0-9_]{1,16}$")
 
 
 def parse_date(text: str) -> date:
