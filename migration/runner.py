@@ -35,7 +35,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import transaction
 from django.db.models import Count, F, Q
 from django.http import HttpRequest
 from django.utils import timezone
@@ -161,6 +161,7 @@ class Runner:
         self.run_received = 0
         self.run_bytes = 0
         self.run_seconds = 0.0
+        self.reported = 0.0
 
     # --- The run as a whole ---
 
@@ -275,7 +276,9 @@ class Runner:
             series = LedgerSeries.objects.select_related("study").get(pk=series_id)
             self.retrieve_series(series)
             refresh_study(series.study)
-            self.report()
+            if time.monotonic() - self.reported > 1.0:  # counting a large ledger is not free
+                self.report()
+        self.report()
 
     def retrieve_series(self, series: LedgerSeries) -> None:
         rows = list(
@@ -436,14 +439,11 @@ class Runner:
 
     def mark(self, row: LedgerInstance, state: State, error: str) -> None:
         row.state, row.last_error, row.updated_at = state, error[:1000], timezone.now()
-        try:
-            with write_lock(), transaction.atomic():
-                row.save(update_fields=["state", "last_error", "updated_at"])
-        except DatabaseError:
-            log.exception("ledger row of migration job #%s not updated", self.job.pk)
-            raise
+        with write_lock(), transaction.atomic():
+            row.save(update_fields=["state", "last_error", "updated_at"])
 
     def report(self) -> None:
+        self.reported = time.monotonic()
         counts = self.job.instances.aggregate(
             total=Count("id"), left=Count("id", filter=Q(state__in=(State.PENDING, State.IN_PROGRESS)))
         )
