@@ -55,6 +55,7 @@ from pacs.lib.dblock import write_lock
 log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=60)
 BATCH = 200  # instances asked for in one request at most (fewer under a rate limit)
+ARRIVAL_GRACE = 1.0  # seconds an instance not there after the final response is looked for again
 
 
 class JobBusy(Exception):
@@ -341,6 +342,12 @@ class Runner:
         if whole:
             rows = rows + self.adopt(series)
         still = self.settle(rows, refused)
+        waited = 0.0
+        # A PACS may answer a C-MOVE before its last C-STORE is through: look again for a moment.
+        while waited < ARRIVAL_GRACE and any(r.sop_instance_uid not in refused for r in still):
+            self.sleep(0.25)
+            waited += 0.25
+            still = self.settle(still, refused)
         for row in list(still):
             reason = refused.get(row.sop_instance_uid)
             if reason is not None:  # refused by this node and not stored: no second chance would change that
