@@ -1,12 +1,15 @@
 """Reconciliation: every instance the legacy PACS listed, checked against what actually arrived in the index.
 
 A C-MOVE can report success while images are missing, so counts prove
-nothing: each ledger instance is looked up by its SOP Instance UID. One that
-is in the index is *mismatched* when it contradicts the inventory (another
-Study or Series Instance UID or SOP Class UID), belongs to another site, or
-was refused as a different object under its UID; otherwise its stored object
-is read back and must match the SHA-256 taken at ingest (then it is
-*complete* and *verified*). The SHA-256 of its pixel data (the frames' bytes)
+nothing: each ledger instance is looked up by its SOP Instance UID, and it has
+arrived only when the node recorded the legacy PACS's C-STORE of it (the
+audit trail's ``store`` record of that device): stored, or identical to the
+data set already held (so the data set we hold is the one the legacy PACS
+sent), or refused. One that arrived is *mismatched* when it contradicts the
+inventory (another Study or Series Instance UID or SOP Class UID), belongs to
+another site, or was refused as a different object under its UID; otherwise
+its stored object is read back and must match the SHA-256 taken at ingest
+(then it is *complete* and *verified*: identical). The SHA-256 of its pixel data (the frames' bytes)
 is kept to find the same images under different UIDs. One that is not in the
 index stays where it was; the caller decides whether it is missing.
 """
@@ -35,14 +38,20 @@ class Arrival:
     verified: bool = False
 
 
-def check(rows: list[LedgerInstance], site_id: int, refused: dict[str, str]) -> dict[int, Arrival]:
-    """The arrivals among ``rows`` (keyed by ledger row id); ``refused``: SOP Instance UID -> why a store failed."""
+def check(rows: list[LedgerInstance], site_id: int, refused: dict[str, str], delivered: set[str]) -> dict[int, Arrival]:
+    """The arrivals among ``rows`` (keyed by ledger row id).
+
+    ``delivered``: the SOP Instance UIDs whose C-STORE from the legacy PACS the node recorded as stored or as
+    identical to what it held; ``refused``: those it refused, with why. An instance in the index that is neither
+    has not arrived from the legacy PACS (the index holds it from elsewhere): it is left out.
+    """
     by_uid = {r.sop_instance_uid: r for r in rows}
     stored = Instance.objects.filter(sop_instance_uid__in=by_uid).select_related("series__study")
     found: dict[int, Arrival] = {}
     for instance in stored:
-        row = by_uid[instance.sop_instance_uid]
-        found[row.pk] = _judge(row, instance, site_id, refused.get(instance.sop_instance_uid))
+        uid = instance.sop_instance_uid
+        if uid in delivered or uid in refused:
+            found[by_uid[uid].pk] = _judge(by_uid[uid], instance, site_id, refused.get(uid))
     return found
 
 

@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -336,18 +336,17 @@ class Runner:
         else:
             destination = self.job.destination_ae or settings.PACS_DIMSE_AE_TITLE
             outcome = self.peer.move(level, keys, destination, self.heartbeat)
-            refused.update(self.move_refusals(rows, started_at))
         for uid in outcome.failed_uids:
             refused.setdefault(uid, "named failed by the legacy PACS")
         if whole:
             rows = rows + self.adopt(series)
-        still = self.settle(rows, refused)
+        still = self.settle(rows, refused, started_at)
         waited = 0.0
         # A PACS may answer a C-MOVE before its last C-STORE is through: look again for a moment.
         while waited < ARRIVAL_GRACE and any(r.sop_instance_uid not in refused for r in still):
             self.sleep(0.25)
             waited += 0.25
-            still = self.settle(still, refused)
+            still = self.settle(still, refused, started_at)
         for row in list(still):
             reason = refused.get(row.sop_instance_uid)
             if reason is not None:  # refused by this node and not stored: no second chance would change that
@@ -409,20 +408,47 @@ class Runner:
             ).select_related("series__study")
         )
 
-    def move_refusals(self, rows: list[LedgerInstance], since: Any) -> dict[str, str]:
-        """The C-STOREs of ``rows`` the node refused the legacy PACS since ``since``, from the node's audit records."""
-        uids = [r.sop_instance_uid for r in rows]
+    def store_records(self, rows: list[LedgerInstance], since: datetime | None) -> tuple[set[str], dict[str, str]]:
+        """From the node's own audit records of C-STOREs by the legacy device since ``since``, for ``rows``.
+
+        The SOP Instance UIDs it delivered (stored, or identical to the object already held: either way the data set
+        we hold is the one it sent), and those it was refused, with why.
+        """
+        if since is None or not rows:
+            return set(), {}
         events = AuditEvent.objects.filter(
             action="store",
             actor=f"AE:{self.job.device.ae_title}",
             timestamp__gte=since,
-            detail__sop_instance_uid__in=uids,
-        ).exclude(outcome="success")
-        return {str(e.detail.get("sop_instance_uid")): str(e.detail.get("reason") or "refused") for e in events}
+            detail__sop_instance_uid__in=[r.sop_instance_uid for r in rows],
+        ).values_list("outcome", "detail")
+        delivered: set[str] = set()
+        refused: dict[str, str] = {}
+        for outcome, detail in events:
+            uid = str(detail.get("sop_instance_uid"))
+            if outcome == "success":
+                delivered.add(uid)
+            else:
+                refused[uid] = str(detail.get("reason") or "refused by this node")
+        return delivered, refused
 
-    def settle(self, rows: list[LedgerInstance], refused: dict[str, str]) -> list[LedgerInstance]:
-        """Reconcile ``rows`` with the index, save what arrived; the rows that did not."""
-        found = reconcile.check(rows, self.job.device.site_id, refused)
+    def settle(
+        self, rows: list[LedgerInstance], refused: dict[str, str], since: datetime | None = None
+    ) -> list[LedgerInstance]:
+        """Reconcile ``rows`` with the index, save what arrived from the legacy PACS; the rows that did not.
+
+        ``since``: when the request for ``rows`` went out; by default the earliest moment any of them was asked for
+        (an earlier run's request, interrupted), and none: never asked for, so nothing can have come from the legacy
+        PACS yet. An instance the index holds from elsewhere only is not counted as arrived: it is asked for, and the
+        legacy PACS's C-STORE then proves it identical (or is refused as a different object).
+        """
+        if since is None:
+            asked = [r.updated_at for r in rows if r.state != State.PENDING or r.attempts]
+            since = min(asked) if asked else None
+        delivered, recorded = self.store_records(rows, since)
+        for uid, why in recorded.items():  # the caller learns of them too
+            refused.setdefault(uid, why)
+        found = reconcile.check(rows, self.job.device.site_id, refused, delivered)
         arrived = [r for r in rows if r.pk in found]
         fresh = [r for r in arrived if r.state != State.COMPLETE and r.received_at is None]
         for row in arrived:

@@ -200,6 +200,8 @@ def test_an_instance_already_held_under_another_study_is_conflicting(
     row = LedgerInstance.objects.get(sop_instance_uid=taken)
     assert row.state == State.MISMATCHED
     assert "Study Instance UID differs" in row.last_error
+    assert "the legacy copy was refused" in row.last_error  # the node's own record of its 0xC111 to the legacy PACS
+    assert stored(taken) != b"" and data_set(stored(taken)) != data_set(orthanc.uploaded[taken])  # ours is kept
     built = report.build(Job.objects.get())
     assert (built.instances_expected, built.instances_identical, built.instances_conflicting) == (40, 39, 1)
 
@@ -290,3 +292,34 @@ def test_a_legacy_pacs_that_cuts_c_find_answers_short_is_asked_narrower_and_stil
     assert set(Instance.objects.values_list("sop_instance_uid", flat=True)) == layout.uids()
     built = report.build(Job.objects.get())
     assert (built.studies_expected, built.instances_expected, built.instances_identical) == (7, 20, 20)
+
+
+def test_an_instance_already_held_is_asked_for_and_proven_identical_or_conflicting(
+    orthanc: Orthanc, legacy_device: DicomDevice
+) -> None:
+    """A modality that sent to both archives: what we hold is checked against the legacy copy, not assumed."""
+    from archive.ingest.store import Sender, store_instance
+    from archive.storage.registry import get_storage
+    from archive.storage.staging import StagingWriter
+
+    spec = StudySpec(patient_id="BOTH", study_date="20240401")
+    series_uid = f"{spec.study_uid}.1"
+    parts = [instance(spec, "CT", series_uid, n) for n in range(1, 6)]
+    uids = [orthanc.upload(p) for p in parts]
+    other = instance(spec, "CT", series_uid, 2, sop_uid=uids[1])  # same UIDs, other pixels
+    for held in (parts[0], other):
+        writer = StagingWriter(get_storage("hot"), 10**8)
+        writer.write(held)
+        assert store_instance(writer.finish(), sender=Sender(site=legacy_device.site)).ok
+
+    migrate(orthanc, "--from", "2024-04-01", "--to", "2024-04-01")
+
+    rows = {r.sop_instance_uid: r for r in LedgerInstance.objects.all()}
+    assert rows[uids[0]].state == State.COMPLETE and rows[uids[0]].verified  # the legacy copy was identical
+    assert rows[uids[1]].state == State.MISMATCHED
+    assert "the legacy copy was refused" in rows[uids[1]].last_error
+    assert data_set(stored(uids[1])) == data_set(other)  # what we held is kept, and reported
+    assert all(rows[u].state == State.COMPLETE for u in uids[2:])
+    built = report.build(Job.objects.get())
+    assert (built.instances_expected, built.instances_identical, built.instances_conflicting) == (5, 4, 1)
+    assert store_records({uids[0]}) == {uids[0]: 1}  # asked for, and its C-STORE found identical
