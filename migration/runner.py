@@ -25,13 +25,10 @@ legacy PACS unreachable, ...), and records ``migration_stop`` with that outcome.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -47,19 +44,15 @@ from audit.models import AuditEvent
 from audit.trail import record
 from migration import reconcile
 from migration.inventory import inventory
+from migration.lease import LEASE, claim, new_owner
 from migration.models import TO_RETRIEVE, Job, JobState, LedgerInstance, LedgerSeries, LedgerStudy, Method, State
 from migration.schedule import Pacer, Window
 from migration.scu import LegacyPeer, PeerError, RetrieveOutcome
 from pacs.lib.dblock import write_lock
 
 log = logging.getLogger(__name__)
-LEASE = timedelta(seconds=60)
 BATCH = 200  # instances asked for in one request at most (fewer under a rate limit)
 ARRIVAL_GRACE = 1.0  # seconds an instance not there after the final response is looked for again
-
-
-class JobBusy(Exception):
-    """Another process holds the job's lease."""
 
 
 class Stopped(Exception):
@@ -86,36 +79,6 @@ def window_of(job: Job) -> Window | None:
     if job.window_start is None or job.window_end is None:
         return None
     return Window(job.window_start, job.window_end)
-
-
-def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def _gone(owner: str) -> bool:
-    """Whether the process that holds a lease is known to be gone (it ran on this machine and has exited)."""
-    host, _, rest = owner.partition(":")
-    pid = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-def claim(job: Job, owner: str) -> None:
-    """Take the job's lease for ``owner``; :class:`JobBusy` when a live process holds it."""
-    now = timezone.now()
-    with write_lock(), transaction.atomic():
-        row = Job.objects.select_for_update().get(pk=job.pk)
-        held = row.lease_owner and row.lease_until is not None and row.lease_until > now
-        if held and not _gone(row.lease_owner):
-            raise JobBusy(f"migration job #{job.pk} is running (lease held until {row.lease_until:%H:%M:%S})")
-        Job.objects.filter(pk=job.pk).update(lease_owner=owner, lease_until=now + LEASE)
 
 
 def request_stop(job: Job, request: HttpRequest | None, actor: str | None = None) -> None:
@@ -154,7 +117,7 @@ class Runner:
         self.reporter = reporter
         self.request = request
         self.sleep = sleep
-        self.owner = _owner()
+        self.owner = new_owner()
         self.window = window_of(job)
         self.pacer = Pacer(job.rate_limit, sleep=sleep)
         self.last_check = 0.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django_tasks import task
 
 from migration import runner
+from migration.lease import JobBusy
 from migration.models import Job
 
 
@@ -14,5 +15,5 @@ def run_job(job_id: int, actor: str) -> str:
     job = Job.objects.select_related("device__site").get(pk=job_id)
     try:
         return runner.run(job, actor)
-    except runner.JobBusy:
+    except JobBusy:
         return "busy"  # already running in another worker: that run carries on

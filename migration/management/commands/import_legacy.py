@@ -23,6 +23,7 @@ from django.db import transaction
 
 from archive.models import DicomDevice
 from migration import report, runner
+from migration.lease import JobBusy
 from migration.models import MODALITY, Job, JobState, Method
 from migration.schedule import Window
 
@@ -65,7 +66,7 @@ class Command(BaseCommand):
         previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
             state = runner.run(job, ACTOR, bar)
-        except runner.JobBusy as exc:
+        except JobBusy as exc:
             raise CommandError(str(exc)) from None
         finally:
             signal.signal(signal.SIGTERM, previous)
