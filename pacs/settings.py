@@ -95,6 +95,7 @@ INSTALLED_APPS = [
     "portal.worklist",
     "viewer",
     "integrations",
+    "migration",
 ]
 
 MIDDLEWARE = [

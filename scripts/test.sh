@@ -8,7 +8,7 @@ started=$(date +%s)
 step() { printf '\n== %s (%ss)\n' "$*" "$(($(date +%s) - started))"; }
 
 step "System packages"
-packages=(postgresql chromium dcmtk openssl)
+packages=(postgresql chromium dcmtk openssl orthanc)  # orthanc: the legacy PACS of the migration tests
 # Node packages the tests run: the OpenID provider, the HTJ2K encoder, and
 # TypeScript to check the viewer's JavaScript.
 npm_dirs=(tests/portal/sso/oidc tests/archive/dicomweb/htj2k tests/viewer/js)
