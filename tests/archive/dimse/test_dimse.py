@@ -540,3 +540,60 @@ def test_a_failure_of_the_index_or_the_archive_gets_out_of_resources_and_an_audi
     assert pynetdicom_store(listener, [path]) == [0xA700]
     wait_idle(listener)
     assert_refused_without_a_trace()
+
+
+def test_an_association_cut_in_the_middle_of_a_c_store_leaves_nothing_visible(listener: DicomListener) -> None:
+    """The sender dies halfway through the data set: no row, no object, no staging file, and the node keeps serving."""
+    from pynetdicom.dimse_messages import C_STORE_RQ
+    from pynetdicom.dimse_primitives import C_STORE
+    from pynetdicom.pdu import P_DATA_TF
+
+    ds = pydicom.dcmread(io.BytesIO(make_instance(StudySpec(patient_id="DIMSE-CUT"), "CT", size=256)))
+    body = io.BytesIO()
+    pydicom.dcmwrite(body, ds, implicit_vr=False, little_endian=True)  # the data set alone, no File Meta
+    ae = AE(ae_title="CT1")
+    ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
+    assoc = ae.associate("127.0.0.1", listener.port, ae_title="PACS")
+    assert assoc.is_established
+    primitive = C_STORE()
+    primitive.MessageID = 1
+    primitive.AffectedSOPClassUID = ds.SOPClassUID
+    primitive.AffectedSOPInstanceUID = ds.SOPInstanceUID
+    primitive.Priority = 2
+    primitive.DataSet = io.BytesIO(body.getvalue())
+    message = C_STORE_RQ()
+    message.primitive_to_message(primitive)
+    context_id = assoc.accepted_contexts[0].context_id
+    pdus = list(message.encode_msg(context_id, 16_384))
+    assert len(pdus) > 4  # a command and a data set in several fragments
+    raw = assoc.dul.socket.socket
+    assert raw is not None
+    for p_data in pdus[: len(pdus) // 2]:
+        pdu = P_DATA_TF()
+        pdu.from_primitive(p_data)
+        raw.sendall(pdu.encode())
+    raw.shutdown(socket.SHUT_RDWR)  # the modality loses power
+    raw.close()
+    wait_idle(listener)
+    assert not Instance.objects.exists()
+    assert list(get_storage().keys()) == [] and list(get_storage().staging_dir.iterdir()) == []
+    assert not AuditEvent.objects.filter(action="store").exists()
+    echo = scu().associate("127.0.0.1", listener.port, ae_title="PACS")
+    assert echo.is_established and int(echo.send_c_echo().Status) == 0x0000
+    echo.release()
+
+
+def test_an_object_over_the_size_limit_gets_out_of_resources_and_stores_nothing(
+    devices: dict[str, DicomDevice], settings: Any, tmp_path: Path
+) -> None:
+    settings.PACS_STOW_MAX_BYTES = 50_000
+    small = DicomListener("PACS", host="127.0.0.1", port=0)
+    small.start()
+    try:
+        path = tmp_path / "big.dcm"
+        path.write_bytes(make_instance(StudySpec(patient_id="DIMSE-BIG"), "CT", size=256))  # 128 KiB of pixels
+        assert pynetdicom_store(small, [str(path)]) == [0xA700]
+        wait_idle(small)
+    finally:
+        small.stop()
+    assert_refused_without_a_trace()
