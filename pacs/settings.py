@@ -350,6 +350,14 @@ SPECTACULAR_SETTINGS = {
 # EHR launch (integrations/ehr/): how long the studies an EHR opened stay open to that browser session.
 PACS_EHR_ACCESS_SECONDS = env_int("PACS_EHR_ACCESS_SECONDS", 4 * 3600)
 
+# Periodic work (`manage.py housekeeping`, started by `make run`): management commands run by name in turn.
+PACS_HOUSEKEEPING = [
+    line.strip()
+    for line in os.environ.get("PACS_HOUSEKEEPING", "worklist_expire;tiers apply --background").split(";")
+    if line.strip()
+]
+PACS_HOUSEKEEPING_SECONDS = env_int("PACS_HOUSEKEEPING_SECONDS", 300)
+
 # The worklist (portal/worklist/): a new study is ready to read at once unless a technologist must pass it first;
 # a claim nobody touched for this long may be taken by another reader (`manage.py worklist_expire` releases it).
 PACS_WORKLIST_AUTO_READY = env_bool("PACS_WORKLIST_AUTO_READY", True)

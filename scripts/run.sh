@@ -51,6 +51,8 @@ $py manage.py dicom_listener --host "$HOST" --port "$PACS_DIMSE_PORT" --ae "$dim
 children+=($!)
 $py manage.py db_worker &
 children+=($!)
+$py manage.py housekeeping &  # claims that went idle, lifecycle rules: PACS_HOUSEKEEPING
+children+=($!)
 status=0
 wait -n || status=$?
 echo "  A process stopped (status $status): stopping the others" >&2
