@@ -32,7 +32,12 @@ class RulePlan:
 
 def rule_filter(rule: LifecycleRule, now: datetime) -> Q:
     """The instances ``rule`` matches, as one condition on the instance table and its joins."""
-    q = Q(series__study__created_at__lte=now - timedelta(days=rule.after_days))
+    return Q(series__study__created_at__lte=now - timedelta(days=rule.after_days)) & rule_scope(rule)
+
+
+def rule_scope(rule: LifecycleRule) -> Q:
+    """The instances ``rule`` matches once they are old enough (its filters without the age)."""
+    q = Q()
     if rule.site_id is not None:
         q &= Q(series__study__site_id=rule.site_id)
     if rule.modality:
