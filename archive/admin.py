@@ -408,6 +408,7 @@ class BudgetAdmin(AuditedModelAdmin):
         if not self.has_view_permission(request):
             record("cost-view", request, outcome="failure", detail={"why": "no permission"})
             raise PermissionDenied
+        Tier.sync_environment()  # the built-in tiers and PACS_TIERS are listed, with nothing on them yet
         report = cost_report()
         statuses = check_budgets(report, actor=request.user.get_username())
         record("cost-view", request, detail={"budgets_over": sum(s.over for s in statuses)})
