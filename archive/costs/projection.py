@@ -26,6 +26,7 @@ module runs the measurement forward. The model:
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -111,6 +112,7 @@ class Model:
     ingest_tier: str = "hot"
     read_share: float = 0.0
     _steps: dict[tuple[int, str], list[tuple[float, str]]] = field(default_factory=dict, repr=False)
+    _index: dict[tuple[int, str], tuple[list[int], list[tuple[int, int]]]] | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ where data is
 
@@ -136,17 +138,48 @@ class Model:
 
     def bytes_by_tier(self, t: float) -> dict[str, float]:
         """Part 10 bytes on each tier ``t`` days from now: what is held today plus what arrives until then."""
+        return self._by_tier(t, 0)
+
+    def objects_by_tier(self, t: float) -> dict[str, float]:
+        return self._by_tier(t, 1)
+
+    def _by_tier(self, t: float, what: int) -> dict[str, float]:
         held: dict[str, float] = defaultdict(float)
-        for h in self.holdings:
-            held[self.tier_at(h.mask, h.age_days + t, h.tier)] += h.bytes
+        for (mask, tier), (ages, cumulative) in self._held().items():
+            steps = self.steps(mask, tier)
+            for i, (start, on) in enumerate(steps):
+                end = steps[i + 1][0] if i + 1 < len(steps) else float("inf")
+                # Held data of age in [start, end) at day t is of age in [start - t, end - t) today.
+                lo, hi = bisect_left(ages, start - t), bisect_left(ages, end - t)
+                if hi > lo:
+                    held[on] += cumulative[hi][what] - cumulative[lo][what]
         for rate in self.rates:
             steps = self.steps(rate.mask, self.ingest_tier)
+            per_day = rate.objects_per_day if what else rate.bytes_per_day
             for i, (start, tier) in enumerate(steps):
                 end = steps[i + 1][0] if i + 1 < len(steps) else float("inf")
                 # Data of age in [start, end) at day t arrived between t - end and t - start, and after now.
                 length = max(0.0, min(end, t) - start)
-                held[tier] += rate.bytes_per_day * length
+                held[tier] += per_day * length
         return dict(held)
+
+    def _held(self) -> dict[tuple[int, str], tuple[list[int], list[tuple[int, int]]]]:
+        """Holdings per (class, tier): ages sorted, and running totals of (bytes, objects) before each."""
+        if self._index is None:
+            groups: dict[tuple[int, str], dict[int, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+            for h in self.holdings:
+                cell = groups[(h.mask, h.tier)][h.age_days]
+                cell[0] += h.bytes
+                cell[1] += h.objects
+            self._index = {}
+            for key, by_age in groups.items():
+                ages = sorted(by_age)
+                cumulative = [(0, 0)]
+                for age in ages:
+                    b, n = cumulative[-1]
+                    cumulative.append((b + by_age[age][0], n + by_age[age][1]))
+                self._index[key] = (ages, cumulative)
+        return self._index
 
     def monthly_storage(self, t: float, hot_only: bool = False) -> float:
         """The storage bill of one month, ``t`` days from now (or had everything stayed on the ingest tier)."""
@@ -190,17 +223,6 @@ class Model:
                 length = max(0.0, (t1 - age) - max(0.0, t0 - age))
                 if length:
                     yield steps[i - 1][1], steps[i][1], rate.objects_per_day * length, rate.bytes_per_day * length
-
-    def objects_by_tier(self, t: float) -> dict[str, float]:
-        held: dict[str, float] = defaultdict(float)
-        for h in self.holdings:
-            held[self.tier_at(h.mask, h.age_days + t, h.tier)] += h.objects
-        for rate in self.rates:
-            steps = self.steps(rate.mask, self.ingest_tier)
-            for i, (start, tier) in enumerate(steps):
-                end = steps[i + 1][0] if i + 1 < len(steps) else float("inf")
-                held[tier] += rate.objects_per_day * max(0.0, min(end, t) - start)
-        return dict(held)
 
     def year(self, y: int) -> YearCost:
         """Year ``y`` (1 = the coming twelve months): storage billed monthly at mid-month, moves, reads."""

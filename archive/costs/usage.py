@@ -5,9 +5,10 @@ never a loop over the index) and returns a :class:`CostReport`: objects and
 bytes per tier, site and modality, the mover's ledger, the measured ingest
 rate, and a :class:`~archive.costs.projection.Model` to project from, for the
 whole archive or any set of sites (:meth:`CostReport.model`). The biggest
-query groups instances by (site, tier, day received, rule class): its rows
-grow with the archive's age in days and its number of sites, not with its
-instances.
+query (:func:`per_series`) sums instances per series and tier, then groups
+those sums by (site, day received, rule class, modality, tier): its rows
+grow with the archive's age in days, its sites and modalities, never beyond
+its number of series.
 
 Stored bytes are :attr:`Instance.stored_size` (what the object takes on its
 tier: compressed on zstd), filled by the mover when it switches an object,
@@ -23,13 +24,24 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Case, Count, F, Max, Min, Sum, Value, When
+from django.db import connection
+from django.db.models import Case, Count, F, Max, Min, QuerySet, Sum, Value, When
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from archive.costs.projection import GB, Holding, Model, Price, Rate, Rule, tb_per_year
 from archive.ingest.lifecycle import rule_scope
-from archive.models import ACTIVE_MOVE_STATES, Instance, LifecycleRule, MoveState, Site, Study, Tier, TierMove
+from archive.models import (
+    ACTIVE_MOVE_STATES,
+    Instance,
+    LifecycleRule,
+    MoveState,
+    Series,
+    Site,
+    Study,
+    Tier,
+    TierMove,
+)
 
 INGEST_TIER = "hot"
 
@@ -158,10 +170,10 @@ class CostReport:
 
 
 def rule_classes(rules: list[LifecycleRule]) -> Any:
-    """An SQL expression: the sum of the bits of the rules whose filters (age aside) an instance matches."""
+    """An SQL expression on series: the sum of the bits of the rules whose filters (age aside) it matches."""
     total: Any = Value(0)
     for i, rule in enumerate(rules):
-        scope = rule_scope(rule)
+        scope = rule_scope(rule, series="")
         bit = 1 << i
         term = Value(bit) if not scope else Case(When(scope, then=Value(bit)), default=Value(0))
         total = total + term
@@ -181,32 +193,18 @@ def tier_prices(tiers: list[Tier], ratios: dict[str, float]) -> dict[str, Price]
 
 
 def cost_report(now: datetime | None = None, window_days: int | None = None) -> CostReport:
-    """Measure the archive: seven queries, each one aggregate."""
+    """Measure the archive: seven queries, whatever its size (three of them aggregates)."""
     now = now or timezone.now()
     window_days = window_days or int(settings.PACS_COST_WINDOW_DAYS)
     today = timezone.localdate(now)
     tiers = list(Tier.objects.all())
     rules = list(LifecycleRule.objects.filter(enabled=True).order_by("priority", "id"))
     sites = list(Site.objects.values_list("id", "code", "name", "cost_tag"))
-    stored = Coalesce("stored_size", "size")
 
-    groups: list[dict[str, Any]] = [
-        dict(g)
-        for g in Instance.objects.annotate(
-            day=TruncDate("series__study__created_at"),
-            mask=rule_classes(rules),
-            site=F("series__study__site_id"),
-        )
-        .values("site", "tier", "day", "mask")
-        .annotate(n=Count("id"), bytes=Sum("size"), stored=Sum(stored))
-        .order_by()
-    ]
-    modalities: list[dict[str, Any]] = [
-        dict(m)
-        for m in Instance.objects.values("series__modality", "tier")
-        .annotate(n=Count("id"), bytes=Sum("size"), stored=Sum(stored))
-        .order_by()
-    ]
+    series = Series.objects.annotate(
+        site=F("study__site_id"), day=TruncDate("study__created_at"), mask=rule_classes(rules)
+    ).values("id", "site", "day", "mask", "modality")
+    groups = per_series(series, ["site", "day", "mask", "modality"])
 
     # The window: the last full days (today is not over), shortened to the archive's age.
     days_held = [g["day"] for g in groups if g["day"] is not None and g["day"] < today]
@@ -245,8 +243,8 @@ def cost_report(now: datetime | None = None, window_days: int | None = None) -> 
         u.label = names.get(site_id, "no site") if site_id is not None else "no site"
         u.monthly = bill(site_rows[site_id])
     by_modality: dict[str, Usage] = {}
-    for m in modalities:
-        u = by_modality.setdefault(m["series__modality"] or "(none)", Usage(m["series__modality"] or "(none)"))
+    for m in groups:
+        u = by_modality.setdefault(m["modality"] or "(none)", Usage(m["modality"] or "(none)"))
         u.objects += m["n"]
         u.bytes += m["bytes"]
         u.stored += m["stored"]
@@ -274,6 +272,41 @@ def cost_report(now: datetime | None = None, window_days: int | None = None) -> 
     )
     report.ingest = report.ingest_of(None)
     return report
+
+
+def per_series(series: QuerySet[Any, Any], keys: list[str]) -> list[dict[str, Any]]:
+    """Instances summed per tier and the series columns ``keys``: one statement, aggregating before joining.
+
+    The instance table is summed per (series, tier) first (no join, no
+    expression per instance row), then joined to ``series`` (a ``values()``
+    query of series with ``id`` and ``keys``) and summed again, so per-series
+    expressions such as the day received or the rule class run once a series.
+    """
+    inner, inner_params = (
+        Instance.objects.values("series_id", "tier")
+        .annotate(n=Count("id"), bytes=Sum("size"), stored=Sum(Coalesce("stored_size", "size")))
+        .order_by()
+        .query.sql_with_params()
+    )
+    outer, outer_params = series.order_by().query.sql_with_params()
+    columns = ", ".join(f"s.{connection.ops.quote_name(k)}" for k in keys)
+    # Both subqueries are the ORM's, every value a parameter; the column names are ours.
+    sql = (
+        f"SELECT {columns}, i.tier, SUM(i.n), SUM(i.bytes), SUM(i.stored) FROM ({inner}) i"  # noqa: S608
+        f" JOIN ({outer}) s ON s.id = i.series_id GROUP BY {columns}, i.tier"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*inner_params, *outer_params])
+        rows = cursor.fetchall()
+    out = []
+    for row in rows:
+        group = dict(zip([*keys, "tier", "n", "bytes", "stored"], row, strict=True))
+        if "day" in group and isinstance(group["day"], str):
+            group["day"] = date.fromisoformat(group["day"])  # SQLite gives the date as text
+        for name in ("n", "bytes", "stored"):
+            group[name] = int(group[name] or 0)
+        out.append(group)
+    return out
 
 
 def ledger(now: datetime) -> Moves:

@@ -102,7 +102,7 @@ def test_the_report_takes_the_same_queries_whatever_the_archive_size(known_archi
         make_study(known_archive[age % 2], age, modality=["CT", "MR", "US"][age % 3], instances=5)
     with CaptureQueriesContext(connection) as large:
         cost_report(now=NOW)
-    assert len(small) == len(large) == 8
+    assert len(small) == len(large) == 7
 
 
 def test_tiers_status_prints_the_same_figures(
