@@ -53,10 +53,10 @@ def cents(value: float) -> Decimal:
 
 
 def projected_cost(report: CostReport, budget: Budget) -> Decimal:
-    """The monthly storage cost of the budget's scope, ``horizon_months`` from the report's time."""
+    """The monthly storage cost of the budget's scope, ``horizon_months`` from the report's time (0: measured now)."""
     sites = report.sites_of(budget.site_id, budget.cost_tag)
-    if budget.horizon_months == 0 and sites is None:
-        return cents(report.monthly_now)
+    if budget.horizon_months == 0:
+        return cents(report.monthly_now_of(sites))  # measured: where the data is today
     return cents(report.model(sites).monthly_storage(days(budget.horizon_months)))
 
 

@@ -143,6 +143,14 @@ class CostReport:
         size = sum(g["bytes"] for g in covered if first <= g["day"] < end)
         return Ingest(self.ingest.window_days, studies, size)
 
+    def monthly_now_of(self, sites: set[int | None] | None) -> float:
+        """The storage bill of a month at today's placement and prices, for the given sites (None: all)."""
+        return sum(
+            g["stored"] / GB * self.prices.get(g["tier"], Price()).gb_month
+            for g in self._groups
+            if sites is None or g["site"] in sites
+        )
+
     def model(self, sites: set[int | None] | None = None) -> Model:
         """The projection model of the given sites (None: the whole archive)."""
         first, end = self._window

@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 
 from archive.costs.budgets import check_budgets, projected_cost
 from archive.costs.usage import cost_report
-from archive.models import Budget, Site
+from archive.models import Budget, LifecycleRule, Site
 from audit.models import AuditEvent
 from audit.trail import verify_chain
 from tests.archive.costs.conftest import NOW, make_study
@@ -102,3 +102,14 @@ def test_a_site_of_a_tag_counts_only_its_own_studies(sites: tuple[Site, Site]) -
     report = cost_report(now=NOW)
     assert report.sites_of(cost_tag="research") == {sites[1].pk}
     assert report.ingest_of({sites[1].pk}).bytes == report.ingest.bytes * 2 // 3
+
+
+def test_a_budget_for_now_counts_where_the_data_is_not_where_the_rules_will_put_it(
+    known_archive: tuple[Site, Site],
+) -> None:
+    # A rule due on site B's CT (5 days old) that the mover has not carried out yet.
+    LifecycleRule.objects.create(name="all to cold", after_days=1, target_tier="cold")
+    budget = Budget.objects.create(name="B", site=known_archive[1], monthly_limit=Decimal("0.01"), horizon_months=0)
+    report = cost_report(now=NOW)
+    assert projected_cost(report, budget) == Decimal("0.02")  # 1 GB still on hot at 0.02
+    assert report.monthly_now_of(None) == pytest.approx(report.monthly_now, rel=1e-12)
