@@ -8,6 +8,7 @@ data that the template escapes, so a hostile site name is shown as text.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,7 +76,8 @@ def line_chart(lines: list[tuple[str, str, list[float]]], limit: float | None = 
         for name, css, values in lines
     ]
     ticks = [{"x": x(m), "label": f"{m // 12} y" if m else "now"} for m in range(0, MONTHS + 1, 12)]
-    levels = [{"y": y(top * k / 4), "label": f"{top * k / 4:,.0f}"} for k in range(5)]
+    digits = max(0, 2 - math.floor(math.log10(top)))  # three significant digits at the top of the scale
+    levels = [{"y": y(top * k / 4), "label": f"{top * k / 4:,.{digits}f}"} for k in range(5)]
     return {
         "width": LINE_WIDTH,
         "height": LINE_HEIGHT,

@@ -91,3 +91,18 @@ def test_reads_at_the_assumed_share_cost_retrieval_on_the_tier_read() -> None:
     # Half of the 12 GB on cold read back over the year, at 0.01 a GB, on Part 10 bytes.
     assert year.retrieval == pytest.approx(12 * 0.5 * 0.01, rel=1e-12)
     assert year.requests == pytest.approx(100 * 0.5 * 0.05 / 1000, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("top", "labels"),
+    [
+        (0.07, ["0.0000", "0.0175", "0.0350", "0.0525", "0.0700"]),
+        (1234.0, ["0", "308", "617", "926", "1,234"]),
+    ],
+)
+def test_the_cost_chart_scale_shows_significant_digits(top: float, labels: list[str]) -> None:
+    from archive.costs.charts import line_chart
+
+    chart = line_chart([("x", "line-rules", [0.0, top])])
+    assert [level["label"] for level in chart["levels"]] == labels
+    assert chart["lines"][0]["points"].startswith("40.0,200.0 ")
