@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
-from archive.models import Budget, LifecycleRule, Site
+from archive.ingest.lifecycle import apply_rules
+from archive.ingest.mover import Mover
+from archive.models import Budget, LifecycleRule, Site, Study
 from audit.models import AuditEvent
 from portal.accounts.groups import sync_staff_flag
 from portal.accounts.roles import Role
-from tests.archive.costs.conftest import EVIL_SITE, NOW, make_study
+from tests.archive.costs.conftest import EVIL_SITE, NOW, make_study, price_tiers
 from tests.conftest import role_user
 from tests.mfa_support import force_verified_login
 
@@ -91,3 +96,32 @@ def test_the_page_takes_the_same_queries_whatever_the_archive_size(
     with CaptureQueriesContext(connection) as large:
         assert admin_browser.get(URL).status_code == 200
     assert len(small) == len(large)
+
+
+def test_ct_older_than_90_days_to_cold_makes_the_cost_page_drop(
+    admin_user: User, ct_study: dict[str, Any], settings: Any
+) -> None:
+    """The issue's finish line: a rule, the mover, and a lower cost now and in the projection."""
+    settings.PACS_TIER_MOVE_GRACE_SECONDS = 0
+    price_tiers(hot="1000", cold="100")  # prices high enough to show on a small study
+    Study.objects.update(created_at=timezone.now() - timedelta(days=120))
+    client = Client()
+    force_verified_login(client, admin_user)
+
+    def costs() -> tuple[float, float]:
+        html = client.get(URL).content.decode()
+        cells = re.search(r'<tr id="cost-with-rules"><th>[^<]*</th><td>([^<]*)</td><td>([^<]*)</td>', html)
+        assert cells is not None
+        return float(cells.group(1).replace(",", "")), float(cells.group(2).replace(",", ""))
+
+    now_before, in_12_before = costs()
+    LifecycleRule.objects.create(name="CT older than 90 days", after_days=90, modality="CT", target_tier="cold")
+    now_planned, in_12_planned = costs()
+    assert now_planned == now_before  # nothing moved yet: the cost now is what is stored now
+    assert in_12_planned < in_12_before  # the projection already follows the rule
+    [plan] = apply_rules()
+    report = Mover(plan.batch).run()
+    assert report.moved == plan.planned > 0
+    now_after, in_12_after = costs()
+    assert now_after < now_before / 5  # a tenth of the price, and compressed
+    assert in_12_after == pytest.approx(now_after)  # no ingest in the window: nothing more to come
