@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.management import call_command
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -125,3 +126,12 @@ def test_ct_older_than_90_days_to_cold_makes_the_cost_page_drop(
     now_after, in_12_after = costs()
     assert now_after < now_before / 5  # a tenth of the price, and compressed
     assert in_12_after == pytest.approx(now_after)  # no ingest in the window: nothing more to come
+
+
+def test_an_administrator_by_role_opens_the_page(db: None) -> None:
+    call_command("setup_roles", verbosity=0)  # as make run does: the administrator role holds every permission
+    boss = role_user("boss", Role.ADMINISTRATOR)
+    assert sync_staff_flag(boss) and not boss.is_superuser
+    client = Client()
+    force_verified_login(client, boss)
+    assert client.get(URL).status_code == 200
