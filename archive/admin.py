@@ -11,7 +11,9 @@ shown exactly once and only its hash is kept. DICOM devices (the peers of the
 DICOM node, archive/dimse/) are edited here; every change is audited.
 Storage tiers and lifecycle rules are edited here too (a tier that cannot be
 reached, or a rule to a tier that does not exist, is refused when saved);
-the mover's ledger (TierMove) is read-only.
+the mover's ledger (TierMove) is read-only. Budgets are edited here, and
+their page has the storage cost page beside it (``/admin/archive/budget/costs/``:
+usage, projection, five-year table, budget alerts; archive/costs/).
 
 Site administration (with memberships and grants) lives in ``portal/admin.py``
 because memberships are a portal concept and the archive never imports the portal.
@@ -23,20 +25,25 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from archive.access import policy, visible_studies
+from archive.costs.budgets import check_budgets
+from archive.costs.charts import page_context
+from archive.costs.usage import cost_report
 from archive.ingest.delete import remove_study
 from archive.ingest.lifecycle import apply_rules
 from archive.ingest.tasks import run_moves
 from archive.models import (
     LOCATION_FIELDS,
     ApiToken,
+    Budget,
     DicomDevice,
     Instance,
     LifecycleRule,
@@ -379,3 +386,36 @@ class TierMoveAdmin(ReadOnlyAdmin):
     list_filter = ("state", "target_tier", "source_tier")
     search_fields = ("=batch",)
     raw_id_fields = ("instance",)
+
+
+@admin.register(Budget)
+class BudgetAdmin(AuditedModelAdmin):
+    list_display = ("name", "scope", "monthly_limit", "horizon_months", "enabled", "alerted_at", "alerted_cost")
+    list_filter = ("enabled",)
+    list_select_related = ("site",)
+    fields = ("name", "site", "cost_tag", "monthly_limit", "horizon_months", "notify", "enabled")
+
+    @admin.display(description="Covers")
+    def scope(self, obj: Budget) -> str:
+        return obj.scope
+
+    def get_urls(self) -> list[URLPattern]:
+        costs = path("costs/", self.admin_site.admin_view(self.costs_view), name="archive_budget_costs")
+        return [costs, *super().get_urls()]
+
+    def costs_view(self, request: HttpRequest) -> HttpResponse:
+        """The storage cost page: measured usage, the projection, the five-year table, the budgets."""
+        if not self.has_view_permission(request):
+            record("cost-view", request, outcome="failure", detail={"why": "no permission"})
+            raise PermissionDenied
+        Tier.sync_environment()  # the built-in tiers and PACS_TIERS are listed, with nothing on them yet
+        report = cost_report()
+        statuses = check_budgets(report, actor=request.user.get_username())
+        record("cost-view", request, detail={"budgets_over": sum(s.over for s in statuses)})
+        context = {
+            **self.admin_site.each_context(request),
+            **page_context(report, statuses),
+            "opts": self.model._meta,
+            "title": "Storage costs",
+        }
+        return TemplateResponse(request, "admin/archive/budget/costs.html", context)

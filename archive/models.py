@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, validate_email
 from django.db import models
 from django.utils import timezone
 
@@ -40,6 +40,12 @@ class Site(models.Model):
     source_aets = models.TextField(
         blank=True,
         help_text="Notes only: not read by the archive. DICOM peers are mapped to sites by their DICOM device.",
+    )
+    cost_tag = models.SlugField(
+        max_length=32,
+        blank=True,
+        default="",
+        help_text="Groups sites for storage budgets (e.g. a cost centre): a budget may cover every site with a tag.",
     )
 
     class Meta:
@@ -154,6 +160,11 @@ class Instance(models.Model):
     sha256 = models.CharField(max_length=64)
     storage_key = models.CharField(max_length=300)
     tier = models.CharField(max_length=32, default="hot", help_text="The name of the storage tier that holds it.")
+    stored_size = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Bytes it takes on its tier (zstd: compressed), set by the mover; empty: its Part 10 size.",
+    )
     availability = models.CharField(max_length=16, choices=Availability.choices, default=Availability.ONLINE)
     metadata = models.TextField(help_text="DICOM JSON of the instance, bulk data as BulkDataURI.")
     frames = models.JSONField(
@@ -647,3 +658,56 @@ class TierMove(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source_tier} → {self.target_tier} ({self.state})"
+
+
+class Budget(models.Model):
+    """A monthly storage budget for a site, the sites of a cost tag, or the whole archive (archive/costs/).
+
+    When the projected monthly cost ``horizon_months`` from now crosses
+    ``monthly_limit`` the budget alerts once: a record in the audit trail
+    (``budget-alert``), a line in the cost page and, if ``notify`` names
+    addresses, an e-mail. ``alerted_at`` keeps the crossing, so it is not
+    alerted again until the projection falls back under the limit.
+    """
+
+    name = models.CharField(max_length=100)
+    site = models.ForeignKey(
+        Site, on_delete=models.CASCADE, null=True, blank=True, related_name="budgets", help_text="Empty: see cost tag."
+    )
+    cost_tag = models.SlugField(
+        max_length=32, blank=True, default="", help_text="Every site with this cost tag. Empty with no site: all."
+    )
+    monthly_limit = models.DecimalField(max_digits=14, decimal_places=2, validators=[MinValueValidator(0)])
+    horizon_months = models.PositiveIntegerField(
+        default=12,
+        validators=[MinValueValidator(0), MaxValueValidator(60)],
+        help_text="Alert when the monthly cost projected this many months ahead (0: now) crosses the limit.",
+    )
+    notify = models.TextField(blank=True, default="", help_text="E-mail addresses to alert, one per line.")
+    enabled = models.BooleanField(default=True)
+    alerted_at = models.DateTimeField(null=True, blank=True, editable=False)
+    alerted_cost = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if self.site_id is not None and self.cost_tag:
+            raise ValidationError("A budget covers a site or a cost tag, not both.")
+        for address in self.recipients():
+            try:
+                validate_email(address)
+            except ValidationError:
+                raise ValidationError({"notify": f"Not an e-mail address: {address!r}"}) from None
+
+    def recipients(self) -> list[str]:
+        return [a.strip() for a in self.notify.splitlines() if a.strip()]
+
+    @property
+    def scope(self) -> str:
+        if self.site_id is not None:
+            return f"site {self.site.code if self.site else self.site_id}"
+        return f"cost tag {self.cost_tag}" if self.cost_tag else "the whole archive"

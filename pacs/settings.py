@@ -303,6 +303,10 @@ PACS_TIER_MOVE_CONCURRENCY = env_int("PACS_TIER_MOVE_CONCURRENCY", 2)
 PACS_TIER_MOVE_GROUP = env_int("PACS_TIER_MOVE_GROUP", 64)  # moves taken through each step in one transaction
 PACS_TIER_MOVE_GRACE_SECONDS = env_int("PACS_TIER_MOVE_GRACE_SECONDS", 60)
 PACS_TIER_MOVE_LEASE_SECONDS = env_int("PACS_TIER_MOVE_LEASE_SECONDS", 300)
+# The storage cost page (archive/costs/): the trailing window the ingest rate is measured over, and the share
+# of the data held that is assumed to be read back once a year (reads are not recorded yet).
+PACS_COST_WINDOW_DAYS = env_int("PACS_COST_WINDOW_DAYS", 90)
+PACS_COST_READ_SHARE = float(os.environ.get("PACS_COST_READ_SHARE", "0"))
 PACS_STUDY_SITE_SOURCE = os.environ.get("PACS_STUDY_SITE_SOURCE", "sender")
 if PACS_STUDY_SITE_SOURCE not in ("sender", "institution"):
     raise ValueError("PACS_STUDY_SITE_SOURCE must be 'sender' or 'institution'")

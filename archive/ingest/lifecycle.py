@@ -32,15 +32,23 @@ class RulePlan:
 
 def rule_filter(rule: LifecycleRule, now: datetime) -> Q:
     """The instances ``rule`` matches, as one condition on the instance table and its joins."""
-    q = Q(series__study__created_at__lte=now - timedelta(days=rule.after_days))
+    return Q(series__study__created_at__lte=now - timedelta(days=rule.after_days)) & rule_scope(rule)
+
+
+def rule_scope(rule: LifecycleRule, series: str = "series__") -> Q:
+    """The instances ``rule`` matches once they are old enough (its filters without the age).
+
+    ``series`` is the path from the filtered model to the series: ``""`` filters series rows.
+    """
+    q = Q()
     if rule.site_id is not None:
-        q &= Q(series__study__site_id=rule.site_id)
+        q &= Q(**{f"{series}study__site_id": rule.site_id})
     if rule.modality:
-        q &= Q(series__modality__iexact=rule.modality)
+        q &= Q(**{f"{series}modality__iexact": rule.modality})
     if rule.body_part:
-        q &= Q(series__body_part_examined__iexact=rule.body_part)
+        q &= Q(**{f"{series}body_part_examined__iexact": rule.body_part})
     if rule.description_pattern:
-        q &= Q(series__study__study_description__icontains=rule.description_pattern)
+        q &= Q(**{f"{series}study__study_description__icontains": rule.description_pattern})
     return q
 
 

@@ -403,7 +403,7 @@ class Mover:
                 self.fault("switch", move)
                 switched = Instance.objects.filter(
                     pk=move.instance_id, tier=move.source_tier, storage_key=move.source_key
-                ).update(tier=move.target_tier)
+                ).update(tier=move.target_tier, stored_size=move.stored_size)  # bytes taken there (the cost page)
                 if switched == 1:
                     self.advance([move], MoveState.SWITCHED, switched_at=timezone.now())
                 else:

@@ -4,7 +4,8 @@
   and run them here (or leave them to the task worker with ``--background``);
 - ``tiers apply [--background]``: evaluate the lifecycle rules now and move what they select;
 - ``tiers resume``: finish moves an interrupted run left (a crash, a kill);
-- ``tiers status``: objects and bytes per tier, moves under way and failed;
+- ``tiers status``: objects, bytes and cost per tier, moves under way and failed, growth and budgets
+  (the figures of the admin's storage cost page, from :mod:`archive.costs`);
 - ``tiers verify TIER``: re-hash every object on a tier; exit status 1 if any does not match.
 """
 
@@ -15,8 +16,10 @@ import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db.models import Count, Sum
 
+from archive.costs.budgets import check_budgets
+from archive.costs.projection import days
+from archive.costs.usage import cost_report
 from archive.ingest.lifecycle import apply_rules
 from archive.ingest.mover import Mover, MoveReport, NeedsRestore, grace_seconds, pending_moves, plan_moves
 from archive.ingest.tasks import run_moves
@@ -83,20 +86,44 @@ class Command(BaseCommand):
         self.run(None, background=False)
 
     def do_status(self, options: dict[str, Any]) -> None:
-        rows = Instance.objects.values("tier").annotate(n=Count("id"), size=Sum("size")).order_by("tier")
-        by_tier = {r["tier"]: r for r in rows}
-        self.stdout.write(f"{'tier':<12} {'backend':<11} {'retrieval':<10} {'objects':>10} {'GB':>10}")
-        for tier in Tier.objects.all():
-            row = by_tier.pop(tier.name, {"n": 0, "size": 0})
-            gb = (row["size"] or 0) / 1e9
-            self.stdout.write(f"{tier.name:<12} {tier.backend:<11} {tier.retrieval:<10} {row['n']:>10} {gb:>10.3f}")
-        for name, row in by_tier.items():
-            self.stdout.write(f"{name:<12} {'(unknown)':<11} {'':<10} {row['n']:>10} {(row['size'] or 0) / 1e9:>10.3f}")
-        moves = TierMove.objects.values("state").annotate(n=Count("id"))
-        counts = {m["state"]: m["n"] for m in moves}
-        self.stdout.write("moves: " + ", ".join(f"{state} {counts.get(state, 0)}" for state in MoveState.values))
+        report = cost_report()
+        budgets = check_budgets(report, actor="manage.py tiers status")
+        backends = {t.name: t for t in Tier.objects.all()}
+        head = f"{'tier':<12} {'backend':<11} {'retrieval':<10} {'objects':>10} {'GB':>10}"
+        self.stdout.write(f"{head} {'GB stored':>10} {'a month':>10}")
+        for u in report.tiers:
+            tier = backends.get(u.label)
+            backend, retrieval = (tier.backend, tier.retrieval) if tier else ("(unknown)", "")
+            self.stdout.write(
+                f"{u.label:<12} {backend:<11} {retrieval:<10} {u.objects:>10} {u.gb:>10.3f} {u.stored_gb:>10.3f}"
+                f" {u.monthly:>10.2f}"
+            )
+        moves = report.moves
+        states = ", ".join(f"{state} {moves.by_state.get(state, 0)}" for state in MoveState.values)
+        self.stdout.write(f"moves: {states}")
+        self.stdout.write(
+            f"mover: {moves.in_flight_objects} in flight, {moves.done_objects} switched, progress"
+            f" {moves.progress:.0%}; last hour {moves.last_hour_bytes / 1e6:.1f} MB ({moves.throughput_mb_s:.3f} MB/s)"
+        )
         for move in TierMove.objects.filter(state=MoveState.FAILED).order_by("-updated_at")[:10]:
             self.stdout.write(f"  failed {move.source_tier} → {move.target_tier}: {move.error}")
+        ingest = report.ingest
+        self.stdout.write(
+            f"ingest over {ingest.window_days} days: {ingest.studies_per_day:.2f} studies/day ×"
+            f" {ingest.average_study_gb:.3f} GB × 365 / 1024 ≈ {ingest.tb_per_year:.3f} TB/year"
+        )
+        model = report.model()
+        self.stdout.write(
+            f"monthly storage cost: now {report.monthly_now:.2f}, in 12 months {model.monthly_storage(days(12)):.2f},"
+            f" in 60 months {model.monthly_storage(days(60)):.2f}"
+            f" (all on hot: {model.monthly_storage(days(60), hot_only=True):.2f} in 60 months)"
+        )
+        for status in budgets:
+            state = "OVER" if status.over else "under"
+            self.stdout.write(
+                f"budget {status.budget.name!r} ({status.budget.scope}): {status.projected} a month"
+                f" in {status.budget.horizon_months} months, limit {status.budget.monthly_limit}: {state}"
+            )
 
     def do_verify(self, options: dict[str, Any]) -> None:
         self.tier(options["tier"])
