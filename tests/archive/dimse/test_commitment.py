@@ -579,21 +579,41 @@ def test_a_device_with_too_many_requests_not_yet_reported_is_refused_with_0213_a
 
 
 def test_checks_run_on_a_bounded_pool_whatever_the_number_of_requests(
-    listener: DicomListener, stored: dict[str, list[tuple[str, str]]], modality: Modality
+    listener: DicomListener,
+    stored: dict[str, list[tuple[str, str]]],
+    modality: Modality,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from archive.dimse.commitment import CHECK_WORKERS
+    from archive.dimse import commitment
 
-    before = {t.ident for t in threading.enumerate()}
+    running, most = 0, 0
+    lock = threading.Lock()
+    rehashes = commitment.rehashes
+
+    def slow_rehashes(tier: str, key: str, sha256: str) -> bool:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.3)
+        with lock:
+            running -= 1
+        return rehashes(tier, key, sha256)
+
+    monkeypatch.setattr(commitment, "rehashes", slow_rehashes)
     uids = [new_uid() for _ in range(6)]
-    assoc = modality.associate(listener.port)
+    scus = [Modality() for _ in uids]
+    assocs = [scu.associate(listener.port) for scu in scus]
     try:
-        for uid in uids:
-            assert ask(assoc, action_information(uid, stored["ours"])).Status == 0x0000
-        delivered_once(modality, uids)
+        for assoc, uid in zip(assocs, uids, strict=True):  # six requests on six associations, all at once
+            assert ask(assoc, action_information(uid, stored["ours"][:1])).Status == 0x0000
+        for scu in scus:
+            assert scu.wait()[0] == 1
     finally:
-        assoc.release()
-    new = [t for t in threading.enumerate() if t.ident not in before and t.name.startswith("commitment")]
-    assert len(new) <= CHECK_WORKERS
+        for assoc, scu in zip(assocs, scus, strict=True):
+            assoc.release()
+            scu.shutdown()
+    assert most == 2  # never more at once, and both used
 
 
 def test_the_index_takes_one_new_request_per_transaction_uid(
