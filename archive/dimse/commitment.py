@@ -353,14 +353,21 @@ class Deliverer:
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
         self.pool = ThreadPoolExecutor(max_workers=CHECK_WORKERS, thread_name_prefix="commitment-check")
+        self.stopped = False
 
     def start(self) -> None:
         self.stopping.clear()
+        if self.stopped:  # restarted after stop(): a new pool
+            self.stopped = False
+            self.pool = ThreadPoolExecutor(max_workers=CHECK_WORKERS, thread_name_prefix="commitment-check")
         self.thread = threading.Thread(target=self.loop, name="commitment-retry", daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
+        """Stop the retries and the pool; requests not yet checked keep their claim and are retried after it."""
         self.stopping.set()
+        self.stopped = True
+        self.pool.shutdown(wait=False, cancel_futures=True)
         if self.thread is not None:
             self.thread.join(timeout=30)
 
