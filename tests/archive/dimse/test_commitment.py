@@ -49,6 +49,7 @@ class Modality:
         self.title = title
         self.reports: list[tuple[int, Dataset, str]] = []
         self.arrived = threading.Event()
+        self.answer_after = 0.0  # seconds the modality takes to answer a report
         self.ae = AE(ae_title=title)
         self.ae.add_requested_context(StorageCommitmentPushModel)
         self.ae.add_requested_context(Verification)
@@ -56,6 +57,7 @@ class Modality:
         self.ae.add_supported_context(StorageCommitmentPushModel, scu_role=False, scp_role=True)
 
     def on_report(self, event: Event) -> tuple[int, None]:
+        time.sleep(self.answer_after)
         info = event.event_information
         self.reports.append((int(event.event_type), info, "new" if event.assoc.is_acceptor else "same"))
         self.arrived.set()
@@ -66,6 +68,7 @@ class Modality:
         handlers = [(evt.EVT_N_EVENT_REPORT, self.on_report)] if takes_reports else []
         assoc = self.ae.associate("127.0.0.1", port, ae_title="PACS", evt_handlers=handlers)
         assert assoc.is_established
+        _keep_paused(assoc)
         return assoc
 
     def listen(self) -> int:
@@ -81,6 +84,24 @@ class Modality:
 
     def shutdown(self) -> None:
         self.ae.shutdown()
+
+
+def _keep_paused(assoc: Association) -> None:
+    """Work around a race of the pynetdicom 3.0 SCU used as the modality, not of the node.
+
+    pynetdicom serves an incoming N-EVENT-REPORT on a thread of its own and
+    then sets ``_is_paused`` to False even when the reactor is paused for a
+    ``send_*()`` of the main thread, which then waits for it forever. After
+    such a report, the flag is put back while the reactor is held paused.
+    """
+    serve = assoc._serve_request
+
+    def _serve_request(msg: Any, context_id: int) -> None:
+        serve(msg, context_id)
+        if not assoc._reactor_checkpoint.is_set():
+            assoc._is_paused = True
+
+    assoc._serve_request = _serve_request  # type: ignore[method-assign]
 
 
 @pytest.fixture
@@ -435,6 +456,7 @@ def test_two_n_actions_back_to_back_on_one_association_are_both_answered_and_bot
 ) -> None:
     DicomDevice.objects.filter(ae_title="CT1").update(port=modality.listen())  # a duplicate report would show here
     modality.ae.dimse_timeout = 10
+    modality.answer_after = 0.3  # the node waits for the response while the next requests come
     first, second = new_uid(), new_uid()
     assoc = modality.associate(listener.port)
     try:
@@ -453,6 +475,7 @@ def test_a_c_echo_right_after_an_n_action_is_answered_and_the_report_is_delivere
 ) -> None:
     DicomDevice.objects.filter(ae_title="CT1").update(port=modality.listen())
     modality.ae.dimse_timeout = 10
+    modality.answer_after = 0.3  # the node waits for the response while the next requests come
     transaction_uid = new_uid()
     assoc = modality.associate(listener.port)
     try:
