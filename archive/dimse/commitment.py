@@ -718,6 +718,7 @@ def report_on(assoc: Association, report: Report, serve: Any, deferred: list[tup
             time.sleep(0.002)
             continue
         if isinstance(msg, _DEFERRED):
+            log.debug("storage commitment: a %s is served after the report", type(msg).__name__)
             deferred.append((cast(int, context_id), msg))
         elif msg.is_valid_request:
             serve(msg, cast(int, context_id))

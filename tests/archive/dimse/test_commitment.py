@@ -19,13 +19,14 @@ import pydicom
 import pytest
 from django.utils import timezone
 from pydicom.dataset import Dataset
-from pynetdicom import AE, evt
+from pynetdicom import AE, build_role, evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
     MRImageStorage,
     StorageCommitmentPushModel,
+    StudyRootQueryRetrieveInformationModelGet,
     Verification,
 )
 
@@ -63,10 +64,11 @@ class Modality:
         self.arrived.set()
         return 0x0000, None
 
-    def associate(self, port: int, takes_reports: bool = True) -> Association:
+    def associate(self, port: int, takes_reports: bool = True, **more: Any) -> Association:
         """An association to the node; without ``takes_reports``, reports on it are refused (pynetdicom's default)."""
         handlers = [(evt.EVT_N_EVENT_REPORT, self.on_report)] if takes_reports else []
-        assoc = self.ae.associate("127.0.0.1", port, ae_title="PACS", evt_handlers=handlers)
+        handlers += more.pop("evt_handlers", [])
+        assoc = self.ae.associate("127.0.0.1", port, ae_title="PACS", evt_handlers=handlers, **more)
         assert assoc.is_established
         _keep_paused(assoc)
         return assoc
@@ -485,6 +487,42 @@ def test_a_c_echo_right_after_an_n_action_is_answered_and_the_report_is_delivere
     finally:
         assoc.release()
     assert [e.get("Status") for e in echoes] == [0x0000, 0x0000, 0x0000]
+    assert modality.reports[0][2] == "same"
+
+
+def test_a_c_get_while_a_report_waits_for_its_response_is_served_after_it(
+    listener: DicomListener, stored: dict[str, list[tuple[str, str]]], modality: Modality
+) -> None:
+    DicomDevice.objects.filter(ae_title="CT1").update(port=modality.listen(), may_retrieve=True)
+    modality.ae.dimse_timeout = 10
+    modality.answer_after = 0.5  # the C-GET comes while the node waits for the report's response
+    modality.ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    modality.ae.add_requested_context(CTImageStorage)
+    received: list[str] = []
+
+    def on_store(event: Event) -> int:
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        return 0x0000
+
+    transaction_uid = new_uid()
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.StudyInstanceUID = Instance.objects.get(
+        sop_instance_uid=stored["ours"][0][1]
+    ).series.study.study_instance_uid
+    assoc = modality.associate(
+        listener.port, ext_neg=[build_role(CTImageStorage, scp_role=True)], evt_handlers=[(evt.EVT_C_STORE, on_store)]
+    )
+    try:
+        assert ask(assoc, action_information(transaction_uid, stored["ours"])).Status == 0x0000
+        responses = [
+            status.Status for status, _ in assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet)
+        ]
+        delivered_once(modality, [transaction_uid])
+    finally:
+        assoc.release()
+    assert responses[-1] == 0x0000
+    assert sorted(received) == sorted(i for _, i in stored["ours"])
     assert modality.reports[0][2] == "same"
 
 
