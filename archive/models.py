@@ -401,6 +401,9 @@ class StorageCommitment(models.Model):
         EXPIRED = "expired"
 
     transaction_uid = models.CharField("(0008,1195) Transaction UID", max_length=64, db_index=True)
+    reused = models.BooleanField(
+        default=False, help_text="The Transaction UID was used by an earlier request: every reference fails (0x0131)."
+    )
     device = models.ForeignKey(
         DicomDevice, on_delete=models.SET_NULL, null=True, blank=True, related_name="storage_commitments"
     )
@@ -421,6 +424,12 @@ class StorageCommitment(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["state", "next_attempt_at"], name="commitment_due")]
+        constraints = [
+            # One request per Transaction UID is taken as new; later ones are kept as ``reused`` (PS3.4 J.3.3).
+            models.UniqueConstraint(
+                fields=["transaction_uid"], condition=models.Q(reused=False), name="commitment_transaction_uid_once"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.calling_ae} {self.transaction_uid} ({self.state})"

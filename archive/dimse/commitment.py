@@ -20,9 +20,18 @@ object cannot be read or no longer matches its hash), 0x0131 duplicate
 transaction UID (every reference of a request whose Transaction UID was
 already used).
 
+A device may have at most :data:`MAX_PENDING_PER_DEVICE` requests not yet
+reported; more are refused with 0x0213 (Resource limitation, the DIMSE-N
+status for it: the 0xA7xx "Out of Resources" codes are C-service ones). One
+request per Transaction UID is taken as new (a unique constraint of the
+index); later ones are kept as ``reused``. The checks run on a pool of
+:data:`CHECK_WORKERS` threads per listener, however many requests come.
+
 The N-EVENT-REPORT (Event Type ID 1: all committed, 2: failures exist) goes
 back on the requesting association when the device keeps it open and the
-node has the SCP role of its Storage Commitment context; otherwise on a new
+node has the SCP role of its Storage Commitment context, sent by that
+association's own thread between the requests it serves
+(:func:`serve_reports`), with a Message ID of its own; otherwise on a new
 association to the device (its ``host`` when that is one address, else the
 address the request came from; its ``port``) proposing the SCP role by
 SCP/SCU Role Selection (PS3.4 J.3.3.1.3, PS3.7 D.3.3.4), which the device
@@ -44,24 +53,26 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import logging
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import IntEnum
 from io import BytesIO
 from typing import Any, cast
 
-from django.db import DatabaseError, close_old_connections, connections, transaction
+from django.db import DatabaseError, IntegrityError, close_old_connections, connections, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, AllStoragePresentationContexts, build_role
 from pynetdicom.association import Association
-from pynetdicom.dimse_primitives import N_ACTION, N_EVENT_REPORT
+from pynetdicom.dimse_primitives import C_GET, C_MOVE, N_ACTION, N_EVENT_REPORT
 from pynetdicom.dsutils import encode
 from pynetdicom.events import Event
 from pynetdicom.pdu_primitives import A_RELEASE
@@ -89,6 +100,10 @@ NO_SUCH_ACTION = 0x0123
 RESOURCE_LIMITATION = 0x0213
 #: At most this many references in one request (the report must fit in one association's patience).
 MAX_REFERENCES = 10000
+#: At most this many requests of one device not yet delivered; more are refused with 0x0213.
+MAX_PENDING_PER_DEVICE = 20
+#: Checks (index look-ups and re-hashing) run on this many threads of a listener, whatever the number of requests.
+CHECK_WORKERS = 2
 STORAGE_CLASSES = frozenset(str(cx.abstract_syntax) for cx in AllStoragePresentationContexts)
 
 
@@ -231,7 +246,7 @@ class CommitmentSCP:
         self.deliverer = Deliverer(ae_title)
 
     def on_n_action(self, session: Session | None, event: Event) -> tuple[int | Dataset, Dataset | None]:
-        """The N-ACTION-RSP status; a request taken is reported after the response, from another thread."""
+        """The N-ACTION-RSP status; a request taken is checked on the deliverer's pool and reported after it."""
         if session is None:
             return status_dataset(NOT_AUTHORIZED, "association not authorized"), None
         detail = session.detail("storage commitment", service="N-ACTION")
@@ -249,6 +264,9 @@ class CommitmentSCP:
         detail.update(transaction_uid=request.transaction_uid, instances=len(request.references))
         try:
             commitment = self.take(session, device, request, detail)
+        except Malformed as exc:
+            session.audit("storage_commitment", detail, "failure", status=f"0x{exc.status:04X}", reason=str(exc))
+            return status_dataset(exc.status, str(exc)), None
         except DatabaseError as exc:
             close_old_connections()
             log.warning("storage commitment from %s not taken: %s", session.calling_ae, exc)
@@ -256,34 +274,48 @@ class CommitmentSCP:
                 "storage_commitment", detail, "failure", status=f"0x{PROCESSING_FAILURE:04X}", reason=str(exc)[:200]
             )
             return status_dataset(PROCESSING_FAILURE, "the index is not available"), None
-        thread = threading.Thread(
-            target=self.deliverer.deliver_claimed,
-            args=(commitment.pk, event.assoc),
-            name=f"commitment-{commitment.pk}",
-            daemon=True,
-        )
-        thread.start()
+        serve_reports(event.assoc)
+        self.deliverer.submit(commitment.pk, event.assoc)
         return SUCCESS, None
 
     def take(
         self, session: Session, device: DicomDevice, request: Request, detail: dict[str, Any]
     ) -> StorageCommitment:
-        """Write the request, claimed by this process for its first delivery, and its audit record in one commit."""
+        """Write the request, claimed by this process for its first delivery, and its audit record in one commit.
+
+        :class:`Malformed` (0x0213) when the device already has :data:`MAX_PENDING_PER_DEVICE` requests
+        not yet delivered. A Transaction UID used before is kept as a ``reused`` request whose every
+        reference fails with 0x0131; the index allows one request that is not ``reused`` per Transaction
+        UID, so two requests racing with the same one cannot both be taken as new.
+        """
         with transaction.atomic():
+            DicomDevice.objects.select_for_update().filter(pk=device.pk).first()  # one request of a device at a time
+            pending = StorageCommitment.objects.filter(device=device, state=StorageCommitment.State.PENDING).count()
+            if pending >= MAX_PENDING_PER_DEVICE:
+                raise Malformed(
+                    RESOURCE_LIMITATION,
+                    f"{pending} requests of this device not yet reported: wait for their reports",
+                )
+            fields: dict[str, Any] = {
+                "transaction_uid": request.transaction_uid,
+                "device": device,
+                "calling_ae": session.calling_ae,
+                "peer_address": session.host,
+                "references": [list(r) for r in request.references],
+                "next_attempt_at": timezone.now() + self.deliverer.lease,
+            }
             duplicate = StorageCommitment.objects.filter(transaction_uid=request.transaction_uid).exists()
-            result = None
-            if duplicate:  # PS3.4 J.3.3: every reference of a reused Transaction UID fails with 0x0131
+            commitment = None
+            if not duplicate:
+                try:
+                    with transaction.atomic():
+                        commitment = StorageCommitment.objects.create(**fields)
+                except IntegrityError:  # another request with this Transaction UID was taken meanwhile
+                    duplicate = True
+            if commitment is None:  # PS3.4 J.3.3: every reference of a reused Transaction UID fails with 0x0131
                 reason = int(FailureReason.DUPLICATE_TRANSACTION_UID)
                 result = {"committed": [], "failed": [[c, i, reason] for c, i in request.references]}
-            commitment = StorageCommitment.objects.create(
-                transaction_uid=request.transaction_uid,
-                device=device,
-                calling_ae=session.calling_ae,
-                peer_address=session.host,
-                references=[list(r) for r in request.references],
-                result=result,
-                next_attempt_at=timezone.now() + self.deliverer.lease,
-            )
+                commitment = StorageCommitment.objects.create(**fields, reused=True, result=result)
             record(
                 "storage_commitment",
                 session.request(),
@@ -298,7 +330,11 @@ class DeliveryFailed(Exception):
 
 
 class Deliverer:
-    """Checks pending commitments and delivers their reports; :meth:`start` runs the retry loop in a thread."""
+    """Checks pending commitments and delivers their reports.
+
+    :meth:`submit` hands a request just taken to a pool of :data:`CHECK_WORKERS`
+    threads; :meth:`start` runs the retry loop in a thread.
+    """
 
     #: How long a claim on a row lasts: longer than a check and a delivery take.
     lease = timedelta(minutes=10)
@@ -309,21 +345,38 @@ class Deliverer:
     poll_seconds = 5.0
     #: How long the requester has to answer a report on its own association before a new one is tried.
     same_association_seconds = 30.0
+    #: How long a new association to the device may take to connect (TCP), as for C-MOVE destinations.
+    connect_seconds = 10.0
 
     def __init__(self, ae_title: str) -> None:
         self.ae_title = ae_title
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
+        self.pool = ThreadPoolExecutor(max_workers=CHECK_WORKERS, thread_name_prefix="commitment-check")
+        self.stopped = False
 
     def start(self) -> None:
         self.stopping.clear()
+        if self.stopped:  # restarted after stop(): a new pool
+            self.stopped = False
+            self.pool = ThreadPoolExecutor(max_workers=CHECK_WORKERS, thread_name_prefix="commitment-check")
         self.thread = threading.Thread(target=self.loop, name="commitment-retry", daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
+        """Stop the retries and the pool; requests not yet checked keep their claim and are retried after it."""
         self.stopping.set()
+        self.stopped = True
+        self.pool.shutdown(wait=False, cancel_futures=True)
         if self.thread is not None:
             self.thread.join(timeout=30)
+
+    def submit(self, pk: int, assoc: Association) -> None:
+        """Check and report a request just taken on ``assoc``, on the pool (queued while both workers are busy)."""
+        try:
+            self.pool.submit(self.deliver_claimed, pk, assoc)
+        except RuntimeError as exc:  # the pool is shut down: the row keeps its claim and is retried after it
+            log.warning("storage commitment %s left to the retries: %s", pk, exc)
 
     def loop(self) -> None:
         while not self.stopping.wait(self.poll_seconds):
@@ -331,6 +384,8 @@ class Deliverer:
                 self.run_due()
             except DatabaseError as exc:  # the index is away for now: the rows wait
                 log.warning("storage commitment retry: %s", exc)
+            except Exception as exc:  # noqa: BLE001 - the one retry thread must outlive any fault of one run
+                log.error("storage commitment retry failed: %s", type(exc).__name__)
             finally:
                 connections.close_all()
 
@@ -343,7 +398,12 @@ class Deliverer:
         tried = 0
         for pk in list(due.values_list("pk", flat=True)[:limit]):
             if self.claim(pk):
-                self.deliver(StorageCommitment.objects.select_related("device").get(pk=pk), None)
+                try:
+                    self.deliver(StorageCommitment.objects.select_related("device").get(pk=pk), None)
+                except DatabaseError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - one row's fault must not stop the others
+                    log.error("storage commitment %s: retry failed: %s", pk, type(exc).__name__)
                 tried += 1
         return tried
 
@@ -357,24 +417,42 @@ class Deliverer:
         )
 
     def deliver_claimed(self, pk: int, assoc: Association) -> None:
-        """First delivery of a request just taken on ``assoc`` (claimed at creation); runs in its own thread."""
+        """First delivery of a request just taken on ``assoc`` (claimed at creation); runs on the pool.
+
+        The claim is renewed first; if it ran out while the request waited for a
+        worker, the request is the retry loop's now and is left to it.
+        """
         try:
-            self.deliver(StorageCommitment.objects.select_related("device").get(pk=pk), assoc)
+            now = timezone.now()
+            renewed = StorageCommitment.objects.filter(
+                pk=pk, state=StorageCommitment.State.PENDING, next_attempt_at__gt=now
+            ).update(next_attempt_at=now + self.lease)
+            if renewed:
+                self.deliver(StorageCommitment.objects.select_related("device").get(pk=pk), assoc)
         except DatabaseError as exc:  # left pending: the retry loop takes it up when the claim ends
             log.warning("storage commitment %s: %s", pk, exc)
+        except Exception as exc:  # noqa: BLE001 - a worker of the pool must outlive any one request
+            log.error("storage commitment %s: first delivery failed: %s", pk, type(exc).__name__)
         finally:
             connections.close_all()
 
     def deliver(self, commitment: StorageCommitment, assoc: Association | None) -> None:
-        """Check (once) and report ``commitment``: on ``assoc`` if it can carry it, else on a new association."""
-        if commitment.result is None:
-            site = commitment.device.site if commitment.device is not None else None
-            commitment.result = check([(c, i) for c, i in commitment.references], site) if site else _none(commitment)
-            commitment.save(update_fields=["result"])
-        event_type, info = event_information(commitment.transaction_uid, commitment.result, self.ae_title)
-        via, destination = "same association", str(assoc.requestor.address) if assoc is not None else ""
+        """Check (once) and report ``commitment``: on ``assoc`` if it can carry it, else on a new association.
+
+        Any fault other than the index's (a device row the node cannot use, a
+        bug) counts as a failed attempt, so the request backs off and expires
+        rather than stopping the thread that delivers it.
+        """
+        via, destination, event_type = "new association", "", 0
         try:
-            status = report_on(assoc, event_type, info, self.same_association_seconds) if assoc is not None else None
+            if commitment.result is None:
+                site = commitment.device.site if commitment.device is not None else None
+                references = [(c, i) for c, i in commitment.references]
+                commitment.result = check(references, site) if site else _none(commitment)
+                commitment.save(update_fields=["result"])
+            event_type, info = event_information(commitment.transaction_uid, commitment.result, self.ae_title)
+            via, destination = "same association", str(assoc.requestor.address) if assoc is not None else ""
+            status = self.report_via(assoc, event_type, info) if assoc is not None else None
             if status not in (None, SUCCESS):
                 log.info("storage commitment report refused on the requesting association: 0x%04X", status)
             if status != SUCCESS:  # the requester released it, could not take the report there, or refused it there
@@ -387,9 +465,45 @@ class Deliverer:
         except DeliveryFailed as exc:
             self.failed(commitment, via, destination, event_type, str(exc))
             return
+        except DatabaseError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - see above; the type only is logged (no PHI in logs)
+            log.error("storage commitment %s: delivery failed: %s", commitment.pk, type(exc).__name__)
+            self.failed(commitment, via, destination, event_type, f"internal error ({type(exc).__name__})")
+            return
         commitment.attempts += 1
         changes = {"state": StorageCommitment.State.DELIVERED, "delivered_at": timezone.now(), "last_error": ""}
         self.settle(commitment, changes, "success", via, destination, event_type, status="0x0000")
+
+    def report_via(self, assoc: Association, event_type: int, info: Dataset) -> int | None:
+        """Have the requesting association's own thread send the report; the requester's status, or None.
+
+        The report is put on the association's message queue, so that its
+        reactor serves it between requests (:func:`serve_reports`): nothing
+        else reads that queue meanwhile. None when the association cannot carry
+        it (closed, or the node is not the SCP of its Storage Commitment
+        context), when it ends before the report is taken, or when no answer
+        comes in time.
+        """
+        contexts = [
+            cx for cx in assoc.accepted_contexts if str(cx.abstract_syntax) == StorageCommitmentPushModel and cx.as_scp
+        ]
+        if not contexts or not assoc.is_established:
+            return None
+        context = contexts[0]
+        syntax = context.transfer_syntax[0]
+        data = encode(info, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated) or b""
+        report = Report(cast(int, context.context_id), event_type, data, self.same_association_seconds)
+        assoc.dimse.msg_queue.put((report.context_id, report))  # type: ignore[arg-type]
+        start = time.monotonic()
+        give_up = start + 3 * self.same_association_seconds  # taken but never finished: the association is stuck
+        while not report.done.wait(0.05):
+            late = time.monotonic() > start + self.same_association_seconds
+            if (late or not assoc.is_established) and report.cancel():
+                return None  # never taken: the reactor ended or stayed busy
+            if time.monotonic() > give_up:
+                return None
+        return report.status
 
     def send(self, assoc: Association, event_type: int, info: Dataset) -> int:
         """Send the report on an association of our own; the peer's status."""
@@ -405,6 +519,7 @@ class Deliverer:
         """Open an association to the device as SCP of Storage Commitment (role selection) and send the report."""
         ae = AE(ae_title=self.ae_title)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+        ae.connection_timeout = self.connect_seconds  # an unreachable device must not hold the retry thread for long
         ae.add_requested_context(StorageCommitmentPushModel, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
         role = build_role(StorageCommitmentPushModel, scp_role=True)
         assoc = ae.associate(host, port, ae_title=commitment.calling_ae, ext_neg=[role])  # type: ignore[list-item]
@@ -467,8 +582,8 @@ class Deliverer:
         ends and the report is sent again then (a repeated report is harmless:
         the requester matches it by Transaction UID).
         """
-        assert commitment.result is not None
-        failed = commitment.result["failed"]
+        result = commitment.result or {"committed": [], "failed": []}  # None: the check itself failed
+        failed = result["failed"]
         request = HttpRequest()
         request.META["REMOTE_ADDR"] = destination.rpartition(":")[0] if destination else commitment.peer_address
         detail = {
@@ -480,7 +595,7 @@ class Deliverer:
             "transaction_uid": commitment.transaction_uid,
             "commitment": commitment.pk,
             "event_type": event_type,
-            "committed": len(commitment.result["committed"]),
+            "committed": len(result["committed"]),
             "failed": len(failed),
             "failure_reasons": {f"0x{reason:04X}": n for reason, n in Counter(f[2] for f in failed).items()},
             "attempt": commitment.attempts,
@@ -501,60 +616,118 @@ class Deliverer:
             log.error("storage commitment report to %s: outcome not written: %s", commitment.calling_ae, exc)
 
 
-def report_on(assoc: Association, event_type: int, info: Dataset, timeout: float) -> int | None:
-    """Send the report on the requesting association; the requester's status, or None if it cannot be had there.
+class Report:
+    """A report for a requesting association, put on its message queue so that its own reactor sends it.
 
-    None when the association is closed or being released, when the node is
-    not the SCP of its Storage Commitment context, or when no response comes
-    within ``timeout``. pynetdicom's ``send_n_event_report`` would wait out
-    its DIMSE timeout for a requester that released meanwhile (a releasing
-    pynetdicom peer ignores the report), so this sends the request itself:
-    with the association's reactor paused, as pynetdicom's own ``send_*``
-    methods do (private attributes, for want of a public way), which also
-    makes the report follow the N-ACTION-RSP; then it waits for the response
-    or for the peer's A-RELEASE-RQ, whichever comes first.
+    Taken by the reactor (:func:`serve_reports`) or cancelled by the deliverer
+    that waits for it, never both.
     """
-    contexts = [
-        cx for cx in assoc.accepted_contexts if str(cx.abstract_syntax) == StorageCommitmentPushModel and cx.as_scp
-    ]
-    if not contexts or not assoc.is_established:
+
+    def __init__(self, context_id: int, event_type: int, data: bytes, timeout: float) -> None:
+        self.context_id = context_id
+        self.event_type = event_type
+        self.data = data
+        self.timeout = timeout
+        self.message_id = next(_message_ids) % 65535 + 1
+        self.status: int | None = None
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+        self._state = "queued"
+
+    def take(self) -> bool:
+        return self._move("taken")
+
+    def cancel(self) -> bool:
+        return self._move("cancelled")
+
+    def _move(self, state: str) -> bool:
+        with self._lock:
+            if self._state != "queued":
+                return False
+            self._state = state
+            return True
+
+
+#: Message IDs of reports, distinct for each report a listener sends.
+_message_ids = itertools.count()
+#: Requests served only after a report's response, not while it is awaited: they send on the association and wait.
+_DEFERRED = (C_GET, C_MOVE, Report)
+
+
+def serve_reports(assoc: Association) -> None:
+    """Make ``assoc``'s reactor send the :class:`Report` objects put on its message queue (once per association).
+
+    It wraps the association's ``_serve_request`` (a pynetdicom 3.0 internal,
+    as :func:`archive.dimse.retrieve.serve_retrievals` does), so that reports
+    are sent by the association's own thread, one at a time, between the
+    requests it serves: no other thread reads the association's messages.
+    """
+    if getattr(assoc, "_serves_reports", False):
+        return
+    serve = assoc._serve_request
+
+    def _serve_request(msg: Any, context_id: int) -> None:
+        if not isinstance(msg, Report):
+            serve(msg, context_id)
+            return
+        if not msg.take():
+            return
+        deferred: list[tuple[int, Any]] = []
+        try:
+            msg.status = report_on(assoc, msg, serve, deferred)
+        except Exception as exc:  # noqa: BLE001 - a fault of ours: the report counts as not delivered here
+            log.error("storage commitment: report on the requesting association failed: %s", type(exc).__name__)
+        finally:
+            msg.done.set()
+        for cid, request in deferred:
+            assoc._serve_request(request, cid)
+
+    assoc._serve_request = _serve_request  # type: ignore[method-assign]
+    assoc._serves_reports = True  # type: ignore[attr-defined]
+
+
+def report_on(assoc: Association, report: Report, serve: Any, deferred: list[tuple[int, Any]]) -> int | None:
+    """Send ``report`` from the association's own thread; the requester's status, or None if it cannot be had.
+
+    None when the association is closed or being released, or when no
+    response comes within the report's timeout. pynetdicom's
+    ``send_n_event_report`` would wait out its DIMSE timeout for a requester
+    that released meanwhile (a releasing pynetdicom peer ignores the report),
+    and would take any request that comes meanwhile for its response; so this
+    sends the request itself and, while it waits for the N-EVENT-REPORT-RSP
+    whose Message ID Being Responded To is the report's, serves each request
+    that comes (C-ECHO, C-STORE, C-FIND, N-ACTION: ``serve``) or, for those
+    that send on the association themselves (C-GET, C-MOVE, another report),
+    hands it back in ``deferred`` to be served after.
+    """
+    if not assoc.is_established or _release_requested(assoc):
         return None
-    context = contexts[0]
-    syntax = context.transfer_syntax[0]
     request = N_EVENT_REPORT()
-    request.MessageID = 1
+    request.MessageID = report.message_id
     request.AffectedSOPClassUID = StorageCommitmentPushModel
     request.AffectedSOPInstanceUID = WELL_KNOWN_INSTANCE
-    request.EventTypeID = event_type
-    request.EventInformation = BytesIO(
-        encode(info, syntax.is_implicit_VR, syntax.is_little_endian, syntax.is_deflated) or b""
-    )
-    assoc._reactor_checkpoint.clear()  # noqa: SLF001 - pause the reactor, as send_n_event_report does
-    try:
-        while not assoc._is_paused:  # noqa: SLF001
-            if not assoc.is_established:
-                return None
-            time.sleep(0.0005)
-        if not assoc.is_established or _release_requested(assoc):
-            return None
-        assoc.dimse.send_msg(request, cast(int, context.context_id))
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            _, response = assoc.dimse.get_msg(block=False)
-            if response is not None:
-                status = getattr(response, "Status", None)
-                if not isinstance(response, N_EVENT_REPORT) or status is None:
-                    log.warning(
-                        "storage commitment: the requester answered the report with %s", type(response).__name__
-                    )
-                    return None
-                return int(status)
+    request.EventTypeID = report.event_type
+    request.EventInformation = BytesIO(report.data)
+    assoc.dimse.send_msg(request, report.context_id)
+    deadline = time.monotonic() + report.timeout
+    while time.monotonic() < deadline:
+        context_id, msg = assoc.dimse.get_msg(block=False)
+        if msg is None:
             if not assoc.is_established or _release_requested(assoc) or assoc.acse.is_aborted():
                 return None
             time.sleep(0.002)
-        return None
-    finally:
-        assoc._reactor_checkpoint.set()  # noqa: SLF001
+            continue
+        if isinstance(msg, _DEFERRED):
+            log.debug("storage commitment: a %s is served after the report", type(msg).__name__)
+            deferred.append((cast(int, context_id), msg))
+        elif msg.is_valid_request:
+            serve(msg, cast(int, context_id))
+        elif isinstance(msg, N_EVENT_REPORT) and msg.MessageIDBeingRespondedTo == report.message_id:
+            status = getattr(msg, "Status", None)
+            return int(status) if status is not None else None
+        else:
+            log.warning("storage commitment: a %s response to no pending request was ignored", type(msg).__name__)
+    return None
 
 
 def _release_requested(assoc: Association) -> bool:

@@ -19,13 +19,14 @@ import pydicom
 import pytest
 from django.utils import timezone
 from pydicom.dataset import Dataset
-from pynetdicom import AE, evt
+from pynetdicom import AE, build_role, evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
     MRImageStorage,
     StorageCommitmentPushModel,
+    StudyRootQueryRetrieveInformationModelGet,
     Verification,
 )
 
@@ -49,6 +50,7 @@ class Modality:
         self.title = title
         self.reports: list[tuple[int, Dataset, str]] = []
         self.arrived = threading.Event()
+        self.answer_after = 0.0  # seconds the modality takes to answer a report
         self.ae = AE(ae_title=title)
         self.ae.add_requested_context(StorageCommitmentPushModel)
         self.ae.add_requested_context(Verification)
@@ -56,16 +58,19 @@ class Modality:
         self.ae.add_supported_context(StorageCommitmentPushModel, scu_role=False, scp_role=True)
 
     def on_report(self, event: Event) -> tuple[int, None]:
+        time.sleep(self.answer_after)
         info = event.event_information
         self.reports.append((int(event.event_type), info, "new" if event.assoc.is_acceptor else "same"))
         self.arrived.set()
         return 0x0000, None
 
-    def associate(self, port: int, takes_reports: bool = True) -> Association:
+    def associate(self, port: int, takes_reports: bool = True, **more: Any) -> Association:
         """An association to the node; without ``takes_reports``, reports on it are refused (pynetdicom's default)."""
         handlers = [(evt.EVT_N_EVENT_REPORT, self.on_report)] if takes_reports else []
-        assoc = self.ae.associate("127.0.0.1", port, ae_title="PACS", evt_handlers=handlers)
+        handlers += more.pop("evt_handlers", [])
+        assoc = self.ae.associate("127.0.0.1", port, ae_title="PACS", evt_handlers=handlers, **more)
         assert assoc.is_established
+        _keep_paused(assoc)
         return assoc
 
     def listen(self) -> int:
@@ -81,6 +86,24 @@ class Modality:
 
     def shutdown(self) -> None:
         self.ae.shutdown()
+
+
+def _keep_paused(assoc: Association) -> None:
+    """Work around a race of the pynetdicom 3.0 SCU used as the modality, not of the node.
+
+    pynetdicom serves an incoming N-EVENT-REPORT on a thread of its own and
+    then sets ``_is_paused`` to False even when the reactor is paused for a
+    ``send_*()`` of the main thread, which then waits for it forever. After
+    such a report, the flag is put back while the reactor is held paused.
+    """
+    serve = assoc._serve_request
+
+    def _serve_request(msg: Any, context_id: int) -> None:
+        serve(msg, context_id)
+        if not assoc._reactor_checkpoint.is_set():
+            assoc._is_paused = True
+
+    assoc._serve_request = _serve_request  # type: ignore[method-assign]
 
 
 @pytest.fixture
@@ -412,3 +435,280 @@ def test_a_request_not_delivered_within_max_age_expires_and_says_so(
     assert Deliverer("PACS").run_due() == 0
     last = records("storage_commitment_report")[-1]
     assert last.outcome == "failure" and last.detail["expired"] is True
+
+
+def delivered_once(modality: Modality, transaction_uids: list[str]) -> None:
+    """Each request's row is delivered after one attempt, and the modality got its report exactly once."""
+    wait_for(
+        lambda: (
+            set(StorageCommitment.objects.filter(transaction_uid__in=transaction_uids).values_list("state", flat=True))
+            == {"delivered"}
+        )
+    )
+    time.sleep(0.5)  # room for a duplicate report, were one sent
+    got = [str(info.TransactionUID) for _, info, _ in modality.reports]
+    assert sorted(got) == sorted(transaction_uids)
+    assert set(
+        StorageCommitment.objects.filter(transaction_uid__in=transaction_uids).values_list("attempts", flat=True)
+    ) == {1}
+
+
+def test_two_n_actions_back_to_back_on_one_association_are_both_answered_and_both_reported_once(
+    listener: DicomListener, stored: dict[str, list[tuple[str, str]]], modality: Modality
+) -> None:
+    DicomDevice.objects.filter(ae_title="CT1").update(port=modality.listen())  # a duplicate report would show here
+    modality.ae.dimse_timeout = 10
+    modality.answer_after = 0.3  # the node waits for the response while the next requests come
+    first, second = new_uid(), new_uid()
+    assoc = modality.associate(listener.port)
+    try:
+        assert ask(assoc, action_information(first, stored["ours"][:1])).Status == 0x0000
+        assert ask(assoc, action_information(second, stored["ours"][1:])).Status == 0x0000
+        delivered_once(modality, [first, second])
+    finally:
+        assoc.release()
+    assert [via for _, _, via in modality.reports] == ["same", "same"]
+    reports = records("storage_commitment_report")
+    assert [r.detail["delivery"] for r in reports] == ["same association", "same association"]
+
+
+def test_a_c_echo_right_after_an_n_action_is_answered_and_the_report_is_delivered_once(
+    listener: DicomListener, stored: dict[str, list[tuple[str, str]]], modality: Modality
+) -> None:
+    DicomDevice.objects.filter(ae_title="CT1").update(port=modality.listen())
+    modality.ae.dimse_timeout = 10
+    modality.answer_after = 0.3  # the node waits for the response while the next requests come
+    transaction_uid = new_uid()
+    assoc = modality.associate(listener.port)
+    try:
+        assert ask(assoc, action_information(transaction_uid, stored["ours"])).Status == 0x0000
+        echoes = [assoc.send_c_echo() for _ in range(3)]
+        delivered_once(modality, [transaction_uid])
+    finally:
+        assoc.release()
+    assert [e.get("Status") for e in echoes] == [0x0000, 0x0000, 0x0000]
+    assert modality.reports[0][2] == "same"
+
+
+def test_a_c_get_while_a_report_waits_for_its_response_is_served_after_it(
+    listener: DicomListener, stored: dict[str, list[tuple[str, str]]], modality: Modality
+) -> None:
+    DicomDevice.objects.filter(ae_title="CT1").update(port=modality.listen(), may_retrieve=True)
+    modality.ae.dimse_timeout = 10
+    modality.answer_after = 0.5  # the C-GET comes while the node waits for the report's response
+    modality.ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    modality.ae.add_requested_context(CTImageStorage)
+    received: list[str] = []
+
+    def on_store(event: Event) -> int:
+        received.append(str(event.request.AffectedSOPInstanceUID))
+        return 0x0000
+
+    transaction_uid = new_uid()
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.StudyInstanceUID = Instance.objects.get(
+        sop_instance_uid=stored["ours"][0][1]
+    ).series.study.study_instance_uid
+    assoc = modality.associate(
+        listener.port, ext_neg=[build_role(CTImageStorage, scp_role=True)], evt_handlers=[(evt.EVT_C_STORE, on_store)]
+    )
+    try:
+        assert ask(assoc, action_information(transaction_uid, stored["ours"])).Status == 0x0000
+        responses = [
+            status.Status for status, _ in assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet)
+        ]
+        delivered_once(modality, [transaction_uid])
+    finally:
+        assoc.release()
+    assert responses[-1] == 0x0000
+    assert sorted(received) == sorted(i for _, i in stored["ours"])
+    assert modality.reports[0][2] == "same"
+
+
+def due_row(device: DicomDevice, references: list[tuple[str, str]], **fields: Any) -> StorageCommitment:
+    """A request of ``device`` whose report is due now."""
+    fields.setdefault("transaction_uid", new_uid())
+    fields.setdefault("next_attempt_at", timezone.now() - timezone.timedelta(seconds=1))
+    return StorageCommitment.objects.create(
+        device=device,
+        calling_ae=device.ae_title,
+        peer_address="127.0.0.1",
+        references=[list(r) for r in references],
+        **fields,
+    )
+
+
+def test_a_device_row_the_node_cannot_use_does_not_stop_the_reports_of_other_devices(
+    listener: DicomListener, stored: dict[str, list[tuple[str, str]]]
+) -> None:
+    listener.commitment_scp.deliverer.stop()  # the loop observed is the one below
+    mr2 = Modality("MR2")
+    try:
+        DicomDevice.objects.filter(ae_title="MR2").update(port=mr2.listen())
+        DicomDevice.objects.filter(ae_title="CT1").update(host="not an address", port=free_port())  # bypasses clean()
+        bad = due_row(DicomDevice.objects.get(ae_title="CT1"), stored["ours"][:1])
+        StorageCommitment.objects.filter(pk=bad.pk).update(next_attempt_at=timezone.now() - timezone.timedelta(days=1))
+        good = due_row(DicomDevice.objects.get(ae_title="MR2"), stored["ours"][1:2])
+        deliverer = Deliverer("PACS")
+        deliverer.poll_seconds = 0.1
+        deliverer.start()
+        try:
+            event_type, info, via = mr2.wait()
+            wait_for(lambda: StorageCommitment.objects.get(pk=good.pk).state == "delivered")
+            assert deliverer.thread is not None and deliverer.thread.is_alive()
+        finally:
+            deliverer.stop()
+    finally:
+        mr2.shutdown()
+    assert (event_type, via, info.TransactionUID) == (1, "new", good.transaction_uid)
+    bad.refresh_from_db()
+    assert (bad.state, bad.attempts, bad.last_error) == ("pending", 1, "internal error (ValueError)")
+    assert bad.next_attempt_at > timezone.now()  # it backs off, and expires after Deliverer.max_age
+    failure = AuditEvent.objects.filter(action="storage_commitment_report", outcome="failure").get()
+    assert failure.detail["commitment"] == bad.pk
+
+
+def test_a_device_that_never_accepts_the_connection_holds_the_retries_no_longer_than_the_connect_timeout(
+    listener: DicomListener, stored: dict[str, list[tuple[str, str]]]
+) -> None:
+    listener.commitment_scp.deliverer.stop()
+    black_hole = socket.socket()
+    black_hole.bind(("127.0.0.1", 0))
+    black_hole.listen(0)  # never accepts: once its backlog is full, further connections hang in SYN
+    filling = []
+    for _ in range(4):
+        sock = socket.socket()
+        sock.settimeout(0.3)
+        try:
+            sock.connect(black_hole.getsockname())
+        except TimeoutError:
+            pass
+        filling.append(sock)
+    probe = socket.socket()
+    probe.settimeout(0.5)
+    with pytest.raises(TimeoutError):
+        probe.connect(black_hole.getsockname())  # the address really is a black hole now
+    probe.close()
+    try:
+        DicomDevice.objects.filter(ae_title="CT1").update(port=black_hole.getsockname()[1])
+        row = due_row(DicomDevice.objects.get(ae_title="CT1"), stored["ours"][:1])
+        deliverer = Deliverer("PACS")
+        deliverer.connect_seconds = 1.0
+        started = time.monotonic()
+        assert deliverer.run_due() == 1
+        took = time.monotonic() - started
+    finally:
+        for sock in filling:
+            sock.close()
+        black_hole.close()
+    assert took < 5, f"the attempt took {took:.1f} s"
+    assert Deliverer.connect_seconds == 10.0
+    row.refresh_from_db()
+    assert (row.state, row.attempts) == ("pending", 1) and "not established" in row.last_error
+
+
+def test_a_device_with_too_many_requests_not_yet_reported_is_refused_with_0213_and_it_is_audited(
+    listener: DicomListener, stored: dict[str, list[tuple[str, str]]], modality: Modality
+) -> None:
+    from archive.dimse.commitment import MAX_PENDING_PER_DEVICE
+
+    listener.commitment_scp.deliverer.stop()
+    device = DicomDevice.objects.get(ae_title="CT1")
+    for _ in range(MAX_PENDING_PER_DEVICE):
+        due_row(device, stored["ours"][:1], next_attempt_at=timezone.now() + timezone.timedelta(hours=1))
+    transaction_uid = new_uid()
+    assoc = modality.associate(listener.port)
+    try:
+        status = ask(assoc, action_information(transaction_uid, stored["ours"][:1]))
+        assert assoc.send_c_echo().Status == 0x0000
+    finally:
+        assoc.release()
+    assert status.Status == 0x0213
+    assert "not yet reported" in status.ErrorComment
+    assert not StorageCommitment.objects.filter(transaction_uid=transaction_uid).exists()
+    refusal = records("storage_commitment")[-1]
+    assert (refusal.outcome, refusal.detail["status"]) == ("failure", "0x0213")
+    assert refusal.detail["transaction_uid"] == transaction_uid
+
+    StorageCommitment.objects.filter(device=device).update(state="delivered")  # reported: room again
+    assoc = modality.associate(listener.port)
+    try:
+        assert ask(assoc, action_information(transaction_uid, stored["ours"][:1])).Status == 0x0000
+    finally:
+        assoc.release()
+
+
+def test_checks_run_on_a_bounded_pool_whatever_the_number_of_requests(
+    listener: DicomListener,
+    stored: dict[str, list[tuple[str, str]]],
+    modality: Modality,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from archive.dimse import commitment
+
+    running, most = 0, 0
+    lock = threading.Lock()
+    rehashes = commitment.rehashes
+
+    def slow_rehashes(tier: str, key: str, sha256: str) -> bool:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.3)
+        with lock:
+            running -= 1
+        return rehashes(tier, key, sha256)
+
+    monkeypatch.setattr(commitment, "rehashes", slow_rehashes)
+    uids = [new_uid() for _ in range(6)]
+    scus = [Modality() for _ in uids]
+    assocs = [scu.associate(listener.port) for scu in scus]
+    try:
+        for assoc, uid in zip(assocs, uids, strict=True):  # six requests on six associations, all at once
+            assert ask(assoc, action_information(uid, stored["ours"][:1])).Status == 0x0000
+        for scu in scus:
+            assert scu.wait()[0] == 1
+    finally:
+        for assoc, scu in zip(assocs, scus, strict=True):
+            assoc.release()
+            scu.shutdown()
+    assert most == 2  # never more at once, and both used
+
+
+def test_the_index_takes_one_new_request_per_transaction_uid(
+    devices: dict[str, DicomDevice], stored: dict[str, list[tuple[str, str]]]
+) -> None:
+    from django.db import IntegrityError, transaction
+
+    first = due_row(devices["CT1"], stored["ours"][:1])
+    with pytest.raises(IntegrityError), transaction.atomic():
+        due_row(devices["CT1"], stored["ours"][:1], transaction_uid=first.transaction_uid)
+    reused = due_row(devices["CT1"], stored["ours"][:1], transaction_uid=first.transaction_uid, reused=True)
+    assert reused.pk != first.pk
+
+
+def test_a_transaction_uid_taken_meanwhile_by_another_request_is_reported_as_reused(
+    listener: DicomListener,
+    stored: dict[str, list[tuple[str, str]]],
+    modality: Modality,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from django.db.models import QuerySet
+
+    earlier = due_row(
+        DicomDevice.objects.get(ae_title="CT1"), stored["ours"][:1], next_attempt_at=timezone.now() + Deliverer.lease
+    )
+    monkeypatch.setattr(QuerySet, "exists", lambda self: False)  # the race: the earlier request is not seen yet
+    assoc = modality.associate(listener.port)
+    try:
+        assert ask(assoc, action_information(earlier.transaction_uid, stored["ours"][:1])).Status == 0x0000
+        event_type, info, _ = modality.wait()
+    finally:
+        assoc.release()
+    assert event_type == 2
+    assert sequence(info, "FailedSOPSequence") == [(*stored["ours"][0], 0x0131)]
+    rows = StorageCommitment.objects.filter(transaction_uid=earlier.transaction_uid).order_by("pk")
+    assert [row.reused for row in rows] == [False, True]
+    assert records("storage_commitment")[-1].detail["duplicate"] is True
