@@ -19,7 +19,7 @@ def mark_reused(apps: Any, schema_editor: Any) -> None:
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('archive', '0008_storage_commitment'),
+        ('archive', '0009_storage_tiers'),
     ]
 
     operations = [

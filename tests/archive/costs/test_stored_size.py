@@ -15,7 +15,7 @@ from archive.storage.registry import get_storage
 
 pytestmark = pytest.mark.django_db
 
-backfill = importlib.import_module("archive.migrations.0013_budgets").stored_sizes_from_ledger
+backfill = importlib.import_module("archive.migrations.0011_budgets").stored_sizes_from_ledger
 
 
 def test_a_move_to_cold_records_the_compressed_size_and_back_to_hot_the_full_size(

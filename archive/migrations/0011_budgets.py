@@ -31,7 +31,7 @@ def stored_sizes_from_ledger(apps: Any, schema_editor: Any) -> None:
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("archive", "0009_storage_tiers"),
+        ("archive", "0010_storage_commitment_transaction_uid_once"),
     ]
 
     operations = [
