@@ -78,6 +78,7 @@ class SignedText:
     sections: dict[str, str]
     addenda: list[tuple[str, datetime, str]]  # (signer, when, text), oldest first
     signer_name: str
+    signer_person_name: str
     organization: str
     signed_at: datetime
     number: int
@@ -104,9 +105,9 @@ def read_stored(sop_instance_uid: str) -> Dataset:
 
 
 def _person(name: str) -> str:
-    """A user's name as a DICOM person name (no ``^``/``=``/``\\`` of its own, at most 64 characters)."""
-    clean = "".join(ch for ch in name if ch.isprintable() and ch not in "^=\\")
-    return clean[:64] or "UNKNOWN"
+    """A person name value: printable, no ``\\`` (value separator), at most 64 characters."""
+    clean = "".join(ch for ch in name if ch.isprintable() and ch != "\\")
+    return clean[:64] or "UNKNOWN^"
 
 
 def build_sr(
@@ -138,7 +139,7 @@ def build_sr(
         is_complete=verified,
         is_final=verified,
         is_verified=verified,
-        verifying_observer_name=_person(text.signer_name) if verified else None,
+        verifying_observer_name=_person(text.signer_person_name) if verified else None,
         verifying_organization=text.organization[:64] if verified else None,
         previous_versions=[predecessor] if predecessor is not None else None,
         record_evidence=True,

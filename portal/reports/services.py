@@ -44,6 +44,7 @@ from audit.trail import record
 from pacs.lib.dblock import write_lock
 from portal.access import is_administrator
 from portal.accounts.roles import Role, roles_of
+from portal.models import UserProfile
 from portal.reports import dicom
 from portal.reports.models import (
     MAX_SECTION_LENGTH,
@@ -58,6 +59,10 @@ from portal.reports.models import (
 from portal.worklist import claims, workflow
 from portal.worklist.models import WorklistItem
 from portal.worklist.statuses import InvalidTransition, Status
+
+
+#: Worklist statuses in which the reader who claimed the study still holds it.
+CLAIMED = (Status.IN_PROGRESS, Status.PRELIMINARY, Status.FINAL, Status.AMENDED)
 
 
 class Refused(Exception):
@@ -102,9 +107,9 @@ def _item(study: Study) -> WorklistItem | None:
 
 
 def holds_claim(user: Any, study: Study) -> bool:
-    """Is ``user`` the study's claimant (the reader it is locked to)?"""
+    """Is ``user`` the study's claimant (the reader it is locked to, who also amends it once final)?"""
     item = _item(study)
-    return bool(item and item.claimed_by_id == user.pk and item.status in (Status.IN_PROGRESS, Status.PRELIMINARY))
+    return bool(item and item.claimed_by_id == user.pk and item.status in CLAIMED)
 
 
 def may_edit(user: Any, report: Report) -> bool:
@@ -281,6 +286,16 @@ def _check_signer(
         raise NeedsFreshMFA()
 
 
+def _person_name(user: Any) -> str:
+    """The signer as a DICOM person name: their profile's, else family^given, else their user name."""
+    profile = UserProfile.objects.filter(user=user).values_list("dicom_person_name", flat=True).first() or ""
+    if profile.strip():
+        return str(profile.strip())
+    if user.last_name or user.first_name:
+        return f"{user.last_name}^{user.first_name}"
+    return f"{user.get_username()}^"
+
+
 def _stage(data: bytes) -> Any:
     writer = StagingWriter(get_storage("hot"), max_bytes=len(data))
     try:
@@ -301,12 +316,14 @@ def _sign(
     if what.predecessor is not None:
         addenda = [(v.signer_name, v.signed_at, v.addendum) for v in what.predecessor.addenda()]
     signer = user.get_full_name() or user.get_username()
+    person = _person_name(user)
     addenda_now = [*addenda, (signer, now, what.addendum)] if what.addendum else addenda
     text = dicom.SignedText(
         status=what.status,
         sections=what.sections,
         addenda=addenda_now,
         signer_name=signer,
+        signer_person_name=person,
         organization=(study.institution_name or (study.site.name if study.site else "") or dicom.MANUFACTURER),
         signed_at=now,
         number=number,
