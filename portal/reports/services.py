@@ -60,7 +60,6 @@ from portal.worklist import claims, workflow
 from portal.worklist.models import WorklistItem
 from portal.worklist.statuses import InvalidTransition, Status
 
-
 #: Worklist statuses in which the reader who claimed the study still holds it.
 CLAIMED = (Status.IN_PROGRESS, Status.PRELIMINARY, Status.FINAL, Status.AMENDED)
 
@@ -173,11 +172,15 @@ def open_report(study: Study, user: Any) -> Report | None:
     return report
 
 
-def clean_sections(data: Any) -> dict[str, str]:
-    """The posted sections: text with Windows line ends made plain, each at most :data:`MAX_SECTION_LENGTH`."""
+def clean_sections(data: Any, current: dict[str, str] | None = None) -> dict[str, str]:
+    """The posted sections: text with Windows line ends made plain, each at most :data:`MAX_SECTION_LENGTH`.
+
+    A section not posted keeps its ``current`` text (empty when there is none).
+    """
     sections = {}
     for name in SECTION_NAMES:
-        value = str(data.get(name, "")).replace("\r\n", "\n").replace("\x00", "")
+        value = str(data[name] if name in data else (current or {}).get(name, ""))
+        value = value.replace("\r\n", "\n").replace("\x00", "")
         if len(value) > MAX_SECTION_LENGTH:
             raise Refused(f"the {name} section is longer than {MAX_SECTION_LENGTH} characters", status=400)
         sections[name] = value
@@ -330,7 +333,12 @@ def _sign(
     )
     sr_uid, pdf_uid = dicom.new_uid(), dicom.new_uid()
     previous = dicom.read_stored(what.predecessor.sr_sop_instance_uid) if what.predecessor else None
-    sr = dicom.build_sr(text, dicom.evidence_of(study), report.sr_series_instance_uid, sr_uid, previous)
+    try:
+        evidence = dicom.evidence_of(study)
+    except dicom.NoEvidence as exc:
+        _audit(action, request, user, study, "failure", reason=str(exc))
+        raise Refused(f"{exc}: nothing was signed", status=409) from exc
+    sr = dicom.build_sr(text, evidence, report.sr_series_instance_uid, sr_uid, previous)
     document = dicom.build_pdf(text, sr, report.pdf_series_instance_uid, pdf_uid)
     staged = [_stage(dicom.part10(sr)), _stage(dicom.part10(document))]
     results: list[StoreResult] = store_instances(
@@ -395,7 +403,7 @@ def flag_critical(
     request: HttpRequest | None = None,
 ) -> CriticalResult:
     """Record a critical finding and its communication (to whom, when, how); the worklist row shows the flag."""
-    if not is_reader(user) or not (holds_claim(user, report.study) or is_administrator(user) or report.locked):
+    if not is_reader(user) or not (holds_claim(user, report.study) or is_administrator(user)):
         refuse("report_critical_result", request, user, report.study, "only readers flag critical results")
         raise Refused("only the reading radiologist (or an administrator) flags a critical result")
     if method not in CriticalResult.Method.values:

@@ -145,7 +145,7 @@ def _save_posted(request: HttpRequest, study: Study, report: Report) -> Report:
     edited = _version(request.POST.get("version"))
     if edited is None:
         raise services.Refused("the form names no version", status=400)
-    sections = services.clean_sections(request.POST)
+    sections = services.clean_sections(request.POST, report.sections())
     if sections == report.sections() and edited == report.version:
         return report
     return services.save_draft(report, request.user, sections, edited, request)

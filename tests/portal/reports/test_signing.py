@@ -4,13 +4,16 @@ and every signed version travels with the study as DICOM (SR and Encapsulated PD
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import highdicom as hd
 import pytest
 from django.contrib.auth.models import User
+from django.core.management import call_command
 from django.test import Client
 from django_otp.plugins.otp_totp.models import TOTPDevice
+from pydicom.fileset import FileSet
 
 from archive.models import Instance
 from audit.models import AuditEvent
@@ -184,3 +187,31 @@ def test_only_radiologists_holding_the_claim_or_administrators_sign(
     add_role(admin_user, Role.RADIOLOGIST)
     assert sign(signed_in(admin_user), uid, "final").status_code == 302
     assert ReportVersion.objects.get().signed_by == admin_user
+
+
+def test_export_dicom_exports_the_signed_report_with_its_study(
+    claimed: WorklistItem, radiologist: User, tmp_path: Path
+) -> None:
+    client = signed_in(radiologist)
+    uid = claimed.study_instance_uid
+    _written(client, uid)
+    sign(client, uid, "final")
+    version = ReportVersion.objects.get()
+    dest = tmp_path / "export"
+    call_command("export_dicom", str(dest), "--study", uid, stdout=io.StringIO(), stderr=io.StringIO())
+    members = {m.SOPInstanceUID: m for m in FileSet(dest / "DICOMDIR")}
+    assert {version.sr_sop_instance_uid, version.pdf_sop_instance_uid} <= set(members)
+    assert len(members) == 4  # two images, the SR and the PDF
+    sr = members[version.sr_sop_instance_uid].load()
+    assert sr.VerifyingObserverSequence[0].VerifyingObserverName == "Reader^Rita"
+
+
+def test_a_signature_posted_without_the_sections_signs_the_saved_text_and_wipes_nothing(
+    claimed: WorklistItem, radiologist: User
+) -> None:
+    client = signed_in(radiologist)
+    uid = claimed.study_instance_uid
+    _written(client, uid)
+    response = client.post(url("report-sign", uid), {"version": 2, "level": "preliminary"})
+    assert response.status_code == 302
+    assert ReportVersion.objects.get().findings == FINDINGS
