@@ -96,6 +96,9 @@ class Report(models.Model):
     updated_at = models.DateTimeField(default=timezone.now)
     sr_series_instance_uid = models.CharField(max_length=64, blank=True, default="")
     pdf_series_instance_uid = models.CharField(max_length=64, blank=True, default="")
+    signing_since = models.DateTimeField(
+        null=True, blank=True, help_text="A signature is being stored since then: no save or other signature meanwhile."
+    )
 
     def __str__(self) -> str:
         return f"Report of {self.study_instance_uid} ({self.get_status_display()}, v{self.version})"

@@ -21,17 +21,20 @@ same transaction, so a change never exists without its record.
   (:func:`archive.ingest.store.store_instances`), then the report and the
   worklist row move on. Only a radiologist who holds the claim (or is an
   administrator) signs; a final signature and an addendum need a session that
-  passed its second factor recently (:class:`NeedsFreshMFA` otherwise).
+  passed its second factor recently (:class:`NeedsFreshMFA` otherwise). The
+  report is held while its copies are stored (no save or second signature
+  meanwhile), so the archive never keeps the copies of a signature that lost.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -150,6 +153,14 @@ def refuse(action: str, request: HttpRequest | None, user: Any, study: Study, re
 
 # --- opening and saving ---
 
+#: A signature whose DICOM copies are being stored holds the report this long at most (a crashed one is forgotten).
+SIGNING_HOLD = timedelta(minutes=2)
+
+
+def _not_signing(now: datetime) -> Q:
+    """No signature under way (or only one abandoned longer than :data:`SIGNING_HOLD` ago)."""
+    return Q(signing_since__isnull=True) | Q(signing_since__lt=now - SIGNING_HOLD)
+
 
 def open_report(study: Study, user: Any) -> Report | None:
     """The study's report; a reader opening it first starts it from the best template. None for others when absent."""
@@ -201,7 +212,7 @@ def save_draft(
     now = timezone.now()
     with write_lock(), transaction.atomic():
         changed = Report.objects.filter(
-            pk=report.pk, version=edited, status__in=(ReportStatus.DRAFT, ReportStatus.PRELIMINARY)
+            _not_signing(now), pk=report.pk, version=edited, status__in=(ReportStatus.DRAFT, ReportStatus.PRELIMINARY)
         ).update(version=edited + 1, updated_by=user, updated_at=now, **sections)
         if changed:
             _audit("report_save", request, user, report.study, version=edited + 1)
@@ -312,6 +323,12 @@ def _stage(data: bytes) -> Any:
 def _sign(
     report: Report, user: Any, edited: int, what: _Signing, request: HttpRequest | None, action: str
 ) -> ReportVersion:
+    """Hold the report (``signing_since``), store its DICOM copies, then record the signature; the hold ends either way.
+
+    While held, saves and other signatures of the report are refused as conflicts, so the copies stored are
+    never those of a signature that loses a race. A hold left by a crashed process lapses after
+    :data:`SIGNING_HOLD`.
+    """
     study = report.study
     now = timezone.now()
     number = (report.versions.order_by("-number").values_list("number", flat=True).first() or 0) + 1
@@ -331,6 +348,32 @@ def _sign(
         signed_at=now,
         number=number,
     )
+    with write_lock(), transaction.atomic():  # hold the report: no save or other signature while its copies are stored
+        held = Report.objects.filter(_not_signing(now), pk=report.pk, version=edited, status=report.status).update(
+            signing_since=now
+        )
+    if not held:
+        raise Conflict(Report.objects.get(pk=report.pk))
+    try:
+        return _store_and_sign(report, user, edited, what, request, action, text, now, number)
+    finally:  # signed or not, the hold ends (a signed report's hold ended with its signature)
+        with write_lock(), transaction.atomic():
+            Report.objects.filter(pk=report.pk, signing_since=now).update(signing_since=None)
+
+
+def _store_and_sign(
+    report: Report,
+    user: Any,
+    edited: int,
+    what: _Signing,
+    request: HttpRequest | None,
+    action: str,
+    text: dicom.SignedText,
+    now: datetime,
+    number: int,
+) -> ReportVersion:
+    """Store the DICOM copies of the held report, then record the signature (see :func:`_sign`)."""
+    study = report.study
     sr_uid, pdf_uid = dicom.new_uid(), dicom.new_uid()
     previous = dicom.read_stored(what.predecessor.sr_sop_instance_uid) if what.predecessor else None
     try:
@@ -351,8 +394,8 @@ def _sign(
         _audit(action, request, user, study, "failure", reason="the archive did not take the report's DICOM copies")
         raise StoreFailed("the archive could not store the report; nothing was signed")
     with write_lock(), transaction.atomic():
-        moved = Report.objects.filter(pk=report.pk, version=edited, status=report.status).update(
-            status=what.status, version=edited + 1, updated_by=user, updated_at=now
+        moved = Report.objects.filter(pk=report.pk, version=edited, status=report.status, signing_since=now).update(
+            status=what.status, version=edited + 1, updated_by=user, updated_at=now, signing_since=None
         )
         if not moved:
             raise Conflict(Report.objects.get(pk=report.pk))
@@ -363,7 +406,7 @@ def _sign(
             addendum=what.addendum,
             predecessor=what.predecessor,
             signed_by=user,
-            signer_name=signer[:150],
+            signer_name=text.signer_name[:150],
             signed_at=now,
             sr_sop_instance_uid=sr_uid,
             pdf_sop_instance_uid=pdf_uid,

@@ -4,6 +4,7 @@ and every signed version travels with the study as DICOM (SR and Encapsulated PD
 from __future__ import annotations
 
 import io
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -12,6 +13,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.test import Client
+from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from pydicom.fileset import FileSet
 
@@ -215,3 +217,45 @@ def test_a_signature_posted_without_the_sections_signs_the_saved_text_and_wipes_
     response = client.post(url("report-sign", uid), {"version": 2, "level": "preliminary"})
     assert response.status_code == 302
     assert ReportVersion.objects.get().findings == FINDINGS
+
+
+def test_while_a_signature_is_being_stored_a_save_or_a_second_signature_is_a_conflict_and_stores_nothing(
+    claimed: WorklistItem, radiologist: User
+) -> None:
+    client = signed_in(radiologist)
+    uid = claimed.study_instance_uid
+    _written(client, uid)
+    Report.objects.filter(study_instance_uid=uid).update(signing_since=timezone.now())  # another tab is signing
+    before = Instance.objects.count()
+    assert save(client, uid, 2, findings="meanwhile").status_code == 409
+    assert sign(client, uid, "final").status_code == 409
+    assert Instance.objects.count() == before and not ReportVersion.objects.exists()
+    Report.objects.filter(study_instance_uid=uid).update(signing_since=timezone.now() - timedelta(minutes=3))
+    assert sign(client, uid, "final").status_code == 302  # a hold left by a crashed process lapses
+    report = Report.objects.get(study_instance_uid=uid)
+    assert report.status == "final" and report.signing_since is None
+    assert Instance.objects.count() == before + 2
+
+
+def test_a_failed_store_signs_nothing_and_releases_the_report(
+    claimed: WorklistItem, radiologist: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from archive.ingest.store import Outcome, StoreResult
+    from portal.reports import services
+
+    client = signed_in(radiologist)
+    uid = claimed.study_instance_uid
+    _written(client, uid)
+
+    def refused(staged: list[object], *args: object, **kwargs: object) -> list[StoreResult]:
+        for item in staged:
+            item.discard()  # type: ignore[attr-defined]
+        return [StoreResult(Outcome.UNAVAILABLE, detail="storage could not take it") for _ in staged]
+
+    monkeypatch.setattr(services, "store_instances", refused)
+    assert sign(client, uid, "final").status_code == 503
+    report = Report.objects.get(study_instance_uid=uid)
+    assert (report.status, report.signing_since, report.version) == ("draft", None, 2)
+    assert not ReportVersion.objects.exists()
+    assert AuditEvent.objects.filter(action="report_sign", outcome="failure").exists()
+    assert save(client, uid, 2, findings="still editable").status_code == 200
