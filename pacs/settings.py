@@ -93,6 +93,7 @@ INSTALLED_APPS = [
     "archive",
     "portal",
     "portal.worklist",
+    "portal.reports",
     "viewer",
     "integrations",
     "migration",
@@ -366,6 +367,10 @@ PACS_HOUSEKEEPING_SECONDS = env_int("PACS_HOUSEKEEPING_SECONDS", 300)
 # a claim nobody touched for this long may be taken by another reader (`manage.py worklist_expire` releases it).
 PACS_WORKLIST_AUTO_READY = env_bool("PACS_WORKLIST_AUTO_READY", True)
 PACS_WORKLIST_CLAIM_IDLE_SECONDS = env_int("PACS_WORKLIST_CLAIM_IDLE_SECONDS", 30 * 60)
+
+# Reports (portal/reports/): signing a final report or an addendum needs a second factor passed this recently
+# (seconds); an older one is asked again through the MFA challenge.
+PACS_REPORT_SIGN_MFA_SECONDS = env_int("PACS_REPORT_SIGN_MFA_SECONDS", 5 * 60)
 
 TASKS = {"default": {"BACKEND": "django_tasks_db.backend.DatabaseBackend"}}
 

@@ -19,6 +19,7 @@ urlpatterns = [
     path("mfa/", include("portal.mfa.urls")),
     path("oidc/", include("mozilla_django_oidc.urls")),
     path("worklist/", include("portal.worklist.urls")),
+    path("reports/", include("portal.reports.urls")),
     path("", include("portal.urls")),
     path("viewer/", include("viewer.urls")),
     path("api/", include(integrations_urls.api_urlpatterns)),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import enum
 import io
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,6 +42,8 @@ TOTP_NAME = "Authenticator app"
 BACKUP_NAME = "Backup codes"
 #: Session key holding the pk of the user whose IdP sign-in was multi-factor.
 IDP_MFA_SESSION_KEY = "pacs_mfa_idp_user"
+#: Session key holding when (epoch seconds) this session last passed a second factor (see :func:`verified_within`).
+VERIFIED_AT_SESSION_KEY = "pacs_mfa_verified_at"
 #: ``amr`` values (RFC 8176) accepted as a second factor done at the IdP.
 IDP_MFA_AMR = frozenset({"mfa", "otp", "hwk"})
 
@@ -80,6 +83,19 @@ def is_verified(request: HttpRequest) -> bool:
     if callable(verified) and verified():
         return True
     return bool(user.is_authenticated and request.session.get(IDP_MFA_SESSION_KEY) == user.pk)
+
+
+def stamp_verified(request: HttpRequest) -> None:
+    """Remember that this session passed a second factor just now."""
+    request.session[VERIFIED_AT_SESSION_KEY] = time.time()
+
+
+def verified_within(request: HttpRequest, seconds: int) -> bool:
+    """Did this session pass a second factor within the last ``seconds`` (e.g. before signing a final report)?"""
+    at = request.session.get(VERIFIED_AT_SESSION_KEY)
+    if not is_verified(request) or not isinstance(at, int | float):
+        return False
+    return 0 <= time.time() - at <= seconds
 
 
 def has_second_factor(user: Any) -> bool:
@@ -164,6 +180,7 @@ def confirm_enrolment(request: HttpRequest, code: str) -> tuple[Verification, li
         return outcome, []
     codes = issue_backup_codes(user)
     otp_login(request, device)
+    stamp_verified(request)
     trail.record("mfa_enrol", request, detail={"device": "totp", "backup_codes": len(codes)})
     return outcome, codes
 
@@ -198,6 +215,7 @@ def verify(request: HttpRequest, code: str) -> Verification:
         trail.record("mfa_failed", request, outcome="failure", detail=_failure_detail(outcome, "challenge"))
         return outcome
     otp_login(request, device)
+    stamp_verified(request)
     if method is Method.BACKUP_CODE:
         trail.record("mfa_backup_code_used", request, detail={"backup_codes_left": outcome.backup_codes_left})
     else:
@@ -221,5 +239,6 @@ def mark_verified_by_idp(request: HttpRequest, amr: Iterable[str] | None) -> boo
         request.session.pop(IDP_MFA_SESSION_KEY, None)
         return False
     request.session[IDP_MFA_SESSION_KEY] = request.user.pk
+    stamp_verified(request)
     trail.record("mfa_verify", request, detail={"method": "idp", "amr": sorted(str(a) for a in amr or ())})
     return True

@@ -93,13 +93,15 @@ def enrol(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def verify(request: HttpRequest) -> HttpResponse:
-    """The challenge after password (or single-factor SSO) sign-in."""
+    """The challenge after password (or single-factor SSO) sign-in, or again on demand (``fresh``)."""
     next_url = _next_url(request)
-    if mfa.is_verified(request):
+    # ``fresh=1``: a verified session proves its second factor again (signing a final report asks for a recent one).
+    fresh = (request.POST.get("fresh") or request.GET.get("fresh")) == "1"
+    if mfa.is_verified(request) and not fresh:
         return HttpResponseRedirect(next_url)
     if not mfa.has_second_factor(request.user):
         return redirect(_with_next("mfa_enrol", next_url))
-    context: dict[str, object] = {"next": next_url}
+    context: dict[str, object] = {"next": next_url, "fresh": fresh}
     if request.method == "POST":
         code = _code(request)
         if code is None:

@@ -60,6 +60,7 @@ class WorklistItem(models.Model):
     )
     claimed_at = models.DateTimeField(null=True, blank=True)
     claim_touched_at = models.DateTimeField(null=True, blank=True, help_text="Last sign of the claimer's activity.")
+    critical = models.BooleanField(default=False, help_text="The report flagged a critical result.")
     updated_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:

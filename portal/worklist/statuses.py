@@ -15,8 +15,10 @@
   the technologist has fixed it.
 * ``in progress``: claimed by one reader (:mod:`portal.worklist.claims`);
   a release or an expired claim puts it back to ``ready``.
-* ``preliminary``, ``final`` and ``amended`` follow the report (a later
-  step); ``final`` and ``amended`` accept only an addendum (``amended``).
+* ``preliminary``, ``final`` and ``amended`` follow the report
+  (:func:`portal.worklist.workflow.follow_report`); a preliminary report may be
+  signed preliminary again after edits; ``final`` and ``amended`` accept only an
+  addendum (``amended``).
 
 :func:`check` is the one judge of a move; services call it before writing.
 """
@@ -53,7 +55,7 @@ MOVES: dict[Status, frozenset[Status]] = {
     S.READY: frozenset({S.IN_PROGRESS, S.QC_FAILED, S.CANCELLED}),
     S.QC_FAILED: frozenset({S.READY, S.CANCELLED}),
     S.IN_PROGRESS: frozenset({S.READY, S.IN_PROGRESS, S.PRELIMINARY, S.FINAL, S.CANCELLED}),
-    S.PRELIMINARY: frozenset({S.IN_PROGRESS, S.FINAL, S.CANCELLED}),
+    S.PRELIMINARY: frozenset({S.IN_PROGRESS, S.PRELIMINARY, S.FINAL, S.CANCELLED}),
     S.FINAL: frozenset({S.AMENDED}),
     S.AMENDED: frozenset({S.AMENDED}),
     S.CANCELLED: frozenset(),

@@ -1,7 +1,7 @@
-"""Status changes that are not claims: a technologist (or an administrator) marks a study ready or QC-failed.
+"""Status changes that are not claims: a technologist (or an administrator) marks a study ready or QC-failed,
+and the report's moves (preliminary, final, amended) and critical flag, which :mod:`portal.reports` makes.
 
-Later steps add the report's moves (preliminary, final, amended) here; each
-goes through :func:`portal.worklist.statuses.check` and is audited.
+Each move goes through :func:`portal.worklist.statuses.check` and is audited.
 """
 
 from __future__ import annotations
@@ -55,3 +55,34 @@ def set_status(
         )
     item.refresh_from_db()
     return item
+
+
+def follow_report(
+    study_id: int, wanted: Status, user: Any, request: HttpRequest | None = None, now: datetime | None = None
+) -> None:
+    """Move the study's row to the status of its report just signed (preliminary, final or amended).
+
+    Called inside the report's transaction (under its write lock), so the row and the
+    report change together; :class:`InvalidTransition` if the row's status does not allow it.
+    A study without a row (none was kept for it) has nothing to follow.
+    """
+    now = now or timezone.now()
+    item = WorklistItem.objects.filter(study_id=study_id).first()
+    if item is None:
+        return
+    check(item.status, wanted)
+    if not WorklistItem.objects.filter(pk=item.pk, status=item.status).update(status=wanted, updated_at=now):
+        raise InvalidTransition(item.status, wanted)
+    record(
+        "worklist_status",
+        request,
+        user=user,
+        patient_id=item.patient_id,
+        study_instance_uid=item.study_instance_uid,
+        detail={"from": item.status, "to": str(wanted), "by": "report"},
+    )
+
+
+def flag_critical(study_id: int, now: datetime | None = None) -> None:
+    """Show the study's row as holding a critical result (inside the report's transaction)."""
+    WorklistItem.objects.filter(study_id=study_id).update(critical=True, updated_at=now or timezone.now())

@@ -1,0 +1,1 @@
+"""Radiology reports: templates, drafts with optimistic versioning, sign-off, addenda, critical results."""
