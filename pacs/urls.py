@@ -23,4 +23,5 @@ urlpatterns = [
     path("viewer/", include("viewer.urls")),
     path("api/", include(integrations_urls.api_urlpatterns)),
     path("ehr/", include(integrations_urls.page_urlpatterns)),
+    path("", include(integrations_urls.root_urlpatterns)),
 ]
