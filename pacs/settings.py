@@ -277,6 +277,8 @@ PACS_ACCESS_POLICY = os.environ.get("PACS_ACCESS_POLICY", "portal.access.SitePol
 #: Bearer tokens other than the archive's API tokens (archive.bearer): SMART access tokens of registered EHRs.
 PACS_BEARER_VALIDATORS = ["integrations.smart.tokens.SmartTokenValidator"]
 #: How long an EHR's SMART configuration and a checked SMART access token are remembered (seconds).
+#: What the FHIR CapabilityStatement says about security beyond bearer tokens: SMART's authorization server.
+PACS_FHIR_SECURITY = "integrations.smart.discovery.fhir_security"
 PACS_SMART_DISCOVERY_SECONDS = env_int("PACS_SMART_DISCOVERY_SECONDS", 300)
 PACS_SMART_TOKEN_CACHE_SECONDS = env_int("PACS_SMART_TOKEN_CACHE_SECONDS", 60)
 PACS_STOW_MAX_BYTES = env_int("PACS_STOW_MAX_BYTES", 8 * 1024**3)

@@ -13,6 +13,8 @@ def health(request: HttpRequest) -> JsonResponse:
 
 urlpatterns = [
     path("health", health, name="health"),
+    # Before dicom-web/ and fhir/: SMART discovery lives under their bases too (the FHIR URLs end in a catch-all).
+    path("", include(integrations_urls.root_urlpatterns)),
     path("dicom-web/", include("archive.dicomweb.urls")),
     path("fhir/", include("archive.fhir.urls")),
     path("admin/", admin.site.urls),
@@ -23,5 +25,4 @@ urlpatterns = [
     path("viewer/", include("viewer.urls")),
     path("api/", include(integrations_urls.api_urlpatterns)),
     path("ehr/", include(integrations_urls.page_urlpatterns)),
-    path("", include(integrations_urls.root_urlpatterns)),
 ]

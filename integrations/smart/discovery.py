@@ -22,6 +22,7 @@ from django.core.cache import cache
 from integrations.models import EhrIntegration
 
 TIMEOUT_SECONDS = 5
+SECURITY_SERVICES = "http://terminology.hl7.org/CodeSystem/restful-security-service"
 MAX_BYTES = 64 * 1024
 
 
@@ -85,3 +86,55 @@ def configuration(integration: EhrIntegration) -> SmartConfiguration:
         introspection_endpoint=text.get("introspection_endpoint", ""),
         jwks_uri=text.get("jwks_uri", ""),
     )
+
+
+def imaging_integration() -> EhrIntegration | None:
+    """The EHR whose authorization server this archive's discovery names: the first enabled one accepting tokens."""
+    return (
+        EhrIntegration.objects.filter(enabled=True)
+        .exclude(smart_audience="")
+        .exclude(smart_fhir_base="")
+        .order_by("name")
+        .first()
+    )
+
+
+def published() -> dict[str, Any] | None:
+    """This archive's own ``.well-known/smart-configuration``: the EHR's authorization server, as the draft asks."""
+    integration = imaging_integration()
+    if integration is None:
+        return None
+    try:
+        config = configuration(integration)
+    except DiscoveryProblem:
+        return None
+    answer: dict[str, Any] = {
+        "issuer": config.issuer,
+        "authorization_endpoint": config.authorization_endpoint,
+        "token_endpoint": config.token_endpoint,
+        "jwks_uri": config.jwks_uri,
+        "introspection_endpoint": config.introspection_endpoint,
+        "grant_types_supported": ["authorization_code"],
+        "code_challenge_methods_supported": ["S256"],
+        "scopes_supported": sorted(["launch", "launch/patient", "patient/ImagingStudy.read", "patient/*.read"]),
+        "capabilities": ["launch-ehr", "context-ehr-patient", "permission-patient"],
+        "response_types_supported": ["code"],
+    }
+    return {k: v for k, v in answer.items() if v}
+
+
+def fhir_security(request: Any) -> dict[str, Any] | None:
+    """The CapabilityStatement's ``rest.security`` for SMART (``PACS_FHIR_SECURITY``), or None without one."""
+    found = published()
+    if found is None:
+        return None
+    uris = [{"url": "authorize", "valueUri": found["authorization_endpoint"]}]
+    uris.append({"url": "token", "valueUri": found["token_endpoint"]})
+    if "introspection_endpoint" in found:
+        uris.append({"url": "introspect", "valueUri": found["introspection_endpoint"]})
+    return {
+        "extension": [
+            {"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris", "extension": uris}
+        ],
+        "service": [{"coding": [{"system": SECURITY_SERVICES, "code": "SMART-on-FHIR"}]}],
+    }

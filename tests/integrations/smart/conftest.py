@@ -31,7 +31,12 @@ CLIENTS = [
         "resource": "pacs",
         "ttl": 2,
     },
-    {"client_id": "pacs", "client_secret": PACS_SECRET, "redirect_uris": [APP_CALLBACK], "resource": "ehr"},
+    {
+        "client_id": "pacs",
+        "client_secret": PACS_SECRET,
+        "redirect_uris": [APP_CALLBACK, "http://testserver/smart/callback"],
+        "resource": "ehr",
+    },
 ]
 SYSTEM = "urn:oid:1.2.3.4.5"
 #: The EHR's patients: FHIR id → identifiers (ours are the Patient IDs of the test studies).

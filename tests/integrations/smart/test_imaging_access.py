@@ -136,3 +136,35 @@ def test_a_patient_without_an_identifier_of_the_integrations_system_sees_nothing
 ) -> None:
     token = ehr_server.authorize("imaging-app", "patient/ImagingStudy.read", patient="pz")["access_token"]
     assert study_uids(bearer(token).get("/dicom-web/studies", HTTP_ACCEPT=DICOM_JSON)) == []
+
+
+def test_discovery_names_the_ehrs_authorization_server_at_the_root_and_the_fhir_and_dicomweb_bases(
+    ehr_server: EhrServer, smart_ehr: EhrIntegration
+) -> None:
+    for path in ("/.well-known/smart-configuration", "/fhir/.well-known/smart-configuration"):
+        found = Client().get(path)
+        assert found.status_code == 200, path
+        body = found.json()
+        assert body["authorization_endpoint"] == f"{ehr_server.url}/auth"
+        assert body["token_endpoint"] == f"{ehr_server.url}/token"
+        assert body["issuer"] == ehr_server.url
+        assert body["code_challenge_methods_supported"] == ["S256"]
+        assert "patient/ImagingStudy.read" in body["scopes_supported"]
+    assert Client().get("/dicom-web/.well-known/smart-configuration").json() == body
+
+
+def test_without_a_registered_authorization_server_discovery_is_404(db: Any) -> None:
+    assert Client().get("/.well-known/smart-configuration").status_code == 404
+
+
+def test_the_capability_statement_carries_smarts_security_extension(
+    ehr_server: EhrServer, smart_ehr: EhrIntegration
+) -> None:
+    from fhir.resources.capabilitystatement import CapabilityStatement
+
+    statement = Client().get("/fhir/metadata").json()
+    CapabilityStatement.parse_obj(statement)
+    security = statement["rest"][0]["security"]
+    assert security["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
+    uris = {e["url"]: e["valueUri"] for e in security["extension"][0]["extension"]}
+    assert uris["authorize"] == f"{ehr_server.url}/auth" and uris["token"] == f"{ehr_server.url}/token"
