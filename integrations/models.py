@@ -91,7 +91,8 @@ class EhrIntegration(models.Model):
         max_length=500,
         blank=True,
         default="launch patient/Patient.read",
-        help_text="SMART App Launch: the scopes this archive asks for (it reads the launch's Patient).",
+        help_text="SMART App Launch: the scopes this archive asks for (it reads the launch's Patient; empty: "
+        "launch patient/Patient.read).",
     )
     smart_patient_system = models.CharField(
         max_length=500,
@@ -111,7 +112,8 @@ class EhrIntegration(models.Model):
         max_length=16,
         choices=[("introspection", "Token introspection (RFC 7662)"), ("jwks", "JWT signature (the EHR's JWKS)")],
         default="introspection",
-        help_text="SMART Imaging Access: how access tokens are checked.",
+        blank=True,
+        help_text="SMART Imaging Access: how access tokens are checked (empty: introspection).",
     )
 
     class Meta:
@@ -131,6 +133,10 @@ class EhrIntegration(models.Model):
         bad = [o for o in self.origins if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", o)]
         if bad:
             raise ValidationError({"return_origins": f"Not an origin (scheme://host[:port]): {bad[0]}"})
+        if self.smart_fhir_base and not re.match(r"https?://", self.smart_fhir_base):
+            raise ValidationError({"smart_fhir_base": "The FHIR base is an http(s) URL."})
+        if self.smart_audience and not (self.smart_fhir_base and self.smart_client_id):
+            raise ValidationError({"smart_audience": "Accepting SMART tokens needs the FHIR base and client id too."})
         if self.auth_method == AuthMethod.PRIVATE_KEY_JWT:
             if bool(self.jwks_url) == bool(self.public_key_pem.strip()):
                 raise ValidationError("A signed-assertion integration needs a JWKS URL or a public key, not both.")

@@ -55,6 +55,7 @@ SESSION_FLOWS = "pacs_smart_flows"
 FLOW_SECONDS = 600
 MAX_FLOWS = 5
 TIMEOUT_SECONDS = 5
+DEFAULT_SCOPE = "launch patient/Patient.read"
 
 
 class Problem(enum.Enum):
@@ -134,7 +135,7 @@ def begin(request: HttpRequest, iss: str, launch: str) -> str:
         "response_type": "code",
         "client_id": integration.smart_client_id,
         "redirect_uri": callback_url(request),
-        "scope": integration.smart_scope,
+        "scope": integration.smart_scope or DEFAULT_SCOPE,
         "state": state,
         "aud": integration.smart_fhir_base,
         "launch": launch,
