@@ -120,7 +120,8 @@ def test_smart_settings_are_saved_and_our_client_secret_at_the_ehr_is_never_show
     }
     assert admin_browser.post(url, data).status_code == 302
     integration.refresh_from_db()
-    assert (integration.smart_client_secret, integration.smart_token_check) == ("our secret at the EHR", "introspection")
+    kept = (integration.smart_client_secret, integration.smart_token_check)
+    assert kept == ("our secret at the EHR", "introspection")
 
 
 def test_accepting_smart_tokens_needs_the_fhir_base_and_client(admin_browser: Client, general_site: Any) -> None:
