@@ -159,13 +159,21 @@ def _check(token: str) -> Checked | None:
     return None
 
 
+#: How long a token no EHR recognised is remembered as such (so a stream of bad tokens is not a stream of calls).
+UNKNOWN_SECONDS = 10
+
+
 def _checked(token: str) -> Checked | None:
     key = "smart-token:" + hashlib.sha256(token.encode()).hexdigest()
     found = cache.get(key)
+    if found == "unknown":
+        return None
     if isinstance(found, Checked) and found.exp > time.time():
         return found
     checked = _check(token)
-    if checked is not None:
+    if checked is None:
+        cache.set(key, "unknown", UNKNOWN_SECONDS)
+    else:
         keep = min(getattr(settings, "PACS_SMART_TOKEN_CACHE_SECONDS", 60), int(checked.exp - time.time()))
         if keep > 0:
             cache.set(key, checked, keep)
