@@ -19,7 +19,10 @@ access tokens issued by a registered EHR's authorization server (an
   (``smart.<client id>.<digest>``, no password, no role, no site) holding
   grants, expiring with the token, for that patient's studies at the EHR's
   sites — so the one access policy shows the token exactly those studies,
-  in QIDO searches too. A query naming another patient is 403.
+  in QIDO searches too. A query naming another patient is 403. What a token
+  reaches is remembered as its check is (so a study that arrives, or an
+  integration disabled, counts from the next check at the latest): a request
+  with a remembered token costs one query (its account).
 
 Unknown tokens (no integration recognises them) are 401, like an expired,
 revoked or wrong-audience one. Every refusal is audited (``smart.token``),
@@ -214,11 +217,11 @@ DICOMWEB_PATIENT = ("PatientID", "00100020")
 FHIR_PATIENT = ("patient.identifier", "subject.identifier", "identifier")
 
 
-def _names_another_patient(request: HttpRequest, patient: Patient | None) -> bool:
+def _names_another_patient(request: HttpRequest, patient_pk: int | None, patient_id: str | None) -> bool:
     path = request.path_info
     if path.startswith("/dicom-web/"):
         names = [v for k in DICOMWEB_PATIENT for v in request.GET.getlist(k)]
-        return any(v.strip() != (patient.patient_id if patient else None) for v in names)
+        return any(v.strip() != patient_id for v in names)
     if path.startswith("/fhir/"):
         params = request.GET.copy()
         if request.method == "POST" and path.endswith("/_search"):
@@ -226,10 +229,9 @@ def _names_another_patient(request: HttpRequest, patient: Patient | None) -> boo
         keys = [k for k in FHIR_PATIENT if not (k == "identifier" and not path.startswith("/fhir/Patient"))]
         names = [v for k in keys for item in params.getlist(k) for v in item.split(",")]
         refs = [v for k in ("patient", "subject") for item in params.getlist(k) for v in item.split(",")]
-        mine = patient.patient_id if patient else None
-        if any(v.rsplit("|", 1)[-1].strip() != mine for v in names):
+        if any(v.rsplit("|", 1)[-1].strip() != patient_id for v in names):
             return True
-        return any(v.removeprefix("Patient/").strip() != str(patient.pk if patient else "") for v in refs)
+        return any(v.removeprefix("Patient/").strip() != str(patient_pk or "") for v in refs)
     return False
 
 
@@ -253,25 +255,53 @@ class SmartTokenValidator(BearerValidator):
     def _authenticate(self, request: HttpRequest, token: str) -> Bearer | None:
         if len(token) > 4096:
             return None
-        checked = _checked(token)
-        if checked is None:
-            return None
-        integration = EhrIntegration.objects.filter(pk=checked.integration, enabled=True).first()
-        if integration is None:
-            raise Refused(401, "Invalid or expired token", "integration disabled")
-        if not IMAGING_SCOPES & set(checked.scopes):
-            raise Refused(403, "The token's scopes do not allow reading imaging (patient/ImagingStudy.read)", "scope")
-        if not patients.is_fhir_id(checked.patient):
-            raise Refused(403, "This server needs a token with a patient context", "no patient")
-        try:
-            patient = patients.patient_for(integration, checked.patient, token)
-        except patients.PatientProblem as problem:
-            raise Refused(403, "The token's patient could not be matched here", str(problem)) from None
-        if _names_another_patient(request, patient):
+        key = "smart-reach:" + hashlib.sha256(token.encode()).hexdigest()
+        reach = cache.get(key)
+        if not (isinstance(reach, Reach) and reach.exp > time.time()):
+            checked = _checked(token)
+            if checked is None:
+                return None
+            reach = _reach(checked, token)
+            keep = min(getattr(settings, "PACS_SMART_TOKEN_CACHE_SECONDS", 60), int(reach.exp - time.time()))
+            if keep > 0:
+                cache.set(key, reach, keep)
+        if _names_another_patient(request, reach.patient_pk, reach.patient_id):
             raise Refused(403, "The token is for another patient", "another patient")
-        user = _account(integration, checked.patient)
-        if not user.is_active:
+        user = get_user_model().objects.filter(pk=reach.user_pk, is_active=True).first()
+        if user is None:
             raise Refused(401, "Invalid or expired token", "account disabled")
-        if patient is not None:
-            _grant(user, integration, patient, checked.exp)
         return Bearer(user)
+
+
+@dataclass(frozen=True)
+class Reach:
+    """What a checked token may reach, as cached: its service account and its patient (pk and Patient ID)."""
+
+    user_pk: int
+    patient_pk: int | None
+    patient_id: str | None
+    exp: int
+
+
+def _reach(checked: Checked, token: str) -> Reach:
+    """Check what the token says against the integration; map its patient; grant the patient's studies."""
+    integration = EhrIntegration.objects.filter(pk=checked.integration, enabled=True).first()
+    if integration is None:
+        raise Refused(401, "Invalid or expired token", "integration disabled")
+    if not IMAGING_SCOPES & set(checked.scopes):
+        raise Refused(403, "The token's scopes do not allow reading imaging (patient/ImagingStudy.read)", "scope")
+    if not patients.is_fhir_id(checked.patient):
+        raise Refused(403, "This server needs a token with a patient context", "no patient")
+    try:
+        patient = patients.patient_for(integration, checked.patient, token)
+    except patients.PatientProblem as problem:
+        raise Refused(403, "The token's patient could not be matched here", str(problem)) from None
+    user = _account(integration, checked.patient)
+    if patient is not None:
+        _grant(user, integration, patient, checked.exp)
+    return Reach(
+        int(user.pk),
+        patient.pk if patient is not None else None,
+        patient.patient_id if patient is not None else None,
+        checked.exp,
+    )
