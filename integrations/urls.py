@@ -35,8 +35,12 @@ page_urlpatterns = [
 root_urlpatterns = [
     path("IHEInvokeImageDisplay", iid_views.invoke_image_display, name="iid-invoke"),
     path(".well-known/smart-configuration", smart_views.smart_configuration, name="smart-configuration"),
-    path("fhir/.well-known/smart-configuration", smart_views.smart_configuration),
-    path("dicom-web/.well-known/smart-configuration", smart_views.smart_configuration),
+    path("fhir/.well-known/smart-configuration", smart_views.smart_configuration, name="smart-configuration-fhir"),
+    path(
+        "dicom-web/.well-known/smart-configuration",
+        smart_views.smart_configuration,
+        name="smart-configuration-dicomweb",
+    ),
     path("smart/launch", smart_views.smart_launch, name="smart-launch"),
     path("smart/callback", smart_views.smart_callback, name="smart-callback"),
     path("smart/studies", smart_views.smart_studies, name="smart-studies"),

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseNotAllowed
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
 
 from audit.trail import record
 from integrations.iid import display
@@ -48,8 +47,8 @@ def _asked(asked: IidRequest) -> dict[str, object]:
 
 
 @never_cache
-@require_GET
 def invoke_image_display(request: HttpRequest) -> HttpResponseBase:
+    """Sign-in first (whatever the method, so nothing is said to anonymous callers), then GET only."""
     if not request.user.is_authenticated:
         record("iid.invoke", request, outcome="failure", detail={"reason": "not signed in"})
         if _wants_html(request):
@@ -57,6 +56,8 @@ def invoke_image_display(request: HttpRequest) -> HttpResponseBase:
         response = HttpResponse("Sign in first.\n", status=401, content_type="text/plain; charset=utf-8")
         response["WWW-Authenticate"] = 'Bearer realm="IHEInvokeImageDisplay"'
         return response
+    if request.method not in ("GET", "HEAD"):
+        return HttpResponseNotAllowed(["GET", "HEAD"])
     try:
         asked = parse({k: request.GET.getlist(k) for k in request.GET})
     except BadRequest as problem:

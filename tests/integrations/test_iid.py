@@ -174,3 +174,8 @@ def test_a_launched_session_opens_only_its_grants_through_iid(
     theirs = iid(browser, requestType="STUDY", studyUID=other_patient_study)
     assert theirs.status_code == 404
     assert iid(browser, requestType="PATIENT", patientID="PAT-B2").status_code == 404
+
+
+def test_a_signed_in_post_is_405_and_an_anonymous_one_is_sent_to_sign_in(radiologist: Client) -> None:
+    assert radiologist.post(IID + "?requestType=STUDY&studyUID=1.2.3").status_code == 405
+    assert Client().post(IID + "?requestType=STUDY&studyUID=1.2.3")["Location"].startswith("/accounts/login/")
