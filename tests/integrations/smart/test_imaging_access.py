@@ -9,6 +9,7 @@ import pytest
 from django.test import Client
 
 from archive.dicom.synthetic import StudySpec, make_series
+from archive.models import Patient
 from integrations.models import EhrIntegration
 from tests.conftest import stow
 from tests.integrations.conftest import audit_reasons
@@ -168,3 +169,26 @@ def test_the_capability_statement_carries_smarts_security_extension(
     assert security["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
     uris = {e["url"]: e["valueUri"] for e in security["extension"][0]["extension"]}
     assert uris["authorize"] == f"{ehr_server.url}/auth" and uris["token"] == f"{ehr_server.url}/token"
+
+
+def test_a_study_of_the_patient_that_arrives_later_is_reached_from_the_next_check(
+    ehr_server: EhrServer,
+    smart_ehr: EhrIntegration,
+    site_a_study: dict[str, Any],
+    patient_b_study: str,
+    owner_client: Client,
+    settings: Any,
+) -> None:
+    settings.PACS_SMART_TOKEN_CACHE_SECONDS = 0
+    token = ehr_server.authorize("imaging-app", "patient/ImagingStudy.read", patient="pa")["access_token"]
+    app = bearer(token)
+    assert study_uids(app.get("/dicom-web/studies", HTTP_ACCEPT=DICOM_JSON)) == [site_a_study["study"]]
+    later = StudySpec(patient_name="ISOLATION^ALICE", patient_id="PAT-A1", accession="ACC-A9", study_date="20250101")
+    assert stow(owner_client, make_series(later, "MR", count=1)).status_code == 200
+    reached = study_uids(app.get("/dicom-web/studies", HTTP_ACCEPT=DICOM_JSON))
+    assert reached == sorted([site_a_study["study"], later.study_uid])
+    # A FHIR reference to another patient is refused as a Patient ID is.
+    theirs = Patient.objects.get(patient_id="PAT-B2").pk
+    assert app.get(f"/fhir/ImagingStudy?patient=Patient/{theirs}").status_code == 403
+    mine = Patient.objects.get(patient_id="PAT-A1").pk
+    assert fhir_study_uids(app.get(f"/fhir/ImagingStudy?patient=Patient/{mine}")) == reached
