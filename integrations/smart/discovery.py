@@ -12,6 +12,7 @@ S256 is a :class:`DiscoveryProblem`.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,17 +46,15 @@ def well_known(fhir_base: str) -> str:
 
 def _fetch(fhir_base: str) -> dict[str, Any]:
     try:
-        response = requests.get(
+        with requests.get(
             well_known(fhir_base), headers={"Accept": "application/json"}, timeout=TIMEOUT_SECONDS, stream=True
-        )
-        body = response.raw.read(MAX_BYTES + 1, decode_content=True)
-    except requests.RequestException as exc:
+        ) as response:
+            body = response.raw.read(MAX_BYTES + 1, decode_content=True)
+    except (requests.RequestException, OSError) as exc:
         raise DiscoveryProblem(f"the EHR's SMART configuration could not be fetched ({type(exc).__name__})") from None
     if response.status_code != 200 or len(body) > MAX_BYTES:
         raise DiscoveryProblem(f"the EHR's SMART configuration answered {response.status_code}")
     try:
-        import json
-
         found = json.loads(body)
     except ValueError:
         raise DiscoveryProblem("the EHR's SMART configuration is not JSON") from None

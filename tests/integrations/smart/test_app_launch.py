@@ -135,3 +135,13 @@ def test_a_patient_with_no_studies_here_opens_the_empty_list(
     opened = browser.get(back.removeprefix("http://testserver"))
     assert opened["Location"] == "/smart/studies"
     assert browser.get("/smart/studies").status_code == 404
+
+
+def test_an_ehr_whose_smart_configuration_cannot_be_read_gets_a_502_page(
+    ehr_server: EhrServer, smart_ehr: EhrIntegration
+) -> None:
+    smart_ehr.smart_fhir_base = f"{ehr_server.url}/elsewhere"
+    smart_ehr.save()
+    answer = Client().get("/smart/launch?" + urlencode({"iss": smart_ehr.smart_fhir_base, "launch": "x"}))
+    assert answer.status_code == 502 and b"could not be reached" in answer.content
+    assert audit_reasons("smart.launch") == ["discovery"]
