@@ -3,6 +3,14 @@
 DICOMweb (:mod:`archive.dicomweb.auth`) and FHIR (:mod:`archive.fhir.http`)
 accept the archive's API tokens (:class:`archive.models.ApiToken`, stored
 only as a hash) this one way. Tokens are never accepted in a URL.
+
+Other kinds of bearer token (a SMART access token issued by an EHR's
+authorization server) are accepted by the validators named in
+``settings.PACS_BEARER_VALIDATORS`` (dotted paths of :class:`BearerValidator`
+subclasses, like ``PACS_ACCESS_POLICY``), so the archive imports none of
+them: :func:`authenticate_bearer` tries the API tokens first, then each
+validator; the first that recognises the token decides (a user, or a 401/403
+with a reason).
 """
 
 from __future__ import annotations
@@ -10,16 +18,55 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cache
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connections, router
 from django.db.models import BooleanField, Field
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from archive.models import ApiToken, hash_token
 from pacs.lib.sql import per_vendor
+
+
+@dataclass(frozen=True)
+class Bearer:
+    """What a bearer token is worth: a ``user``, or a refusal (``status`` 401 or 403 and why)."""
+
+    user: Any | None
+    status: int = 200
+    detail: str = ""
+
+
+class BearerValidator:
+    """One more kind of bearer token; override :meth:`authenticate`."""
+
+    def authenticate(self, request: HttpRequest, token: str) -> Bearer | None:
+        """None if the token is not of this kind; else the user it stands for, or a refusal."""
+        raise NotImplementedError
+
+
+@cache
+def _validators(paths: tuple[str, ...]) -> tuple[BearerValidator, ...]:
+    return tuple(import_string(path)() for path in paths)
+
+
+def authenticate_bearer(request: HttpRequest) -> Bearer:
+    """The user of the request's bearer token (an API token, or one a configured validator accepts), or a refusal."""
+    user = user_from_bearer(request)
+    if user is not None:
+        return Bearer(user)
+    raw = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")[2].strip()
+    if raw:
+        for validator in _validators(tuple(getattr(settings, "PACS_BEARER_VALIDATORS", ()))):
+            answer = validator.authenticate(request, raw)
+            if answer is not None:
+                return answer
+    return Bearer(None, 401, "Invalid or expired token")
 
 
 def user_from_bearer(request: HttpRequest) -> Any | None:

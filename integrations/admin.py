@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
@@ -38,25 +39,55 @@ class EhrIntegrationAdmin(admin.ModelAdmin[EhrIntegration]):
     list_filter = ["auth_method", "enabled"]
     search_fields = ["name", "client_id"]
     filter_horizontal = ["sites"]
-    fields = [
-        "name",
-        "client_id",
-        "auth_method",
-        "jwks_url",
-        "public_key_pem",
-        "sites",
-        "return_origins",
-        "token_lifetime_seconds",
-        "enabled",
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "name",
+                    "client_id",
+                    "auth_method",
+                    "jwks_url",
+                    "public_key_pem",
+                    "sites",
+                    "return_origins",
+                    "token_lifetime_seconds",
+                    "enabled",
+                ]
+            },
+        ),
+        (
+            "SMART on FHIR (optional)",
+            {
+                "fields": [
+                    "smart_fhir_base",
+                    "smart_client_id",
+                    "smart_client_secret",
+                    "smart_scope",
+                    "smart_patient_system",
+                    "smart_audience",
+                    "smart_token_check",
+                ],
+                "description": "The EHR as a SMART authorization server: for SMART App Launch into the viewer "
+                "(/smart/launch) and for its access tokens on DICOMweb and FHIR. See docs/smart.md.",
+            },
+        ),
     ]
     actions = ["issue_secret"]
 
     def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
-        if db_field.name == "jwks_url":
+        if db_field.name in ("jwks_url", "smart_fhir_base"):
             kwargs["assume_scheme"] = "https"
+        if db_field.name == "smart_client_secret":
+            # Never shown back; left empty on a change, the stored secret stays.
+            kwargs["widget"] = forms.PasswordInput(render_value=False)
         return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     def save_model(self, request: HttpRequest, obj: EhrIntegration, form: Any, change: bool) -> None:
+        if change and not form.cleaned_data.get("smart_client_secret") and obj.pk is not None:
+            obj.smart_client_secret = (
+                EhrIntegration.objects.filter(pk=obj.pk).values_list("smart_client_secret", flat=True).first() or ""
+            )
         if not change and obj.auth_method == AuthMethod.CLIENT_SECRET_BASIC:
             secret, obj.secret_sha256 = new_secret()
             obj._new_secret = secret  # type: ignore[attr-defined]

@@ -10,6 +10,12 @@
 * :class:`EhrLaunch` is one launch: the SHA-256 of its one-time token (never the
   token), what it is bound to (clinician, patient, studies), its expiry and,
   once used, when, by which account and under which session scope.
+* The ``smart_*`` fields of :class:`EhrIntegration` describe the same EHR as a
+  SMART on FHIR authorization server: its FHIR base (the ``iss`` of its
+  launches, where ``.well-known/smart-configuration`` is), this archive's
+  client at it, how its access tokens are checked (introspection or JWKS) and
+  the audience they must carry. :class:`SmartPatient` remembers which of our
+  patients an EHR's FHIR Patient id is.
 * :class:`UsedAssertion` remembers the ``jti`` of every client assertion until
   it expires: an assertion is accepted once.
 """
@@ -64,6 +70,51 @@ class EhrIntegration(models.Model):
     )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    smart_fhir_base = models.URLField(
+        blank=True,
+        default="",
+        max_length=500,
+        help_text="SMART: the EHR's FHIR base URL (the iss of its launches); its .well-known/smart-configuration "
+        "names the authorization server.",
+    )
+    smart_client_id = models.CharField(
+        max_length=200, blank=True, default="", help_text="SMART: this archive's client id at the EHR."
+    )
+    smart_client_secret = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        help_text="SMART: this archive's client secret at the EHR (sent to the EHR's token and introspection "
+        "endpoints, so kept as given; revoke it at the EHR if it leaks).",
+    )
+    smart_scope = models.CharField(
+        max_length=500,
+        blank=True,
+        default="launch patient/Patient.read",
+        help_text="SMART App Launch: the scopes this archive asks for (it reads the launch's Patient; empty: "
+        "launch patient/Patient.read).",
+    )
+    smart_patient_system = models.CharField(
+        max_length=500,
+        blank=True,
+        default="",
+        help_text="SMART: the identifier system (urn:oid:… or a URL) of the EHR's Patient identifiers that are our "
+        "(0010,0020) Patient IDs.",
+    )
+    smart_audience = models.CharField(
+        max_length=500,
+        blank=True,
+        default="",
+        help_text="SMART Imaging Access: the audience (aud) the EHR's access tokens for this archive carry. "
+        "Empty: this EHR's access tokens are not accepted.",
+    )
+    smart_token_check = models.CharField(
+        max_length=16,
+        choices=[("introspection", "Token introspection (RFC 7662)"), ("jwks", "JWT signature (the EHR's JWKS)")],
+        default="introspection",
+        blank=True,
+        help_text="SMART Imaging Access: how access tokens are checked (empty: introspection).",
+    )
 
     class Meta:
         verbose_name = "EHR integration"
@@ -82,6 +133,10 @@ class EhrIntegration(models.Model):
         bad = [o for o in self.origins if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", o)]
         if bad:
             raise ValidationError({"return_origins": f"Not an origin (scheme://host[:port]): {bad[0]}"})
+        if self.smart_fhir_base and not re.match(r"https?://", self.smart_fhir_base):
+            raise ValidationError({"smart_fhir_base": "The FHIR base is an http(s) URL."})
+        if self.smart_audience and not (self.smart_fhir_base and self.smart_client_id):
+            raise ValidationError({"smart_audience": "Accepting SMART tokens needs the FHIR base and client id too."})
         if self.auth_method == AuthMethod.PRIVATE_KEY_JWT:
             if bool(self.jwks_url) == bool(self.public_key_pem.strip()):
                 raise ValidationError("A signed-assertion integration needs a JWKS URL or a public key, not both.")
@@ -140,6 +195,21 @@ class EhrLaunch(models.Model):
 
     def __str__(self) -> str:
         return f"launch {self.pk} by {self.integration} for {self.clinician_id}"
+
+
+class SmartPatient(models.Model):
+    """One EHR's FHIR Patient id and our patient: learnt from the EHR's Patient resource, by identifier."""
+
+    integration = models.ForeignKey(EhrIntegration, on_delete=models.CASCADE, related_name="+")
+    fhir_id = models.CharField(max_length=64)
+    patient = models.ForeignKey("archive.Patient", on_delete=models.CASCADE, related_name="+")
+    learnt_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["integration", "fhir_id"], name="unique_smart_patient")]
+
+    def __str__(self) -> str:
+        return f"{self.fhir_id} @ {self.integration}"
 
 
 class UsedAssertion(models.Model):

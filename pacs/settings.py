@@ -276,6 +276,13 @@ SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("PACS_
 PACS_STORAGE_DIR = Path(os.environ.get("PACS_STORAGE_DIR", DATA_DIR / "objects")).resolve()
 # Sites, roles and grants decide who sees which study (portal/access.py).
 PACS_ACCESS_POLICY = os.environ.get("PACS_ACCESS_POLICY", "portal.access.SitePolicy")
+#: Bearer tokens other than the archive's API tokens (archive.bearer): SMART access tokens of registered EHRs.
+PACS_BEARER_VALIDATORS = ["integrations.smart.tokens.SmartTokenValidator"]
+#: How long an EHR's SMART configuration and a checked SMART access token are remembered (seconds).
+#: What the FHIR CapabilityStatement says about security beyond bearer tokens: SMART's authorization server.
+PACS_FHIR_SECURITY = "integrations.smart.discovery.fhir_security"
+PACS_SMART_DISCOVERY_SECONDS = env_int("PACS_SMART_DISCOVERY_SECONDS", 300)
+PACS_SMART_TOKEN_CACHE_SECONDS = env_int("PACS_SMART_TOKEN_CACHE_SECONDS", 60)
 PACS_STOW_MAX_BYTES = env_int("PACS_STOW_MAX_BYTES", 8 * 1024**3)
 # Largest data set a deflated object (1.2.840.10008.1.2.1.99) may inflate to at ingest (archive/dicom/part10.py).
 PACS_INFLATE_MAX_BYTES = env_int("PACS_INFLATE_MAX_BYTES", 512 * 1024**2)

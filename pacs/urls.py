@@ -13,6 +13,8 @@ def health(request: HttpRequest) -> JsonResponse:
 
 urlpatterns = [
     path("health", health, name="health"),
+    # Before dicom-web/ and fhir/: SMART discovery lives under their bases too (the FHIR URLs end in a catch-all).
+    path("", include(integrations_urls.root_urlpatterns)),
     path("dicom-web/", include("archive.dicomweb.urls")),
     path("fhir/", include("archive.fhir.urls")),
     path("admin/", admin.site.urls),

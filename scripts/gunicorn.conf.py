@@ -16,6 +16,8 @@ timeout = int(os.environ.get("WEB_TIMEOUT", "300"))  # large STOW uploads
 graceful_timeout = 30
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108 - heartbeat files, as gunicorn advises
 accesslog = os.environ.get("WEB_ACCESS_LOG") or None
+# The access log never keeps a one-use secret from a URL (the SMART callback's authorization code).
+logger_class = "pacs.lib.accesslog.ScrubbingLogger"
 errorlog = "-"
 loglevel = os.environ.get("WEB_LOG_LEVEL", "info")
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")

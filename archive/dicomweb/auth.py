@@ -22,7 +22,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.csrf import csrf_exempt
 
-from archive.bearer import user_from_bearer
+from archive.bearer import authenticate_bearer
 from archive.dicom.uid import is_valid_uid
 from archive.dicomweb.http import error, retry_later
 
@@ -97,10 +97,12 @@ def _wrap(view: View, methods: tuple[str, ...] | None) -> View:
 
     def authenticated(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if request.META.get("HTTP_AUTHORIZATION"):
-            user = user_from_bearer(request)
-            if user is None:
-                return unauthorized("Invalid or expired token")
-            request.user = user
+            bearer = authenticate_bearer(request)
+            if bearer.user is None:
+                if bearer.status == 403:
+                    return error(403, bearer.detail)
+                return unauthorized(bearer.detail)
+            request.user = bearer.user
         elif request.user.is_authenticated:
             if request.method not in SAFE_METHODS:
                 failure = _csrf_failure(request)

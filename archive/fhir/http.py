@@ -21,7 +21,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.csrf import csrf_exempt
 
-from archive.bearer import user_from_bearer
+from archive.bearer import authenticate_bearer
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
 #: What a client may ask for and get JSON (the ``_format`` parameter or the Accept header).
@@ -88,10 +88,12 @@ def fhir_view(methods: tuple[str, ...] = ("GET", "HEAD"), anonymous: bool = Fals
 
         def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if request.META.get("HTTP_AUTHORIZATION"):
-                user = user_from_bearer(request)
-                if user is None:
-                    return outcome(401, "login", "Invalid or expired token")
-                request.user = user
+                bearer = authenticate_bearer(request)
+                if bearer.user is None:
+                    if bearer.status == 403:
+                        return outcome(403, "forbidden", bearer.detail)
+                    return outcome(401, "login", bearer.detail)
+                request.user = bearer.user
             elif request.user.is_authenticated:
                 if request.method not in ("GET", "HEAD", "OPTIONS") and _csrf_failed(request):
                     return outcome(403, "forbidden", "CSRF check failed")

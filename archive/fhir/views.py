@@ -13,10 +13,12 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, QueryDict
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from archive.access import policy, visible_studies
 from archive.fhir import resources
@@ -71,8 +73,17 @@ def _audit_query(params: QueryDict) -> dict[str, str]:
 
 @fhir_view(anonymous=True)
 def metadata(request: HttpRequest) -> HttpResponseBase:
-    """The CapabilityStatement: public, as FHIR clients read it before they authenticate."""
-    return fhir_response(resources.capability_statement(_base(request), timezone.now().date().isoformat()))
+    """The CapabilityStatement: public, as FHIR clients read it before they authenticate.
+
+    ``settings.PACS_FHIR_SECURITY``, when set, is the dotted path of a function of the request
+    that gives the ``rest.security`` additions (SMART's oauth-uris extension and service code).
+    """
+    statement = resources.capability_statement(_base(request), timezone.now().date().isoformat())
+    security_of = getattr(settings, "PACS_FHIR_SECURITY", "")
+    security = import_string(security_of)(request) if security_of else None
+    if security:
+        statement["rest"][0]["security"].update(security)
+    return fhir_response(statement)
 
 
 def _refused_search(request: HttpRequest, resource: str) -> HttpResponse | None:

@@ -89,3 +89,42 @@ def test_a_signed_assertion_integration_takes_a_pasted_public_key(admin_browser:
     assert response.status_code == 302
     integration = EhrIntegration.objects.get()
     assert (integration.secret_sha256, integration.public_key_pem.strip()) == ("", key.strip())
+
+
+def test_smart_settings_are_saved_and_our_client_secret_at_the_ehr_is_never_shown_back(
+    admin_browser: Client, general_site: Any
+) -> None:
+    smart = {
+        "smart_fhir_base": "https://ehr.example/fhir",
+        "smart_client_id": "pacs",
+        "smart_client_secret": "our secret at the EHR",
+        "smart_patient_system": "urn:oid:1.2.3",
+        "smart_audience": "https://pacs.example/",
+        "smart_token_check": "jwks",
+    }
+    assert add(admin_browser, general_site, **smart).status_code == 200
+    integration = EhrIntegration.objects.get()
+    assert (integration.smart_client_secret, integration.smart_token_check) == ("our secret at the EHR", "jwks")
+    url = f"/admin/integrations/ehrintegration/{integration.pk}/change/"
+    assert b"our secret at the EHR" not in admin_browser.get(url).content
+    unchanged = {**smart, "smart_client_secret": "", "smart_token_check": "introspection"}
+    data = {
+        "name": "Chart EHR",
+        "client_id": "chart-ehr",
+        "auth_method": AuthMethod.CLIENT_SECRET_BASIC,
+        "sites": [general_site.pk],
+        "return_origins": "https://ehr.example",
+        "token_lifetime_seconds": "120",
+        "enabled": "on",
+        **unchanged,
+    }
+    assert admin_browser.post(url, data).status_code == 302
+    integration.refresh_from_db()
+    kept = (integration.smart_client_secret, integration.smart_token_check)
+    assert kept == ("our secret at the EHR", "introspection")
+
+
+def test_accepting_smart_tokens_needs_the_fhir_base_and_client(admin_browser: Client, general_site: Any) -> None:
+    response = add(admin_browser, general_site, smart_audience="https://pacs.example/")
+    assert response.status_code == 200 and b"needs the FHIR base and client id" in response.content
+    assert not EhrIntegration.objects.exists()

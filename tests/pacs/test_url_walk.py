@@ -35,6 +35,11 @@ PUBLIC_NAMES = {
     "fhir-metadata",  # the FHIR CapabilityStatement: clients read it before they authenticate
     "ehr-launch-page",  # the launch token is the sign-in
     "ehr-launch-problem",
+    "smart-configuration",  # SMART discovery: clients read it before they have a token
+    "smart-configuration-fhir",
+    "smart-configuration-dicomweb",
+    "smart-launch",  # the EHR's SMART launch: it starts the sign-in (at the EHR)
+    "smart-callback",  # the EHR's answer: the state bound to this browser and the code are the sign-in
 }
 #: JSON APIs answer 401/403 rather than redirecting to the sign-in page.
 API_PREFIX = "/api/"
