@@ -32,7 +32,7 @@ class RulePlan:
 
 def rule_filter(rule: LifecycleRule, now: datetime) -> Q:
     """The instances ``rule`` matches, as one condition on the instance table and its joins."""
-    q = Q(series__study__created_at__lte=now - timedelta(days=rule.after_days))
+    q = Q(series__study__created_at__lte=now - timedelta(days=rule.after_days), series__study__trashed_at__isnull=True)
     if rule.site_id is not None:
         q &= Q(series__study__site_id=rule.site_id)
     if rule.modality:
