@@ -32,8 +32,9 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django_tasks import task
 
+from archive.ingest import retention
 from archive.ingest.delete import remove_objects, stored_copies
-from archive.ingest.retention import DeletionRefused, Refusal, clock, deletion_refusal
+from archive.ingest.retention import DeletionRefused, Refusal, deletion_refusal
 from archive.models import ACTIVE_MOVE_STATES, Instance, Study, TierMove, TrashEntry
 from audit.trail import record
 from pacs.lib.dblock import write_lock
@@ -72,7 +73,7 @@ def trash_study(
     now: datetime | None = None,
 ) -> TrashEntry:
     """Move ``study`` to the trash, or raise :class:`DeletionRefused` (audited either way)."""
-    now = now or clock()
+    now = now or retention.clock()
     refusal: Refusal | None = None
     with write_lock(), transaction.atomic():
         locked = Study.objects.select_for_update().select_related("patient").filter(pk=study.pk).first()
@@ -159,7 +160,7 @@ def due(now: datetime, older_than: timedelta | None = None) -> list[TrashEntry]:
 
 def purge(now: datetime | None = None, older_than: timedelta | None = None, actor: str = "trash purge") -> PurgeReport:
     """Purge every entry :func:`due` at ``now``; those the guard keeps are reported, not purged."""
-    now = now or clock()
+    now = now or retention.clock()
     report = PurgeReport()
     for entry in due(now, older_than):
         try:
@@ -177,7 +178,7 @@ def purge(now: datetime | None = None, older_than: timedelta | None = None, acto
 
 def purge_study(study_uid: str, *, now: datetime | None = None, actor: str = "trash purge") -> tuple[int, int]:
     """Remove one trashed study's objects, then its rows; returns (instances, bytes). Resumable after a crash."""
-    now = now or clock()
+    now = now or retention.clock()
     refusal: Refusal | None = None
     with write_lock(), transaction.atomic():
         entry = TrashEntry.objects.select_for_update().filter(study_instance_uid=study_uid).first()
@@ -228,7 +229,7 @@ def next_purge() -> datetime | None:
     waiting = TrashEntry.objects.filter(purging_at__isnull=True).order_by("purge_after").first()
     if waiting is None:
         return None
-    now = clock()
+    now = retention.clock()
     return waiting.purge_after if waiting.purge_after > now else now + timedelta(days=1)
 
 

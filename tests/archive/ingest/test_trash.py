@@ -132,7 +132,6 @@ def test_the_purge_waits_for_the_period_then_removes_objects_and_rows(
     assert len(stored_files(isolated_storage)) == 3 and Instance.objects.count() == 3
 
     monkeypatch.setattr(retention, "clock", lambda: start + timedelta(days=30))
-    monkeypatch.setattr(trash, "clock", lambda: start + timedelta(days=30))
     out = io.StringIO()
     call_command("trash", "purge", stdout=out)
     assert f"purged {study['uid']}" in out.getvalue() and "1 studies purged (3 instances" in out.getvalue()
