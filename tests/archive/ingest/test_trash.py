@@ -306,3 +306,16 @@ def test_retention_refuses_the_trash_path_before_anything_changes(study: dict[st
         trash_study(Study.objects.get(), actor="test")
     assert Study.objects.get().trashed_at is None and not TrashEntry.objects.exists()
     assert all(get_storage(i.tier).exists(i.storage_key) for i in Instance.objects.all())
+
+
+@pytest.mark.django_db
+def test_a_stow_into_a_study_in_the_trash_is_refused_so_no_image_is_acknowledged_unseen(
+    admin_client_token: Client, study: dict[str, Any]
+) -> None:
+    trash_study(Study.objects.get(), actor="test")
+    spec = StudySpec(patient_id="TRASH-1", study_uid=study["uid"])
+    response = stow(admin_client_token, make_series(spec, "CT", count=1))
+    assert response.status_code == 409, response.content
+    failed = json.loads(response.content)["00081198"]["Value"]
+    assert failed[0]["00081197"]["Value"] == [0x0124]
+    assert Instance.objects.count() == 3

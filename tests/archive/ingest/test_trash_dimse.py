@@ -5,8 +5,10 @@ Real peers: pynetdicom SCUs against the node's listener, with the fixtures of te
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
+import pydicom
 import pytest
 
 from archive.dimse.listener import DicomListener
@@ -39,3 +41,27 @@ def test_c_find_and_c_get_do_not_see_a_study_in_the_trash_and_see_it_again_once_
     received, _ = c_get(listener.port, "WS1", keys)
     assert {str(ds.SOPInstanceUID) for ds in received} == set(archive["jane"])
     wait_idle(listener)
+
+
+def test_a_c_store_into_a_study_in_the_trash_is_refused(
+    listener: DicomListener,  # noqa: F811
+    archive: dict[str, Any],  # noqa: F811
+) -> None:
+    from pynetdicom import AE
+
+    from archive.dicom.synthetic import make_instance
+    from archive.models import Instance
+
+    trash_study(Study.objects.get(study_instance_uid=JANE.study_uid), actor="test")
+    data = make_instance(JANE, "CT", series_uid="1.2.3.100.9", instance_number=9, size=16)
+    ds = pydicom.dcmread(io.BytesIO(data))
+    ae = AE(ae_title="MR2")
+    ae.add_requested_context(ds.SOPClassUID, [ds.file_meta.TransferSyntaxUID])
+    assoc = ae.associate("127.0.0.1", listener.port, ae_title="PACS")
+    assert assoc.is_established
+    try:
+        assert assoc.send_c_store(ds).Status == 0x0124
+    finally:
+        assoc.release()
+    wait_idle(listener)
+    assert Instance.objects.filter(sop_instance_uid=ds.SOPInstanceUID).count() == 0
