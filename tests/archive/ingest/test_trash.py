@@ -319,3 +319,14 @@ def test_a_stow_into_a_study_in_the_trash_is_refused_so_no_image_is_acknowledged
     failed = json.loads(response.content)["00081198"]["Value"]
     assert failed[0]["00081197"]["Value"] == [0x0124]
     assert Instance.objects.count() == 3
+
+
+@pytest.mark.django_db
+def test_export_leaves_out_a_study_in_the_trash(study: dict[str, Any], tmp_path: Any) -> None:
+    from archive.exchange.export import ExportError, instances_to_export
+
+    assert instances_to_export().count() == 3
+    trash_study(Study.objects.get(), actor="test")
+    assert instances_to_export().count() == 0
+    with pytest.raises(ExportError, match="no such study"):
+        instances_to_export([study["uid"]])
