@@ -330,3 +330,18 @@ def test_export_leaves_out_a_study_in_the_trash(study: dict[str, Any], tmp_path:
     assert instances_to_export().count() == 0
     with pytest.raises(ExportError, match="no such study"):
         instances_to_export([study["uid"]])
+
+
+@pytest.mark.django_db
+def test_an_ehr_launch_treats_a_study_in_the_trash_as_not_arrived(general_site: Any, study: dict[str, Any]) -> None:
+    from integrations.ehr.launch import match
+    from integrations.models import EhrIntegration
+
+    integration = EhrIntegration.objects.create(name="ehr", client_id="ehr")
+    integration.sites.add(general_site)
+    assert [s.study_instance_uid for s in match(integration, "TRASH-1", "", (study["uid"],), ()).allowed] == [
+        study["uid"]
+    ]
+    trash_study(Study.objects.get(), actor="test")
+    found = match(integration, "TRASH-1", "", (study["uid"],), ())
+    assert (found.allowed, found.refused, found.missing_uids) == ([], [], [study["uid"]])
