@@ -90,10 +90,14 @@ def add_years(start: date, years: int) -> date:
 
 
 def active_holds(study: Study) -> list[LegalHold]:
-    """The unreleased holds on ``study`` or on its patient."""
+    """The unreleased holds on ``study`` or on its patient.
+
+    A hold on a Patient ID without an issuer holds that Patient ID under every
+    issuer: when in doubt, a hold blocks.
+    """
     patient = study.patient
     on = Q(study_instance_uid=study.study_instance_uid) | Q(
-        patient_id=patient.patient_id, issuer_of_patient_id=patient.issuer_of_patient_id
+        patient_id=patient.patient_id, issuer_of_patient_id__in={"", patient.issuer_of_patient_id}
     )
     return list(LegalHold.objects.filter(on, released_at__isnull=True).order_by("placed_at"))
 

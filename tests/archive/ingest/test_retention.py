@@ -195,6 +195,18 @@ def test_a_hold_on_another_patient_or_issuer_does_not_block(ct: Study) -> None:
 
 
 @pytest.mark.django_db
+def test_a_hold_without_an_issuer_holds_the_patient_id_under_every_issuer(ct: Study) -> None:
+    from archive.models import Patient
+
+    Patient.objects.filter(pk=ct.patient_id).update(issuer_of_patient_id="HOSP-A")
+    ct.refresh_from_db()
+    ct.patient.refresh_from_db()
+    LegalHold.objects.create(patient_id="RET-1", reason="x")
+    refusal = deletion_refusal(ct)
+    assert refusal is not None and refusal.why == "legal-hold"
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(
     "path",
     ["/dicom-web/studies/1.2.x", "/dicom-web/studies/1.2.3/series/abc", "/dicom-web/studies/" + "1." * 40 + "1"],
