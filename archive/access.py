@@ -31,6 +31,7 @@ from archive.models import Site, Study
 class Visibility:
     """The studies one user may see right now, as plain values.
 
+    Studies in the trash (:attr:`Study.trashed_at`) are never part of it.
     Either ``everything``, or the union of the studies of ``site_ids``, the
     studies ``study_ids`` and the studies whose referring physician's name
     (search form, ``Study.referring_physician_search``) is one of
@@ -45,21 +46,20 @@ class Visibility:
 
     def studies(self) -> QuerySet[Study]:
         """The same set as a queryset."""
-        if self.everything:
-            return Study.objects.all()
         allowed = self.condition()
         return Study.objects.filter(allowed) if allowed is not None else Study.objects.none()
 
     def condition(self, study: str = "") -> Q | None:
         """The same set as a filter on the study reached by the relation path ``study`` (``""``: the study itself).
 
-        None when nothing is visible; an empty ``Q()`` (no condition) for everything. A model that
+        None when nothing is visible; for everything, only "not in the trash". A model that
         points to its study (the worklist's rows) filters by a join this way, instead of an
         ``IN (subquery)`` that some databases materialise in full.
         """
-        if self.everything:
-            return Q()
         prefix = f"{study}__" if study else ""
+        kept = Q(**{f"{prefix}trashed_at__isnull": True})
+        if self.everything:
+            return kept
         allowed = Q()
         if self.site_ids:
             allowed |= Q(**{f"{prefix}site_id__in": sorted(self.site_ids)})
@@ -67,13 +67,14 @@ class Visibility:
             allowed |= Q(**{f"{prefix}pk__in": sorted(self.study_ids)})
         if self.referring_names:
             allowed |= Q(**{f"{prefix}referring_physician_search__in": sorted(self.referring_names)})
-        return allowed if allowed else None
+        return (kept & allowed) if allowed else None
 
     def where(self, alias: str, quote: Callable[[str], str]) -> tuple[str, list[Any]]:
         """The same set as a SQL condition on the study table named ``alias``, with its parameters."""
-        if self.everything:
-            return "1 = 1", []
         column = {f.name: quote(str(f.column)) for f in Study._meta.concrete_fields}
+        kept = f"{alias}.{column['trashed_at']} IS NULL"
+        if self.everything:
+            return kept, []
         parts: list[str] = []
         params: list[Any] = []
         for name, values in (
@@ -84,7 +85,7 @@ class Visibility:
             if values:
                 parts.append(f"{alias}.{column[name]} IN ({', '.join(['%s'] * len(values))})")
                 params += sorted(values)
-        return ("(" + " OR ".join(parts) + ")", params) if parts else ("1 = 0", [])
+        return (f"{kept} AND (" + " OR ".join(parts) + ")", params) if parts else ("1 = 0", [])
 
 
 class AccessPolicy:
@@ -129,8 +130,8 @@ def policy() -> AccessPolicy:
 
 
 def visible_studies(user: Any) -> QuerySet[Study]:
-    """The studies ``user`` may see: the one queryset every read starts from."""
-    return policy().studies(user)
+    """The studies ``user`` may see: the one queryset every read starts from (never a study in the trash)."""
+    return policy().studies(user).filter(trashed_at__isnull=True)
 
 
 def visibility(user: Any) -> Visibility | None:

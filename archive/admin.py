@@ -4,8 +4,12 @@ Lists start from :func:`archive.access.visible_studies`, so a staff member sees
 in the admin exactly the studies the access policy lets them see. Index rows
 are derived from the stored files and are therefore read-only here, except a
 study's site (to place a study whose institution was not recognised).
-Deleting a study goes through :func:`archive.ingest.delete.remove_study`, which also
-removes its stored objects. Opening a study or patient page is recorded in the
+Deleting a study moves it to the recoverable trash
+(:func:`archive.ingest.trash.trash_study`), behind the one guard of legal
+holds and retention policies: a refusal is shown as an error, never as done.
+Retention policies, legal holds (placed and released with a reason, never
+deleted), recorded dates of death and the trash (restore, purge) are here too.
+Opening a study or patient page is recorded in the
 audit trail (``admin-view``). API tokens are issued here: the plain token is
 shown exactly once and only its hash is kept. DICOM devices (the peers of the
 DICOM node, archive/dimse/) are edited here; every change is audited.
@@ -27,9 +31,10 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
@@ -37,21 +42,26 @@ from archive.access import policy, visible_studies
 from archive.costs.budgets import check_budgets
 from archive.costs.charts import page_context
 from archive.costs.usage import cost_report
-from archive.ingest.delete import remove_study
 from archive.ingest.lifecycle import apply_rules
+from archive.ingest.retention import DeletionRefused
 from archive.ingest.tasks import run_moves
+from archive.ingest.trash import TrashError, purge_study, restore_study, trash_study
 from archive.models import (
     LOCATION_FIELDS,
     ApiToken,
     Budget,
     DicomDevice,
     Instance,
+    LegalHold,
     LifecycleRule,
     Patient,
+    PatientDeath,
+    RetentionPolicy,
     Series,
     Study,
     Tier,
     TierMove,
+    TrashEntry,
 )
 from audit.adminlog import AuditedModelAdmin
 from audit.trail import record
@@ -156,18 +166,53 @@ class StudyAdmin(AuditedModelAdmin):
         return audit_trail_link(obj.patient.patient_id)
 
     def get_deleted_objects(self, objs: Any, request: HttpRequest) -> Any:
-        # Series and instances go with their study (remove_study); deleting them
+        # Series and instances go with their study (to the trash); deleting them
         # needs no permission of their own, only the right to delete the study.
         deleted, counts, _perms_needed, protected = super().get_deleted_objects(objs, request)
         return deleted, counts, set(), protected
 
+    def log_deletions(self, request: HttpRequest, queryset: QuerySet[Any]) -> Any:
+        return None  # the trash records each deletion, or its refusal, as a "delete" event
+
+    def get_actions(self, request: HttpRequest) -> Any:
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # its "deleted" message would hide refusals
+        return actions
+
+    actions = ("move_to_trash",)
+
+    def has_move_to_trash_permission(self, request: HttpRequest) -> bool:
+        return policy().can_delete(request.user)
+
+    def _trash(self, request: HttpRequest, obj: Study) -> bool:
+        try:
+            trash_study(obj, request=request, via="admin")
+        except DeletionRefused as exc:
+            self.message_user(request, f"{obj.study_instance_uid} was not deleted: {exc}", messages.ERROR)
+            return False
+        except TrashError as exc:
+            self.message_user(request, f"{obj.study_instance_uid}: {exc}", messages.ERROR)
+            return False
+        return True
+
     def delete_model(self, request: HttpRequest, obj: Study) -> None:
-        count = remove_study(obj)
-        record("delete", request, detail={"instances": count, "via": "admin"}, **self.audit_subject(obj))
+        request._pacs_delete_refused = not self._trash(request, obj)  # type: ignore[attr-defined]
+
+    def response_delete(self, request: HttpRequest, obj_display: str, obj_id: Any) -> HttpResponse:
+        if getattr(request, "_pacs_delete_refused", False):
+            return HttpResponseRedirect(reverse("admin:archive_study_change", args=[obj_id]))
+        self.message_user(request, f"{obj_display} is in the trash; it can be restored until it is purged.")
+        return HttpResponseRedirect(reverse("admin:archive_study_changelist"))
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Study]) -> None:
         for study in queryset.select_related("patient"):
-            self.delete_model(request, study)
+            self._trash(request, study)
+
+    @admin.action(description="Move the selected studies to the trash", permissions=["move_to_trash"])
+    def move_to_trash(self, request: HttpRequest, queryset: QuerySet[Study]) -> None:
+        moved = sum(self._trash(request, study) for study in queryset.select_related("patient"))
+        if moved:
+            self.message_user(request, f"{moved} studies moved to the trash.")
 
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None) -> Any:
         response = super().change_view(request, object_id, form_url, extra_context)
@@ -419,3 +464,157 @@ class BudgetAdmin(AuditedModelAdmin):
             "title": "Storage costs",
         }
         return TemplateResponse(request, "admin/archive/budget/costs.html", context)
+
+
+# --- Retention, legal holds, the trash ---------------------------------------------------------------------------
+
+
+class DeletionAdmin(AuditedModelAdmin):
+    """Editable by those who may delete studies (administrators): who may delete decides what may be deleted."""
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return policy().can_delete(request.user)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return policy().can_delete(request.user)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return policy().can_delete(request.user)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return policy().can_delete(request.user)
+
+
+@admin.register(RetentionPolicy)
+class RetentionPolicyAdmin(DeletionAdmin):
+    list_display = ("name", "enabled", "site", "modality", "basis", "years", "description")
+    list_filter = ("enabled", "basis", "site")
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return policy().can_delete(request.user)
+
+
+@admin.register(PatientDeath)
+class PatientDeathAdmin(DeletionAdmin):
+    list_display = ("patient_id", "issuer_of_patient_id", "death_date", "source", "recorded_by", "recorded_at")
+    search_fields = ("=patient_id",)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: PatientDeath, form: Any, change: bool) -> None:
+        obj.recorded_by = request.user.get_username()
+        super().save_model(request, obj, form, change)
+
+
+class LegalHoldForm(forms.ModelForm):
+    class Meta:
+        model = LegalHold
+        fields = ("patient_id", "issuer_of_patient_id", "study_instance_uid", "reason", "release_reason")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if self.instance.pk and self.instance.released_at is None and not data.get("release_reason", "").strip():
+            raise forms.ValidationError("To release the hold, say why in the release reason.")
+        return data
+
+
+@admin.register(LegalHold)
+class LegalHoldAdmin(DeletionAdmin):
+    """Holds are placed with a reason and released with one (the only change a saved hold takes); never deleted."""
+
+    form = LegalHoldForm
+    list_display = ("__str__", "reason", "placed_by", "placed_at", "released_by", "released_at")
+    list_filter = ("released_at",)
+    search_fields = ("=patient_id", "=study_instance_uid")
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return super().has_change_permission(request, obj) and (obj is None or obj.released_at is None)
+
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None:
+            return ("patient_id", "issuer_of_patient_id", "study_instance_uid", "reason")
+        return (
+            "patient_id",
+            "issuer_of_patient_id",
+            "study_instance_uid",
+            "reason",
+            "placed_by",
+            "placed_at",
+            "release_reason",
+            "released_by",
+            "released_at",
+        )
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        if obj is None:
+            return ()
+        fixed = ("patient_id", "issuer_of_patient_id", "study_instance_uid", "reason", "placed_by", "placed_at")
+        done = ("released_by", "released_at")
+        return fixed + done + (("release_reason",) if obj.released_at else ())
+
+    def save_model(self, request: HttpRequest, obj: LegalHold, form: Any, change: bool) -> None:
+        subject = {"patient_id": obj.patient_id, "study_instance_uid": obj.study_instance_uid}
+        if not change:
+            obj.placed_by = request.user.get_username()
+            super().save_model(request, obj, form, change)
+            record("legal-hold", request, detail={"hold": obj.pk, "reason": obj.reason}, **subject)
+            return
+        obj.released_by = request.user.get_username()
+        obj.released_at = timezone.now()
+        super().save_model(request, obj, form, change)
+        record("legal-hold-release", request, detail={"hold": obj.pk, "reason": obj.release_reason}, **subject)
+
+
+@admin.register(TrashEntry)
+class TrashEntryAdmin(DeletionAdmin):
+    """Studies in the trash: restore them, or purge those whose retention allows it."""
+
+    list_display = (
+        "study_instance_uid",
+        "patient_id",
+        "trashed_at",
+        "trashed_by",
+        "purge_after",
+        "instances",
+        "bytes",
+        "purging_at",
+    )
+    search_fields = ("=study_instance_uid", "=patient_id")
+    actions = ("restore", "purge_now")
+    readonly_fields = list_display + ("reason",)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_trash_permission(self, request: HttpRequest) -> bool:
+        return policy().can_delete(request.user)
+
+    @admin.action(description="Restore the selected studies", permissions=["trash"])
+    def restore(self, request: HttpRequest, queryset: QuerySet[TrashEntry]) -> None:
+        for entry in queryset:
+            try:
+                restore_study(entry.study_instance_uid, request=request, via="admin")
+            except TrashError as exc:
+                self.message_user(request, f"{entry.study_instance_uid}: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"{entry.study_instance_uid} restored.")
+
+    @admin.action(description="Purge the selected studies now (for good)", permissions=["trash"])
+    def purge_now(self, request: HttpRequest, queryset: QuerySet[TrashEntry]) -> None:
+        for entry in queryset:
+            try:
+                purge_study(entry.study_instance_uid, actor=request.user.get_username())
+            except (DeletionRefused, TrashError) as exc:
+                self.message_user(request, f"{entry.study_instance_uid} kept: {exc}", messages.ERROR)
+            else:
+                self.message_user(request, f"{entry.study_instance_uid} purged.")

@@ -22,6 +22,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, validat
 from django.db import models
 from django.utils import timezone
 
+from archive.dicom.uid import is_valid_uid
 from archive.storage import registry
 from archive.storage.registry import get_storage
 
@@ -106,6 +107,12 @@ class Study(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(default=timezone.now)
     last_accessed_at = models.DateTimeField(null=True, blank=True)
+    trashed_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="In the trash since then: hidden from every read, objects kept (archive/ingest/trash.py).",
+    )
 
     class Meta:
         verbose_name_plural = "studies"
@@ -720,3 +727,128 @@ class Budget(models.Model):
         if self.site_id is not None:
             return f"site {self.site.code if self.site else self.site_id}"
         return f"cost tag {self.cost_tag}" if self.cost_tag else "the whole archive"
+
+
+# --- Retention, legal holds and the trash (archive/ingest/retention.py, archive/ingest/trash.py) ---------------
+
+
+class RetentionBasis(models.TextChoices):
+    """What a retention period counts from."""
+
+    STUDY_DATE = "study_date", "the study date"
+    RECEIPT = "receipt", "receipt by the archive"
+    PATIENT_LIFE = "patient_life", "the patient's death (life of the patient plus the period)"
+
+
+class RetentionPolicy(models.Model):
+    """Keep studies at least ``years`` from a basis; of all the policies that apply to a study, the longest wins.
+
+    A policy applies to a study of its site (empty: every site) holding a
+    series of its modality (empty: any). Unknown dates never shorten a
+    retention: see :func:`archive.ingest.retention.keep_until`.
+    """
+
+    name = models.CharField(max_length=100)
+    enabled = models.BooleanField(default=True)
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, null=True, blank=True, help_text="Empty: every site.")
+    modality = models.CharField(max_length=16, blank=True, default="", help_text="(0008,0060), e.g. MG. Empty: any.")
+    basis = models.CharField(max_length=16, choices=RetentionBasis.choices, default=RetentionBasis.STUDY_DATE)
+    years = models.PositiveIntegerField(
+        validators=[MaxValueValidator(200)], help_text="Years kept at least, counted from the basis."
+    )
+    description = models.CharField(max_length=200, blank=True, default="", help_text="E.g. the statute it follows.")
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "retention policies"
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.years} years from {self.get_basis_display()}"
+
+
+class PatientDeath(models.Model):
+    """A patient's date of death, recorded by an administrator (not in DICOM), for life-of-patient retention."""
+
+    patient_id = models.CharField(max_length=64)
+    issuer_of_patient_id = models.CharField(max_length=64, blank=True, default="")
+    death_date = models.DateField()
+    source = models.CharField(max_length=200, help_text="Where the date comes from (e.g. the EHR, a certificate).")
+    recorded_by = models.CharField(max_length=150, editable=False, default="")
+    recorded_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["patient_id", "issuer_of_patient_id"], name="one_death_per_patient")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.patient_id}: {self.death_date}"
+
+
+class LegalHold(models.Model):
+    """A hold on a patient (every study of theirs) or on one study: nothing under it is deleted, by any path.
+
+    Held by identifiers, not by foreign keys, so a hold outlives index rows
+    (``reindex --wipe``) and may be placed before a study arrives. Released,
+    never deleted, by an administrator who says why.
+    """
+
+    patient_id = models.CharField(
+        max_length=64, blank=True, default="", help_text="(0010,0020) Patient ID: every study of the patient."
+    )
+    issuer_of_patient_id = models.CharField(max_length=64, blank=True, default="")
+    study_instance_uid = models.CharField(
+        max_length=64, blank=True, default="", help_text="(0020,000D) Study Instance UID: this study only."
+    )
+    reason = models.TextField(help_text="Why (the matter, the request).")
+    placed_by = models.CharField(max_length=150, editable=False, default="")
+    placed_at = models.DateTimeField(default=timezone.now, editable=False)
+    released_at = models.DateTimeField(null=True, blank=True, editable=False)
+    released_by = models.CharField(max_length=150, blank=True, default="", editable=False)
+    release_reason = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-placed_at"]
+        indexes = [
+            models.Index(fields=["study_instance_uid"], name="hold_study"),
+            models.Index(fields=["patient_id", "issuer_of_patient_id"], name="hold_patient"),
+        ]
+
+    def __str__(self) -> str:
+        what = f"study {self.study_instance_uid}" if self.study_instance_uid else f"patient {self.patient_id}"
+        return f"hold on {what}" + (" (released)" if self.released_at else "")
+
+    def clean(self) -> None:
+        if bool(self.patient_id) == bool(self.study_instance_uid):
+            raise ValidationError("Hold either a patient (Patient ID) or a study (Study Instance UID), not both.")
+        if self.study_instance_uid and not is_valid_uid(self.study_instance_uid):
+            raise ValidationError({"study_instance_uid": "Not a valid UID (PS3.5 9.1)."})
+        if not self.reason.strip():
+            raise ValidationError({"reason": "Say why the hold is placed."})
+
+
+class TrashEntry(models.Model):
+    """A study in the trash: who put it there, why, and when it may be purged.
+
+    Keyed by the Study Instance UID (no foreign key), so the entry outlives a
+    ``reindex --wipe``, which puts the study back in the trash.
+    """
+
+    study_instance_uid = models.CharField(max_length=64, unique=True)
+    patient_id = models.CharField(max_length=64, blank=True, default="")
+    trashed_at = models.DateTimeField(default=timezone.now)
+    trashed_by = models.CharField(max_length=150, default="")
+    reason = models.CharField(max_length=500, blank=True, default="")
+    purge_after = models.DateTimeField(db_index=True)
+    instances = models.PositiveIntegerField(default=0)
+    bytes = models.BigIntegerField(default=0)
+    purging_at = models.DateTimeField(
+        null=True, blank=True, help_text="A purge has begun: objects may be gone, so it can no longer be restored."
+    )
+
+    class Meta:
+        ordering = ["trashed_at"]
+        verbose_name_plural = "trash"
+
+    def __str__(self) -> str:
+        return self.study_instance_uid

@@ -286,6 +286,8 @@ PACS_SMART_TOKEN_CACHE_SECONDS = env_int("PACS_SMART_TOKEN_CACHE_SECONDS", 60)
 PACS_STOW_MAX_BYTES = env_int("PACS_STOW_MAX_BYTES", 8 * 1024**3)
 # Largest data set a deflated object (1.2.840.10008.1.2.1.99) may inflate to at ingest (archive/dicom/part10.py).
 PACS_INFLATE_MAX_BYTES = env_int("PACS_INFLATE_MAX_BYTES", 512 * 1024**2)
+#: Days a deleted study stays in the trash (hidden, restorable) before a purge removes it.
+PACS_TRASH_DAYS = env_int("PACS_TRASH_DAYS", 30)
 PACS_QIDO_DEFAULT_LIMIT = env_int("PACS_QIDO_DEFAULT_LIMIT", 1000)
 # Origins (scheme://host:port, comma-separated) whose pages may call DICOMweb with a bearer token (OHIF).
 PACS_CORS_ORIGINS = [o.strip().rstrip("/") for o in os.environ.get("PACS_CORS_ORIGINS", "").split(",") if o.strip()]

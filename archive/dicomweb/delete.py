@@ -1,18 +1,34 @@
-"""DELETE on a study or series (administrators only): the DICOMweb face of :mod:`archive.ingest.delete`.
+"""DELETE on a study or series (administrators only): the DICOMweb face of the trash and of deletion.
 
-The UIDs in the URL are checked by :func:`archive.dicomweb.auth.dicomweb_view` before a view runs.
+A study goes to the recoverable trash (204; restored with ``manage.py trash
+restore`` or in the admin); a series is deleted for good. PS3.18 defines no
+DELETE transaction, so the answers follow HTTP (RFC 9110): a legal hold or a
+retention policy that forbids the deletion is ``409 Conflict`` — the request
+conflicts with the resource's current state — with a JSON body saying which
+and, for retention, until when. The UIDs in the URL are checked by
+:func:`archive.dicomweb.auth.dicomweb_view` before a view runs (400 if bad).
 """
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from archive.access import policy, visible_studies
 from archive.dicomweb.auth import dicomweb_view
 from archive.dicomweb.http import error
-from archive.ingest.delete import remove_series, remove_study
+from archive.ingest.delete import remove_series
+from archive.ingest.retention import DeletionRefused, Refusal
+from archive.ingest.trash import TrashError, trash_study
 from archive.models import Series
 from audit.trail import record
+
+
+def refused(refusal: Refusal) -> HttpResponse:
+    """409 Conflict with what blocks the deletion (``legal-hold`` or ``retention``) and, for retention, until when."""
+    body: dict[str, str] = {"detail": refusal.message, "reason": refusal.why}
+    if refusal.why == "retention":
+        body["retainUntil"] = refusal.until.isoformat() if refusal.until else "indefinitely"
+    return JsonResponse(body, status=409)
 
 
 @dicomweb_view
@@ -23,10 +39,12 @@ def delete_study(request: HttpRequest, study: str) -> HttpResponse:
     found = visible_studies(request.user).select_related("patient").filter(study_instance_uid=study).first()
     if found is None:
         return error(404, "No such study")
-    count = remove_study(found)
-    record(
-        "delete", request, patient_id=found.patient.patient_id, study_instance_uid=study, detail={"instances": count}
-    )
+    try:
+        trash_study(found, request=request, via="dicomweb")
+    except DeletionRefused as exc:
+        return refused(exc.refusal)
+    except TrashError:
+        return error(404, "No such study")  # deleted by someone else a moment ago
     return HttpResponse(status=204)
 
 
@@ -42,7 +60,18 @@ def delete_series(request: HttpRequest, study: str, series: str) -> HttpResponse
     )
     if found is None:
         return error(404, "No such series")
-    count = remove_series(found)
+    try:
+        count = remove_series(found)
+    except DeletionRefused as exc:
+        record(
+            "delete",
+            request,
+            outcome="denied",
+            patient_id=found.study.patient.patient_id,
+            study_instance_uid=study,
+            detail={"series": series, "via": "dicomweb", **exc.refusal.as_detail()},
+        )
+        return refused(exc.refusal)
     record(
         "delete",
         request,

@@ -85,8 +85,9 @@ def site_sender(site: Site) -> Sender:
 
     def may_add_to(study_uid: str) -> bool:
         if study_uid not in known:
-            owner = list(Study.objects.filter(study_instance_uid=study_uid).values_list("site_id", flat=True)[:1])
-            known[study_uid] = not owner or owner[0] == site.pk  # no row: a new study
+            owner = list(Study.objects.filter(study_instance_uid=study_uid).values_list("site_id", "trashed_at")[:1])
+            # no row: a new study; a study in the trash takes nothing until it is restored
+            known[study_uid] = not owner or (owner[0][0] == site.pk and owner[0][1] is None)
         return known[study_uid]
 
     return Sender(site=site, may_add_to=may_add_to)

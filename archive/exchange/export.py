@@ -69,10 +69,13 @@ class ExportReport:
 
 def instances_to_export(study_uids: Sequence[str] = ()) -> QuerySet[Instance]:
     """The instances of the studies named (every study when none is), patient by patient."""
-    instances = Instance.objects.select_related("series__study__patient")
+    # A study in the trash is deleted as far as anyone can see: not exported.
+    instances = Instance.objects.select_related("series__study__patient").filter(series__study__trashed_at__isnull=True)
     if study_uids:
         known = set(
-            Study.objects.filter(study_instance_uid__in=study_uids).values_list("study_instance_uid", flat=True)
+            Study.objects.filter(study_instance_uid__in=study_uids, trashed_at__isnull=True).values_list(
+                "study_instance_uid", flat=True
+            )
         )
         unknown = [uid for uid in study_uids if uid not in known]
         if unknown:

@@ -1,6 +1,12 @@
-"""Deleting a study or series (administrators only).
+"""Deleting a study or series for good (administrators only), behind the one guard.
 
-Index rows go in one transaction; the stored objects are removed after it
+Deleting a *study* through any face (DICOMweb, admin, commands) moves it to
+the recoverable trash (:mod:`archive.ingest.trash`), whose purge removes it
+for good. Deleting a *series* is immediate and not recoverable. Both ask
+:func:`archive.ingest.retention.check_deletable` first: a legal hold or a
+retention policy refuses with :class:`~archive.ingest.retention.DeletionRefused`.
+
+Here, index rows go in one transaction; the stored objects are removed after it
 commits. A crash in between leaves objects without rows, which the sweeper
 removes, never rows without objects. An instance in the middle of a tier move
 has a second copy (the copy at the target, or the source waiting out its
@@ -12,11 +18,13 @@ from __future__ import annotations
 from django.db import transaction
 from django.db.models import QuerySet
 
+from archive.ingest.retention import check_deletable
 from archive.models import ACTIVE_MOVE_STATES, Instance, Series, Study, TierMove
 from archive.storage.registry import get_storage
+from pacs.lib.dblock import write_lock
 
 
-def _remove_objects(objects: list[tuple[str, str]]) -> None:
+def remove_objects(objects: list[tuple[str, str]]) -> None:
     for tier, key in objects:
         get_storage(tier).delete(key)
 
@@ -31,20 +39,23 @@ def stored_copies(instances: QuerySet[Instance]) -> list[tuple[str, str]]:
 
 
 def remove_study(study: Study) -> int:
-    """Delete a study's rows now and its objects once the deletion commits."""
+    """Delete a study's rows now and its objects once the deletion commits (the guard first)."""
     instances = Instance.objects.filter(series__study=study)
     count, objects = instances.count(), stored_copies(instances)
-    with transaction.atomic():
+    with write_lock(), transaction.atomic():
+        check_deletable(Study.objects.select_for_update().select_related("patient").get(pk=study.pk))
         Study.objects.filter(pk=study.pk).delete()
-        transaction.on_commit(lambda: _remove_objects(objects))
+        transaction.on_commit(lambda: remove_objects(objects))
     return count
 
 
 def remove_series(series: Series) -> int:
+    """Delete a series' rows now and its objects once the deletion commits (the guard on its study first)."""
     instances = Instance.objects.filter(series=series)
     count, objects = instances.count(), stored_copies(instances)
-    with transaction.atomic():
-        study = Study.objects.select_for_update().get(pk=series.study_id)
+    with write_lock(), transaction.atomic():
+        study = Study.objects.select_for_update().select_related("patient").get(pk=series.study_id)
+        check_deletable(study)
         Series.objects.filter(pk=series.pk).delete()
         remaining = Series.objects.filter(study=study)
         if not remaining.exists():
@@ -56,5 +67,5 @@ def remove_series(series: Series) -> int:
                 number_of_instances=Instance.objects.filter(series__study=study).count(),
                 modalities_in_study="\\".join(modalities),
             )
-        transaction.on_commit(lambda: _remove_objects(objects))
+        transaction.on_commit(lambda: remove_objects(objects))
     return count

@@ -32,7 +32,8 @@ class RulePlan:
 
 def rule_filter(rule: LifecycleRule, now: datetime) -> Q:
     """The instances ``rule`` matches, as one condition on the instance table and its joins."""
-    return Q(series__study__created_at__lte=now - timedelta(days=rule.after_days)) & rule_scope(rule)
+    old_enough = Q(series__study__created_at__lte=now - timedelta(days=rule.after_days))
+    return old_enough & Q(series__study__trashed_at__isnull=True) & rule_scope(rule)
 
 
 def rule_scope(rule: LifecycleRule, series: str = "series__") -> Q:

@@ -148,4 +148,7 @@ def reindex(
     total = ReindexReport()
     for tier in tiers or known_tiers():
         total.merge(reindex_tier(tier, progress))
+    from archive.ingest.trash import reapply  # noqa: PLC0415 (the trash sits above reindex)
+
+    reapply()  # a study deleted to the trash stays there after its rows are rebuilt
     return total

@@ -4,6 +4,8 @@
 any of them still waits (a source inside its grace period, a target that
 could not be reached), enqueues itself again for later. Running it twice is
 harmless: the ledger and its leases make every step happen once.
+:func:`~archive.ingest.trash.purge_trash` (defined beside the trash, which
+schedules it) purges what has waited its time in the trash.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from django.utils import timezone
 from django_tasks import task
 
 from archive.ingest.mover import Mover, grace_seconds, pending_moves
+from archive.ingest.trash import purge_trash
+
+__all__ = ["purge_trash", "run_moves"]
 
 
 @task()

@@ -83,7 +83,7 @@ def match(
     wanted = Q(study_instance_uid__in=list(uids)) if uids else Q(pk__in=[])
     if accessions:
         wanted |= Q(accession_number__in=list(accessions), site_id__in=sorted(site_ids))
-    found = list(Study.objects.filter(wanted).select_related("patient").order_by("pk"))
+    found = list(Study.objects.filter(wanted, trashed_at__isnull=True).select_related("patient").order_by("pk"))
     result = Matches()
     for study in found:
         same_patient = study.patient.patient_id == patient_id and study.patient.issuer_of_patient_id == issuer

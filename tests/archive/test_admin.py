@@ -99,16 +99,17 @@ def stored_files(root: Any) -> list[Any]:
     return [p for p in root.rglob("*.dcm") if p.is_file()]
 
 
-def test_deleting_a_study_in_the_admin_removes_its_objects_and_is_audited(
+def test_deleting_a_study_in_the_admin_moves_it_to_the_trash_and_is_audited(
     admin_browser: Client, evil_study: Study, isolated_storage: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
     assert len(stored_files(isolated_storage)) == 1
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_browser.post(f"/admin/archive/study/{evil_study.pk}/delete/", {"post": "yes"})
     assert response.status_code == 302
-    assert not Study.objects.filter(pk=evil_study.pk).exists()
-    assert stored_files(isolated_storage) == []
-    assert {"admin-delete", "delete"} <= set(AuditEvent.objects.values_list("action", flat=True))
+    assert Study.objects.get(pk=evil_study.pk).trashed_at is not None
+    assert len(stored_files(isolated_storage)) == 1  # kept until the purge
+    event = AuditEvent.objects.get(action="delete")
+    assert (event.outcome, event.detail["to"], event.detail["via"]) == ("success", "trash", "admin")
 
 
 def test_issuing_a_token_shows_it_once_and_stores_only_its_hash(admin_browser: Client, colleague: User) -> None:

@@ -1,4 +1,4 @@
-"""DELETE of a study or series: administrators only, rows and objects together."""
+"""DELETE of a study (to the trash) or series (for good): administrators only, rows and objects together."""
 
 from __future__ import annotations
 
@@ -27,18 +27,26 @@ def two_series(admin_client_token: Client) -> dict[str, Any]:
 
 
 @pytest.mark.django_db
-def test_an_administrator_deletes_a_study_with_its_objects(
+def test_an_administrator_deletes_a_study_to_the_trash_and_the_purge_removes_its_objects(
     admin_client_token: Client, two_series: dict[str, Any], isolated_storage, django_capture_on_commit_callbacks
 ) -> None:
+    from datetime import timedelta
+
+    from archive.ingest.trash import purge
+
     assert len(stored_files(isolated_storage)) == 5
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client_token.delete(f"/dicom-web/studies/{two_series['study']}")
     assert response.status_code == 204
-    assert not Study.objects.exists() and not Instance.objects.exists()
-    assert stored_files(isolated_storage) == []
+    assert Study.objects.get().trashed_at is not None and len(stored_files(isolated_storage)) == 5
     event = AuditEvent.objects.filter(action="delete").get()
     assert event.study_instance_uid == two_series["study"] and event.detail["instances"] == 5
+    assert event.detail["to"] == "trash"
     assert admin_client_token.get(f"/dicom-web/studies/{two_series['study']}/metadata").status_code == 404
+    assert admin_client_token.delete(f"/dicom-web/studies/{two_series['study']}").status_code == 404
+    assert purge(older_than=timedelta(0)).purged == [two_series["study"]]
+    assert not Study.objects.exists() and not Instance.objects.exists()
+    assert stored_files(isolated_storage) == []
 
 
 @pytest.mark.django_db

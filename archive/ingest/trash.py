@@ -1,0 +1,258 @@
+"""The recoverable trash: a deleted study is hidden first and its objects go only when it is purged.
+
+:func:`trash_study` (what every "delete this study" does) asks the one guard
+(:func:`archive.ingest.retention.check_deletable`), then marks the study
+:attr:`Study.trashed_at` and writes a :class:`TrashEntry`: the index rows and
+the stored objects stay exactly as they were, and every read path — which
+all start from :mod:`archive.access` — stops seeing the study. For
+``PACS_TRASH_DAYS`` (30 by default) :func:`restore_study` brings it back with
+its rows, timestamps and bytes untouched.
+
+:func:`purge` removes what has waited long enough: it asks the guard again
+(a hold placed, or a retention lengthened, while the study was in the trash
+keeps it there), marks the entry ``purging`` (from then on it can no longer
+be restored), removes the objects — including both ends of a tier move under
+way — and only then the rows. A crash in between leaves rows of a hidden
+study whose objects are gone, never objects without rows that ``sweep`` would
+index back; the next purge finishes the job. Delete, restore and purge lock
+the study's row (and queue on the SQLite writer lock), so two of them at once
+run one after the other and the second sees what the first did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Sum
+from django.http import HttpRequest
+from django.utils import timezone
+from django_tasks import task
+
+from archive.ingest import retention
+from archive.ingest.delete import remove_objects, stored_copies
+from archive.ingest.retention import DeletionRefused, Refusal, deletion_refusal
+from archive.models import ACTIVE_MOVE_STATES, Instance, Study, TierMove, TrashEntry
+from audit.trail import record
+from pacs.lib.dblock import write_lock
+
+
+class TrashError(Exception):
+    """The study is not where the operation needs it (not in the trash, already there, being purged)."""
+
+
+def trash_days() -> int:
+    return max(int(getattr(settings, "PACS_TRASH_DAYS", 30)), 0)
+
+
+def _audit(
+    action: str, study_uid: str, patient_id: str, request: HttpRequest | None, actor: str | None, **detail: Any
+) -> None:
+    outcome = "denied" if detail.get("refused") else "success"
+    record(
+        action,
+        request,
+        outcome=outcome,
+        patient_id=patient_id,
+        study_instance_uid=study_uid,
+        detail=detail,
+        actor=None if request is not None else actor,
+    )
+
+
+def trash_study(
+    study: Study,
+    *,
+    request: HttpRequest | None = None,
+    actor: str = "",
+    reason: str = "",
+    via: str = "",
+    now: datetime | None = None,
+) -> TrashEntry:
+    """Move ``study`` to the trash, or raise :class:`DeletionRefused` (audited either way)."""
+    now = now or retention.clock()
+    refusal: Refusal | None = None
+    with write_lock(), transaction.atomic():
+        locked = Study.objects.select_for_update().select_related("patient").filter(pk=study.pk).first()
+        if locked is None or locked.trashed_at is not None:
+            raise TrashError("The study is not in the archive (or is already in the trash).")
+        refusal = deletion_refusal(locked, now)
+        if refusal is None:
+            instances = Instance.objects.filter(series__study=locked)
+            entry = TrashEntry.objects.create(
+                study_instance_uid=locked.study_instance_uid,
+                patient_id=locked.patient.patient_id,
+                trashed_at=now,
+                trashed_by=(request.user.get_username() if request is not None else actor)[:150],
+                reason=reason[:500],
+                purge_after=now + timedelta(days=trash_days()),
+                instances=instances.count(),
+                bytes=instances.aggregate(n=Sum("size"))["n"] or 0,
+            )
+            Study.objects.filter(pk=locked.pk).update(trashed_at=now)
+            transaction.on_commit(lambda: schedule_purge(entry.purge_after))
+            _audit(
+                "delete",
+                locked.study_instance_uid,
+                locked.patient.patient_id,
+                request,
+                actor,
+                to="trash",
+                via=via,
+                instances=entry.instances,
+                purge_after=entry.purge_after.isoformat(),
+                reason=reason,
+            )
+            return entry
+    uid, patient_id = locked.study_instance_uid, locked.patient.patient_id
+    _audit("delete", uid, patient_id, request, actor, via=via, **refusal.as_detail())
+    raise DeletionRefused(refusal)
+
+
+def restore_study(study_uid: str, *, request: HttpRequest | None = None, actor: str = "", via: str = "") -> TrashEntry:
+    """Bring a study back from the trash: its rows, timestamps and objects are as they were."""
+    with write_lock(), transaction.atomic():
+        locked = (
+            Study.objects.select_for_update()
+            .select_related("patient")
+            .filter(study_instance_uid=study_uid, trashed_at__isnull=False)
+            .first()
+        )
+        entry = TrashEntry.objects.filter(study_instance_uid=study_uid).first()
+        if locked is None or entry is None:
+            raise TrashError("No such study in the trash.")
+        if entry.purging_at is not None:
+            raise TrashError("The study is being purged: its objects may already be gone, so it cannot be restored.")
+        Study.objects.filter(pk=locked.pk).update(trashed_at=None)
+        entry.delete()
+        _audit(
+            "restore",
+            study_uid,
+            locked.patient.patient_id,
+            request,
+            actor,
+            via=via,
+            trashed_at=entry.trashed_at.isoformat(),
+        )
+    return entry
+
+
+@dataclass
+class PurgeReport:
+    purged: list[str] = field(default_factory=list)
+    kept: list[tuple[str, str]] = field(default_factory=list)  # (study UID, why)
+    instances: int = 0
+    bytes: int = 0
+
+
+def due(now: datetime, older_than: timedelta | None = None) -> list[TrashEntry]:
+    """The entries whose time has come: past ``purge_after``, or trashed longer ago than ``older_than``."""
+    entries = TrashEntry.objects.all()
+    if older_than is None:
+        entries = entries.filter(purge_after__lte=now)
+    else:
+        entries = entries.filter(trashed_at__lte=now - older_than)
+    return list(entries.order_by("trashed_at", "pk"))
+
+
+def purge(now: datetime | None = None, older_than: timedelta | None = None, actor: str = "trash purge") -> PurgeReport:
+    """Purge every entry :func:`due` at ``now``; those the guard keeps are reported, not purged."""
+    now = now or retention.clock()
+    report = PurgeReport()
+    for entry in due(now, older_than):
+        try:
+            instances, size = purge_study(entry.study_instance_uid, now=now, actor=actor)
+        except DeletionRefused as exc:
+            report.kept.append((entry.study_instance_uid, exc.refusal.message))
+        except TrashError as exc:
+            report.kept.append((entry.study_instance_uid, str(exc)))
+        else:
+            report.purged.append(entry.study_instance_uid)
+            report.instances += instances
+            report.bytes += size
+    return report
+
+
+def purge_study(study_uid: str, *, now: datetime | None = None, actor: str = "trash purge") -> tuple[int, int]:
+    """Remove one trashed study's objects, then its rows; returns (instances, bytes). Resumable after a crash."""
+    now = now or retention.clock()
+    refusal: Refusal | None = None
+    with write_lock(), transaction.atomic():
+        entry = TrashEntry.objects.select_for_update().filter(study_instance_uid=study_uid).first()
+        study = (
+            Study.objects.select_for_update()
+            .select_related("patient")
+            .filter(study_instance_uid=study_uid, trashed_at__isnull=False)
+            .first()
+        )
+        if entry is None:
+            raise TrashError("No such study in the trash.")
+        if study is not None and entry.purging_at is None:
+            refusal = deletion_refusal(study, now)
+            if (
+                refusal is None
+                and TierMove.objects.filter(instance__series__study=study, state__in=ACTIVE_MOVE_STATES).exists()
+            ):
+                raise TrashError("A tier move of the study is under way; it is purged once the move is done.")
+            if refusal is None:
+                TrashEntry.objects.filter(pk=entry.pk).update(purging_at=now)
+    if refusal is not None:
+        _audit("delete", study_uid, entry.patient_id, None, actor, via="purge", **refusal.as_detail())
+        raise DeletionRefused(refusal)
+    instances = Instance.objects.filter(series__study__study_instance_uid=study_uid)
+    count, size = instances.count(), instances.aggregate(n=Sum("size"))["n"] or 0
+    remove_objects(stored_copies(instances))  # objects first: a crash leaves hidden rows, never orphan objects
+    with write_lock(), transaction.atomic():
+        Study.objects.filter(study_instance_uid=study_uid, trashed_at__isnull=False).delete()
+        TrashEntry.objects.filter(pk=entry.pk).delete()
+        _audit(
+            "delete",
+            study_uid,
+            entry.patient_id,
+            None,
+            actor,
+            via="purge",
+            purged=True,
+            instances=count,
+            bytes=size,
+            trashed_at=entry.trashed_at.isoformat(),
+            trashed_by=entry.trashed_by,
+        )
+    return count, size
+
+
+def next_purge() -> datetime | None:
+    """When the next entry falls due, if any is still waiting (one kept by the guard is retried daily)."""
+    waiting = TrashEntry.objects.filter(purging_at__isnull=True).order_by("purge_after").first()
+    if waiting is None:
+        return None
+    now = retention.clock()
+    return waiting.purge_after if waiting.purge_after > now else now + timedelta(days=1)
+
+
+def schedule_purge(at: datetime) -> None:
+    """Ask the task worker to purge at ``at`` (the purge task re-schedules itself while entries wait)."""
+    purge_trash.using(run_after=at).enqueue()
+
+
+@task()
+def purge_trash() -> dict[str, int]:
+    """Purge the studies whose time in the trash is over (the guard may keep some); then wait for the next one."""
+    report = purge(actor="trash purge task")
+    after = next_purge()
+    if after is not None:
+        schedule_purge(max(after, timezone.now() + timedelta(seconds=60)))
+    counts = {"purged": len(report.purged), "kept": len(report.kept)}
+    return counts | {"instances": report.instances, "bytes": report.bytes}
+
+
+def reapply() -> int:
+    """Put back in the trash the studies a ``reindex`` rebuilt while their :class:`TrashEntry` remained."""
+    count = 0
+    with write_lock(), transaction.atomic():
+        for uid, trashed_at in TrashEntry.objects.values_list("study_instance_uid", "trashed_at"):
+            count += Study.objects.filter(study_instance_uid=uid, trashed_at__isnull=True).update(trashed_at=trashed_at)
+    return count
