@@ -302,6 +302,16 @@ PACS_TIER_MOVE_CONCURRENCY = env_int("PACS_TIER_MOVE_CONCURRENCY", 2)
 PACS_TIER_MOVE_GROUP = env_int("PACS_TIER_MOVE_GROUP", 64)  # moves taken through each step in one transaction
 PACS_TIER_MOVE_GRACE_SECONDS = env_int("PACS_TIER_MOVE_GRACE_SECONDS", 60)
 PACS_TIER_MOVE_LEASE_SECONDS = env_int("PACS_TIER_MOVE_LEASE_SECONDS", 300)
+# Restores from tiers that need one (S3 GLACIER, DEEP_ARCHIVE): where objects come back to, how long the
+# tier keeps its temporary copy, how often the worker polls, whether the archive copy stays after the copy back.
+PACS_RESTORE_TIER = os.environ.get("PACS_RESTORE_TIER", "hot")
+PACS_RESTORE_DAYS = env_int("PACS_RESTORE_DAYS", 2)
+PACS_RESTORE_POLL_SECONDS = env_int("PACS_RESTORE_POLL_SECONDS", 60)
+PACS_RESTORE_KEEP_SOURCE = env_bool("PACS_RESTORE_KEEP_SOURCE", True)
+# Ahead of need: when a study arrives, restore up to this many relevant priors of the patient (0: off),
+# matched on "modality", "body_part" or both ("modality,body_part": either may match).
+PACS_PRIORS_COUNT = env_int("PACS_PRIORS_COUNT", 3)
+PACS_PRIORS_MATCH = os.environ.get("PACS_PRIORS_MATCH", "modality,body_part")
 PACS_STUDY_SITE_SOURCE = os.environ.get("PACS_STUDY_SITE_SOURCE", "sender")
 if PACS_STUDY_SITE_SOURCE not in ("sender", "institution"):
     raise ValueError("PACS_STUDY_SITE_SOURCE must be 'sender' or 'institution'")

@@ -4,6 +4,8 @@
 any of them still waits (a source inside its grace period, a target that
 could not be reached), enqueues itself again for later. Running it twice is
 harmless: the ledger and its leases make every step happen once.
+
+Restores have their own task, :func:`archive.ingest.restore.run_restores`.
 """
 
 from __future__ import annotations

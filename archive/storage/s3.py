@@ -23,8 +23,8 @@ import io
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import boto3
