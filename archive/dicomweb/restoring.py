@@ -16,15 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from archive.dicomweb.http import audit_at_intervals
 from archive.ingest.restore import request_restores
 from archive.models import Availability, Instance
-
-#: Retry-After never says more than this (a client checks back, the viewer polls politely).
-MAX_RETRY_AFTER = 300
-MIN_RETRY_AFTER = 10
 
 
 class Restoring(Exception):
@@ -63,6 +60,7 @@ def restoring(request: HttpRequest, exc: Restoring) -> HttpResponse:
         },
         status=503,
     )
-    response["Retry-After"] = str(min(MAX_RETRY_AFTER, max(MIN_RETRY_AFTER, asked.seconds_left)))
+    # The estimate left, but never more than PACS_RESTORE_RETRY_AFTER_MAX: clients check back politely.
+    response["Retry-After"] = str(max(1, min(int(settings.PACS_RESTORE_RETRY_AFTER_MAX), asked.seconds_left)))
     response["Cache-Control"] = "no-store"
     return response
