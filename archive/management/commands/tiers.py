@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Count, Sum
 
@@ -107,7 +108,7 @@ class Command(BaseCommand):
             self.progress(total - left, total)
             if not left or not report.active or time.monotonic() >= deadline:
                 break
-            time.sleep(min(5.0, max(0.2, deadline - time.monotonic())))
+            time.sleep(max(0.1, min(float(settings.PACS_RESTORE_POLL_SECONDS), deadline - time.monotonic())))
         self.stderr.write("")
         if left:
             schedule(60)

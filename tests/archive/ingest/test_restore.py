@@ -46,6 +46,7 @@ def glacier(moto_server: dict[str, Any], settings: Any) -> dict[str, Any]:  # no
     settings.PACS_TIER_MOVE_CONCURRENCY = 1
     settings.PACS_TIER_MOVE_BYTES_PER_SECOND = 0
     settings.PACS_PRIORS_COUNT = 0
+    settings.PACS_RESTORE_POLL_SECONDS = 0.1
     registry.forget()
     restore_takes(moto_server, 2)
     return moto_server
@@ -239,3 +240,28 @@ def test_restore_requests_are_audited_without_phi_in_the_detail(
     event = AuditEvent.objects.get(action="restore")
     assert event.study_instance_uid == study["spec"].study_uid
     assert json.loads(json.dumps(event.detail)) == {"objects": 3, "reason": "read", "to": "hot"}
+
+
+def test_lifecycle_rules_leave_a_just_restored_study_where_it_is_for_the_hold_period(
+    glacier: dict[str, Any], upload_client: Client, settings: Any
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from archive.ingest.lifecycle import apply_rules
+    from archive.models import LifecycleRule
+
+    archived_study(upload_client)
+    call_command(
+        "tiers",
+        "restore",
+        *Instance.objects.values_list("series__study__study_instance_uid", flat=True)[:1],
+        "--wait",
+        "30",
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+    )
+    LifecycleRule.objects.create(name="archive all", after_days=0, target_tier="archive")
+    assert [plan.planned for plan in apply_rules()] == [0]  # just restored: held
+    assert [plan.planned for plan in apply_rules(now=timezone.now() + timedelta(days=31))] == [3]
