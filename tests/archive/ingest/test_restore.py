@@ -265,3 +265,23 @@ def test_lifecycle_rules_leave_a_just_restored_study_where_it_is_for_the_hold_pe
     LifecycleRule.objects.create(name="archive all", after_days=0, target_tier="archive")
     assert [plan.planned for plan in apply_rules()] == [0]  # just restored: held
     assert [plan.planned for plan in apply_rules(now=timezone.now() + timedelta(days=31))] == [3]
+
+
+def test_an_admin_tier_in_glacier_must_say_it_needs_a_restore(glacier: dict[str, Any]) -> None:
+    from django.core.exceptions import ValidationError
+
+    from archive.models import Retrieval, Tier, tier_retrieval
+
+    config = archive_config(glacier)
+    fields = {
+        k: config[k] for k in ("bucket", "endpoint_url", "region", "prefix", "access_key_file", "secret_key_file")
+    }
+    tier = Tier(name="deep", backend="s3", storage_class="DEEP_ARCHIVE", retrieval=Retrieval.IMMEDIATE, **fields)
+    with pytest.raises(ValidationError, match="need a restore before reads"):
+        tier.full_clean()
+    tier.retrieval = Retrieval.HOURS
+    tier.full_clean()
+    tier.save()
+    assert tier_retrieval("deep") == Retrieval.HOURS
+    assert tier_retrieval("archive") == Retrieval.HOURS  # from the environment: GLACIER says so
+    assert tier_retrieval("hot") == Retrieval.IMMEDIATE
