@@ -23,7 +23,7 @@ from archive.ingest.mover import Mover, MoveReport, grace_seconds, pending_moves
 from archive.ingest.restore import advance_restores, request_restores, schedule
 from archive.ingest.tasks import run_moves
 from archive.ingest.verify import verify_tier
-from archive.models import Instance, MoveState, Tier, TierMove
+from archive.models import Instance, MoveState, Restore, RestoreState, Tier, TierMove
 from archive.storage.registry import UnknownTier, get_storage
 
 
@@ -134,6 +134,8 @@ class Command(BaseCommand):
         self.stdout.write("moves: " + ", ".join(f"{state} {counts.get(state, 0)}" for state in MoveState.values))
         for move in TierMove.objects.filter(state=MoveState.FAILED).order_by("-updated_at")[:10]:
             self.stdout.write(f"  failed {move.source_tier} → {move.target_tier}: {move.error}")
+        restores = {r["state"]: r["n"] for r in Restore.objects.values("state").annotate(n=Count("id"))}
+        self.stdout.write("restores: " + ", ".join(f"{s} {restores.get(s, 0)}" for s in RestoreState.values))
 
     def do_verify(self, options: dict[str, Any]) -> None:
         self.tier(options["tier"])

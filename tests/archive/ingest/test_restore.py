@@ -230,6 +230,9 @@ def test_tiers_restore_brings_a_study_back(glacier: dict[str, Any], upload_clien
     out = io.StringIO()
     call_command("tiers", "restore", study["spec"].study_uid, stdout=out, stderr=io.StringIO())
     assert "nothing to restore" in out.getvalue()
+    out = io.StringIO()
+    call_command("tiers", "status", stdout=out)
+    assert "restores: requested 0, restoring 0, copying 0, done 3, failed 0" in out.getvalue()
 
 
 def test_restore_requests_are_audited_without_phi_in_the_detail(
