@@ -15,7 +15,12 @@ each row through four steps, and records a step as done (a conditional
    ledger row, only if the row still points to the source (``VERIFIED → SWITCHED``);
 4. **delete** the source, once :data:`grace <grace_seconds>` has passed, so a read
    that looked the row up just before the switch still finds its bytes; a
-   source the index points to again is never deleted (``SWITCHED → DONE``).
+   source the index points to again is never deleted, and a move planned with
+   ``keep_source`` (a restore, :mod:`archive.ingest.restore`) leaves it (``SWITCHED → DONE``).
+
+A target that needs a restore (an S3 archive class) cannot be read back:
+step 2 compares the SHA-256 and size its HEAD gives (checked by the server
+against the upload's Content-MD5), and step 3 makes the instance NEARLINE.
 
 So a crash at any point leaves the row in the state of the last finished
 step, and running the mover again redoes only the unfinished one: copies are
