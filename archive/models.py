@@ -528,9 +528,14 @@ class Tier(models.Model):
         if self.backend != TierBackend.S3 and self.root and not self.root.startswith("/"):
             raise ValidationError({"root": "Give an absolute path."})
         try:
-            registry.build(self.name, self.config()).check()
+            storage = registry.build(self.name, self.config())
+            storage.check()
         except (OSError, ValueError) as exc:
             raise ValidationError(f"The tier cannot be reached: {exc}") from None
+        if storage.archival and self.retrieval == Retrieval.IMMEDIATE:
+            raise ValidationError(
+                {"retrieval": f"{self.storage_class} objects need a restore before reads: choose minutes or hours."}
+            )
 
     @property
     def immediate(self) -> bool:
@@ -582,6 +587,30 @@ def validate_tier_name(name: str) -> None:
         raise ValidationError(str(exc)) from None
 
 
+def tier_retrieval(name: str) -> str:
+    """How soon objects of the tier ``name`` can be read (a :class:`Retrieval` value).
+
+    The tier's row says (or ``retrieval`` in its ``PACS_TIERS`` entry); a tier
+    in an archive storage class (GLACIER, DEEP_ARCHIVE) needs a restore
+    whatever they say: hours, as AWS's standard retrieval takes.
+    """
+    declared = (registry.environment_config(name) or {}).get("retrieval") or (
+        Tier.objects.filter(name=name).values_list("retrieval", flat=True).first()
+    )
+    if declared in Retrieval.values and declared != Retrieval.IMMEDIATE:
+        return str(declared)
+    try:
+        archival = get_storage(name).archival
+    except (OSError, ValueError):
+        archival = False
+    return Retrieval.HOURS if archival else Retrieval.IMMEDIATE
+
+
+def tier_availability(name: str) -> str:
+    """(0008,0056) of an object on the tier ``name``: ONLINE when immediate, NEARLINE when a restore brings it."""
+    return Availability.ONLINE if tier_retrieval(name) == Retrieval.IMMEDIATE else Availability.NEARLINE
+
+
 class LifecycleRule(models.Model):
     """Move instances to a tier once they are old enough and match the filters (evaluated set-based in SQL).
 
@@ -622,10 +651,6 @@ class LifecycleRule(models.Model):
             raise ValidationError({"target_tier": str(exc)}) from None
         except (OSError, ValueError) as exc:
             raise ValidationError({"target_tier": f"The tier cannot be reached: {exc}"}) from None
-        if Tier.objects.filter(name=self.target_tier).exclude(retrieval=Retrieval.IMMEDIATE).exists():
-            raise ValidationError(
-                {"target_tier": "That tier needs a restore before reads: restores are not there yet."}
-            )
 
 
 class MoveState(models.TextChoices):
@@ -662,6 +687,9 @@ class TierMove(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
     switched_at = models.DateTimeField(null=True, blank=True)
+    keep_source = models.BooleanField(
+        default=False, help_text="Leave the source in place after the switch (a restore keeps the archive copy)."
+    )
 
     class Meta:
         constraints = [
@@ -852,3 +880,45 @@ class TrashEntry(models.Model):
 
     def __str__(self) -> str:
         return self.study_instance_uid
+
+
+class RestoreState(models.TextChoices):
+    """Where a restore stands (archive/ingest/restore.py); each step is recorded once done."""
+
+    REQUESTED = "requested"  # asked for; the tier has not been asked yet
+    RESTORING = "restoring"  # the tier makes a temporary readable copy (RestoreObject sent)
+    COPYING = "copying"  # the copy is readable: the mover brings the object to an immediate tier
+    DONE = "done"  # the index points to an immediate tier
+    FAILED = "failed"  # given up (said why); the object stays where it was
+
+
+ACTIVE_RESTORE_STATES = [RestoreState.REQUESTED, RestoreState.RESTORING, RestoreState.COPYING]
+
+
+class Restore(models.Model):
+    """One object brought back from a tier that needs a restore: at most one in flight per instance."""
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="restores")
+    source_tier = models.CharField(max_length=32)
+    target_tier = models.CharField(max_length=32, help_text="The immediate tier the object is copied back to.")
+    state = models.CharField(max_length=16, choices=RestoreState.choices, default=RestoreState.REQUESTED)
+    reason = models.CharField(max_length=16, help_text="What asked for it: a read, a command, a new study's priors.")
+    batch = models.CharField(max_length=32, blank=True, default="", help_text="The mover's batch copying it back.")
+    attempts = models.PositiveIntegerField(default=0)
+    error = models.CharField(max_length=500, blank=True, default="")
+    requested_at = models.DateTimeField(default=timezone.now)
+    ready_at = models.DateTimeField(null=True, blank=True, help_text="When the tier's temporary copy was readable.")
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="When the tier's temporary copy goes away.")
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # One restore in flight per object, however many reads ask for it.
+            models.UniqueConstraint(
+                fields=["instance"], condition=models.Q(state__in=ACTIVE_RESTORE_STATES), name="one_active_restore"
+            )
+        ]
+        indexes = [models.Index(fields=["state", "requested_at"], name="restore_state")]
+
+    def __str__(self) -> str:
+        return f"{self.source_tier} → {self.target_tier} ({self.state})"

@@ -317,6 +317,18 @@ PACS_TIER_MOVE_LEASE_SECONDS = env_int("PACS_TIER_MOVE_LEASE_SECONDS", 300)
 # of the data held that is assumed to be read back once a year (reads are not recorded yet).
 PACS_COST_WINDOW_DAYS = env_int("PACS_COST_WINDOW_DAYS", 90)
 PACS_COST_READ_SHARE = float(os.environ.get("PACS_COST_READ_SHARE", "0"))
+# Restores from tiers that need one (S3 GLACIER, DEEP_ARCHIVE): where objects come back to, how long the
+# tier keeps its temporary copy, how often the worker polls, whether the archive copy stays after the copy back.
+PACS_RESTORE_TIER = os.environ.get("PACS_RESTORE_TIER", "hot")
+PACS_RESTORE_DAYS = env_int("PACS_RESTORE_DAYS", 2)
+PACS_RESTORE_POLL_SECONDS = env_int("PACS_RESTORE_POLL_SECONDS", 60)
+PACS_RESTORE_KEEP_SOURCE = env_bool("PACS_RESTORE_KEEP_SOURCE", True)
+PACS_RESTORE_HOLD_DAYS = env_int("PACS_RESTORE_HOLD_DAYS", 30)  # lifecycle rules leave a restored object this long
+PACS_RESTORE_RETRY_AFTER_MAX = env_int("PACS_RESTORE_RETRY_AFTER_MAX", 300)  # the most Retry-After of a 503 says
+# Ahead of need: when a study arrives, restore up to this many relevant priors of the patient (0: off),
+# matched on "modality", "body_part" or both ("modality,body_part": either may match).
+PACS_PRIORS_COUNT = env_int("PACS_PRIORS_COUNT", 3)
+PACS_PRIORS_MATCH = os.environ.get("PACS_PRIORS_MATCH", "modality,body_part")
 PACS_STUDY_SITE_SOURCE = os.environ.get("PACS_STUDY_SITE_SOURCE", "sender")
 if PACS_STUDY_SITE_SOURCE not in ("sender", "institution"):
     raise ValueError("PACS_STUDY_SITE_SOURCE must be 'sender' or 'institution'")

@@ -25,6 +25,7 @@ from django.views.decorators.csrf import csrf_exempt
 from archive.bearer import authenticate_bearer
 from archive.dicom.uid import is_valid_uid
 from archive.dicomweb.http import error, retry_later
+from archive.dicomweb.restoring import Restoring, restoring
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 log = logging.getLogger(__name__)
@@ -118,6 +119,9 @@ def _wrap(view: View, methods: tuple[str, ...] | None) -> View:
     def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if methods is not None and request.method not in methods:
             return error(405, f"Only {allow} may be used on this resource", allow=allow)
-        return bad_uid(positions, args, kwargs) or view(request, *args, **kwargs)
+        try:
+            return bad_uid(positions, args, kwargs) or view(request, *args, **kwargs)
+        except Restoring as exc:  # stored bytes on a tier that needs a restore: 503, and the restore starts
+            return restoring(request, exc)
 
     return wrapper

@@ -39,6 +39,7 @@ from archive.dicomweb.http import (
 )
 from archive.dicomweb.multipart import closing, encode_part, stream_parts
 from archive.dicomweb.negotiation import PixelPlan, accept_header, frame_plan
+from archive.dicomweb.restoring import Restoring, require_online
 from archive.dicomweb.rows import COLUMNS, column_sql, instances, rows_sql
 from archive.models import Instance
 from archive.storage.base import read_ranges_from
@@ -112,6 +113,7 @@ class SourceRow(NamedTuple):
     number_of_frames: int
     sha256: str
     patient_id: str
+    availability: str
     frames: Any
 
     def source(self, only_frame: int | None) -> PixelSource:
@@ -156,7 +158,10 @@ def pixel_source(
         qs = instances(request, study, series, instance).order_by()
         found = list(qs.values_list(*SOURCE_COLUMNS, frames_field)[:1])
         row = SourceRow._make(found[0]) if found else None
-    return None if row is None else row.source(only_frame)
+    if row is None:
+        return None
+    require_online([(row.id, row.availability)])
+    return row.source(only_frame)
 
 
 def _source_row_sql(
@@ -332,7 +337,10 @@ def fast_frame(request: HttpRequest, study: str, series: str, instance: str, fra
     if user is None:
         return None
     request.user = user
-    asked = check_frames(request, study, series, instance, frame)
+    try:
+        asked = check_frames(request, study, series, instance, frame)
+    except Restoring:
+        return None  # the full view answers it (503, and the restore starts)
     if isinstance(asked, HttpResponse) or not asked.one_stored(request.method):
         return None
     response = answer_frames(request, study, asked)

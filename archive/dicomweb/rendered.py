@@ -58,7 +58,8 @@ from archive.dicomweb.http import (
 )
 from archive.dicomweb.multipart import encode_part, stream_parts
 from archive.dicomweb.negotiation import MediaRange, choose
-from archive.models import Instance, Series
+from archive.dicomweb.restoring import require_online
+from archive.models import Availability, Instance, Series
 from archive.storage.keys import log_name
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ WINDOW_FUNCTIONS = {
     "sigmoid": VoiFunction.SIGMOID,
 }
 INSTANCE_FIELDS = (
+    "availability",
     "sop_instance_uid",
     "transfer_syntax_uid",
     "number_of_frames",
@@ -372,6 +374,7 @@ def _render_instance(
     inst = _instance(request, study, series, instance)
     if inst is None:
         return error(404, "No such instance, or it is not visible to you")
+    require_online([(inst.pk, inst.availability)])
     if indices is None:  # the whole instance: frame 1, or every frame as a GIF animation
         indices = list(range(inst.number_of_frames or 1)) if media_type == "image/gif" else [0]
     _frames_in_range(inst, indices)
@@ -399,6 +402,7 @@ def _thumbnail(request: HttpRequest, inst: Instance | None, index: int, cache_co
         return _not_acceptable()
     if inst is None:
         return error(404, "No such image, or it is not visible to you")
+    require_online([(inst.pk, inst.availability)])
     _frames_in_range(inst, [index])
     options = replace(options, media_type=media_type)
     key = cache_key(inst, [index], options)
@@ -482,6 +486,7 @@ def _render_many(request: HttpRequest, filters: dict[str, str]) -> HttpResponseB
     if "series" in filters:
         qs = qs.filter(series__series_instance_uid=filters["series"])
     ordered = qs.order_by("series__series_number", "series__pk", "instance_number", "pk")
+    require_online(ordered.exclude(availability=Availability.ONLINE).values_list("pk", "availability"))
     # Before the status line: which images can never be rendered (a permanent property of each), read
     # from the stored metadata alone. Only their ids are kept, so a study of any size takes bounded memory.
     left_out: dict[int, str] = {}

@@ -41,7 +41,9 @@ from archive.dicomweb.http import (
 )
 from archive.dicomweb.multipart import closing, encode_part, stream_parts
 from archive.dicomweb.negotiation import DICOM, accept_header, acceptables, dicom_plan, json_media_type, output_syntax
+from archive.dicomweb.restoring import require_online
 from archive.dicomweb.rows import named_rows
+from archive.models import Availability
 from archive.storage.keys import log_name
 from archive.storage.registry import get_storage
 from audit.trail import record
@@ -77,6 +79,8 @@ class Part10:
 class RetrieveRow(NamedTuple):
     """What retrieving an instance reads of it."""
 
+    id: int
+    availability: str
     tier: str
     storage_key: str
     size: int
@@ -100,6 +104,7 @@ def _retrieve(
     rows = named_rows(request, study, series, instance, RetrieveRow)
     if not rows:
         return not_found(level)
+    require_online((r.id, r.availability) for r in rows)
     objects = []
     for row in rows:
         pixels = (row.rows or 0) * (row.columns or 0) * max(row.number_of_frames, 1)
@@ -193,14 +198,32 @@ class MetadataRow(NamedTuple):
     """What the metadata of an instance is made of."""
 
     sha256: str
+    availability: str
     metadata: str
     patient_id: str
 
 
 class ContentRow(NamedTuple):
-    """What decides a metadata ETag: the stored content of each instance."""
+    """What decides a metadata ETag: the stored content of each instance, and where it can be read now."""
 
     sha256: str
+    availability: str
+
+
+#: Instance Availability as stored at ingest (always ONLINE then), and what it becomes on a slower tier.
+STORED_AVAILABILITY = '"00080056":{"vr":"CS","Value":["ONLINE"]}'
+
+
+def _content(sha256: str, availability: str) -> str:
+    """What a row adds to the metadata ETag (an ONLINE row its SHA-256 alone, so existing ETags stay valid)."""
+    return sha256 if availability == Availability.ONLINE else f"{sha256}:{availability}"
+
+
+def _instance_metadata(row: MetadataRow) -> str:
+    """The stored JSON of an instance, with its (0008,0056) Instance Availability as of now."""
+    if row.availability == Availability.ONLINE:
+        return row.metadata
+    return row.metadata.replace(STORED_AVAILABILITY, STORED_AVAILABILITY.replace("ONLINE", row.availability), 1)
 
 
 def _metadata(
@@ -213,7 +236,7 @@ def _metadata(
     cache_control = IMMUTABLE if instance else f"private, max-age={METADATA_MAX_AGE}"
     if has_precondition(request):
         # A precondition (If-None-Match or If-Match) reads the content hashes only, not the metadata.
-        shas = [row.sha256 for row in named_rows(request, study, series, instance, ContentRow)]
+        shas = [_content(*row) for row in named_rows(request, study, series, instance, ContentRow)]
         if not shas:
             return not_found(level)
         etag = strong_etag(METADATA_VERSION, root, *_as_json(media_type), *shas)
@@ -222,9 +245,11 @@ def _metadata(
     rows = named_rows(request, study, series, instance, MetadataRow)
     if not rows:
         return not_found(level)
-    etag = strong_etag(METADATA_VERSION, root, *_as_json(media_type), *(r.sha256 for r in rows))
+    etag = strong_etag(
+        METADATA_VERSION, root, *_as_json(media_type), *(_content(r.sha256, r.availability) for r in rows)
+    )
     escaped_root = json.dumps(root)[1:-1]
-    body = ("[" + ",".join(r.metadata for r in rows) + "]").replace(ESCAPED_MARK, escaped_root)
+    body = ("[" + ",".join(map(_instance_metadata, rows)) + "]").replace(ESCAPED_MARK, escaped_root)
     encoded = body.encode()
     if request.method == "HEAD":
         response = HttpResponse(content_type=media_type)

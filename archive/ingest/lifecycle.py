@@ -8,7 +8,10 @@ one ``INSERT … SELECT`` of ledger rows (:func:`archive.ingest.mover.plan_moves
 over instances not already on its target and not already moving: evaluating
 the rules over the whole index is a handful of SQL statements whatever its
 size. Age counts from receipt (``Study.created_at``): reads do not record
-access yet, so "since last access" is not offered.
+access yet, so "since last access" is not offered. An object restored from an
+archive tier (:mod:`archive.ingest.restore`) in the last
+``PACS_RESTORE_HOLD_DAYS`` days is left where it is, so a study someone just
+asked for is not sent back to the archive by the next evaluation.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
 from archive.ingest.mover import plan_moves
-from archive.models import Instance, LifecycleRule
+from archive.models import Instance, LifecycleRule, Restore, RestoreState
 
 
 @dataclass
@@ -57,10 +61,15 @@ def apply_rules(now: datetime | None = None, actor: str = "lifecycle") -> list[R
     """Plan the moves every enabled rule asks for now; the mover carries them out."""
     now = now or timezone.now()
     earlier = Q(pk__in=[])  # matches nothing
+    recently_restored = Q(
+        pk__in=Restore.objects.filter(
+            state=RestoreState.DONE, done_at__gte=now - timedelta(days=settings.PACS_RESTORE_HOLD_DAYS)
+        ).values("instance_id")
+    )
     plans = []
     for rule in LifecycleRule.objects.filter(enabled=True).order_by("priority", "id"):
         match = rule_filter(rule, now)
-        instances = Instance.objects.filter(match).exclude(earlier)
+        instances = Instance.objects.filter(match).exclude(earlier).exclude(recently_restored)
         batch, planned = plan_moves(instances, rule.target_tier, actor=actor)
         plans.append(RulePlan(rule, batch, planned))
         earlier |= match

@@ -15,7 +15,12 @@ each row through four steps, and records a step as done (a conditional
    ledger row, only if the row still points to the source (``VERIFIED → SWITCHED``);
 4. **delete** the source, once :data:`grace <grace_seconds>` has passed, so a read
    that looked the row up just before the switch still finds its bytes; a
-   source the index points to again is never deleted (``SWITCHED → DONE``).
+   source the index points to again is never deleted, and a move planned with
+   ``keep_source`` (a restore, :mod:`archive.ingest.restore`) leaves it (``SWITCHED → DONE``).
+
+A target that needs a restore (an S3 archive class) cannot be read back:
+step 2 compares the SHA-256 and size its HEAD gives (checked by the server
+against the upload's Content-MD5), and step 3 makes the instance NEARLINE.
 
 So a crash at any point leaves the row in the state of the last finished
 step, and running the mover again redoes only the unfinished one: copies are
@@ -54,8 +59,8 @@ from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from archive.models import ACTIVE_MOVE_STATES, Instance, MoveState, Retrieval, Tier, TierMove
-from archive.storage.base import CHUNK, StagedObject, Storage, reason
+from archive.models import ACTIVE_MOVE_STATES, Instance, MoveState, TierMove, tier_availability
+from archive.storage.base import CHUNK, NotRestored, StagedObject, Storage, reason
 from archive.storage.keys import log_name
 from archive.storage.registry import UnknownTier, get_storage
 from archive.storage.zstd import CorruptObject
@@ -113,27 +118,17 @@ class MoveReport:
                 setattr(self, name, getattr(self, name) + value)
 
 
-class NeedsRestore(ValueError):
-    """The tier's objects need a restore before they can be read, which the archive cannot do yet."""
-
-
-def refuse_restore_tiers(target: str) -> None:
-    """Refuse to move objects to a tier whose retrieval class is not immediate (restores come later)."""
-    if Tier.objects.filter(name=target).exclude(retrieval=Retrieval.IMMEDIATE).exists():
-        raise NeedsRestore(
-            f"tier {target} needs a restore before its objects can be read; moves there wait until restores exist"
-        )
-
-
-def plan_moves(instances: QuerySet[Instance], target: str, batch: str = "", actor: str = "mover") -> tuple[str, int]:
+def plan_moves(
+    instances: QuerySet[Instance], target: str, batch: str = "", actor: str = "mover", keep_source: bool = False
+) -> tuple[str, int]:
     """Ledger rows for every instance of ``instances`` not already on ``target`` or moving: one SQL statement.
 
     Returns the batch name and how many moves were planned. The target must
-    exist, be reachable now (:class:`UnknownTier`, :class:`OSError`) and be
-    an immediate tier (:class:`NeedsRestore`).
+    exist and be reachable now (:class:`UnknownTier`, :class:`OSError`); it
+    may be a tier that needs a restore (its objects become NEARLINE).
+    ``keep_source`` leaves the sources in place once switched (restores).
     """
     get_storage(target).check()
-    refuse_restore_tiers(target)
     batch = batch or uuid.uuid4().hex[:16]
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     ids, params = instances.order_by().values("id").query.sql_with_params()
@@ -142,14 +137,25 @@ def plan_moves(instances: QuerySet[Instance], target: str, batch: str = "", acto
     # Table names from model metadata, the instance filter from the ORM, every value a parameter.
     sql = (
         f"INSERT INTO {move} (instance_id, batch, source_tier, source_key, target_tier, state, size, attempts,"  # noqa: S608
-        f" error, worker, created_at, updated_at)"
-        f" SELECT i.id, %s, i.tier, i.storage_key, %s, %s, i.size, 0, '', '', %s, %s FROM {inst} i"
+        f" error, worker, created_at, updated_at, keep_source)"
+        f" SELECT i.id, %s, i.tier, i.storage_key, %s, %s, i.size, 0, '', '', %s, %s, %s FROM {inst} i"
         f" WHERE i.id IN ({ids}) AND i.tier <> %s AND NOT EXISTS"
         f" (SELECT 1 FROM {move} m WHERE m.instance_id = i.id AND m.state IN ({active}))"
     )
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
-            sql, [batch, target, MoveState.PENDING, now, now, *params, target, *[str(s) for s in ACTIVE_MOVE_STATES]]
+            sql,
+            [
+                batch,
+                target,
+                MoveState.PENDING,
+                now,
+                now,
+                keep_source,
+                *params,
+                target,
+                *[str(s) for s in ACTIVE_MOVE_STATES],
+            ],
         )
         count = cursor.rowcount
         if count:
@@ -367,10 +373,16 @@ class Mover:
     def verify(self, moves: list[TierMove], sha256: dict[int, str]) -> list[TierMove]:
         def one(move: TierMove) -> bool:
             self.fault("verify", move)
+            target = get_storage(move.target_tier)
             try:
-                found, size = hash_object(get_storage(move.target_tier), move.source_key)
+                # An archive class cannot be read back: its HEAD gives the SHA-256 and size checked at upload.
+                found, size = (
+                    target.stored_digest(move.source_key) if target.archival else hash_object(target, move.source_key)
+                )
             except FileNotFoundError:
                 found, size = "missing", 0
+            except NotRestored:
+                found, size = "unreadable", 0
             except CorruptObject:  # a copy that does not even decompress is a bad copy
                 found, size = "unreadable", 0
             self.fault("verified", move)
@@ -398,12 +410,17 @@ class Mover:
 
     def switch(self, moves: list[TierMove], sha256: dict[int, str]) -> list[TierMove]:
         lost = []
+        available = {tier: tier_availability(tier) for tier in {m.target_tier for m in moves}}
         with transaction.atomic():
             for move in moves:
                 self.fault("switch", move)
                 switched = Instance.objects.filter(
                     pk=move.instance_id, tier=move.source_tier, storage_key=move.source_key
-                ).update(tier=move.target_tier, stored_size=move.stored_size)  # bytes taken there (the cost page)
+                ).update(
+                    tier=move.target_tier,
+                    availability=available[move.target_tier],
+                    stored_size=move.stored_size,  # bytes taken there (the cost page)
+                )
                 if switched == 1:
                     self.advance([move], MoveState.SWITCHED, switched_at=timezone.now())
                 else:
@@ -423,7 +440,9 @@ class Mover:
 
         def one(move: TierMove) -> None:
             self.fault("delete", move)
-            if (move.source_tier, move.source_key) not in live:  # never a source the index points to again
+            if move.keep_source:
+                pass  # a restore leaves the archive copy where it is
+            elif (move.source_tier, move.source_key) not in live:  # never a source the index points to again
                 get_storage(move.source_tier).delete(move.source_key)
             self.fault("deleted", move)
 

@@ -6,6 +6,8 @@ could not be reached), enqueues itself again for later. Running it twice is
 harmless: the ledger and its leases make every step happen once.
 :func:`~archive.ingest.trash.purge_trash` (defined beside the trash, which
 schedules it) purges what has waited its time in the trash.
+
+Restores have their own task, :func:`archive.ingest.restore.run_restores`.
 """
 
 from __future__ import annotations

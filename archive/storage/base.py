@@ -21,12 +21,15 @@ choice of a tier's backend (``settings.PACS_TIERS``) in
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
@@ -118,6 +121,22 @@ def read_ranges_from(fh: BinaryIO, ranges: list[list[int]], key: str) -> bytes:
     return b"".join(parts)
 
 
+class NotRestored(OSError):
+    """The object sits in an archive storage class and has no readable (restored) copy now."""
+
+
+@dataclass(frozen=True)
+class RestoreStatus:
+    """Whether an object can be read now, and if not whether a restore of it is under way.
+
+    ``expiry`` is when a restored temporary copy goes away again (the object stays in its archive class).
+    """
+
+    readable: bool
+    ongoing: bool = False
+    expiry: datetime | None = None
+
+
 class Storage:
     """Base class of storage backends; one method per operation.
 
@@ -127,6 +146,8 @@ class Storage:
 
     staging_dir: Path
     fsync: bool = True
+    #: Objects are kept in an archive class: reading one needs a restore first (S3 GLACIER, DEEP_ARCHIVE).
+    archival: bool = False
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], tier: str, root: Path, fsync: bool = True) -> Storage:
@@ -197,3 +218,29 @@ class Storage:
         """The concatenation of the ``[offset, length]`` ranges of an object."""
         with self.open(key) as fh:
             return read_ranges_from(fh, ranges, key)
+
+    # ------------------------------------------------------------------ archive classes
+
+    def restore(self, key: str, days: int) -> None:
+        """Ask for a readable temporary copy of an archived object, kept ``days`` days (idempotent).
+
+        Nothing to do on a tier whose objects are always readable.
+        """
+
+    def restore_status(self, key: str) -> RestoreStatus:
+        """Whether the object can be read now; on an immediate tier, always."""
+        return RestoreStatus(readable=True)
+
+    def stored_digest(self, key: str) -> tuple[str | None, int]:
+        """The SHA-256 the tier recorded for the object when it was placed, and its size, without reading it.
+
+        Only archival tiers need it (their objects cannot be read back to verify a
+        copy); the default reads the object.
+        """
+        digest = hashlib.sha256()
+        size = 0
+        with self.open(key) as fh:
+            while chunk := fh.read(CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+        return digest.hexdigest(), size

@@ -20,8 +20,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -30,10 +32,15 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from archive.storage.base import CHUNK, StagedObject, Storage
+from archive.storage.base import CHUNK, NotRestored, RestoreStatus, StagedObject, Storage
 from archive.storage.keys import check_key, is_object_key
 
 MISSING = {"404", "NoSuchKey", "NotFound"}
+#: Storage classes whose objects need a RestoreObject before a GET.
+ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+#: RestoreObject answers meaning a restore is already asked for (AWS: 409 RestoreAlreadyInProgress).
+RESTORING = {"RestoreAlreadyInProgress", "409"}
+EXPIRY_RE = re.compile(r'expiry-date="([^"]+)"')
 EXISTS = {"412", "PreconditionFailed"}
 # Ranges closer than this are fetched in one GET (frame fragments sit 8 bytes apart).
 MERGE_GAP = 64 * 1024
@@ -52,6 +59,8 @@ def _errors(key: str) -> Iterator[None]:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code in MISSING:
             raise FileNotFoundError(f"no object {key}") from exc
+        if code == "InvalidObjectState":
+            raise NotRestored(f"object {key} is in an archive storage class and not restored") from exc
         raise S3StorageError(f"S3 request for {key} failed: {code or exc}") from exc
     except BotoCoreError as exc:
         raise S3StorageError(f"S3 request for {key} failed: {exc}") from exc
@@ -89,6 +98,7 @@ class S3Storage(Storage):
         self.fsync = fsync
         self.multipart_threshold = multipart_threshold
         self.storage_class = storage_class
+        self.archival = storage_class.upper() in ARCHIVE_CLASSES
         self.staging_dir = Path(staging_dir)
         self.staging_dir.mkdir(parents=True, exist_ok=True)
         config = Config(
@@ -208,6 +218,37 @@ class S3Storage(Storage):
                     if is_object_key(key):
                         yield key
 
+    # ------------------------------------------------------------------ archive classes
+
+    def restore(self, key: str, days: int) -> None:
+        """RestoreObject for ``days`` days (Standard retrieval); one already under way is fine."""
+        if not self.archival:
+            return
+        try:
+            with _errors(key):
+                self.client.restore_object(
+                    Bucket=self.bucket,
+                    Key=self._name(key),
+                    RestoreRequest={"Days": days, "GlacierJobParameters": {"Tier": "Standard"}},
+                )
+        except (S3StorageError, NotRestored) as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, ClientError) and _error_code(cause) in RESTORING):
+                raise
+
+    def restore_status(self, key: str) -> RestoreStatus:
+        """From the HEAD's storage class and ``x-amz-restore`` header (absent: never restored)."""
+        with _errors(key):
+            head = self.client.head_object(Bucket=self.bucket, Key=self._name(key))
+        archived = str(head.get("StorageClass") or self.storage_class or "STANDARD").upper() in ARCHIVE_CLASSES
+        return parse_restore(head.get("Restore"), archived)
+
+    def stored_digest(self, key: str) -> tuple[str | None, int]:
+        """The SHA-256 stored in the object's metadata at upload and its size (a HEAD: nothing is read)."""
+        with _errors(key):
+            head = self.client.head_object(Bucket=self.bucket, Key=self._name(key))
+        return head.get("Metadata", {}).get("sha256"), int(head["ContentLength"])
+
     def open(self, key: str) -> BinaryIO:
         return io.BufferedReader(RangedObject(self, key), buffer_size=CHUNK)
 
@@ -227,6 +268,24 @@ class S3Storage(Storage):
                 raise OSError(f"object {key} is shorter than its index says")
             parts += [span[offset - start : offset - start + length] for offset, length in group]
         return b"".join(parts)
+
+
+def parse_restore(header: str | None, archived: bool) -> RestoreStatus:
+    """What an ``x-amz-restore`` header says of an object (``archived``: it is in an archive class)."""
+    if not archived:
+        return RestoreStatus(readable=True)
+    if not header:
+        return RestoreStatus(readable=False)
+    if 'ongoing-request="true"' in header:
+        return RestoreStatus(readable=False, ongoing=True)
+    match = EXPIRY_RE.search(header)
+    expiry = None
+    if match:
+        try:
+            expiry = parsedate_to_datetime(match.group(1))
+        except (TypeError, ValueError):
+            expiry = None
+    return RestoreStatus(readable='ongoing-request="false"' in header, expiry=expiry)
 
 
 def _merge(ranges: list[list[int]]) -> Iterator[tuple[int, int, list[list[int]]]]:

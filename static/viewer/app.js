@@ -20,6 +20,7 @@ import { bindKeys } from './services/keyboard.js';
 import { LayoutService } from './services/layout.js';
 import { PrefetchService } from './services/prefetch.js';
 import { PriorsService } from './services/priors.js';
+import { RestoreService } from './services/restore.js';
 import { SeriesService } from './services/series.js';
 import { SyncService } from './services/sync.js';
 import { ToolbarService } from './services/toolbar.js';
@@ -63,6 +64,7 @@ export class ViewerApp {
     this.cine = new CineService(this);
     this.sync = new SyncService(this);
     this.priors = new PriorsService(this);
+    this.restore = new RestoreService(this);
     this.toolbar = new ToolbarService(this);
     this.viewports = [0, 1, 2, 3].map((i) => new Viewport(this, i));
     for (const vp of this.viewports) {
@@ -98,11 +100,17 @@ export class ViewerApp {
     if (!isUID(this.studyUID)) { this.fail('Invalid study'); return; }
     this.say('Loading study…');
     let series;
+    const search = () => this.client.searchSeries(this.studyUID, {
+      includefield: ['SeriesDescription', 'SeriesNumber', 'Modality', 'NumberOfSeriesRelatedInstances', 'BodyPartExamined', 'InstanceAvailability'],
+    });
     try {
-      series = await this.client.searchSeries(this.studyUID, {
-        includefield: ['SeriesDescription', 'SeriesNumber', 'Modality', 'NumberOfSeriesRelatedInstances', 'BodyPartExamined'],
-      });
+      series = await search();
     } catch (err) { this.fail('Could not search the series of this study.', err); return; }
+    try {
+      // A study on an archive tier: "Restoring…" until it is back, then it opens.
+      series = await this.restore.untilOnline(series, search);
+    } catch (err) { this.fail('Could not restore this study from archive storage.', err); return; }
+    this.say('Loading study…');
     const ordered = hangingOrder(series.filter(isImageSeries));
     if (!ordered.length) { this.say('This study has no images.'); return; }
     this.series.order = ordered.map((s) => str(s, TAG.SeriesInstanceUID));

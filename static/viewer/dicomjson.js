@@ -24,6 +24,7 @@ export const TAG = Object.freeze({
   SeriesDate: '00080021',
   StudyTime: '00080030',
   AccessionNumber: '00080050',
+  InstanceAvailability: '00080056',
   Modality: '00080060',
   ModalitiesInStudy: '00080061',
   InstitutionName: '00080080',

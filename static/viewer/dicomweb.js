@@ -235,6 +235,28 @@ export class DicomWebClient {
     return `${this.instanceUrl(study, series, sop)}/thumbnail?viewport=${size},${size}`;
   }
 
+  /**
+   * What the archive answers for `url` without keeping the body: its status and, for a
+   * 503 during a restore, the Retry-After seconds and the body's estimate of the restore.
+   * @param {string} url
+   * @param {AbortSignal} [signal]
+   * @returns {Promise<{status: number, retryAfter: number, estimateSeconds: number}>}
+   */
+  async probe(url, signal) {
+    const r = await this.request(url, { headers: { Accept: IMAGE_ACCEPT }, credentials: 'same-origin', signal });
+    const retryAfter = Number(r.headers.get('Retry-After')) || 0;
+    let estimateSeconds = 0;
+    if (r.status === 503) {
+      try {
+        const body = await r.json();
+        estimateSeconds = Number(body && body.restoring && body.restoring.estimate_seconds) || 0;
+      } catch (_) { /* not JSON */ }
+    } else {
+      await r.arrayBuffer();
+    }
+    return { status: r.status, retryAfter, estimateSeconds };
+  }
+
   /** @param {string} url @param {AbortSignal} [signal] @returns {Promise<Blob>} */
   async blob(url, signal) {
     const r = await this.request(url, { headers: { Accept: IMAGE_ACCEPT }, credentials: 'same-origin', signal });

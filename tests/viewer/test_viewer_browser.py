@@ -489,3 +489,38 @@ def test_a_referring_clinician_is_told_that_their_role_cannot_search(
     page.wait_for_function("() => document.getElementById('search-status').textContent.includes('Your role')")
     assert page.locator("#search-results tbody tr").count() == 0
     context.close()
+
+
+def test_a_study_on_an_archive_tier_shows_restoring_then_opens_by_itself_when_it_is_back(
+    page: Any, live_server: Any, ct: StudySpec, settings: Any
+) -> None:
+    from archive.ingest.mover import Mover, plan_moves
+    from archive.ingest.restore import advance_restores
+    from archive.models import Instance, Restore, Tier
+
+    settings.PACS_RESTORE_RETRY_AFTER_MAX = 1  # poll every second here
+    settings.PACS_TIER_MOVE_GRACE_SECONDS = 0
+    Tier.sync_environment()
+    Tier.objects.filter(name="cold").update(retrieval="minutes")  # a tier that needs a restore, minutes away
+    batch, _ = plan_moves(Instance.objects.all(), "cold")
+    Mover(batch).run()
+    assert set(Instance.objects.values_list("availability", flat=True)) == {"NEARLINE"}
+
+    page.goto(f"{live_server.url}/viewer/studies/{ct.study_uid}#bench")
+    status = page.locator("#vw-status")
+    page.wait_for_function("() => document.getElementById('vw-status').textContent.startsWith('Restoring')")
+    assert status.text_content() == "Restoring from archive storage, about 5 min"
+    assert page.locator("#viewer.vw-restoring").count() == 1
+    page.wait_for_function("() => window.__viewer.restore.polls >= 2", timeout=10000)  # polling, as Retry-After says
+    assert Restore.objects.count() == 6  # one restore per object, however many polls
+    assert page.evaluate("performance.getEntriesByName('viewer:first-image').length") == 0
+
+    while advance_restores().active:
+        pass
+    assert set(Instance.objects.values_list("tier", "availability")) == {("hot", "ONLINE")}
+    page.wait_for_function(FIRST_FULL, timeout=15000)
+    pixels = digest(page)
+    assert pixels["lit"] > pixels["total"] * 0.05
+    assert page.locator("#viewer.vw-restoring").count() == 0
+    assert not status.text_content().startswith("Restoring")
+    assert not page.problems

@@ -15,16 +15,19 @@ import sys
 import time
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db.models import Count
 
 from archive.costs.budgets import check_budgets
 from archive.costs.projection import days
 from archive.costs.usage import cost_report
 from archive.ingest.lifecycle import apply_rules
-from archive.ingest.mover import Mover, MoveReport, NeedsRestore, grace_seconds, pending_moves, plan_moves
+from archive.ingest.mover import Mover, MoveReport, grace_seconds, pending_moves, plan_moves
+from archive.ingest.restore import advance_restores, request_restores, schedule
 from archive.ingest.tasks import run_moves
 from archive.ingest.verify import verify_tier
-from archive.models import Instance, MoveState, Tier, TierMove
+from archive.models import Instance, MoveState, Restore, RestoreState, Tier, TierMove
 from archive.storage.registry import UnknownTier, get_storage
 
 
@@ -44,6 +47,10 @@ class Command(BaseCommand):
         sub.add_parser("status", help="objects and bytes per tier, moves under way")
         verify = sub.add_parser("verify", help="re-hash every object on a tier")
         verify.add_argument("tier")
+        restore = sub.add_parser("restore", help="bring a study back from a tier that needs a restore")
+        restore.add_argument("study", nargs="+", help="Study Instance UID")
+        restore.add_argument("--background", action="store_true", help="leave the restore to the task worker")
+        restore.add_argument("--wait", type=float, default=0, help="seconds to wait for the restore here (polling)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         Tier.sync_environment()
@@ -62,10 +69,7 @@ class Command(BaseCommand):
             self.tier(options["source"])
             instances = instances.filter(tier=options["source"])
         self.tier(options["to"])
-        try:
-            batch, count = plan_moves(instances, options["to"], actor="manage.py tiers move")
-        except NeedsRestore as exc:
-            raise CommandError(str(exc)) from None
+        batch, count = plan_moves(instances, options["to"], actor="manage.py tiers move")
         self.stdout.write(f"planned {count} moves to {options['to']} (batch {batch})")
         self.run(batch, options["background"])
 
@@ -73,7 +77,7 @@ class Command(BaseCommand):
         started = time.monotonic()
         try:
             plans = apply_rules(actor="manage.py tiers apply")
-        except (OSError, NeedsRestore) as exc:
+        except OSError as exc:
             raise CommandError(f"a rule's tier cannot be used: {exc}") from None
         for plan in plans:
             self.stdout.write(f"rule {plan.rule.name!r}: {plan.planned} instances to {plan.rule.target_tier}")
@@ -81,6 +85,40 @@ class Command(BaseCommand):
         for plan in plans:
             if plan.planned:
                 self.run(plan.batch, options["background"])
+
+    def do_restore(self, options: dict[str, Any]) -> None:
+        instances = Instance.objects.filter(series__study__study_instance_uid__in=options["study"])
+        found = set(instances.values_list("series__study__study_instance_uid", flat=True).distinct())
+        if missing := [uid for uid in options["study"] if uid not in found]:
+            raise CommandError(f"no such study: {', '.join(missing)}")
+        asked = request_restores(instances, "command", actor="manage.py tiers restore")
+        if not asked.in_flight:
+            self.stdout.write("every instance is online: nothing to restore")
+            return
+        self.stdout.write(
+            f"{asked.in_flight} instances restoring ({asked.asked} newly asked), about {asked.seconds_left // 60} min"
+        )
+        if options["background"]:
+            schedule()
+            self.stdout.write("the task worker (manage.py db_worker) carries out the restore")
+            return
+        deadline = time.monotonic() + options["wait"]
+        while True:
+            report = advance_restores()
+            for line in report.failed:
+                self.stdout.write(f"  FAILED {line}")
+            left = instances.exclude(availability="ONLINE").count()
+            total = instances.count()
+            self.progress(total - left, total)
+            if not left or not report.active or time.monotonic() >= deadline:
+                break
+            time.sleep(max(0.1, min(float(settings.PACS_RESTORE_POLL_SECONDS), deadline - time.monotonic())))
+        self.stderr.write("")
+        if left:
+            schedule(60)
+            self.stdout.write(f"{left} instances still restoring; the task worker finishes the restore")
+        else:
+            self.stdout.write("restored: every instance is online")
 
     def do_resume(self, options: dict[str, Any]) -> None:
         self.run(None, background=False)
@@ -124,6 +162,8 @@ class Command(BaseCommand):
                 f"budget {status.budget.name!r} ({status.budget.scope}): {status.projected} a month"
                 f" in {status.budget.horizon_months} months, limit {status.budget.monthly_limit}: {state}"
             )
+        restores = {r["state"]: r["n"] for r in Restore.objects.values("state").annotate(n=Count("id"))}
+        self.stdout.write("restores: " + ", ".join(f"{s} {restores.get(s, 0)}" for s in RestoreState.values))
 
     def do_verify(self, options: dict[str, Any]) -> None:
         self.tier(options["tier"])

@@ -188,17 +188,16 @@ def test_verify_reports_a_corrupted_object_and_it_is_never_served_as_good(
         assert hashlib.sha256(fh.read()).hexdigest() == good_row.sha256
 
 
-def test_moves_to_a_tier_that_needs_a_restore_are_refused_until_restores_exist(tmp_path: Path) -> None:
-    from django.core.exceptions import ValidationError
-    from django.core.management.base import CommandError
-
+def test_moves_and_rules_to_a_tier_that_needs_a_restore_are_allowed_and_make_instances_nearline(
+    tmp_path: Path,
+) -> None:
     from archive.models import Tier
 
     study(tmp_path, 1)
     Tier.sync_environment()
     Tier.objects.filter(name="cold").update(retrieval="hours")
-    with pytest.raises(CommandError, match="needs a restore"):
-        run("move", "--to", "cold")
-    with pytest.raises(ValidationError, match="needs a restore"):
-        LifecycleRule(name="deep", after_days=1, target_tier="cold").full_clean()
-    assert not TierMove.objects.exists()
+    LifecycleRule(name="deep", after_days=1, target_tier="cold").full_clean()
+    run("move", "--to", "cold")
+    assert set(Instance.objects.values_list("tier", "availability")) == {("cold", "NEARLINE")}
+    run("move", "--to", "hot")
+    assert set(Instance.objects.values_list("tier", "availability")) == {("hot", "ONLINE")}
