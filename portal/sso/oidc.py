@@ -279,6 +279,7 @@ class Backend(OIDCAuthenticationBackend):
             user = self.bind_new_identity(issuer, subject, claims)
         if user is not None:
             user.oidc_amr = _claim_values(payload.get("amr"))
+            user.oidc_auth_time = payload.get("auth_time")
         return user
 
     def bind_new_identity(self, issuer: str, subject: str, claims: dict[str, Any]) -> Any:
@@ -395,5 +396,7 @@ class CallbackView(OIDCAuthenticationCallbackView):
 
     def login_success(self) -> HttpResponse:
         response = super().login_success()
-        mfa.mark_verified_by_idp(self.request, getattr(self.user, "oidc_amr", []))
+        mfa.mark_verified_by_idp(
+            self.request, getattr(self.user, "oidc_amr", []), getattr(self.user, "oidc_auth_time", None)
+        )
         return response
