@@ -85,6 +85,12 @@ def is_verified(request: HttpRequest) -> bool:
     return bool(user.is_authenticated and request.session.get(IDP_MFA_SESSION_KEY) == user.pk)
 
 
+def verified_by_idp(request: HttpRequest) -> bool:
+    """Did the IdP's multi-factor sign-in verify this session (see :func:`mark_verified_by_idp`)?"""
+    user = request.user
+    return bool(user.is_authenticated and request.session.get(IDP_MFA_SESSION_KEY) == user.pk)
+
+
 def stamp_verified(request: HttpRequest) -> None:
     """Remember that this session passed a second factor just now."""
     request.session[VERIFIED_AT_SESSION_KEY] = time.time()

@@ -365,3 +365,23 @@ def test_an_auth_time_in_the_future_counts_as_now_not_later(radiologist: User, r
     request = _idp_request(radiologist, rf)
     assert mfa.mark_verified_by_idp(request, ["mfa"], time.time() + 86400)
     assert request.session[mfa.VERIFIED_AT_SESSION_KEY] <= time.time()
+
+
+def test_a_stale_idp_second_factor_is_proved_again_by_a_new_idp_sign_in_with_prompt_login(
+    radiologist: User, rf: Any, settings: Any
+) -> None:
+    oidc_explicit(settings)
+    client = signed_in(radiologist)
+    request = _idp_request(radiologist, rf)
+    request.session = client.session
+    assert mfa.mark_verified_by_idp(request, ["pwd", "otp"], int(time.time()) - 3 * 3600)
+    request.session.save()
+    challenge = client.get("/mfa/verify/?fresh=1&next=/reports/x/")
+    target = urlparse(challenge["Location"])
+    assert challenge.status_code == 302 and target.path == "/oidc/authenticate/"
+    assert parse_qs(target.query) == {"next": ["/reports/x/"], "fresh": ["1"]}
+    idp = urlparse(client.get(challenge["Location"])["Location"])
+    query = {key: values[0] for key, values in parse_qs(idp.query).items()}
+    assert idp.netloc == "idp.example" and (query["prompt"], query["max_age"]) == ("login", "0")
+    plain = urlparse(Client().get("/oidc/authenticate/?next=/viewer/")["Location"])
+    assert "prompt" not in parse_qs(plain.query) and "max_age" not in parse_qs(plain.query)
