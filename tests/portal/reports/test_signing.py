@@ -17,7 +17,7 @@ from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from pydicom.fileset import FileSet
 
-from archive.models import Instance
+from archive.models import Instance, LegalHold
 from audit.models import AuditEvent
 from portal.reports.dicom import ENCAPSULATED_PDF_STORAGE
 from portal.reports.models import Report, ReportVersion
@@ -283,12 +283,13 @@ def _fail_second_store(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return tried
 
 
-def test_a_signature_whose_second_copy_fails_removes_the_first_and_leaves_no_signed_sr_in_the_archive(
+def test_a_signature_whose_second_copy_fails_removes_the_first_even_under_a_legal_hold_and_leaves_no_sr(
     claimed: WorklistItem, radiologist: User, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = signed_in(radiologist)
     uid = claimed.study_instance_uid
     _written(client, uid)
+    LegalHold.objects.create(study_instance_uid=uid, reason="litigation")  # holds the record, not the orphan
     before = set(Instance.objects.values_list("sop_instance_uid", flat=True))
     tried = _fail_second_store(monkeypatch)
     assert sign(client, uid, "final").status_code == 503
