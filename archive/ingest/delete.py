@@ -69,3 +69,37 @@ def remove_series(series: Series) -> int:
             )
         transaction.on_commit(lambda: remove_objects(objects))
     return count
+
+
+def discard_unacknowledged(sop_instance_uids: list[str]) -> int:
+    """Remove instances a caller stored moments ago for an act that then failed (a report signature).
+
+    Such instances were never acknowledged to anyone as part of the record (the signature that would have
+    made them so was not recorded), so they skip the recoverable trash and the retention guard: a legal
+    hold preserves what the record holds, and these orphans never entered it. The caller names the exact
+    instances it stored itself and audits the discard. Series and study counts are kept; an emptied series
+    goes, the study stays (it held the images the report was about).
+    """
+    instances = Instance.objects.filter(sop_instance_uid__in=sop_instance_uids)
+    objects = stored_copies(instances)
+    with write_lock(), transaction.atomic():
+        rows = list(instances.values_list("pk", "series_id", "series__study_id"))
+        if not rows:
+            return 0
+        Instance.objects.filter(pk__in=[pk for pk, _, _ in rows]).delete()
+        for series_id in {series_id for _, series_id, _ in rows}:
+            left = Instance.objects.filter(series_id=series_id).count()
+            if left:
+                Series.objects.filter(pk=series_id).update(number_of_instances=left)
+            else:
+                Series.objects.filter(pk=series_id).delete()
+        for study_id in {study_id for _, _, study_id in rows}:
+            remaining = Series.objects.filter(study_id=study_id)
+            modalities = sorted({m for m in remaining.values_list("modality", flat=True) if m})
+            Study.objects.filter(pk=study_id).update(
+                number_of_series=remaining.count(),
+                number_of_instances=Instance.objects.filter(series__study_id=study_id).count(),
+                modalities_in_study="\\".join(modalities),
+            )
+        transaction.on_commit(lambda: remove_objects(objects))
+    return len(rows)

@@ -85,6 +85,12 @@ def is_verified(request: HttpRequest) -> bool:
     return bool(user.is_authenticated and request.session.get(IDP_MFA_SESSION_KEY) == user.pk)
 
 
+def verified_by_idp(request: HttpRequest) -> bool:
+    """Did the IdP's multi-factor sign-in verify this session (see :func:`mark_verified_by_idp`)?"""
+    user = request.user
+    return bool(user.is_authenticated and request.session.get(IDP_MFA_SESSION_KEY) == user.pk)
+
+
 def stamp_verified(request: HttpRequest) -> None:
     """Remember that this session passed a second factor just now."""
     request.session[VERIFIED_AT_SESSION_KEY] = time.time()
@@ -232,13 +238,33 @@ def amr_is_multi_factor(amr: Iterable[str] | None) -> bool:
     return bool(amr) and bool(IDP_MFA_AMR.intersection(str(value).lower() for value in amr or ()))
 
 
-def mark_verified_by_idp(request: HttpRequest, amr: Iterable[str] | None) -> bool:
+def mark_verified_by_idp(request: HttpRequest, amr: Iterable[str] | None, auth_time: object = None) -> bool:
     """Accept the IdP's multi-factor sign-in (``amr`` has mfa/otp/hwk) as our second
-    factor for this session. Returns whether it was accepted."""
+    factor for this session. Returns whether it was accepted.
+
+    How recent that second factor is comes from the ID token's ``auth_time`` (when the user last
+    actually authenticated at the IdP), never from the moment of our sign-in: a silent SSO sign-in
+    riding an IdP session hours old is not a fresh second factor (see :func:`verified_within`).
+    Without a usable ``auth_time`` the session is verified but never counts as fresh.
+    """
     if not settings.PACS_MFA_TRUST_IDP_AMR or not amr_is_multi_factor(amr):
         request.session.pop(IDP_MFA_SESSION_KEY, None)
         return False
     request.session[IDP_MFA_SESSION_KEY] = request.user.pk
-    stamp_verified(request)
-    trail.record("mfa_verify", request, detail={"method": "idp", "amr": sorted(str(a) for a in amr or ())})
+    at = _auth_time(auth_time)
+    if at is None:
+        request.session.pop(VERIFIED_AT_SESSION_KEY, None)
+    else:
+        request.session[VERIFIED_AT_SESSION_KEY] = at
+    detail: dict[str, Any] = {"method": "idp", "amr": sorted(str(a) for a in amr or ())}
+    if at is None:
+        detail["auth_time"] = "missing"
+    trail.record("mfa_verify", request, detail=detail)
     return True
+
+
+def _auth_time(value: object) -> float | None:
+    """The ``auth_time`` claim as seconds since the epoch (a JSON number, never later than now), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return min(float(value), time.time())

@@ -99,6 +99,9 @@ def verify(request: HttpRequest) -> HttpResponse:
     fresh = (request.POST.get("fresh") or request.GET.get("fresh")) == "1"
     if mfa.is_verified(request) and not fresh:
         return HttpResponseRedirect(next_url)
+    if fresh and mfa.verified_by_idp(request) and not mfa.has_second_factor(request.user):
+        # the IdP did the second factor: prove it again there (a new sign-in, prompt=login and max_age=0)
+        return redirect(f"{reverse('oidc_authentication_init')}?{urlencode({'next': next_url, 'fresh': '1'})}")
     if not mfa.has_second_factor(request.user):
         return redirect(_with_next("mfa_enrol", next_url))
     context: dict[str, object] = {"next": next_url, "fresh": fresh}

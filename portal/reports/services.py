@@ -15,11 +15,14 @@ same transaction, so a change never exists without its record.
   beside the text it tried to save. Only the study's claimant (or an
   administrator) edits, and never a final or amended report.
 * **Signing** preliminary or final, or **amending** a final report with an
-  addendum, makes a new :class:`~portal.reports.models.ReportVersion`; the
-  text signed is stored into the archive as a Comprehensive SR and an
-  Encapsulated PDF through the one ingest path
+  addendum, makes a new :class:`~portal.reports.models.ReportVersion`; a
+  final or amended text is stored into the archive as an Encapsulated PDF and
+  then a Comprehensive SR through the one ingest path
   (:func:`archive.ingest.store.store_instances`), then the report and the
-  worklist row move on. Only a radiologist who holds the claim (or is an
+  worklist row move on. A preliminary is never stored into the archive
+  (DICOMweb serves the study to clinicians). If anything fails after a copy
+  was stored, the copies are removed again, so no signed SR outlives a
+  signature that was not recorded. Only a radiologist who holds the claim (or is an
   administrator) signs; a final signature and an addendum need a session that
   passed its second factor recently (:class:`NeedsFreshMFA` otherwise). The
   report is held while its copies are stored (no save or second signature
@@ -39,7 +42,8 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from archive.access import visible_studies
-from archive.ingest.store import Sender, StoreResult, record_stores, store_instances
+from archive.ingest.delete import discard_unacknowledged
+from archive.ingest.store import Outcome, Sender, StoreResult, record_stores, store_instances
 from archive.models import Study
 from archive.storage.registry import get_storage
 from archive.storage.staging import StagingWriter
@@ -354,11 +358,29 @@ def _sign(
         )
     if not held:
         raise Conflict(Report.objects.get(pk=report.pk))
+    hold = _Hold(report.pk, now)
     try:
-        return _store_and_sign(report, user, edited, what, request, action, text, now, number)
+        return _store_and_sign(report, user, edited, what, request, action, text, hold, number)
     finally:  # signed or not, the hold ends (a signed report's hold ended with its signature)
         with write_lock(), transaction.atomic():
-            Report.objects.filter(pk=report.pk, signing_since=now).update(signing_since=None)
+            Report.objects.filter(pk=report.pk, signing_since=hold.since).update(signing_since=None)
+
+
+@dataclass
+class _Hold:
+    """A report's signing hold: ``signing_since`` as this signature last set it."""
+
+    report_pk: int
+    since: datetime
+
+    def renew(self) -> None:
+        """Move the hold to now, so a long store never outlives :data:`SIGNING_HOLD`; Conflict if it lapsed."""
+        renewed = max(timezone.now(), self.since + timedelta(microseconds=1))
+        with write_lock(), transaction.atomic():
+            kept = Report.objects.filter(pk=self.report_pk, signing_since=self.since).update(signing_since=renewed)
+        if not kept:
+            raise Conflict(Report.objects.get(pk=self.report_pk))
+        self.since = renewed
 
 
 def _store_and_sign(
@@ -369,34 +391,104 @@ def _store_and_sign(
     request: HttpRequest | None,
     action: str,
     text: dicom.SignedText,
-    now: datetime,
+    hold: _Hold,
     number: int,
 ) -> ReportVersion:
-    """Store the DICOM copies of the held report, then record the signature (see :func:`_sign`)."""
+    """Store the DICOM copies of the held report (final and amended only), then record the signature.
+
+    A preliminary signature stores no DICOM copy: the archive serves a study's instances to everyone who
+    sees the study (referring clinicians, EHR launches, SMART tokens), and a preliminary is for readers
+    only, so it lives in the report tables alone. A final or amended signature stores its PDF first and
+    its SR last; if anything fails once a copy is stored, the copies this signature stored are removed
+    (see :func:`_discard`), so the archive never holds a signed SR for a signature that was not recorded.
+    """
     study = report.study
-    sr_uid, pdf_uid = dicom.new_uid(), dicom.new_uid()
-    previous = dicom.read_stored(what.predecessor.sr_sop_instance_uid) if what.predecessor else None
+    stored: list[str] = []
+    sr_uid = pdf_uid = ""
+    if what.status != ReportStatus.PRELIMINARY:
+        sr_uid, pdf_uid = dicom.new_uid(), dicom.new_uid()
+        previous = dicom.read_stored(what.predecessor.sr_sop_instance_uid) if what.predecessor else None
+        try:
+            evidence = dicom.evidence_of(study)
+        except dicom.NoEvidence as exc:
+            _audit(action, request, user, study, "failure", reason=str(exc))
+            raise Refused(f"{exc}: nothing was signed", status=409) from exc
+        sr = dicom.build_sr(text, evidence, report.sr_series_instance_uid, sr_uid, previous)
+        document = dicom.build_pdf(text, sr, report.pdf_series_instance_uid, pdf_uid)
+        try:
+            for data in (dicom.part10(document), dicom.part10(sr)):  # the PDF first, the signed SR last
+                _store_copy(report, user, request, action, hold, data, stored)
+        except BaseException:
+            _discard(report, user, request, action, stored)
+            raise
     try:
-        evidence = dicom.evidence_of(study)
-    except dicom.NoEvidence as exc:
-        _audit(action, request, user, study, "failure", reason=str(exc))
-        raise Refused(f"{exc}: nothing was signed", status=409) from exc
-    sr = dicom.build_sr(text, evidence, report.sr_series_instance_uid, sr_uid, previous)
-    document = dicom.build_pdf(text, sr, report.pdf_series_instance_uid, pdf_uid)
-    staged = [_stage(dicom.part10(sr)), _stage(dicom.part10(document))]
+        return _record_signature(report, user, edited, what, request, action, text, hold, number, sr_uid, pdf_uid)
+    except BaseException:
+        _discard(report, user, request, action, stored)
+        raise
+
+
+def _store_copy(
+    report: Report,
+    user: Any,
+    request: HttpRequest | None,
+    action: str,
+    hold: _Hold,
+    data: bytes,
+    stored: list[str],
+) -> None:
+    """Store one DICOM copy through the one ingest path, renewing the hold first; ``stored`` gains its UID."""
+    study = report.study
+    hold.renew()
     results: list[StoreResult] = store_instances(
-        staged,
+        [_stage(data)],
         expected_study=study.study_instance_uid,
         sender=Sender(site=study.site),
         audit=lambda r: record_stores(request, r, via="report"),
     )
-    if not all(r.ok for r in results):
+    stored.extend(r.sop_instance_uid for r in results if r.outcome == Outcome.STORED and r.sop_instance_uid)
+    if not results or not all(r.ok for r in results):
         _audit(action, request, user, study, "failure", reason="the archive did not take the report's DICOM copies")
         raise StoreFailed("the archive could not store the report; nothing was signed")
+    hold.renew()
+
+
+def _discard(report: Report, user: Any, request: HttpRequest | None, action: str, stored: list[str]) -> None:
+    """Remove the copies a failed signature stored (never acknowledged as signed), and audit it."""
+    if not stored:
+        return
+    removed = discard_unacknowledged(stored)
+    _audit(
+        f"{action}_copies_discarded",
+        request,
+        user,
+        report.study,
+        reason="the signature failed after its DICOM copies were stored",
+        instances=",".join(stored),
+        removed=removed,
+    )
+
+
+def _record_signature(
+    report: Report,
+    user: Any,
+    edited: int,
+    what: _Signing,
+    request: HttpRequest | None,
+    action: str,
+    text: dicom.SignedText,
+    hold: _Hold,
+    number: int,
+    sr_uid: str,
+    pdf_uid: str,
+) -> ReportVersion:
+    """Record the signature of the held report in one transaction (Conflict if the hold was lost)."""
+    study = report.study
+    now = text.signed_at
     with write_lock(), transaction.atomic():
-        moved = Report.objects.filter(pk=report.pk, version=edited, status=report.status, signing_since=now).update(
-            status=what.status, version=edited + 1, updated_by=user, updated_at=now, signing_since=None
-        )
+        moved = Report.objects.filter(
+            pk=report.pk, version=edited, status=report.status, signing_since=hold.since
+        ).update(status=what.status, version=edited + 1, updated_by=user, updated_at=now, signing_since=None)
         if not moved:
             raise Conflict(Report.objects.get(pk=report.pk))
         version = ReportVersion.objects.create(

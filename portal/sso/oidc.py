@@ -279,6 +279,7 @@ class Backend(OIDCAuthenticationBackend):
             user = self.bind_new_identity(issuer, subject, claims)
         if user is not None:
             user.oidc_amr = _claim_values(payload.get("amr"))
+            user.oidc_auth_time = payload.get("auth_time")
         return user
 
     def bind_new_identity(self, issuer: str, subject: str, claims: dict[str, Any]) -> Any:
@@ -383,6 +384,14 @@ class AuthenticateView(OIDCAuthenticationRequestView):
             return HttpResponse("The sign-in provider cannot be reached.", status=503, content_type="text/plain")
         return super().get(request)
 
+    def get_extra_params(self, request: HttpRequest) -> dict[str, Any]:
+        """``fresh=1`` (a final signature needs a recent second factor): the IdP must authenticate the user
+        again (``prompt=login``, ``max_age=0``), so the new ID token's ``auth_time`` is now."""
+        params = dict(super().get_extra_params(request))
+        if request.GET.get("fresh") == "1":
+            params.update({"prompt": "login", "max_age": "0"})
+        return params
+
 
 class CallbackView(OIDCAuthenticationCallbackView):
     """Finish the sign-in (audited as "sign-in" by portal.accounts.authevents) and note whether the
@@ -395,5 +404,7 @@ class CallbackView(OIDCAuthenticationCallbackView):
 
     def login_success(self) -> HttpResponse:
         response = super().login_success()
-        mfa.mark_verified_by_idp(self.request, getattr(self.user, "oidc_amr", []))
+        mfa.mark_verified_by_idp(
+            self.request, getattr(self.user, "oidc_amr", []), getattr(self.user, "oidc_auth_time", None)
+        )
         return response

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -331,3 +332,56 @@ def test_it_keeps_the_backend_inert_without_configuration(db: Any, settings: Any
     settings.OIDC_RP_CLIENT_ID = ""
     request = rf.get("/oidc/callback/?code=x&state=y")
     assert oidc.Backend().authenticate(request) is None
+
+
+def _idp_request(radiologist: User, rf: Any) -> Any:
+    request = rf.get("/")
+    request.user = radiologist
+    request.session = signed_in(radiologist).session
+    return request
+
+
+def test_an_idp_second_factor_is_as_recent_as_the_id_tokens_auth_time_not_as_the_sign_in(
+    radiologist: User, rf: Any
+) -> None:
+    request = _idp_request(radiologist, rf)
+    assert mfa.mark_verified_by_idp(request, ["pwd", "otp"], int(time.time()) - 3 * 3600)  # a silent SSO re-login
+    assert mfa.is_verified(request) and not mfa.verified_within(request, 300)
+    assert mfa.mark_verified_by_idp(request, ["pwd", "otp"], int(time.time()) - 10)  # the user just authenticated
+    assert mfa.verified_within(request, 300)
+
+
+def test_an_idp_sign_in_without_auth_time_verifies_the_session_but_is_never_fresh(radiologist: User, rf: Any) -> None:
+    request = _idp_request(radiologist, rf)
+    request.session[mfa.VERIFIED_AT_SESSION_KEY] = time.time()  # even a stamp left from before goes
+    for missing in (None, "1700000000", True):
+        assert mfa.mark_verified_by_idp(request, ["mfa"], missing)
+        assert mfa.is_verified(request) and not mfa.verified_within(request, 300)
+    event = AuditEvent.objects.filter(action="mfa_verify").latest("id")
+    assert event.detail == {"method": "idp", "amr": ["mfa"], "auth_time": "missing"}
+
+
+def test_an_auth_time_in_the_future_counts_as_now_not_later(radiologist: User, rf: Any) -> None:
+    request = _idp_request(radiologist, rf)
+    assert mfa.mark_verified_by_idp(request, ["mfa"], time.time() + 86400)
+    assert request.session[mfa.VERIFIED_AT_SESSION_KEY] <= time.time()
+
+
+def test_a_stale_idp_second_factor_is_proved_again_by_a_new_idp_sign_in_with_prompt_login(
+    radiologist: User, rf: Any, settings: Any
+) -> None:
+    oidc_explicit(settings)
+    client = signed_in(radiologist)
+    request = _idp_request(radiologist, rf)
+    request.session = client.session
+    assert mfa.mark_verified_by_idp(request, ["pwd", "otp"], int(time.time()) - 3 * 3600)
+    request.session.save()
+    challenge = client.get("/mfa/verify/?fresh=1&next=/reports/x/")
+    target = urlparse(challenge["Location"])
+    assert challenge.status_code == 302 and target.path == "/oidc/authenticate/"
+    assert parse_qs(target.query) == {"next": ["/reports/x/"], "fresh": ["1"]}
+    idp = urlparse(client.get(challenge["Location"])["Location"])
+    query = {key: values[0] for key, values in parse_qs(idp.query).items()}
+    assert idp.netloc == "idp.example" and (query["prompt"], query["max_age"]) == ("login", "0")
+    plain = urlparse(Client().get("/oidc/authenticate/?next=/viewer/")["Location"])
+    assert "prompt" not in parse_qs(plain.query) and "max_age" not in parse_qs(plain.query)

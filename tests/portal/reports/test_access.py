@@ -73,6 +73,9 @@ def test_referring_clinicians_never_see_drafts_or_preliminaries_only_final_and_a
     sign(reader, uid, "preliminary")
     assert DRAFT not in referrer.get(url("report", uid)).content.decode()
     assert referrer.get(url("report-print", uid) + "?v=1").status_code == 404  # no version by number either
+    listed = referrer.get(f"/dicom-web/studies/{uid}/series", headers={"Accept": "application/dicom+json"})
+    modalities = {s["00080060"]["Value"][0] for s in listed.json()}
+    assert listed.status_code == 200 and modalities == {"CT"}  # no preliminary SR or PDF for DICOMweb to serve
     assert save(referrer, uid, 3, findings="clinician edit").status_code == 403
     assert sign(referrer, uid, "final").status_code == 403
     sign(reader, uid, "final")

@@ -17,7 +17,7 @@ from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from pydicom.fileset import FileSet
 
-from archive.models import Instance
+from archive.models import Instance, LegalHold
 from audit.models import AuditEvent
 from portal.reports.dicom import ENCAPSULATED_PDF_STORAGE
 from portal.reports.models import Report, ReportVersion
@@ -50,21 +50,24 @@ def _texts(sr: hd.sr.ComprehensiveSR) -> dict[str, str]:
     return {item.ConceptNameCodeSequence[0].CodeMeaning: item.TextValue for item in sr.ContentSequence}
 
 
-def test_a_preliminary_signature_needs_no_fresh_second_factor_and_stores_an_unverified_sr(
+def test_a_preliminary_signature_needs_no_fresh_second_factor_and_stores_no_dicom_copy(
     claimed: WorklistItem, radiologist: User
 ) -> None:
     client = signed_in(radiologist, mfa_age=None)
     uid = claimed.study_instance_uid
     _written(client, uid)
+    before = Instance.objects.count()
     response = sign(client, uid, "preliminary")
     assert response.status_code == 302 and response["Location"] == url("report", uid)
     version = ReportVersion.objects.get()
-    assert (version.status, version.number) == ("preliminary", 1)
+    assert (version.status, version.number, version.findings) == ("preliminary", 1, FINDINGS)
+    assert (version.sr_sop_instance_uid, version.pdf_sop_instance_uid) == ("", "")
     assert WorklistItem.objects.get(pk=claimed.pk).status == "preliminary"
-    sr = _sr(client, uid, version)
-    assert sr.PreliminaryFlag == "PRELIMINARY" and sr.VerificationFlag == "UNVERIFIED"
-    assert "VerifyingObserverSequence" not in sr
-    assert _texts(sr)["Procedure Findings"] == FINDINGS
+    assert Instance.objects.count() == before  # the archive serves the study to clinicians: no preliminary in it
+    report = Report.objects.get()
+    assert not Instance.objects.filter(
+        series__series_instance_uid__in=[report.sr_series_instance_uid, report.pdf_series_instance_uid]
+    ).exists()
 
 
 def test_signing_final_with_a_stale_second_factor_is_sent_to_the_challenge_and_a_fresh_one_signs(
@@ -259,3 +262,88 @@ def test_a_failed_store_signs_nothing_and_releases_the_report(
     assert not ReportVersion.objects.exists()
     assert AuditEvent.objects.filter(action="report_sign", outcome="failure").exists()
     assert save(client, uid, 2, findings="still editable").status_code == 200
+
+
+def _fail_second_store(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The first copy (the PDF) is stored for real, the second (the SR) is refused; returns the SOP classes tried."""
+    from archive.ingest.store import Outcome, StoreResult
+    from portal.reports import services
+
+    real, tried = services.store_instances, []
+
+    def second_refused(staged: list[object], **kwargs: object) -> list[StoreResult]:
+        tried.append("x")
+        if len(tried) == 1:
+            return real(staged, **kwargs)  # type: ignore[arg-type]
+        for item in staged:
+            item.discard()  # type: ignore[attr-defined]
+        return [StoreResult(Outcome.UNAVAILABLE, detail="disk full")]
+
+    monkeypatch.setattr(services, "store_instances", second_refused)
+    return tried
+
+
+def test_a_signature_whose_second_copy_fails_removes_the_first_even_under_a_legal_hold_and_leaves_no_sr(
+    claimed: WorklistItem, radiologist: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = signed_in(radiologist)
+    uid = claimed.study_instance_uid
+    _written(client, uid)
+    LegalHold.objects.create(study_instance_uid=uid, reason="litigation")  # holds the record, not the orphan
+    before = set(Instance.objects.values_list("sop_instance_uid", flat=True))
+    tried = _fail_second_store(monkeypatch)
+    assert sign(client, uid, "final").status_code == 503
+    assert len(tried) == 2 and not ReportVersion.objects.exists()
+    report = Report.objects.get(study_instance_uid=uid)
+    assert (report.status, report.signing_since) == ("draft", None)
+    assert set(Instance.objects.values_list("sop_instance_uid", flat=True)) == before
+    assert not Instance.objects.filter(series__modality__in=["SR", "DOC"]).exists()
+    study = report.study
+    study.refresh_from_db()
+    assert (study.number_of_instances, study.modalities_in_study) == (len(before), "CT")
+    discarded = AuditEvent.objects.get(action="report_sign_copies_discarded")
+    assert discarded.detail["removed"] == 1
+    monkeypatch.undo()
+    assert sign(client, uid, "final").status_code == 302  # a retry signs, with no orphans piled up
+    assert Instance.objects.count() == len(before) + 2
+
+
+def test_a_signature_that_loses_its_hold_after_storing_removes_its_copies_and_signs_nothing(
+    claimed: WorklistItem, radiologist: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from portal.reports import services
+
+    client = signed_in(radiologist)
+    uid = claimed.study_instance_uid
+    _written(client, uid)
+    before = Instance.objects.count()
+    real = services._record_signature
+
+    def conflicted(*args: object, **kwargs: object) -> ReportVersion:
+        Report.objects.filter(study_instance_uid=uid).update(version=99)  # someone moved the report meanwhile
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(services, "_record_signature", conflicted)
+    assert sign(client, uid, "final").status_code == 409
+    assert Instance.objects.count() == before and not ReportVersion.objects.exists()
+    assert Report.objects.get(study_instance_uid=uid).signing_since is None
+
+
+def test_the_signing_hold_is_renewed_while_copies_are_stored(
+    claimed: WorklistItem, radiologist: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from portal.reports import services
+
+    client = signed_in(radiologist)
+    uid = claimed.study_instance_uid
+    _written(client, uid)
+    real, seen = services.store_instances, []
+
+    def slow(staged: list[object], **kwargs: object) -> object:
+        seen.append(Report.objects.get(study_instance_uid=uid).signing_since)
+        return real(staged, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(services, "store_instances", slow)
+    assert sign(client, uid, "final").status_code == 302
+    first, second = seen  # one store each for the PDF and the SR, the hold moved on in between
+    assert first is not None and second is not None and first < second
