@@ -10,7 +10,9 @@ authorization server) are accepted by the validators named in
 subclasses, like ``PACS_ACCESS_POLICY``), so the archive imports none of
 them: :func:`authenticate_bearer` tries the API tokens first, then each
 validator; the first that recognises the token decides (a user, or a 401/403
-with a reason).
+with a reason). Only the ``Bearer`` scheme ever reaches a validator (never
+``Basic`` credentials), and never one of the archive's own API tokens (by
+its ``pacs_`` prefix or its stored hash), even a revoked or expired one.
 """
 
 from __future__ import annotations
@@ -60,13 +62,28 @@ def authenticate_bearer(request: HttpRequest) -> Bearer:
     user = user_from_bearer(request)
     if user is not None:
         return Bearer(user)
-    raw = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")[2].strip()
-    if raw:
+    scheme, _, raw = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    raw = raw.strip()
+    if scheme.lower() == "bearer" and raw and not _is_archive_token(raw):
         for validator in _validators(tuple(getattr(settings, "PACS_BEARER_VALIDATORS", ()))):
             answer = validator.authenticate(request, raw)
             if answer is not None:
                 return answer
     return Bearer(None, 401, "Invalid or expired token")
+
+
+#: Every API token this archive issues starts so (:meth:`archive.models.ApiToken.issue`).
+ARCHIVE_TOKEN_PREFIX = "pacs_"
+
+
+def _is_archive_token(raw: str) -> bool:
+    """Whether ``raw`` is (or looks like) one of this archive's API tokens, usable or not.
+
+    Such a token, even revoked or expired, is never shown to a validator: a
+    validator may send what it is given to another server (an EHR's token
+    introspection endpoint).
+    """
+    return raw.startswith(ARCHIVE_TOKEN_PREFIX) or ApiToken.objects.filter(token_hash=hash_token(raw)).exists()
 
 
 def user_from_bearer(request: HttpRequest) -> Any | None:

@@ -65,6 +65,7 @@ class EhrIntegrationAdmin(admin.ModelAdmin[EhrIntegration]):
                     "smart_client_secret",
                     "smart_scope",
                     "smart_patient_system",
+                    "smart_patient_issuer",
                     "smart_audience",
                     "smart_token_check",
                 ],

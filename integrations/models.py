@@ -101,6 +101,13 @@ class EhrIntegration(models.Model):
         help_text="SMART: the identifier system (urn:oid:… or a URL) of the EHR's Patient identifiers that are our "
         "(0010,0020) Patient IDs.",
     )
+    smart_patient_issuer = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        help_text="SMART: our (0010,0021) Issuer of Patient ID of the EHR's patients, matched exactly (empty: only "
+        "patients without an issuer).",
+    )
     smart_audience = models.CharField(
         max_length=500,
         blank=True,

@@ -189,8 +189,25 @@ def _subject(integration: EhrIntegration, access_token: str) -> str:
     return sub if isinstance(sub, str) else ""
 
 
+#: ``EhrIdentity.clinician_id`` holds at most this many characters.
+CLINICIAN_ID_LENGTH = 64
+
+
+def clinician_id_of(sub: str) -> str:
+    """The clinician id of an EHR user ``sub``: ``smart:<sub>`` if it fits, else ``smart#<SHA-256 of sub>``.
+
+    Never truncated: two long ``sub``s sharing a beginning are two clinicians.
+    A short ``sub`` stays readable; the ``#`` form (58 hex digits of the hash)
+    cannot be a short one's.
+    """
+    plain = f"smart:{sub}"
+    if len(plain) <= CLINICIAN_ID_LENGTH:
+        return plain
+    return "smart#" + hashlib.sha256(sub.encode()).hexdigest()[: CLINICIAN_ID_LENGTH - len("smart#")]
+
+
 def _account(integration: EhrIntegration, sub: str) -> Any:
-    clinician_id = f"smart:{sub}"[:64]
+    clinician_id = clinician_id_of(sub)
     identity = EhrIdentity.objects.select_related("user").filter(integration=integration, clinician_id=clinician_id)
     found = identity.first()
     if found is not None:

@@ -4,7 +4,9 @@ The ``patient`` of a SMART launch or access token is the EHR's FHIR id. We
 read that Patient from the EHR's FHIR server (with the access token that
 named it: the EHR's own token, sent only to the EHR) and take its identifier
 of the integration's system (``smart_patient_system``) as our (0010,0020)
-Patient ID, among the patients with studies at the integration's sites. The
+Patient ID, among the patients of the integration's (0010,0021) Issuer of
+Patient ID (``smart_patient_issuer``, matched exactly; empty: only patients
+without an issuer) with studies at the integration's sites. The
 answer is remembered (:class:`~integrations.models.SmartPatient`), so it is
 asked once per patient. No identifier of that system, no patient of that ID
 here, or two patients with that ID: no patient (nothing is opened).
@@ -59,7 +61,9 @@ def patient_for(integration: EhrIntegration, fhir_id: str, access_token: str) ->
     """Our patient for the EHR's ``Patient/<fhir_id>``, learnt once (see the module docstring)."""
     known = SmartPatient.objects.select_related("patient").filter(integration=integration, fhir_id=fhir_id).first()
     if known is not None:
-        return known.patient
+        if known.patient.issuer_of_patient_id == integration.smart_patient_issuer:
+            return known.patient
+        known.delete()  # learnt under another issuer (before the integration named its issuer): learn again
     if not integration.smart_patient_system:
         raise PatientProblem("the integration names no patient identifier system")
     try:
@@ -77,7 +81,11 @@ def patient_for(integration: EhrIntegration, fhir_id: str, access_token: str) ->
     if not value:
         return None
     candidates = list(
-        Patient.objects.filter(patient_id=value, studies__site__in=integration.sites.all()).distinct()[:2]
+        Patient.objects.filter(
+            patient_id=value,
+            issuer_of_patient_id=integration.smart_patient_issuer,
+            studies__site__in=integration.sites.all(),
+        ).distinct()[:2]
     )
     if len(candidates) != 1:
         if candidates:

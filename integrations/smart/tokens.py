@@ -24,6 +24,14 @@ access tokens issued by a registered EHR's authorization server (an
   integration disabled, counts from the next check at the latest): a request
   with a remembered token costs one query (its account).
 
+**Which EHR sees a token** is chosen before anything is sent: a JWT by its
+(unverified) ``iss``, matched to exactly one integration's issuer; an opaque
+token only when exactly one enabled integration checks by introspection. A
+token is never offered to one EHR after another (EHR B never receives EHR
+A's tokens). One client address may have at most
+``PACS_SMART_CHECKS_PER_MINUTE`` (30) not-yet-known tokens checked a minute;
+past that, 401 without asking any EHR.
+
 Unknown tokens (no integration recognises them) are 401, like an expired,
 revoked or wrong-audience one. Every refusal is audited (``smart.token``),
 never with the token.
@@ -47,7 +55,7 @@ from django.http import HttpRequest
 
 from archive.bearer import Bearer, BearerValidator
 from archive.models import Patient
-from audit.trail import record
+from audit.trail import client_ip, record
 from integrations.models import EhrIntegration
 from integrations.smart import discovery, patients
 from portal.models import AccessGrant
@@ -133,10 +141,45 @@ def _verify_jwt(integration: EhrIntegration, token: str) -> dict[str, Any] | Non
     return dict(claims)
 
 
+def _unverified_issuer(token: str) -> str | None:
+    """The ``iss`` a JWT claims (unverified: it only chooses where to check it), or None if not a JWT with one."""
+    if token.count(".") != 2:
+        return None
+    try:
+        iss = jwt.decode(token, options={"verify_signature": False}).get("iss")
+    except jwt.PyJWTError:
+        return None
+    return iss if isinstance(iss, str) and iss else None
+
+
+def _integration_for(token: str) -> EhrIntegration | None:
+    """The ONE integration that may see this token, chosen before anything is sent anywhere; None if none.
+
+    A JWT naming an issuer goes to the one integration of that issuer only.
+    Any other token (opaque) goes to the integration that checks by
+    introspection, only when exactly one enabled integration does. A token is
+    never tried on one EHR after another: EHR B must not receive EHR A's tokens.
+    """
+    integrations = _integrations()
+    iss = _unverified_issuer(token)
+    if iss is not None:
+        matching = []
+        for integration in integrations:
+            try:
+                if discovery.configuration(integration).issuer == iss:
+                    matching.append(integration)
+            except discovery.DiscoveryProblem:
+                continue
+        return matching[0] if len(matching) == 1 else None
+    introspecting = [i for i in integrations if i.smart_token_check != "jwks"]
+    return introspecting[0] if len(introspecting) == 1 else None
+
+
 def _check(token: str) -> Checked | None:
     """Which integration's valid token this is, and what it says; None if none recognises it."""
     looks_like_jwt = token.count(".") == 2
-    for integration in _integrations():
+    chosen = _integration_for(token)
+    for integration in [chosen] if chosen is not None else []:
         try:
             if integration.smart_token_check == "jwks":
                 claims = _verify_jwt(integration, token) if looks_like_jwt else None
@@ -166,13 +209,35 @@ def _check(token: str) -> Checked | None:
 UNKNOWN_SECONDS = 10
 
 
-def _checked(token: str) -> Checked | None:
+#: How many tokens not yet known one client address may have checked per minute (``PACS_SMART_CHECKS_PER_MINUTE``).
+CHECKS_PER_MINUTE = 30
+
+
+def _count_unknown_check(request: HttpRequest) -> None:
+    """Count a check of a not-yet-known token for the client's address; refuse past the per-minute limit.
+
+    So a stream of random tokens cannot make this server hammer the EHRs.
+    """
+    limit = getattr(settings, "PACS_SMART_CHECKS_PER_MINUTE", CHECKS_PER_MINUTE)
+    key = f"smart-checks:{client_ip(request)}:{int(time.time() // 60)}"
+    cache.add(key, 0, 120)
+    try:
+        count = cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, 120)
+        count = 1
+    if count > limit:
+        raise Refused(401, "Too many unknown tokens from this address; try again in a minute", "rate limited")
+
+
+def _checked(request: HttpRequest, token: str) -> Checked | None:
     key = "smart-token:" + hashlib.sha256(token.encode()).hexdigest()
     found = cache.get(key)
     if found == "unknown":
         return None
     if isinstance(found, Checked) and found.exp > time.time():
         return found
+    _count_unknown_check(request)
     checked = _check(token)
     if checked is None:
         cache.set(key, "unknown", UNKNOWN_SECONDS)
@@ -193,11 +258,18 @@ def _account(integration: EhrIntegration, fhir_id: str) -> Any:
     return user
 
 
-def _grant(user: Any, integration: EhrIntegration, patient: Patient, exp: int) -> None:
-    """Grants (unscoped, expiring with the token) for the patient's studies at the EHR's sites."""
+def _grant(user: Any, integration: EhrIntegration, patient: Patient | None, exp: int) -> None:
+    """Grants (unscoped, expiring with the token) for the patient's studies at the EHR's sites, and no others."""
     until = datetime.fromtimestamp(exp, UTC)
     with transaction.atomic():
-        study_ids = set(patients.studies_of(integration, patient).values_list("pk", flat=True))
+        study_ids = (
+            set(patients.studies_of(integration, patient).values_list("pk", flat=True))
+            if patient is not None
+            else set()
+        )
+        # The account stands for this one patient: grants of any other study (a match learnt
+        # before, under another issuer) are withdrawn.
+        AccessGrant.objects.filter(user=user, scope="").exclude(study_id__in=study_ids).delete()
         mine = AccessGrant.objects.filter(user=user, scope="", study_id__in=study_ids)
         held = set(mine.values_list("study_id", flat=True))
         mine.filter(expires_at__lt=until).update(expires_at=until)
@@ -258,7 +330,7 @@ class SmartTokenValidator(BearerValidator):
         key = "smart-reach:" + hashlib.sha256(token.encode()).hexdigest()
         reach = cache.get(key)
         if not (isinstance(reach, Reach) and reach.exp > time.time()):
-            checked = _checked(token)
+            checked = _checked(request, token)
             if checked is None:
                 return None
             reach = _reach(checked, token)
@@ -297,8 +369,7 @@ def _reach(checked: Checked, token: str) -> Reach:
     except patients.PatientProblem as problem:
         raise Refused(403, "The token's patient could not be matched here", str(problem)) from None
     user = _account(integration, checked.patient)
-    if patient is not None:
-        _grant(user, integration, patient, checked.exp)
+    _grant(user, integration, patient, checked.exp)
     return Reach(
         int(user.pk),
         patient.pk if patient is not None else None,

@@ -5,7 +5,8 @@ callback starts a new session (anything of a previous one in the browser is
 ended first) limited to the launch's grants, then redirects away at once, so
 the URL that carried the authorization code is left after one use and sends
 no Referer (``Referrer-Policy: no-referrer``). One study opens the viewer;
-several or none open ``/smart/studies``, which lists what the session may see.
+several or none open ``/smart/studies``, which lists what the session may see
+(each listing audited, ``smart.studies``, with the studies it showed).
 A refused launch gets a page that says what happened and what to do.
 """
 
@@ -19,6 +20,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from archive.access import visible_studies
+from audit.trail import record
 from integrations.smart import discovery, launch
 from integrations.smart.launch import Problem
 from portal.accounts.sessions import limit_session
@@ -134,7 +136,16 @@ def smart_callback(request: HttpRequest) -> HttpResponseBase:
 @require_GET
 def smart_studies(request: HttpRequest) -> HttpResponseBase:
     """What the session may see (a launched session: its grants), most recent first; or "no images"."""
-    studies = list(visible_studies(request.user).order_by("-study_date", "-study_time", "-id")[:200])
+    studies = list(
+        visible_studies(request.user).select_related("patient").order_by("-study_date", "-study_time", "-id")[:200]
+    )
+    patient_ids = {study.patient.patient_id for study in studies}
+    record(
+        "smart.studies",
+        request,
+        patient_id=patient_ids.pop() if len(patient_ids) == 1 else "",
+        detail={"studies": [study.study_instance_uid for study in studies]},
+    )
     if not studies:
         return _private(render(request, "integrations/iid/none.html", status=404))
     return _private(render(request, "integrations/iid/studies.html", {"studies": studies}))

@@ -13,6 +13,7 @@ from django.test import Client
 from archive.dicom.synthetic import StudySpec, make_series
 from audit.models import AuditEvent
 from integrations.models import EhrIdentity, EhrIntegration, SmartPatient
+from integrations.smart.launch import _account, clinician_id_of
 from portal.accounts.roles import Role, roles_of
 from tests.conftest import stow
 from tests.integrations.conftest import audit_reasons
@@ -94,6 +95,9 @@ def test_several_studies_open_the_list_of_the_launched_patient(
     assert opened["Location"] == "/smart/studies"
     listed = browser.get("/smart/studies").content.decode()
     assert listed.index(spec.study_uid) < listed.index(site_a_study["study"])
+    event = AuditEvent.objects.get(action="smart.studies")
+    assert (event.outcome, event.patient_id) == ("success", "PAT-A1")
+    assert event.detail["studies"] == [spec.study_uid, site_a_study["study"]]
 
 
 def test_a_launch_from_an_unregistered_iss_is_refused_before_anything_is_sent(
@@ -135,6 +139,20 @@ def test_a_patient_with_no_studies_here_opens_the_empty_list(
     opened = browser.get(back.removeprefix("http://testserver"))
     assert opened["Location"] == "/smart/studies"
     assert browser.get("/smart/studies").status_code == 404
+    event = AuditEvent.objects.get(action="smart.studies")
+    assert (event.outcome, event.patient_id, event.detail["studies"]) == ("success", "", [])
+
+
+def test_a_short_ehr_user_keeps_a_readable_clinician_id_and_long_ones_sharing_a_beginning_stay_two_clinicians(
+    smart_ehr: EhrIntegration,
+) -> None:
+    assert clinician_id_of("dr.ada") == "smart:dr.ada"
+    common = "https://ehr.example/Practitioner/" + "x" * 40
+    first, second = clinician_id_of(common + "-1"), clinician_id_of(common + "-2")
+    assert first != second and len(first) == len(second) == 64 and first.startswith("smart#")
+    assert clinician_id_of(common + "-1") == first  # the same user is the same clinician next time
+    assert _account(smart_ehr, common + "-1") != _account(smart_ehr, common + "-2")
+    assert _account(smart_ehr, common + "-1") == _account(smart_ehr, common + "-1")
 
 
 def test_an_ehr_whose_smart_configuration_cannot_be_read_gets_a_502_page(

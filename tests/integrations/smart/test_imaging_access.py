@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import time
+from datetime import timedelta
 from typing import Any
 
+import jwt
+import pydicom
 import pytest
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.test import Client
+from django.utils import timezone
 
 from archive.dicom.synthetic import StudySpec, make_series
-from archive.models import Patient
-from integrations.models import EhrIntegration
+from archive.models import ApiToken, Patient
+from integrations.models import EhrIntegration, SmartPatient
+from integrations.smart import tokens
 from tests.conftest import stow
 from tests.integrations.conftest import audit_reasons
+from tests.integrations.smart.conftest import AUDIENCE
 from tests.integrations.smart.ehr import EhrServer
 
 pytestmark = pytest.mark.django_db
@@ -192,3 +202,122 @@ def test_a_study_of_the_patient_that_arrives_later_is_reached_from_the_next_chec
     assert app.get(f"/fhir/ImagingStudy?patient=Patient/{theirs}").status_code == 403
     mine = Patient.objects.get(patient_id="PAT-A1").pk
     assert fhir_study_uids(app.get(f"/fhir/ImagingStudy?patient=Patient/{mine}")) == reached
+
+
+@pytest.fixture
+def introspected(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Every (host, token) this archive POSTs to any EHR's introspection endpoint (the real call still happens)."""
+    sent: list[tuple[str, str]] = []
+    real = tokens.requests.post
+
+    def spying(url: str, *args: Any, data: dict[str, str] | None = None, **kwargs: Any) -> Any:
+        if isinstance(data, dict) and "token" in data:  # an introspection (the test EHR's own calls are not)
+            sent.append((url.split("/")[2], data["token"]))
+        return real(url, *args, data=data, **kwargs)
+
+    monkeypatch.setattr(tokens.requests, "post", spying)
+    return sent
+
+
+def test_basic_credentials_and_the_archives_own_tokens_even_revoked_or_expired_are_never_sent_to_an_ehr(
+    smart_ehr: EhrIntegration, introspected: list[tuple[str, str]], owner_client: Client
+) -> None:
+    user = get_user_model().objects.create_user("api-user")
+    _, revoked = ApiToken.issue(user, "revoked")
+    ApiToken.objects.filter(user=user).update(revoked=True)
+    _, expired = ApiToken.issue(user, "expired", expires_at=timezone.now() - timedelta(minutes=1))
+    basic = base64.b64encode(b"radiologist:correct horse battery staple").decode()
+    for header in (f"Basic {basic}", f"Bearer {revoked}", f"Bearer {expired}", "Bearer pacs_never-issued-here"):
+        answer = Client(HTTP_AUTHORIZATION=header).get("/dicom-web/studies", HTTP_ACCEPT=DICOM_JSON)
+        assert answer.status_code == 401, header
+    assert introspected == []
+    assert bearer("opaque-token-nobody-issued").get("/dicom-web/studies").status_code == 401
+    assert [token for _, token in introspected] == ["opaque-token-nobody-issued"]  # a Bearer token does reach it
+
+
+def test_an_opaque_token_is_sent_to_no_ehr_when_two_check_by_introspection_and_to_the_one_that_does_otherwise(
+    ehr_server: EhrServer,
+    smart_ehr: EhrIntegration,
+    site_a_study: dict[str, Any],
+    introspected: list[tuple[str, str]],
+    general_site: Any,
+) -> None:
+    other = EhrIntegration.objects.create(
+        name="Other EHR",
+        client_id="other-ehr",
+        smart_fhir_base="https://other-ehr.invalid/fhir",
+        smart_client_id="pacs",
+        smart_audience=AUDIENCE,
+    )
+    other.sites.add(general_site)
+    token = ehr_server.authorize("imaging-app", "patient/ImagingStudy.read", patient="pa")["access_token"]
+    assert bearer(token).get("/dicom-web/studies", HTTP_ACCEPT=DICOM_JSON).status_code == 401
+    assert introspected == []  # which EHR's it is cannot be told: it is shown to none
+    other.smart_token_check = "jwks"
+    other.save()
+    cache.clear()
+    assert study_uids(bearer(token).get("/dicom-web/studies", HTTP_ACCEPT=DICOM_JSON)) == [site_a_study["study"]]
+    assert {host for host, _ in introspected} == {ehr_server.url.split("/")[2]}
+
+
+def test_a_jwt_is_checked_only_by_the_integration_of_its_issuer(
+    ehr_server: EhrServer,
+    smart_ehr: EhrIntegration,
+    site_a_study: dict[str, Any],
+    introspected: list[tuple[str, str]],
+    general_site: Any,
+) -> None:
+    smart_ehr.smart_token_check = "jwks"
+    smart_ehr.save()
+    EhrIntegration.objects.create(
+        name="Other EHR",
+        client_id="other-ehr",
+        smart_fhir_base="https://other-ehr.invalid/fhir",
+        smart_client_id="pacs",
+        smart_audience=AUDIENCE,
+    ).sites.add(general_site)
+    token = ehr_server.authorize("imaging-app-jwt", "patient/ImagingStudy.read", patient="pa")["access_token"]
+    assert study_uids(bearer(token).get("/dicom-web/studies", HTTP_ACCEPT=DICOM_JSON)) == [site_a_study["study"]]
+    forged = jwt.encode({"iss": "https://nobody.invalid", "exp": int(time.time()) + 60}, "k" * 32, algorithm="HS256")
+    assert bearer(forged).get("/dicom-web/studies", HTTP_ACCEPT=DICOM_JSON).status_code == 401
+    assert introspected == []
+
+
+def test_one_address_may_have_only_so_many_unknown_tokens_checked_a_minute(
+    smart_ehr: EhrIntegration, introspected: list[tuple[str, str]], settings: Any
+) -> None:
+    settings.PACS_SMART_CHECKS_PER_MINUTE = 2
+    answers = [bearer(f"random-token-{n}").get("/dicom-web/studies").status_code for n in range(4)]
+    assert answers == [401, 401, 401, 401]
+    assert [token for _, token in introspected] == ["random-token-0", "random-token-1"]
+    assert audit_reasons("smart.token") == ["rate limited", "rate limited"]
+    elsewhere = Client(HTTP_AUTHORIZATION="Bearer random-token-9", REMOTE_ADDR="192.0.2.7")
+    assert elsewhere.get("/dicom-web/studies").status_code == 401
+    assert introspected[-1][1] == "random-token-9"  # another address has its own count
+
+
+def test_the_ehrs_patient_is_ours_only_under_the_integrations_issuer_of_patient_id(
+    ehr_server: EhrServer, smart_ehr: EhrIntegration, site_a_study: dict[str, Any], owner_client: Client
+) -> None:
+    stranger = StudySpec(patient_name="STRANGER^SAM", patient_id="PAT-A1", accession="OUT-1")
+    assert stow(owner_client, with_issuer(make_series(stranger, "CT", count=1), "OUTSIDE-HOSP")).status_code == 200
+    token = ehr_server.authorize("imaging-app", "patient/ImagingStudy.read", patient="pa")["access_token"]
+    assert study_uids(bearer(token).get("/dicom-web/studies", HTTP_ACCEPT=DICOM_JSON)) == [site_a_study["study"]]
+    assert SmartPatient.objects.get().patient.issuer_of_patient_id == ""
+    smart_ehr.smart_patient_issuer = "OUTSIDE-HOSP"
+    smart_ehr.save()
+    cache.clear()
+    token = ehr_server.authorize("imaging-app", "patient/ImagingStudy.read", patient="pa")["access_token"]
+    assert study_uids(bearer(token).get("/dicom-web/studies", HTTP_ACCEPT=DICOM_JSON)) == [stranger.study_uid]
+    assert SmartPatient.objects.get().patient.issuer_of_patient_id == "OUTSIDE-HOSP"
+
+
+def with_issuer(parts: list[bytes], issuer: str) -> list[bytes]:
+    out = []
+    for raw in parts:
+        ds = pydicom.dcmread(io.BytesIO(raw))
+        ds.IssuerOfPatientID = issuer
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        out.append(buf.getvalue())
+    return out
