@@ -300,6 +300,39 @@ def test_reindex_wipe_keeps_a_trashed_study_in_the_trash(study: dict[str, Any]) 
 
 
 @pytest.mark.django_db
+def test_reindex_marks_a_trashed_study_as_its_rows_are_written_not_only_at_the_end(
+    study: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from archive.ingest.reindex import reindex
+
+    trash_study(Study.objects.get(), actor="test")
+    seen: list[Any] = []
+    real = trash.reapply
+
+    def reapply_at_the_end() -> int:
+        seen.extend(Study.objects.values_list("trashed_at", flat=True))
+        return real()
+
+    monkeypatch.setattr(trash, "reapply", reapply_at_the_end)
+    reindex(wipe=True)
+    assert seen == [TrashEntry.objects.get().trashed_at]  # already trashed before reapply ran
+
+
+@pytest.mark.django_db
+def test_an_object_removed_while_reindex_reads_it_gets_no_row(
+    study: dict[str, Any], isolated_storage: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from archive.ingest.reindex import reindex_tier, wipe_index
+
+    wipe_index()
+    monkeypatch.setattr(type(get_storage("hot")), "exists", lambda self, key: False)
+    report = reindex_tier("hot")
+    assert report.indexed == 0 and len(report.invalid) == 3
+    assert all("removed while it was read" in line for line in report.invalid)
+    assert not Study.objects.exists() and not Instance.objects.exists()
+
+
+@pytest.mark.django_db
 def test_lifecycle_rules_leave_a_study_in_the_trash_where_it_is(study: dict[str, Any]) -> None:
     from archive.ingest.lifecycle import apply_rules
     from archive.models import LifecycleRule
