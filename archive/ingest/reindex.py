@@ -6,6 +6,15 @@ hashing and parsing each object, and indexing it through the same
 rows. Re-running is idempotent: an object already indexed under its key is
 counted and left alone. An object whose bytes no longer match the SHA-256
 prefix in its key is reported as corrupt and never indexed.
+
+A study in the trash stays there: in the very transaction that writes an
+object's rows, the study is marked trashed again when a
+:class:`~archive.models.TrashEntry` names it, so no reader ever sees a trashed
+study come back, even for a moment, and a purge never finds its rows live.
+While a ``reindex --wipe`` has not yet rebuilt a study's rows, a purge of it
+is refused (nothing to purge yet) and its entry kept. An object a purge
+removed while it was being read is not indexed (``gone``): the transaction
+checks, after the trash mark, that the object is still there.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from django.db import IntegrityError, transaction
 
 from archive.dicom.part10 import InvalidInstance, ParsedInstance, parse_instance
 from archive.ingest.index import InvalidSeriesParent, index_instance
-from archive.models import Instance, Patient, Study, Tier
+from archive.models import Instance, Patient, Study, Tier, TrashEntry
 from archive.storage.base import CHUNK, Storage
 from archive.storage.keys import object_key
 from archive.storage.registry import BUILTIN, get_storage
@@ -77,7 +86,23 @@ def wipe_index() -> int:
 
 
 #: What :func:`index_object` made of one stored object.
-Found = Literal["indexed", "already", "corrupt", "invalid", "junk", "conflict"]
+Found = Literal["indexed", "already", "corrupt", "invalid", "junk", "conflict", "gone"]
+
+
+class _Gone(Exception):
+    """The object was removed between its reading and its rows (rolls the rows back)."""
+
+
+def keep_trashed(study_uid: str) -> bool:
+    """Mark ``study_uid``'s rows trashed if a :class:`TrashEntry` names it; whether one does.
+
+    Called in the transaction that writes the rows, so they are never committed live.
+    """
+    trashed_at = TrashEntry.objects.filter(study_instance_uid=study_uid).values_list("trashed_at", flat=True).first()
+    if trashed_at is None:
+        return False
+    Study.objects.filter(study_instance_uid=study_uid, trashed_at__isnull=True).update(trashed_at=trashed_at)
+    return True
 
 
 def index_object(
@@ -108,8 +133,12 @@ def index_object(
     try:
         with write_lock(), transaction.atomic():
             index_instance(parsed, key, sha256, size, tier=tier)
+            if not keep_trashed(parsed.study_instance_uid) and not storage.exists(key):
+                raise _Gone
             if audit is not None:
                 audit(parsed)
+    except _Gone:
+        return "gone", "removed while it was read (a purge of its study)"
     except InvalidSeriesParent:
         return "conflict", "Series Instance UID already belongs to another study"
     except IntegrityError:
@@ -150,5 +179,5 @@ def reindex(
         total.merge(reindex_tier(tier, progress))
     from archive.ingest.trash import reapply  # noqa: PLC0415 (the trash sits above reindex)
 
-    reapply()  # a study deleted to the trash stays there after its rows are rebuilt
+    reapply()  # belt and braces: each study was already marked as its rows were written (keep_trashed)
     return total

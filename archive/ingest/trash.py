@@ -177,32 +177,43 @@ def purge(now: datetime | None = None, older_than: timedelta | None = None, acto
 
 
 def purge_study(study_uid: str, *, now: datetime | None = None, actor: str = "trash purge") -> tuple[int, int]:
-    """Remove one trashed study's objects, then its rows; returns (instances, bytes). Resumable after a crash."""
+    """Remove one trashed study's objects, then its rows; returns (instances, bytes). Resumable after a crash.
+
+    Only a study whose row is in the trash is purged, and the guard is asked
+    every time, a resumed purge included, before anything is removed. An
+    entry whose study row is missing (a ``reindex --wipe`` not yet done) or
+    live (rebuilt without its trash mark) is refused and kept: its objects
+    may belong to rows that are, or will again be, readable. Only objects of
+    instances whose study row is marked trashed are ever removed.
+    """
     now = now or retention.clock()
     refusal: Refusal | None = None
     with write_lock(), transaction.atomic():
         entry = TrashEntry.objects.select_for_update().filter(study_instance_uid=study_uid).first()
-        study = (
-            Study.objects.select_for_update()
-            .select_related("patient")
-            .filter(study_instance_uid=study_uid, trashed_at__isnull=False)
-            .first()
-        )
         if entry is None:
             raise TrashError("No such study in the trash.")
-        if study is not None and entry.purging_at is None:
+        study = Study.objects.select_for_update().select_related("patient").filter(study_instance_uid=study_uid).first()
+        if study is None:
+            if entry.purging_at is None:
+                raise TrashError(
+                    "Nothing to purge: the study has no index rows yet (let `manage.py reindex` finish first)."
+                )
+        elif study.trashed_at is None:
+            raise TrashError(
+                "The study's rows are live, not in the trash: nothing is purged (`manage.py reindex` puts them back)."
+            )
+        else:
             refusal = deletion_refusal(study, now)
-            if (
-                refusal is None
-                and TierMove.objects.filter(instance__series__study=study, state__in=ACTIVE_MOVE_STATES).exists()
-            ):
-                raise TrashError("A tier move of the study is under way; it is purged once the move is done.")
-            if refusal is None:
+            if refusal is None and entry.purging_at is None:
+                if TierMove.objects.filter(instance__series__study=study, state__in=ACTIVE_MOVE_STATES).exists():
+                    raise TrashError("A tier move of the study is under way; it is purged once the move is done.")
                 TrashEntry.objects.filter(pk=entry.pk).update(purging_at=now)
     if refusal is not None:
         _audit("delete", study_uid, entry.patient_id, None, actor, via="purge", **refusal.as_detail())
         raise DeletionRefused(refusal)
-    instances = Instance.objects.filter(series__study__study_instance_uid=study_uid)
+    instances = Instance.objects.filter(
+        series__study__study_instance_uid=study_uid, series__study__trashed_at__isnull=False
+    )
     count, size = instances.count(), instances.aggregate(n=Sum("size"))["n"] or 0
     remove_objects(stored_copies(instances))  # objects first: a crash leaves hidden rows, never orphan objects
     with write_lock(), transaction.atomic():

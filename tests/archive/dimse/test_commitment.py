@@ -33,6 +33,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from archive.dicom.synthetic import make_instance, new_uid
 from archive.dimse.commitment import WELL_KNOWN_INSTANCE, Deliverer
 from archive.dimse.listener import DicomListener
+from archive.ingest.trash import trash_study
 from archive.models import DicomDevice, Instance, Site, StorageCommitment
 from archive.storage.registry import get_storage
 from audit.models import AuditEvent
@@ -273,6 +274,22 @@ def test_an_object_corrupted_on_disk_is_reported_failed_not_committed(
     assert event_type == 2
     assert sequence(info, "ReferencedSOPSequence") == stored["ours"][:2]
     assert sequence(info, "FailedSOPSequence") == [(*stored["ours"][2], 0x0110)]
+
+
+def test_an_instance_of_a_study_in_the_trash_is_reported_failed_as_missing_not_committed(
+    listener: DicomListener, stored: dict[str, list[tuple[str, str]]], modality: Modality
+) -> None:
+    trash_study(Instance.objects.get(sop_instance_uid=stored["ours"][0][1]).series.study, actor="test")
+    assoc = modality.associate(listener.port)
+    try:
+        assert ask(assoc, action_information(new_uid(), stored["ours"] + stored["theirs"])).Status == 0x0000
+        event_type, info, _ = modality.wait()
+    finally:
+        assoc.release()
+
+    assert event_type == 2
+    assert sequence(info, "ReferencedSOPSequence") == []
+    assert sequence(info, "FailedSOPSequence") == [(*ref, 0x0112) for ref in stored["ours"] + stored["theirs"]]
 
 
 def test_a_reused_transaction_uid_fails_every_reference_with_0131(

@@ -237,12 +237,99 @@ def test_a_study_being_purged_cannot_be_restored_and_a_rerun_finishes_the_purge(
 
 
 @pytest.mark.django_db
+def test_purge_never_removes_objects_of_a_study_whose_rows_are_live_again_even_less_under_a_hold(
+    study: dict[str, Any], isolated_storage: Any
+) -> None:
+    start = timezone.now()
+    trash_study(Study.objects.get(), actor="test", now=start)
+    Study.objects.update(trashed_at=None)  # rows rebuilt without their trash mark
+    LegalHold.objects.create(patient_id="TRASH-1", reason="litigation")
+    before = file_hashes(isolated_storage)
+    with pytest.raises(TrashError, match="rows are live"):
+        trash.purge_study(study["uid"], now=start + timedelta(days=31))
+    assert file_hashes(isolated_storage) == before and len(before) == 3
+    assert Instance.objects.count() == 3 and TrashEntry.objects.count() == 1
+    report = purge(now=start + timedelta(days=31))
+    assert report.purged == [] and report.kept[0][0] == study["uid"]
+    assert file_hashes(isolated_storage) == before
+
+
+@pytest.mark.django_db
+def test_a_purge_before_the_rows_are_rebuilt_keeps_the_entry_so_the_study_comes_back_in_the_trash(
+    study: dict[str, Any], isolated_storage: Any
+) -> None:
+    from archive.ingest.reindex import reindex, wipe_index
+
+    trash_study(Study.objects.get(), actor="test")
+    wipe_index()
+    with pytest.raises(TrashError, match="Nothing to purge"):
+        trash.purge_study(study["uid"])
+    assert len(stored_files(isolated_storage)) == 3 and TrashEntry.objects.count() == 1
+    reindex()
+    assert Study.objects.get().trashed_at == TrashEntry.objects.get().trashed_at
+    assert purge(older_than=timedelta(0)).purged == [study["uid"]]
+    assert stored_files(isolated_storage) == [] and not Instance.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_resumed_purge_asks_the_guard_again_before_removing_anything(
+    study: dict[str, Any], isolated_storage: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trash_study(Study.objects.get(), actor="test")
+
+    def crash(objects: Any) -> None:
+        raise OSError("power cut between the objects and the rows")
+
+    monkeypatch.setattr(trash, "remove_objects", crash)
+    with pytest.raises(OSError):
+        trash.purge_study(study["uid"])
+    monkeypatch.undo()
+    LegalHold.objects.create(patient_id="TRASH-1", reason="litigation")
+    with pytest.raises(DeletionRefused):
+        trash.purge_study(study["uid"])
+    assert len(stored_files(isolated_storage)) == 3 and Instance.objects.count() == 3
+
+
+@pytest.mark.django_db
 def test_reindex_wipe_keeps_a_trashed_study_in_the_trash(study: dict[str, Any]) -> None:
     from archive.ingest.reindex import reindex
 
     trash_study(Study.objects.get(), actor="test")
     reindex(wipe=True)
     assert Study.objects.get().trashed_at == TrashEntry.objects.get().trashed_at
+
+
+@pytest.mark.django_db
+def test_reindex_marks_a_trashed_study_as_its_rows_are_written_not_only_at_the_end(
+    study: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from archive.ingest.reindex import reindex
+
+    trash_study(Study.objects.get(), actor="test")
+    seen: list[Any] = []
+    real = trash.reapply
+
+    def reapply_at_the_end() -> int:
+        seen.extend(Study.objects.values_list("trashed_at", flat=True))
+        return real()
+
+    monkeypatch.setattr(trash, "reapply", reapply_at_the_end)
+    reindex(wipe=True)
+    assert seen == [TrashEntry.objects.get().trashed_at]  # already trashed before reapply ran
+
+
+@pytest.mark.django_db
+def test_an_object_removed_while_reindex_reads_it_gets_no_row(
+    study: dict[str, Any], isolated_storage: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from archive.ingest.reindex import reindex_tier, wipe_index
+
+    wipe_index()
+    monkeypatch.setattr(type(get_storage("hot")), "exists", lambda self, key: False)
+    report = reindex_tier("hot")
+    assert report.indexed == 0 and len(report.invalid) == 3
+    assert all("removed while it was read" in line for line in report.invalid)
+    assert not Study.objects.exists() and not Instance.objects.exists()
 
 
 @pytest.mark.django_db
