@@ -28,6 +28,7 @@ from botocore.config import Config
 from django.test import Client
 
 from archive.dicom.synthetic import StudySpec, make_instance, make_series
+from archive.ingest import trash
 from archive.ingest.sweep import sweep_orphans
 from archive.models import Instance
 from archive.storage import registry
@@ -340,6 +341,10 @@ def test_delete_removes_the_objects_from_the_bucket(
     with django_capture_on_commit_callbacks(execute=True):
         response = admin_client_token.delete(f"/dicom-web/studies/{s3_series['spec'].study_uid}")
     assert response.status_code == 204
+    assert len(list(s3_tier.keys())) == 4  # a deleted study waits in the recoverable trash, objects kept
+    with django_capture_on_commit_callbacks(execute=True):
+        report = trash.purge(older_than=timedelta(0))
+    assert report.purged == [s3_series["spec"].study_uid]
     assert list(s3_tier.keys()) == [] and not Instance.objects.exists()
 
 
