@@ -10,6 +10,7 @@ is a 404, as for what does not exist, and is audited as denied.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -106,22 +107,30 @@ def imaging_study_search_post(request: HttpRequest) -> HttpResponseBase:
     return _imaging_study_search(request)
 
 
-def _imaging_study_search(request: HttpRequest) -> HttpResponseBase:
-    refused = _refused_search(request, "ImagingStudy")
+def _searched(
+    request: HttpRequest, resource: str, search: Callable[[Any, QueryDict], tuple[QuerySet[Any], Page]]
+) -> tuple[QueryDict, Page, int, list[Any]] | HttpResponse:
+    """The steps every search shares: may search, the parameters, the query; its parameters, page, total and rows."""
+    refused = _refused_search(request, resource)
     if refused:
         return refused
     params = _search_params(request)
     if isinstance(params, HttpResponse):
         return params
     try:
-        studies, page = imaging_studies(request.user, params)
+        found, page = search(request.user, params)
     except SearchError as exc:
-        record(
-            "search", request, outcome="failure", detail={"via": "FHIR", "resource": "ImagingStudy", "error": str(exc)}
-        )
+        record("search", request, outcome="failure", detail={"via": "FHIR", "resource": resource, "error": str(exc)})
         return outcome(400, "invalid", str(exc))
-    total = studies.count()
-    rows = list(studies[page.offset : page.offset + page.count]) if page.count and not page.count_only else []
+    rows = list(found[page.offset : page.offset + page.count]) if page.count and not page.count_only else []
+    return params, page, found.count(), rows
+
+
+def _imaging_study_search(request: HttpRequest) -> HttpResponseBase:
+    searched = _searched(request, "ImagingStudy", imaging_studies)
+    if isinstance(searched, HttpResponse):
+        return searched
+    params, page, total, rows = searched
     series_of = _series_of(rows)
     base = _base(request)
     entries = [
@@ -197,19 +206,10 @@ def patient_search_post(request: HttpRequest) -> HttpResponseBase:
 
 
 def _patient_search(request: HttpRequest) -> HttpResponseBase:
-    refused = _refused_search(request, "Patient")
-    if refused:
-        return refused
-    params = _search_params(request)
-    if isinstance(params, HttpResponse):
-        return params
-    try:
-        found, page = patients(request.user, params)
-    except SearchError as exc:
-        record("search", request, outcome="failure", detail={"via": "FHIR", "resource": "Patient", "error": str(exc)})
-        return outcome(400, "invalid", str(exc))
-    total = found.count()
-    rows = list(found[page.offset : page.offset + page.count]) if page.count and not page.count_only else []
+    searched = _searched(request, "Patient", patients)
+    if isinstance(searched, HttpResponse):
+        return searched
+    params, page, total, rows = searched
     base = _base(request)
     entries = [
         {"fullUrl": f"{base}/Patient/{p.pk}", "resource": resources.patient(p), "search": {"mode": "match"}}
