@@ -13,14 +13,23 @@ from portal.reports.models import SECTION_NAMES, ReportStatus, ReportTemplate
 MAX_VERSION = 2**31 - 1
 
 
+class TextField(serializers.CharField):
+    """Text that must arrive as a JSON string (a number or an object is refused, not turned into text)."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
 class SectionsSerializer(serializers.Serializer[Any]):
     """A report's text, one member per section (plain text: never markup)."""
 
-    indication = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
-    technique = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
-    comparison = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
-    findings = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
-    impression = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    indication = TextField(required=False, allow_blank=True, trim_whitespace=False)
+    technique = TextField(required=False, allow_blank=True, trim_whitespace=False)
+    comparison = TextField(required=False, allow_blank=True, trim_whitespace=False)
+    findings = TextField(required=False, allow_blank=True, trim_whitespace=False)
+    impression = TextField(required=False, allow_blank=True, trim_whitespace=False)
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
@@ -78,7 +87,7 @@ class SignSerializer(serializers.Serializer[Any]):
 class AddendumSerializer(serializers.Serializer[Any]):
     """An addendum to a final report (a new, amended version)."""
 
-    text = serializers.CharField(trim_whitespace=False)
+    text = TextField(trim_whitespace=False)
     version = serializers.IntegerField(min_value=1, max_value=MAX_VERSION)
 
 
