@@ -136,6 +136,7 @@ def _readers_only(request: Request, study: Study, action: str) -> Report:
         raise exceptions.PermissionDenied("Only radiologists write and sign reports.")
     report = Report.objects.filter(study=study).select_related("study__patient").first()
     if report is None:
+        services.refuse(action, request._request, request.user, study, "no report yet")
         raise exceptions.NotFound("This study has no report yet: POST to /report to start the draft.")
     return report
 

@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
 from django.middleware.csrf import get_token
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from archive.models import ApiToken, Site
 from audit.models import AuditEvent
@@ -315,3 +317,13 @@ def test_referring_clinicians_have_no_worklist_and_are_told_so(general_site: Sit
     response = clinician.get(ITEMS)
     assert response.status_code == 403 and response.json()["detail"]
     assert AuditEvent.objects.filter(action="worklist_view", outcome="denied").count() == 1
+
+
+def test_a_page_costs_the_same_number_of_queries_however_many_rows(rad_client: Client, general_site: Site) -> None:
+    add_rows(general_site, 60, "Q")
+    counts = []
+    for limit in (2, 50):
+        with CaptureQueriesContext(connection) as queries:
+            assert len(ids(rad_client.get(ITEMS, {"limit": limit}))) == limit
+        counts.append(len(queries))
+    assert counts[0] == counts[1]
