@@ -85,7 +85,7 @@ def _form_data(values: dict[str, list[str]]) -> tuple[QueryDict, int]:
                         data.appendlist("status", value)
         elif key == "priority":
             wanted = items[-1].strip().lower()
-            data["priority"] = _PRIORITY_VALUES.get(wanted, wanted if not wanted else "?")
+            data["priority"] = _PRIORITY_VALUES.get(wanted, "?") if wanted else ""  # "?": FilterForm says why
         elif key == "cursor":
             data["after"] = items[-1]
         elif key in ("mine", "unassigned", "desc"):
@@ -97,7 +97,7 @@ def _form_data(values: dict[str, list[str]]) -> tuple[QueryDict, int]:
         elif key != "limit":
             data[key] = items[-1]
     raw = (values.get("limit") or [""])[-1].strip()
-    if raw and not (raw.isascii() and raw.isdigit() and 1 <= int(raw[:4]) <= MAX_LIMIT and len(raw) <= 3):
+    if raw and not (len(raw) <= 3 and raw.isascii() and raw.isdigit() and 1 <= int(raw) <= MAX_LIMIT):
         raise BadRequest(f"limit is a number from 1 to {MAX_LIMIT}.")
     return data, int(raw) if raw else listing.PAGE_SIZE
 
@@ -107,7 +107,12 @@ def _page(request: Request, values: dict[str, list[str]], link: bool) -> Respons
     form = listing.FilterForm(data)
     if not form.is_valid():
         fields = sorted(form.errors)
-        record("worklist_view", request._request, outcome="denied", detail={"reason": "bad filters", "fields": fields})
+        record(
+            "worklist_view",
+            request._request,
+            outcome="denied",
+            detail={"reason": "bad filters", "fields": fields, "via": "api"},
+        )
         errors = {("cursor" if k == "after" else k): v for k, v in form.errors.items()}
         return problem(400, "The filters are not right.", errors=errors)
     found = listing.page(request.user, form.cleaned_data, size=size)

@@ -85,7 +85,11 @@ class ClaimRefusedSerializer(serializers.Serializer[Any]):
 
 
 class SearchSerializer(serializers.Serializer[Any]):
-    """The filters of a worklist search sent in a POST body (free text never travels in a URL)."""
+    """The filters of a worklist search sent in a POST body (free text never travels in a URL).
+
+    It describes the body for the schema; the filters themselves are checked by the page's own
+    :class:`~portal.worklist.listing.FilterForm`, so the API and the page accept exactly the same.
+    """
 
     status = serializers.ListField(child=serializers.CharField(), required=False)
     modality = serializers.CharField(required=False, allow_blank=True)

@@ -327,3 +327,14 @@ def test_a_page_costs_the_same_number_of_queries_however_many_rows(rad_client: C
             assert len(ids(rad_client.get(ITEMS, {"limit": limit}))) == limit
         counts.append(len(queries))
     assert counts[0] == counts[1]
+
+
+def test_a_session_owing_its_second_factor_is_refused_but_a_token_beside_it_decides_alone(
+    radiologist: User, rows_a: list[WorklistItem]
+) -> None:
+    client = Client()
+    client.force_login(radiologist)  # signed in, second factor not passed (radiologists must pass one)
+    owing = client.get(ITEMS)
+    assert (owing.status_code, owing.json()) == (403, {"detail": "A second authentication factor is required."})
+    _, raw = ApiToken.issue(radiologist, "script")
+    assert len(ids(client.get(ITEMS, HTTP_AUTHORIZATION=f"Bearer {raw}"))) == 3
