@@ -1,4 +1,5 @@
-"""What every JSON API view does first: refuse an oversized body (413), and name errors in one shape.
+"""What every JSON API view does first: refuse an oversized body (413), and name errors in one shape
+(a database that is down or locked is a 503 with ``Retry-After``, never a 500).
 
 Errors are ``{"detail": "...", ...}`` with a precise status (DRF's own shape);
 :func:`problem` adds the members a client acts on (the holder of a claim, the
@@ -7,16 +8,21 @@ current text of a report that changed).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from django.db import InterfaceError, OperationalError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import exceptions, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
+from rest_framework.views import exception_handler as drf_exception_handler
 
 from archive.dicom.uid import is_valid_uid
+
+log = logging.getLogger(__name__)
 
 #: The largest request body accepted: five report sections at their longest, JSON-escaped, fit well inside.
 MAX_BODY_BYTES = 1024 * 1024
@@ -71,3 +77,13 @@ class InvalidRequestSerializer(serializers.Serializer[Any]):
 
     detail = serializers.CharField()
     errors = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's handler, and 503 with ``Retry-After`` when the database is down or locked (not the client's fault)."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        log.exception("API request not served: the database is not available")
+        response = problem(503, "The database is not available right now. Send the request again later.")
+        response["Retry-After"] = "5"
+        return response
+    return drf_exception_handler(exc, context)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.db import connection
+from django.db import OperationalError, connection
 from django.middleware.csrf import get_token
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -338,3 +338,15 @@ def test_a_session_owing_its_second_factor_is_refused_but_a_token_beside_it_deci
     assert (owing.status_code, owing.json()) == (403, {"detail": "A second authentication factor is required."})
     _, raw = ApiToken.issue(radiologist, "script")
     assert len(ids(client.get(ITEMS, HTTP_AUTHORIZATION=f"Bearer {raw}"))) == 3
+
+
+def test_a_database_that_is_not_available_is_a_503_to_retry_not_a_500(
+    rad_client: Client, rows_a: list[WorklistItem], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def locked(*args: Any, **kwargs: Any) -> None:
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr("portal.worklist.listing.page", locked)
+    response = rad_client.get(ITEMS)
+    assert (response.status_code, response["Retry-After"]) == (503, "5")
+    assert response.json()["detail"].startswith("The database is not available")
