@@ -12,7 +12,8 @@ through ``django.test.Client`` (the full stack but HTTP) for:
   "to read", filters, saved lists, one audit record),
 * rows for other filters and sorts (``POST /worklist/rows``), one 20 pages deep
   by keyset cursor,
-* the live poll (``GET /worklist/changes``) when nothing changed.
+* the live poll (``GET /worklist/changes``) when nothing changed,
+* the same lists as JSON from the API (``GET /api/worklist/items/``), the first page and 20 pages deep.
 
 It prints the median and 95th percentile in ms and the SQL statements per
 request (target: first page at most 150 ms at 100,000 on PostgreSQL).
@@ -221,6 +222,12 @@ def main() -> None:
         ("rows: mine", lambda: client.post("/worklist/rows", {"mine": "on"})),
         ("rows: page 21 by keyset cursor", lambda: client.post("/worklist/rows", {"after": deep})),
         ("poll: GET /worklist/changes, nothing new", lambda: client.get(f"/worklist/changes?since={since}")),
+        ("api: GET /api/worklist/items/ (JSON, 50)", lambda: client.get("/api/worklist/items/")),
+        (
+            "api: all statuses, by patient name",
+            lambda: client.get("/api/worklist/items/", {"status": "all", "sort": "patient"}),
+        ),
+        ("api: page 21 by keyset cursor", lambda: client.get("/api/worklist/items/", {"cursor": deep})),
     ]
     print(f"{'request':45} {'best ms':>8} {'median ms':>10} {'p95 ms':>8} {'SQL':>4}")
     for label, request in cases:

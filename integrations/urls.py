@@ -1,12 +1,10 @@
-"""URLs of the integrations: the EHR launch API (``/api/``), its browser pages (``/ehr/``), and root paths.
+"""URLs of the integrations: the EHR launch API (under ``/api/``), its browser pages (``/ehr/``), and root paths.
 
 The root paths are those a standard fixes: ``/IHEInvokeImageDisplay`` (IHE IID), SMART's
 ``.well-known/smart-configuration`` (at the root and at the FHIR and DICOMweb bases).
 """
 
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
-from rest_framework.permissions import IsAuthenticated
 
 from integrations.ehr import api, views
 from integrations.iid import views as iid_views
@@ -14,15 +12,6 @@ from integrations.smart import views as smart_views
 
 api_urlpatterns = [
     path("ehr/launch", api.LaunchView.as_view(), name="ehr-launch-api"),
-    path("schema/", SpectacularAPIView.as_view(permission_classes=[IsAuthenticated]), name="api-schema"),
-    # Swagger UI with its script in a file of its own (?script) and no inline style: the strict CSP holds.
-    path(
-        "docs/",
-        SpectacularSwaggerSplitView.as_view(
-            url_name="api-schema", permission_classes=[IsAuthenticated], template_name="integrations/api_docs.html"
-        ),
-        name="api-docs",
-    ),
 ]
 
 page_urlpatterns = [

@@ -358,20 +358,33 @@ if PACS_DIMSE_TLS_CA and not PACS_DIMSE_TLS_CERT:
 # JSON APIs (Django REST framework): JSON in and out, no browsable API (its pages need inline script),
 # signed-in users only unless a view says otherwise (the EHR launch authenticates the EHR itself).
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    # A Bearer header decides alone (never a session cookie sent along); without one, the session (with CSRF).
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "portal.api.authentication.BearerAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "portal.api.views.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Cloud PACS API",
-    "DESCRIPTION": "JSON APIs of the PACS (DICOMweb is described by DICOM PS3.18, not here).",
+    "DESCRIPTION": "JSON APIs of the PACS for RIS, scripts and EHRs: the worklist (list, filter, claim, release), "
+    "reports (draft, save with version, sign, addendum), report templates, and the EHR launch. A signed-in session "
+    "(with its CSRF token) or an `Authorization: Bearer` token; token clients read and draft but never sign a final "
+    "report or an addendum. DICOMweb is described by DICOM PS3.18, not here.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "WorklistStatusEnum": "portal.worklist.statuses.Status",
+        "ReportStatusEnum": "portal.reports.models.ReportStatus",
+        "SignatureEnum": ["preliminary", "final"],
+    },
 }
 # EHR launch (integrations/ehr/): how long the studies an EHR opened stay open to that browser session.
 PACS_EHR_ACCESS_SECONDS = env_int("PACS_EHR_ACCESS_SECONDS", 4 * 3600)

@@ -8,8 +8,8 @@ answer 403 with a JSON reason instead of an HTML redirect.
 
 Bearer-token requests are untouched: a token client has no session, so
 ``request.user`` is anonymous here. A request that carries both a session
-cookie and a Bearer header to DICOMweb or FHIR is passed as well, because those
-views then authenticate by the token alone and ignore the session.
+cookie and a Bearer header to DICOMweb, FHIR or the JSON API is passed as well, because
+those views then authenticate by the token alone and ignore the session.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ OPEN_URL_NAMES = frozenset(
 #: Paths answered with JSON 403 rather than a redirect.
 API_PREFIXES = ("/dicom-web/", "/fhir/", "/api/")
 #: Paths whose views authenticate a Bearer header by itself, never the session.
-BEARER_ONLY_PREFIXES = ("/dicom-web/", "/fhir/")
+BEARER_ONLY_PREFIXES = ("/dicom-web/", "/fhir/", "/api/")
 
 
 class MFAEnforcementMiddleware:

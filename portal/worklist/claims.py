@@ -41,11 +41,16 @@ from portal.worklist.statuses import CLAIMABLE, Status, check
 
 
 class ClaimRefused(Exception):
-    """The study cannot be claimed (or released) by this user now; ``holder`` names who has it, if anyone."""
+    """The study cannot be claimed (or released) by this user now; ``holder`` names who has it, if anyone.
 
-    def __init__(self, message: str, holder: str = "") -> None:
+    ``status`` is the HTTP answer: 409 when the study's state is in the way (someone holds it), 403 when
+    this user may never do it (not a reader, not an administrator).
+    """
+
+    def __init__(self, message: str, holder: str = "", status: int = 409) -> None:
         super().__init__(message)
         self.holder = holder
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -128,9 +133,9 @@ def claim(
     """
     now = now or timezone.now()
     if not may_claim(user):
-        raise ClaimRefused("only radiologists and administrators claim studies")
+        raise ClaimRefused("only radiologists and administrators claim studies", status=403)
     if override and not is_administrator(user):
-        raise ClaimRefused("only administrators may override a claim")
+        raise ClaimRefused("only administrators may override a claim", status=403)
     with write_lock(), transaction.atomic():
         seen = _read(item.pk)
         if seen.status not in CLAIMABLE:
