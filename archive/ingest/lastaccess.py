@@ -20,23 +20,23 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.db.models import Q
-from django.utils import timezone
 
 from archive.models import Study
 
 log = logging.getLogger(__name__)
 
-#: Study Instance UID -> POSIX time of the last write (or attempt) by this process.
+#: Study Instance UID -> POSIX time until which this process need not write its last access again.
 _touched: dict[str, float] = {}
 _lock = threading.Lock()
-#: The wall clock (tests replace it).
-clock = timezone.now
+#: The wall clock, POSIX seconds (tests replace it).
+clock = time.time
 #: Above this many remembered studies, those whose interval has passed are forgotten.
 MAX_REMEMBERED = 50_000
 
@@ -50,32 +50,28 @@ def touch_study(study_instance_uid: str, now: datetime | None = None) -> bool:
 
     Returns whether the database was asked to write (tests and benchmarks count it).
     """
-    interval = interval_seconds()
-    if interval <= 0 or not study_instance_uid:
-        return False
-    now = now or clock()
-    stamp = now.timestamp()
-    last = _touched.get(study_instance_uid)
-    if last is not None and 0 <= stamp - last < interval:
-        return False  # the fast path: written (or tried) within the interval
-    _remember(study_instance_uid, stamp, interval)
-    return _write([study_instance_uid], now, interval)
+    stamp = clock() if now is None else now.timestamp()
+    due = _touched.get(study_instance_uid)
+    if due is not None and stamp < due:
+        return False  # the fast path: written (or tried) within the interval; no settings, no clock object
+    return touch_studies([study_instance_uid], now, stamp)
 
 
-def touch_studies(study_instance_uids: Iterable[str], now: datetime | None = None) -> bool:
+def touch_studies(study_instance_uids: Iterable[str], now: datetime | None = None, stamp: float | None = None) -> bool:
     """:func:`touch_study` for several studies (a C-MOVE, an export) in one statement."""
     interval = interval_seconds()
     if interval <= 0:
         return False
-    now = now or clock()
-    stamp = now.timestamp()
+    if stamp is None:
+        stamp = clock() if now is None else now.timestamp()
+    when = now or datetime.fromtimestamp(stamp, tz=UTC)
     due = []
     for uid in set(study_instance_uids):
-        last = _touched.get(uid)
-        if uid and (last is None or not 0 <= stamp - last < interval):
-            _remember(uid, stamp, interval)
+        until = _touched.get(uid)
+        if uid and (until is None or stamp >= until):
+            _remember(uid, stamp + interval, stamp)
             due.append(uid)
-    return _write(sorted(due), now, interval) if due else False
+    return _write(sorted(due), when, interval) if due else False
 
 
 def forget() -> None:
@@ -84,14 +80,14 @@ def forget() -> None:
         _touched.clear()
 
 
-def _remember(uid: str, stamp: float, interval: int) -> None:
+def _remember(uid: str, until: float, stamp: float) -> None:
     with _lock:
         if len(_touched) >= MAX_REMEMBERED:
-            for old in [u for u, t in _touched.items() if not 0 <= stamp - t < interval]:
+            for old in [u for u, t in _touched.items() if t <= stamp]:
                 del _touched[old]
             if len(_touched) >= MAX_REMEMBERED:
                 _touched.clear()  # all recent: forgetting costs one write per study, never a wrong date
-        _touched[uid] = stamp
+        _touched[uid] = until
 
 
 def _write(uids: list[str], now: datetime, interval: int) -> bool:

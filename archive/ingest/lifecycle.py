@@ -37,12 +37,13 @@ archive by the next evaluation.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import F, Func, IntegerField, Q
+from django.db.models import F, Func, IntegerField, Q, QuerySet
 from django.utils import timezone
 
 from archive.ingest.mover import plan_moves
@@ -166,7 +167,15 @@ def studies_by_age(low: int | None, high: int | None) -> Any:
 
 def apply_rules(now: datetime | None = None, actor: str = "lifecycle") -> list[RulePlan]:
     """Plan the moves every enabled rule asks for now; the mover carries them out."""
-    now = now or timezone.now()
+    plans = []
+    for rule, instances in rule_selections(now or timezone.now()):
+        batch, planned = plan_moves(instances, rule.target_tier, actor=actor)
+        plans.append(RulePlan(rule, batch, planned))
+    return plans
+
+
+def rule_selections(now: datetime) -> Iterator[tuple[LifecycleRule, QuerySet[Instance]]]:
+    """Each enabled rule, by priority, with the instances it selects now (one query each, not yet run)."""
     earlier = Q(pk__in=[])  # matches nothing
     recently_restored = Q(
         pk__in=Restore.objects.filter(
@@ -174,7 +183,6 @@ def apply_rules(now: datetime | None = None, actor: str = "lifecycle") -> list[R
         ).values("instance_id")
     )
     restoring = Q(pk__in=Restore.objects.filter(state__in=ACTIVE_RESTORE_STATES).values("instance_id"))
-    plans = []
     for rule in LifecycleRule.objects.filter(enabled=True).order_by("priority", "id"):
         match = rule_filter(rule, now)
         instances = Instance.objects.filter(match).exclude(earlier)
@@ -183,7 +191,5 @@ def apply_rules(now: datetime | None = None, actor: str = "lifecycle") -> list[R
             instances = instances.filter(availability=Availability.ONLINE).exclude(restoring)
         else:
             instances = instances.exclude(recently_restored)
-        batch, planned = plan_moves(instances, rule.target_tier, actor=actor)
-        plans.append(RulePlan(rule, batch, planned))
+        yield rule, instances
         earlier |= match
-    return plans

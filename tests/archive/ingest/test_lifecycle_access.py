@@ -68,8 +68,8 @@ class Clock:
     def __init__(self) -> None:
         self.now = timezone.now()
 
-    def __call__(self) -> datetime:
-        return self.now
+    def __call__(self) -> float:
+        return self.now.timestamp()
 
 
 @pytest.fixture
