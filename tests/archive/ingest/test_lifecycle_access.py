@@ -318,3 +318,15 @@ def test_the_admin_edits_the_new_rule_fields_with_their_help(admin_user: Any) ->
     page = client.get("/admin/archive/lifecyclerule/add/").content.decode()
     for text in ("since the last access", "accessed within the last N days", "(0010,0030) Patient", "age up to"):
         assert text in page
+
+
+def test_the_cost_projection_takes_age_rules_and_leaves_promotions_out(tmp_path: Path) -> None:
+    from archive.costs.usage import cost_report
+
+    study(tmp_path, birth="19400301")
+    LifecycleRule.objects.create(
+        name="read lately", priority=1, basis=RuleBasis.ACCESSED_WITHIN, after_days=7, target_tier="hot"
+    )
+    LifecycleRule.objects.create(name="65+", priority=2, after_days=30, min_patient_age=65, target_tier="cold")
+    report = cost_report()
+    assert [(r.after_days, r.target) for r in report.rules] == [(30, "cold")]
