@@ -330,3 +330,18 @@ def test_the_cost_projection_takes_age_rules_and_leaves_promotions_out(tmp_path:
     LifecycleRule.objects.create(name="65+", priority=2, after_days=30, min_patient_age=65, target_tier="cold")
     report = cost_report()
     assert [(r.after_days, r.target) for r in report.rules] == [(30, "cold")]
+
+
+def test_promotion_never_plans_a_second_move_of_an_object_already_moving(tmp_path: Path) -> None:
+    from archive.ingest.mover import plan_moves
+
+    uid = study(tmp_path, days=200)
+    call_command("tiers", "move", "--to", "cold", stdout=io.StringIO(), stderr=io.StringIO())
+    touch_study(uid)
+    batch, _ = plan_moves(Instance.objects.all(), "hot", actor="test")  # e.g. an administrator's move, not run yet
+    LifecycleRule.objects.create(name="read lately", basis=RuleBasis.ACCESSED_WITHIN, after_days=7, target_tier="hot")
+    assert apply_rules()[0].planned == 0
+    assert list(TierMove.objects.filter(state__in=ACTIVE_MOVE_STATES).values_list("batch", flat=True)) == [batch]
+    Mover().run()
+    assert Instance.objects.get().tier == "hot"
+    assert apply_rules()[0].planned == 0 and not TierMove.objects.filter(state__in=ACTIVE_MOVE_STATES).exists()
