@@ -374,7 +374,10 @@ class TierAdmin(AuditedModelAdmin):
 
 
 class LifecycleRuleForm(forms.ModelForm):  # type: ignore[type-arg]
-    target_tier = forms.ChoiceField(choices=lambda: [(t.name, str(t)) for t in Tier.objects.all()])
+    target_tier = forms.ChoiceField(
+        choices=lambda: [(t.name, str(t)) for t in Tier.objects.all()],
+        help_text="The tier to move to: a slower one for rules that age data out, a faster one to promote back.",
+    )
 
     class Meta:
         model = LifecycleRule
@@ -382,11 +385,14 @@ class LifecycleRuleForm(forms.ModelForm):  # type: ignore[type-arg]
             "name",
             "enabled",
             "priority",
+            "basis",
             "after_days",
             "site",
             "modality",
             "body_part",
             "description_pattern",
+            "min_patient_age",
+            "max_patient_age",
             "target_tier",
         )
 
@@ -398,14 +404,17 @@ class LifecycleRuleAdmin(AuditedModelAdmin):
         "name",
         "enabled",
         "priority",
+        "basis",
         "after_days",
         "site",
         "modality",
         "body_part",
         "description_pattern",
+        "min_patient_age",
+        "max_patient_age",
         "target_tier",
     )
-    list_filter = ("enabled", "target_tier")
+    list_filter = ("enabled", "basis", "target_tier")
     actions = ("apply_now",)
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:

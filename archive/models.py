@@ -106,7 +106,12 @@ class Study(models.Model):
     attributes = models.JSONField(default=dict, help_text="Study-level DICOM JSON (patient and study modules).")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(default=timezone.now)
-    last_accessed_at = models.DateTimeField(null=True, blank=True)
+    last_accessed_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        db_index=True,
+        help_text="Last read (WADO-RS, viewer, C-GET/C-MOVE, export), recorded at most once an hour; empty: never.",
+    )
     trashed_at = models.DateTimeField(
         null=True,
         blank=True,
@@ -611,11 +616,23 @@ def tier_availability(name: str) -> str:
     return Availability.ONLINE if tier_retrieval(name) == Retrieval.IMMEDIATE else Availability.NEARLINE
 
 
-class LifecycleRule(models.Model):
-    """Move instances to a tier once they are old enough and match the filters (evaluated set-based in SQL).
+class RuleBasis(models.TextChoices):
+    """What a lifecycle rule's days count: age since receipt, idle time since the last read, or a recent read."""
 
-    Age counts from receipt (:attr:`Study.created_at`). Age since last
-    access is not offered yet: reads do not record it yet.
+    RECEIPT = "receipt", "at least N days since receipt"
+    LAST_ACCESS = "last_access", "at least N days since the last access (since receipt if never accessed)"
+    ACCESSED_WITHIN = "accessed_within", "accessed within the last N days (promote back to a faster tier)"
+
+
+class LifecycleRule(models.Model):
+    """Move instances to a tier when their study matches the filters (evaluated set-based in SQL).
+
+    The days count from receipt (:attr:`Study.created_at`), from the last
+    access (:attr:`Study.last_accessed_at`, recorded by every read path at
+    most once an hour: :mod:`archive.ingest.lastaccess`; receipt when never
+    read), or, for a rule that promotes back, select studies read within the
+    last N days. The patient's age is taken at the study date (see
+    :mod:`archive.ingest.lifecycle`); an unknown age matches no age bound.
     """
 
     name = models.CharField(max_length=100)
@@ -623,7 +640,19 @@ class LifecycleRule(models.Model):
     priority = models.PositiveIntegerField(
         default=100, help_text="Lower first: when several rules match an instance, the first one decides."
     )
-    after_days = models.PositiveIntegerField(help_text="Days since the study was received.")
+    basis = models.CharField(
+        "when",
+        max_length=16,
+        choices=RuleBasis.choices,
+        default=RuleBasis.RECEIPT,
+        help_text=(
+            "What the days count. Since receipt: the study's age in the archive. Since the last access: days "
+            "since anyone last read the study (WADO-RS, the viewer, C-GET/C-MOVE, export), counted from receipt "
+            "when it was never read. Accessed within: studies read in the last N days, to bring them back to a "
+            "faster tier; a study on a tier that needs a restore comes back by the restore its read started."
+        ),
+    )
+    after_days = models.PositiveIntegerField("days", help_text="N, the number of days the rule counts (see 'when').")
     site = models.ForeignKey(Site, on_delete=models.CASCADE, null=True, blank=True, help_text="Empty: every site.")
     modality = models.CharField(max_length=16, blank=True, default="", help_text="(0008,0060), e.g. CT. Empty: any.")
     body_part = models.CharField(max_length=64, blank=True, default="", help_text="(0018,0015), e.g. CHEST.")
@@ -632,6 +661,24 @@ class LifecycleRule(models.Model):
         blank=True,
         default="",
         help_text="(0008,1030) Study Description contains this text (case-insensitive). Empty: any.",
+    )
+    min_patient_age = models.PositiveIntegerField(
+        "patient age from",
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(200)],
+        help_text=(
+            "Only patients at least this many years old at the study date, from (0010,0030) Patient's Birth Date "
+            "and (0008,0020) Study Date, else (0010,1010) Patient's Age. A study whose age is unknown does not "
+            "match. Empty: no lower bound."
+        ),
+    )
+    max_patient_age = models.PositiveIntegerField(
+        "patient age up to",
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(200)],
+        help_text="Only patients at most this many years old at the study date (e.g. 17: children). Empty: no bound.",
     )
     target_tier = models.CharField(max_length=32, help_text="The tier to move to (hot, cold, or one added here).")
 
@@ -642,7 +689,10 @@ class LifecycleRule(models.Model):
         return f"{self.name} → {self.target_tier}"
 
     def clean(self) -> None:
-        """The target tier must exist and be reachable now."""
+        """The age bounds must make sense; the target tier must exist and be reachable now."""
+        low, high = self.min_patient_age, self.max_patient_age
+        if low is not None and high is not None and low > high:
+            raise ValidationError({"max_patient_age": "The upper age bound is below the lower one."})
         if not self.target_tier:
             return
         try:

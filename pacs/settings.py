@@ -323,6 +323,8 @@ PACS_RESTORE_TIER = os.environ.get("PACS_RESTORE_TIER", "hot")
 PACS_RESTORE_DAYS = env_int("PACS_RESTORE_DAYS", 2)
 PACS_RESTORE_POLL_SECONDS = env_int("PACS_RESTORE_POLL_SECONDS", 60)
 PACS_RESTORE_KEEP_SOURCE = env_bool("PACS_RESTORE_KEEP_SOURCE", True)
+# Study.last_accessed_at is written at most once per study and process this often (0: not recorded).
+PACS_LAST_ACCESS_INTERVAL_SECONDS = env_int("PACS_LAST_ACCESS_INTERVAL_SECONDS", 3600)
 PACS_RESTORE_HOLD_DAYS = env_int("PACS_RESTORE_HOLD_DAYS", 30)  # lifecycle rules leave a restored object this long
 PACS_RESTORE_RETRY_AFTER_MAX = env_int("PACS_RESTORE_RETRY_AFTER_MAX", 300)  # the most Retry-After of a 503 says
 # Ahead of need: when a study arrives, restore up to this many relevant priors of the patient (0: off),

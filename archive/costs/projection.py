@@ -21,7 +21,8 @@ module runs the measurement forward. The model:
 - **Requests and retrieval**: one request per object written at ingest;
   a move is a read (request + retrieval per GB on the source) and a write
   (request on the target); ``read_share`` of the data held is read back once
-  a year (reads are not recorded yet: an assumption, 0 by default).
+  a year (an assumption, 0 by default: reads set each study's last access,
+  not a count of reads). Promotion rules (accessed within N days) are left out.
 """
 
 from __future__ import annotations

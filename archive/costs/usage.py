@@ -36,6 +36,7 @@ from archive.models import (
     Instance,
     LifecycleRule,
     MoveState,
+    RuleBasis,
     Series,
     Site,
     Study,
@@ -206,7 +207,10 @@ def cost_report(now: datetime | None = None, window_days: int | None = None) -> 
     window_days = window_days or int(settings.PACS_COST_WINDOW_DAYS)
     today = timezone.localdate(now)
     tiers = list(Tier.objects.all())
-    rules = list(LifecycleRule.objects.filter(enabled=True).order_by("priority", "id"))
+    # Promotions follow reads, which the projection does not model; idle-time rules count as from receipt.
+    rules = list(
+        LifecycleRule.objects.filter(enabled=True).exclude(basis=RuleBasis.ACCESSED_WITHIN).order_by("priority", "id")
+    )
     sites = list(Site.objects.values_list("id", "code", "name", "cost_tag"))
 
     series = Series.objects.annotate(

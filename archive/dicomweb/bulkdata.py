@@ -24,6 +24,7 @@ from archive.dicomweb.auth import READ_METHODS, dicomweb_view
 from archive.dicomweb.frames import PixelSource, pixel_offer, pixel_response, pixel_source
 from archive.dicomweb.http import CHUNK, IMMUTABLE, error, not_found, not_modified, strong_etag
 from archive.dicomweb.negotiation import PixelPlan, accept_header, acceptables, pixel_plan
+from archive.ingest.lastaccess import touch_study
 from archive.storage.keys import log_name
 from archive.storage.registry import get_storage
 from audit.trail import record
@@ -114,4 +115,5 @@ def bulkdata(request: HttpRequest, study: str, series: str, instance: str, tag: 
     if response.status_code == 200 and request.method == "GET":
         detail = {"level": "bulkdata", "tag": tag}
         record("retrieve", request, patient_id=source.patient_id, study_instance_uid=study, detail=detail)
+        touch_study(study)
     return response

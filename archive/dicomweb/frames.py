@@ -41,6 +41,7 @@ from archive.dicomweb.multipart import closing, encode_part, stream_parts
 from archive.dicomweb.negotiation import PixelPlan, accept_header, frame_plan
 from archive.dicomweb.restoring import Restoring, require_online
 from archive.dicomweb.rows import COLUMNS, column_sql, instances, rows_sql
+from archive.ingest.lastaccess import touch_study
 from archive.models import Instance
 from archive.storage.base import read_ranges_from
 from archive.storage.keys import log_name
@@ -302,6 +303,7 @@ def check_frames(
 def answer_frames(request: HttpRequest, study: str, asked: FrameRequest) -> HttpResponseBase:
     """The response to a checked frames request: 304, the stored frame, or the frames as the plan says."""
     source, plan = asked.source, asked.plan
+    touch_study(study)  # a dictionary lookup, but once an hour per study (archive/ingest/lastaccess.py)
     etag = strong_etag(source.sha256, asked.frames, plan.multipart, plan.content_type)
     unchanged = not_modified(request, etag, IMMUTABLE)
     if unchanged is not None:

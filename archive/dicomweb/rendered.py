@@ -59,6 +59,7 @@ from archive.dicomweb.http import (
 from archive.dicomweb.multipart import encode_part, stream_parts
 from archive.dicomweb.negotiation import MediaRange, choose
 from archive.dicomweb.restoring import require_online
+from archive.ingest.lastaccess import touch_study
 from archive.models import Availability, Instance, Series
 from archive.storage.keys import log_name
 
@@ -223,6 +224,7 @@ def _audit(request: HttpRequest, action: str, inst: Instance) -> None:
     study = inst.series.study
     detail = {"sop_instance_uid": inst.sop_instance_uid}
     audit_at_intervals(request, action, study.study_instance_uid, study.patient.patient_id, detail)
+    touch_study(study.study_instance_uid)
 
 
 def cache_key(inst: Instance, indices: list[int], options: RenderOptions) -> str:

@@ -20,6 +20,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from archive.dicomweb.http import audit_at_intervals
+from archive.ingest.lastaccess import touch_study
 from archive.ingest.restore import request_restores
 from archive.models import Availability, Instance
 
@@ -49,6 +50,7 @@ def restoring(request: HttpRequest, exc: Restoring) -> HttpResponse:
     asked = request_restores(whole, "read", request, study_instance_uid=study, patient_id=patient)
     # The refused read itself, once every few minutes per user and study (as frame reads are).
     audit_at_intervals(request, "restore_wait", study, patient, {"objects": asked.in_flight})
+    touch_study(study)  # a read, though it must wait: rules counting from the last access see it
     minutes = max(1, round(asked.seconds_left / 60))
     response = JsonResponse(
         {

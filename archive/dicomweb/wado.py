@@ -43,6 +43,7 @@ from archive.dicomweb.multipart import closing, encode_part, stream_parts
 from archive.dicomweb.negotiation import DICOM, accept_header, acceptables, dicom_plan, json_media_type, output_syntax
 from archive.dicomweb.restoring import require_online
 from archive.dicomweb.rows import named_rows
+from archive.ingest.lastaccess import touch_study
 from archive.models import Availability
 from archive.storage.keys import log_name
 from archive.storage.registry import get_storage
@@ -127,6 +128,7 @@ def _retrieve(
     response = _single_dicom(objects[0], etag) if etag is not None else _multipart_dicom(objects, rows)
     if not head:
         record("retrieve", request, patient_id=rows[0].patient_id, study_instance_uid=study, detail={"level": level})
+        touch_study(study)
     response["Vary"] = "Accept"
     return head_of(response) if head else response
 
@@ -256,6 +258,7 @@ def _metadata(
         response["Content-Length"] = str(len(encoded))
     else:
         record("view", request, patient_id=rows[0].patient_id, study_instance_uid=study, detail={"level": level})
+        touch_study(study)
         response = HttpResponse(encoded, content_type=media_type)
     response["ETag"] = etag
     response["Cache-Control"] = cache_control

@@ -54,6 +54,7 @@ from archive.dimse.find import UNABLE_TO_PROCESS, Refused, parse_identifier, tex
 from archive.dimse.statuses import NOT_AUTHORIZED, SUCCESS
 from archive.dimse.store import Session
 from archive.dimse.suboperations import SubOperations
+from archive.ingest.lastaccess import touch_studies
 from archive.models import Instance, Site
 from archive.query.matching import BadQuery, Level, Query, matching_queryset
 from audit.trail import record
@@ -192,6 +193,7 @@ def prepare(
             study_instance_uid=studies[0] if len(studies) == 1 else "",
             detail={**detail, "studies": studies[:20], "instances": len(instances)},
         )
+        touch_studies(studies)  # last access, for lifecycle rules (archive/ingest/lastaccess.py)
     except Refused as exc:
         refuse(session, reply, detail, exc.status, str(exc))
         return None

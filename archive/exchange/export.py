@@ -37,6 +37,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.fileset import DIRECTORY_RECORDERS, FileSet, RecordNode
 
+from archive.ingest.lastaccess import touch_study
 from archive.models import Instance, Study
 from audit.trail import record
 
@@ -150,6 +151,8 @@ def export_dicom(
             study_instance_uid=study_uid,
             detail={"instances": len(good), "failed": bad, "via": "export_dicom"},
         )
+        if good:
+            touch_study(study_uid)  # last access, for lifecycle rules (archive/ingest/lastaccess.py)
     return report
 
 

@@ -439,8 +439,9 @@ def test_it_audits_each_retrieve_with_its_level(api: Client, ct_study: dict[str,
 def test_it_retrieves_a_study_in_few_queries(api: Client, django_assert_max_num_queries: Any) -> None:
     spec = StudySpec()
     assert stow(api, make_series(spec, "CT", count=10)).status_code == 200
-    # token lookup, one instance query, and the audit record (savepoint, head, insert, update, release)
-    with django_assert_max_num_queries(7):
+    # token lookup, one instance query, the audit record (savepoint, head, insert, update, release)
+    # and the last access (once an hour per study: archive/ingest/lastaccess.py)
+    with django_assert_max_num_queries(8):
         response = api.get(f"/dicom-web/studies/{spec.study_uid}", HTTP_ACCEPT=DICOM_ANY)
         assert len(parts_of(response)) == 10
 

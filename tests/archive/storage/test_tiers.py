@@ -102,7 +102,8 @@ def test_admin_refuses_a_tier_it_cannot_reach_and_a_rule_to_a_tier_that_does_not
     )
     assert page.status_code == 200 and b"The tier cannot be reached" in page.content
     assert not Tier.objects.filter(name="nas").exists()
-    rule = {"name": "old CT", "enabled": "on", "priority": "100", "after_days": "90", "target_tier": "glacier"}
+    rule = {"name": "old CT", "enabled": "on", "priority": "100", "basis": "receipt", "after_days": "90"}
+    rule["target_tier"] = "glacier"
     page = admin_browser.post("/admin/archive/lifecyclerule/add/", rule)
     assert page.status_code == 200 and b"Select a valid choice" in page.content
     assert not LifecycleRule.objects.exists()
