@@ -60,6 +60,7 @@ import numpy as np  # noqa: E402
 import pydicom  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.utils import timezone  # noqa: E402
+from frame_tiers import compare_frame_tiers  # noqa: E402 - the same folder: hot / cold / S3 frames over HTTP
 
 from archive.dicom.synthetic import StudySpec, make_instance, phantom  # noqa: E402
 from archive.ingest.lifecycle import apply_rules  # noqa: E402
@@ -162,6 +163,9 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=200)
     parser.add_argument("--noise", type=float, default=15.0, help="standard deviation of the noise, in HU")
     parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument(
+        "--frame-requests", type=int, default=300, help="frame requests a tier (hot, cold, S3) over HTTP"
+    )
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
     if Instance.objects.exists():
@@ -191,6 +195,7 @@ def main() -> None:
     print(f"mover cold -> hot: {moved / 1e6 / seconds:7.1f} MB/s ({seconds:.2f} s)")
     print(f"frame read (512 KB) hot:  median {hot_median:.2f} ms, p95 {hot_p95:.2f} ms")
     print(f"frame read (512 KB) cold: median {cold_median:.2f} ms, p95 {cold_p95:.2f} ms")
+    compare_frame_tiers(args.frame_requests)
 
     Instance.objects.all().delete()
     generate_rows(args.rows)

