@@ -18,6 +18,7 @@ from typing import Any
 
 import pydicom
 import pytest
+import urllib3.connection
 from django.test import Client
 
 from archive.dicom.synthetic import StudySpec, make_instance, make_series
@@ -27,7 +28,7 @@ from archive.models import Instance
 from archive.storage import registry
 from archive.storage.base import StagedObject
 from archive.storage.registry import get_storage
-from archive.storage.s3 import S3Storage, S3StorageError
+from archive.storage.s3 import WINDOW, S3Storage, S3StorageError
 from archive.storage.staging import StagingWriter
 from tests.archive.dicomweb.test_wado_retrieve import body_of, parts_of
 from tests.archive.ingest.test_reindex import reindex
@@ -151,6 +152,54 @@ def test_open_gives_a_seekable_file(s3_tier: S3Storage) -> None:
         assert fh.read(10) == b""
         fh.seek(0)
         assert fh.read(3) == DATA[:3] and fh.tell() == 3
+
+
+def ranges_sent(backend: S3Storage) -> list[str]:
+    """The Range header of every GetObject ``backend`` sends from now on."""
+    sent: list[str] = []
+    backend.client.meta.events.register(
+        "before-send.s3.GetObject", lambda request, **kw: sent.append(request.headers["Range"].decode())
+    )
+    return sent
+
+
+@pytest.mark.django_db
+def test_a_read_through_open_is_one_bounded_ranged_get_of_the_exact_bytes(s3_tier: S3Storage) -> None:
+    s3_tier.put(KEY, staged(s3_tier, DATA))
+    sent = ranges_sent(s3_tier)
+    with s3_tier.open(KEY) as fh:
+        fh.seek(4096)
+        assert fh.read(100) == DATA[4096:4196]
+    assert sent == [f"bytes=4096-{4096 + WINDOW - 1}"]  # a window, never "to the end of the object"
+
+
+@pytest.mark.django_db
+def test_a_whole_object_read_through_open_comes_in_growing_windows(s3_tier: S3Storage) -> None:
+    data = DATA * 5  # 5 MiB
+    s3_tier.put(KEY, staged(s3_tier, data))
+    sent = ranges_sent(s3_tier)
+    with s3_tier.open(KEY) as fh:
+        assert fh.read() == data
+    mib = 1024 * 1024
+    assert sent == [f"bytes=0-{mib - 1}", f"bytes={mib}-{3 * mib - 1}", f"bytes={3 * mib}-{7 * mib - 1}"]
+
+
+@pytest.mark.django_db
+def test_reads_through_open_give_their_connection_back_to_the_pool(
+    s3_tier: S3Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = DATA * 4  # frames of 512 KiB at random places in a 4 MiB object
+    s3_tier.put(KEY, staged(s3_tier, data))
+    connects: list[object] = []
+    real_connect = urllib3.connection.HTTPConnection.connect
+    monkeypatch.setattr(
+        urllib3.connection.HTTPConnection, "connect", lambda self: (connects.append(self), real_connect(self))[1]
+    )
+    for offset in [0, 3_000_000, 700_000, 2_500_000, 1_234_567, 0]:
+        with s3_tier.open(KEY) as fh:
+            fh.seek(offset)
+            assert fh.read(512 * 1024) == data[offset : offset + 512 * 1024]
+    assert len(connects) <= 1  # one connection at most (the pool may have none open yet), reused by every read
 
 
 @pytest.mark.django_db
