@@ -79,10 +79,10 @@ def test_a_clinician_launches_the_viewer_from_the_ehr_with_smart_and_sees_that_p
 
     launch = browser_ehr.launch("pa")
     page.goto(f"{live_server.url}/smart/launch?" + urlencode({"iss": browser_ehr.fhir, "launch": launch}))
-    page.fill("#ehr-login", LOGIN)
-    page.fill("#ehr-password", PASSWORD)
-    page.click("#ehr-submit")
-    page.click("#ehr-allow")
+    page.fill("#idp-login", LOGIN)
+    page.fill("#idp-password", PASSWORD)
+    page.click("#idp-submit")
+    page.click("#idp-allow")
     page.wait_for_url(f"**/viewer/studies/{site_a_study['study']}")
     page.wait_for_function(FIRST_FULL, timeout=15000)
 
