@@ -50,18 +50,6 @@ def registered(browser_ehr: EhrServer, general_site: Any) -> EhrIntegration:
     return integration
 
 
-@pytest.fixture
-def page(chromium: Any, live_server: Any) -> Iterator[Any]:
-    context = chromium.new_context(viewport={"width": 1000, "height": 700})
-    context.set_default_timeout(20000)
-    page = context.new_page()
-    page.problems = []  # type: ignore[attr-defined]
-    page.on("pageerror", lambda e: page.problems.append(str(e)))
-    page.on("console", lambda m: "Content Security Policy" in m.text and page.problems.append(m.text))
-    yield page
-    context.close()
-
-
 def test_a_clinician_launches_the_viewer_from_the_ehr_with_smart_and_sees_that_patient_only(
     page: Any,
     live_server: Any,
