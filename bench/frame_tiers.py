@@ -36,20 +36,11 @@ from django.conf import settings
 from archive.ingest.mover import Mover, plan_moves
 from archive.models import ApiToken, Instance
 from archive.storage import registry
-from tests.s3servers import free_ports, seaweedfs
+from tests.s3servers import free_ports, seaweedfs, stop
 
 REPO = Path(__file__).resolve().parent.parent
 BUCKET = "bench-tiers"
 FRAME_ACCEPT = "application/octet-stream"
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def s3_tier(server: dict[str, Any]) -> dict[str, str]:
@@ -189,7 +180,7 @@ def compare_frame_tiers(samples: int = 300) -> None:
                 read, connection = http_reader(port, token)
                 over_http = interleaved(groups, samples, read)
                 connection.close()
-            in_process = interleaved(groups, samples, storage_read)
+                in_process = interleaved(groups, samples, storage_read)  # under the same load
             move(ids, "hot")
     print(f"frame latency ({size} KB frames, {samples} requests a tier in turns, gunicorn and SeaweedFS on loopback):")
     for tier in TIERS:

@@ -49,6 +49,16 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Terminate a server, killing it if it has not exited 10 s later."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def weed_binary() -> str:
     found = Path(sys.executable).parent / "weed"
     path = str(found) if found.exists() else shutil.which("weed")
@@ -90,12 +100,7 @@ def running(args: list[str], root: Path, name: str, client: Any, bucket: str) ->
                 time.sleep(0.3)
         yield
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         log.close()
 
 
