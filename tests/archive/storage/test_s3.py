@@ -298,6 +298,22 @@ def test_a_frame_request_returns_the_frame_bytes_from_s3(
 
 
 @pytest.mark.django_db
+def test_a_several_frames_request_returns_each_frame_from_s3_with_bounded_gets(
+    admin_client_token: Client, s3_series: dict[str, Any], s3_tier: S3Storage
+) -> None:
+    clip = Instance.objects.select_related("series__study").get(series__modality="US")
+    ds = pydicom.dcmread(io.BytesIO(s3_series["parts"][clip.sop_instance_uid]))
+    length = len(ds.PixelData) // 8
+    sent = ranges_sent(s3_tier)
+    accept = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+    response = admin_client_token.get(url(clip) + "/frames/2,7", HTTP_ACCEPT=accept)
+    assert response.status_code == 200
+    frames = [content for _, content in parts_of(response)]
+    assert frames == [ds.PixelData[length : 2 * length], ds.PixelData[6 * length : 7 * length]]
+    assert sent and all(not r.endswith("-") for r in sent)  # never "to the end of the object"
+
+
+@pytest.mark.django_db
 def test_rendered_reads_its_pixels_from_s3(admin_client_token: Client, s3_series: dict[str, Any]) -> None:
     ct = Instance.objects.select_related("series__study").filter(series__modality="CT").first()
     assert ct is not None
