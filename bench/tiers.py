@@ -13,6 +13,10 @@ better than any patient), then prints:
 - ``tiers verify`` throughput on hot and on cold (files in the page cache);
 - the latency of one stored frame read (``Instance.read_stored_ranges``, what
   WADO-RS frames do) from hot and from cold: median and 95th percentile;
+- frame latency from hot, cold and an S3 tier (SeaweedFS, STANDARD class)
+  side by side, ``GET …/frames/1`` through gunicorn and in process, median
+  and 90th percentile over ``--frame-requests`` requests a tier, and what S3
+  adds over hot (``bench/frame_tiers.py``);
 - the time to evaluate three lifecycle rules over ``--rows`` instance rows
   written directly (no files), which plans the moves in SQL.
 
@@ -62,6 +66,7 @@ import pydicom  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
+from frame_tiers import compare_frame_tiers  # noqa: E402 - the same folder: hot / cold / S3 frames over HTTP
 
 from archive.dicom.synthetic import StudySpec, make_instance, phantom  # noqa: E402
 from archive.ingest.lifecycle import apply_rules, rule_selections  # noqa: E402
@@ -306,6 +311,9 @@ def main() -> None:
         help="only time rule evaluation at these instance counts (e.g. 100000,1000000), on generated index rows",
     )
     parser.add_argument("--plans", action="store_true", help="with --rule-scale: print each rule's query plan")
+    parser.add_argument(
+        "--frame-requests", type=int, default=300, help="frame requests a tier (hot, cold, S3) over HTTP"
+    )
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
     if Instance.objects.exists():
@@ -338,6 +346,7 @@ def main() -> None:
     print(f"mover cold -> hot: {moved / 1e6 / seconds:7.1f} MB/s ({seconds:.2f} s)")
     print(f"frame read (512 KB) hot:  median {hot_median:.2f} ms, p95 {hot_p95:.2f} ms")
     print(f"frame read (512 KB) cold: median {cold_median:.2f} ms, p95 {cold_p95:.2f} ms")
+    compare_frame_tiers(args.frame_requests)
 
     Instance.objects.all().delete()
     generate_rows(args.rows)

@@ -6,8 +6,9 @@ HEAD (size and SHA-256). An existing key is never overwritten: single-part
 uploads are conditional (``If-None-Match: *``), multipart ones look first;
 keys carry a prefix of the content hash, so a key that exists already holds
 the same bytes. Reads are ranged GETs: :meth:`S3Storage.read_ranges` fetches a
-frame in one request, and :meth:`S3Storage.open` gives a seekable file whose
-sequential reads stream one GET from the current offset. Every S3 failure
+frame in one request, and :meth:`S3Storage.open` gives a seekable file that
+reads in bounded windows (one small GET for a frame, growing windows for a
+whole object), so connections go back to the client's pool. Every S3 failure
 surfaces as an :class:`OSError` (a missing key as :class:`FileNotFoundError`),
 as the file-system backend's would. The bucket may be shared: only keys of
 the archive's exact shape (:func:`~archive.storage.keys.check_key`) under the
@@ -44,6 +45,12 @@ EXPIRY_RE = re.compile(r'expiry-date="([^"]+)"')
 EXISTS = {"412", "PreconditionFailed"}
 # Ranges closer than this are fetched in one GET (frame fragments sit 8 bytes apart).
 MERGE_GAP = 64 * 1024
+#: The first GET of :class:`RangedObject` after an open or a seek (a frame or a header, mostly).
+WINDOW = 1024 * 1024
+#: Its largest GET, reached by doubling while reads continue where the last GET ended.
+MAX_WINDOW = 64 * 1024 * 1024
+#: Bytes of a window left unread that are read and dropped so its connection can be reused.
+DRAIN = 256 * 1024
 
 
 class S3StorageError(OSError):
@@ -313,7 +320,17 @@ def _md5(path: Path) -> str:
 
 
 class RangedObject(io.RawIOBase):
-    """A seekable read-only view of one object: a GET from the current offset, reopened after a seek."""
+    """A seekable read-only view of one object: bounded ranged GETs from the current offset.
+
+    Each GET asks for a window of the object, never "from here to the end":
+    the first after an open or a seek is :data:`WINDOW` bytes (or the size
+    asked, if larger), and each that continues where the last one ended is
+    twice as large, up to :data:`MAX_WINDOW`, so a frame read costs one small
+    GET and a whole object streams in a few. A window read to its end (or
+    left with at most :data:`DRAIN` bytes, which are read and dropped) gives
+    its connection back to the client's pool for the next request; only one
+    left far from its end is closed.
+    """
 
     def __init__(self, storage: S3Storage, key: str) -> None:
         self.storage = storage
@@ -322,6 +339,9 @@ class RangedObject(io.RawIOBase):
         self.size: int | None = None
         self.body: Any = None
         self.body_pos = -1
+        self.body_end = -1  # where the open window ends
+        self.window = 0  # the size of the last window asked for (0: none yet)
+        self.last_end = -1  # where the last window ended
 
     def readable(self) -> bool:
         return True
@@ -352,33 +372,60 @@ class RangedObject(io.RawIOBase):
             self.size = int(head["ContentLength"])
         return self.size
 
+    def _next_window(self, wanted: int) -> int:
+        """The size of the GET that starts at the current offset: larger while the reads run on."""
+        sequential = self.window and self.pos == self.last_end
+        self.window = min(MAX_WINDOW, 2 * self.window) if sequential else WINDOW
+        return max(self.window, wanted)
+
+    def _open_window(self, wanted: int) -> bool:
+        """A GET for the window at the current offset; False at or past the end of the object."""
+        length = self._next_window(wanted)
+        try:
+            response = self.storage.get_range(self.key, self.pos, length)
+        except S3StorageError as exc:
+            if "InvalidRange" in str(exc):  # at or past the end
+                self.size = self.pos if self.size is None else self.size
+                return False
+            raise
+        total = response.get("ContentRange", "").rpartition("/")[2]
+        got = int(response["ContentLength"])
+        self.size = int(total) if total.isascii() and total.isdigit() else self.size
+        self.body, self.body_pos, self.body_end = response["Body"], self.pos, self.pos + got
+        self.last_end = self.pos + length
+        return True
+
     def readinto(self, buffer: Any) -> int:
         if self.size is not None and self.pos >= self.size:
             return 0
-        if self.body is None or self.body_pos != self.pos:
+        if self.body is not None and (self.body_pos != self.pos or self.body_pos >= self.body_end):
             self._close_body()
-            try:
-                response = self.storage.get_range(self.key, self.pos)
-            except S3StorageError as exc:
-                if "InvalidRange" in str(exc):  # at or past the end
-                    self.size = self.pos if self.size is None else self.size
-                    return 0
-                raise
-            total = response.get("ContentRange", "").rpartition("/")[2]
-            self.size = int(total) if total.isascii() and total.isdigit() else self.pos + int(response["ContentLength"])
-            self.body, self.body_pos = response["Body"], self.pos
+        if self.body is None and not self._open_window(len(buffer)):
+            return 0
         with _errors(self.key):
-            data = self.body.read(len(buffer))
+            data = self.body.read(min(len(buffer), self.body_end - self.body_pos))
         n = len(data)
+        if n == 0:
+            raise S3StorageError(f"object {self.key} ended early")
         buffer[:n] = data
         self.pos += n
         self.body_pos = self.pos
+        if self.body_pos >= self.body_end:
+            self._close_body()
         return n
 
     def _close_body(self) -> None:
-        if self.body is not None:
-            self.body.close()
-            self.body = None
+        """Done with the window: read what little is left (the connection goes back to the pool) and close it."""
+        if self.body is None:
+            return
+        body, self.body = self.body, None
+        try:
+            if self.body_end - self.body_pos <= DRAIN:
+                body.read()
+        except (OSError, BotoCoreError):
+            pass  # the connection is dropped instead of reused: nothing else is lost
+        finally:
+            body.close()
 
     def close(self) -> None:
         self._close_body()

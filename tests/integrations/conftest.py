@@ -165,3 +165,16 @@ def audit_reasons(action: str, outcome: str = "failure") -> list[str]:
 
 def dumps(body: Any) -> str:
     return json.dumps(body)
+
+
+@pytest.fixture
+def page(chromium: Any, live_server: Any) -> Iterator[Any]:
+    """A Chromium page (1000 x 700) of its own context; ``page.problems`` collects script errors and CSP reports."""
+    context = chromium.new_context(viewport={"width": 1000, "height": 700})
+    context.set_default_timeout(20000)
+    page = context.new_page()
+    page.problems = []  # type: ignore[attr-defined]
+    page.on("pageerror", lambda e: page.problems.append(str(e)))
+    page.on("console", lambda m: "Content Security Policy" in m.text and page.problems.append(m.text))
+    yield page
+    context.close()

@@ -12,7 +12,6 @@ through the DevTools protocol), and the server's logs must not contain it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,18 +28,6 @@ FETCH = """async ([url]) => {
   const r = await fetch(url, { headers: { Accept: 'application/dicom+json' } });
   return [r.status, await r.text()];
 }"""
-
-
-@pytest.fixture
-def page(chromium: Any, live_server: Any) -> Iterator[Any]:
-    context = chromium.new_context(viewport={"width": 1000, "height": 700})
-    context.set_default_timeout(20000)
-    page = context.new_page()
-    page.problems = []  # type: ignore[attr-defined]
-    page.on("pageerror", lambda e: page.problems.append(str(e)))
-    page.on("console", lambda m: "Content Security Policy" in m.text and page.problems.append(m.text))
-    yield page
-    context.close()
 
 
 @pytest.fixture

@@ -125,6 +125,23 @@ def failing_put(monkeypatch: pytest.MonkeyPatch, from_call: int) -> None:
     monkeypatch.setattr(storage, "put", flaky)
 
 
+def index_locked_from_the_second_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Indexing a stored batch fails with "database is locked" from the second batch on."""
+    import archive.ingest.store
+
+    index_placed = archive.ingest.store._index_placed
+    calls = 0
+
+    def locked_from_the_second_batch(*args: Any, **kwargs: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise OperationalError("database is locked")
+        index_placed(*args, **kwargs)
+
+    monkeypatch.setattr(archive.ingest.store, "_index_placed", locked_from_the_second_batch)
+
+
 @pytest.mark.django_db
 def test_a_disk_error_after_a_stored_batch_lists_the_stored_instances_and_fails_the_rest(
     upload_client: Client, monkeypatch: pytest.MonkeyPatch
@@ -162,19 +179,7 @@ def test_a_disk_error_before_anything_is_stored_still_gets_a_bare_503(
 def test_an_index_lost_after_a_stored_batch_lists_the_stored_instances_and_fails_the_rest(
     upload_client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import archive.ingest.store
-
-    index_placed = archive.ingest.store._index_placed
-    calls = 0
-
-    def locked_from_the_second_batch(*args: Any, **kwargs: Any) -> None:
-        nonlocal calls
-        calls += 1
-        if calls > 1:
-            raise OperationalError("database is locked")
-        index_placed(*args, **kwargs)
-
-    monkeypatch.setattr(archive.ingest.store, "_index_placed", locked_from_the_second_batch)
+    index_locked_from_the_second_batch(monkeypatch)
     parts = make_series(StudySpec(patient_id="PARTIAL-INDEX"), "CT", count=BATCH + 3)
     response = stow(upload_client, parts)
     assert response.status_code == 202, response.content
@@ -266,19 +271,7 @@ def failed_items(response: Any) -> list[dict[str, Any]]:
 def test_parts_the_index_could_not_take_are_named_in_the_failed_sop_sequence_and_audited_under_their_study(
     upload_client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import archive.ingest.store
-
-    index_placed = archive.ingest.store._index_placed
-    calls = 0
-
-    def locked_from_the_second_batch(*args: Any, **kwargs: Any) -> None:
-        nonlocal calls
-        calls += 1
-        if calls > 1:
-            raise OperationalError("database is locked")
-        index_placed(*args, **kwargs)
-
-    monkeypatch.setattr(archive.ingest.store, "_index_placed", locked_from_the_second_batch)
+    index_locked_from_the_second_batch(monkeypatch)
     spec = StudySpec(patient_id="PARTIAL-NAMED")
     parts = make_series(spec, "CT", count=BATCH + 3)
     response = stow(upload_client, parts)

@@ -37,8 +37,7 @@ from archive.ingest.trash import trash_study
 from archive.models import DicomDevice, Instance, Site, StorageCommitment
 from archive.storage.registry import get_storage
 from audit.models import AuditEvent
-from tests.archive.dimse.conftest import wait_idle
-from tests.archive.dimse.test_find import JANE, OTHER, send
+from tests.archive.dimse.conftest import JANE, OTHER, send, wait_idle
 
 pytestmark = pytest.mark.django_db(transaction=True)
 SECOND = "1.2.840.10008.5.1.4.1.1.4"  # MR Image Storage

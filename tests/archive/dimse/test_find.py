@@ -24,41 +24,17 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelFind,
 )
 
-from archive.dicom.synthetic import StudySpec, make_instance, new_uid
+from archive.dicom.synthetic import make_instance, new_uid
 from archive.dimse.find import FindSCP
 from archive.dimse.listener import DicomListener
 from archive.dimse.store import Session
-from archive.ingest.store import Sender, store_instances
+from archive.ingest.store import Sender
 from archive.models import Availability, DicomDevice, Instance, Site
-from archive.storage.registry import get_storage
-from archive.storage.staging import stage_file
 from audit.models import AuditEvent
-from tests.archive.dimse.conftest import dcmtk, wait_idle
+from tests.archive.dimse.conftest import JANE, JOHN, OTHER, dcmtk, identifier, send, store_slices, wait_idle
 
 pytestmark = pytest.mark.django_db(transaction=True)
-JANE = StudySpec(patient_name="DOE^JANE", patient_id="PAT-A1", study_date="20240115", accession="ACC-A1")
-JOHN = StudySpec(patient_name="SMITH^JOHN", patient_id="PAT-A2", study_date="20230310", accession="ACC-A2")
-OTHER = StudySpec(patient_name="DOE^JOHN", patient_id="PAT-B1", study_date="20240116", accession="ACC-B1")
 MANY = 1000  # instances in the series a C-CANCEL interrupts: far more than are sent before it arrives
-
-
-def send(port: int, title: str, files: list[bytes], tmp_path: Path) -> None:
-    """C-STORE ``files`` to the node as ``title``, each answered with success."""
-    ae = AE(ae_title=title)
-    paths = []
-    for data in files:
-        path = tmp_path / f"{new_uid()}.dcm"
-        path.write_bytes(data)
-        paths.append(path)
-        meta = pydicom.dcmread(path, stop_before_pixels=True).file_meta
-        ae.add_requested_context(meta.MediaStorageSOPClassUID, [meta.TransferSyntaxUID])
-    assoc = ae.associate("127.0.0.1", port, ae_title="PACS")
-    assert assoc.is_established
-    try:
-        for path in paths:
-            assert assoc.send_c_store(str(path)).Status == 0x0000
-    finally:
-        assoc.release()
 
 
 @pytest.fixture
@@ -86,11 +62,8 @@ def c_find(
     ae.add_requested_context(model)
     assoc = ae.associate("127.0.0.1", port, ae_title="PACS")
     assert assoc.is_established
-    identifier = Dataset()
-    for keyword, value in keys.items():
-        setattr(identifier, keyword, value)
     try:
-        return [(int(status.Status), found) for status, found in assoc.send_c_find(identifier, model)]
+        return [(int(status.Status), found) for status, found in assoc.send_c_find(identifier(keys), model)]
     finally:
         assoc.release()
 
@@ -330,14 +303,7 @@ def test_at_image_level_every_key_is_returnable_so_matches_stay_pending_ff00(
 def test_a_real_c_cancel_after_the_first_pending_ends_the_search_with_cancel_status_and_is_audited(
     listener: DicomListener, sites: dict[str, Site], tmp_path: Path
 ) -> None:
-    spec = StudySpec(patient_name="MANY^SLICES", patient_id="PAT-M1", study_date="20240201", accession="ACC-M1")
-    series = new_uid()
-    staged = []
-    for number in range(1, MANY + 1):
-        path = tmp_path / f"{number}.dcm"
-        path.write_bytes(make_instance(spec, "CT", series_uid=series, instance_number=number, size=8))
-        staged.append(stage_file(get_storage("hot"), path))
-    assert all(r.ok for r in store_instances(staged, sender=Sender(site=sites["general"])))
+    spec, series = store_slices(sites["general"], MANY, tmp_path)
     DicomDevice.objects.create(ae_title="WS1", site=sites["general"], may_query=True)
     ae = AE(ae_title="WS1")
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)

@@ -28,16 +28,21 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from archive.dicom.synthetic import StudySpec, make_instance, new_uid
+from archive.dicom.synthetic import StudySpec, make_instance
 from archive.dimse.listener import DicomListener
-from archive.ingest.store import Sender, store_instances
 from archive.models import DicomDevice, Instance, Site
-from archive.storage.registry import get_storage
-from archive.storage.staging import stage_file
 from audit.models import AuditEvent
-from tests.archive.dimse.conftest import dcmtk, wait_idle
-from tests.archive.dimse.test_find import JANE, JOHN, OTHER, send
-from tests.archive.dimse.test_get import data_set_bytes
+from tests.archive.dimse.conftest import (
+    JANE,
+    OTHER,
+    assert_cancelled_with_counts,
+    cancel_after_first_pending,
+    data_set_bytes,
+    dcmtk,
+    identifier,
+    send,
+    wait_idle,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -79,29 +84,12 @@ def storescp(tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 
 @pytest.fixture
-def archive(
-    listener: DicomListener, sites: dict[str, Site], storescp: dict[str, Any], tmp_path: Path
-) -> dict[str, Any]:
-    """Jane (CT 2 + MR 1) and John (CT 1) at "general", another Doe at "elsewhere".
-
-    WS1 and WS2 retrieve from each site; WSQ of "general" may only query;
-    STORESCP is the registered move destination (the fixture's storescp).
-    """
-    jane = [
-        make_instance(JANE, "CT", series_uid="1.2.3.100.1", series_number=1, instance_number=1, size=16),
-        make_instance(JANE, "CT", series_uid="1.2.3.100.1", series_number=1, instance_number=2, size=16),
-        make_instance(JANE, "MR", series_uid="1.2.3.100.2", series_number=2, instance_number=1, size=16),
-    ]
-    send(listener.port, "MR2", [*jane, make_instance(JOHN, "CT", size=16)], tmp_path)
-    send(listener.port, "OTHER", [make_instance(OTHER, "CT", size=16)], tmp_path)
-    DicomDevice.objects.create(ae_title="WS1", site=sites["general"], may_query=True, may_retrieve=True)
-    DicomDevice.objects.create(ae_title="WS2", site=sites["elsewhere"], may_query=True, may_retrieve=True)
-    DicomDevice.objects.create(ae_title="WSQ", site=sites["general"], may_query=True)
+def archive(qr_archive: dict[str, Any], sites: dict[str, Site], storescp: dict[str, Any]) -> dict[str, Any]:
+    """The studies and workstations of ``qr_archive``; STORESCP (the storescp fixture) is the move destination."""
     DicomDevice.objects.create(
         ae_title="STORESCP", host="127.0.0.1", port=storescp["port"], site=sites["general"], is_move_destination=True
     )
-    wait_idle(listener)
-    return {"jane": {pydicom.dcmread(io.BytesIO(b)).SOPInstanceUID: b for b in jane}, "out": storescp["out"]}
+    return {**qr_archive, "out": storescp["out"]}
 
 
 def c_move(
@@ -116,11 +104,8 @@ def c_move(
     ae.add_requested_context(model)
     assoc = ae.associate("127.0.0.1", port, ae_title="PACS")
     assert assoc.is_established
-    identifier = Dataset()
-    for keyword, value in keys.items():
-        setattr(identifier, keyword, value)
     try:
-        return list(assoc.send_c_move(identifier, destination, model))
+        return list(assoc.send_c_move(identifier(keys), destination, model))
     finally:
         assoc.release()
 
@@ -388,43 +373,19 @@ def test_movescu_to_the_node_itself_stores_nothing_twice_and_succeeds(
 
 
 def test_a_real_c_cancel_after_the_first_pending_ends_the_move_with_fe00_and_the_counts(
-    listener: DicomListener, archive: dict[str, Any], sites: dict[str, Site], tmp_path: Path
+    listener: DicomListener, archive: dict[str, Any], many_slices: StudySpec
 ) -> None:
-    spec = StudySpec(patient_name="MANY^SLICES", patient_id="PAT-M1", study_date="20240201", accession="ACC-M1")
-    series = new_uid()
-    staged = []
-    for number in range(1, 301):
-        path = tmp_path / f"{number}.dcm"
-        path.write_bytes(make_instance(spec, "CT", series_uid=series, instance_number=number, size=8))
-        staged.append(stage_file(get_storage("hot"), path))
-    assert all(r.ok for r in store_instances(staged, sender=Sender(site=sites["general"])))
     ae = AE(ae_title="WS1")
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
     assoc = ae.associate("127.0.0.1", listener.port, ae_title="PACS")
     assert assoc.is_established
-    identifier = Dataset()
-    identifier.QueryRetrieveLevel = "STUDY"
-    identifier.StudyInstanceUID = spec.study_uid
-    statuses: list[Dataset] = []
-    try:
-        context_id = assoc.accepted_contexts[0].context_id
-        for status, _ in assoc.send_c_move(
-            identifier, "STORESCP", StudyRootQueryRetrieveInformationModelMove, msg_id=7
-        ):
-            statuses.append(status)
-            if len(statuses) == 1:
-                assoc.send_c_cancel(7, context_id)
-    finally:
-        assoc.release()
-    final = statuses[-1]
-    assert int(final.Status) == 0xFE00
-    assert 1 <= final.NumberOfCompletedSuboperations < 300
-    assert final.NumberOfRemainingSuboperations == 300 - final.NumberOfCompletedSuboperations
+    keys = identifier({"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": many_slices.study_uid})
+    final = cancel_after_first_pending(
+        assoc,
+        lambda msg_id: assoc.send_c_move(keys, "STORESCP", StudyRootQueryRetrieveInformationModelMove, msg_id=msg_id),
+    )
     assert final.NumberOfFailedSuboperations == 0
-    wait_idle(listener)
-    (result,) = AuditEvent.objects.filter(action="retrieve_result")
-    assert (result.outcome, result.detail["status"]) == ("cancelled", "0xFE00")
-    assert result.detail["completed"] == final.NumberOfCompletedSuboperations
+    assert_cancelled_with_counts(listener, final)
 
 
 @pytest.mark.parametrize(

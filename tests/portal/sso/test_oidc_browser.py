@@ -7,14 +7,8 @@ Needs ``npm --prefix tests/portal/sso/oidc ci`` beforehand (the test command run
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,10 +20,10 @@ from portal.accounts.roles import Role
 from portal.models import OIDCIdentity, SiteMembership
 from portal.sso import oidc
 from tests.mfa_support import user_with_role
+from tests.portal.sso.provider import start_provider
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-PROVIDER_DIR = Path(__file__).parent / "oidc"
 CLIENT_ID = "cloud-pacs"
 CLIENT_SECRET = "loopback-test-secret-7f3a"
 ACCOUNTS = {
@@ -58,44 +52,24 @@ ACCOUNTS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def provider_url(live_server: Any) -> Iterator[str]:
-    """Start tests/portal/sso/oidc/provider.js with a client registered for the live server's callback."""
-    node = shutil.which("node")
-    if node is None or not (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir():
-        pytest.fail("The test OpenID provider is not installed: run `make test` (it runs npm ci there)")
-    port = free_port()
-    env = {
-        **os.environ,
-        "OIDC_PORT": str(port),
-        "OIDC_CLIENT_ID": CLIENT_ID,
-        "OIDC_CLIENT_SECRET": CLIENT_SECRET,
-        "OIDC_REDIRECT_URIS": f"{live_server.url}/oidc/callback/",
-        "OIDC_POST_LOGOUT_REDIRECT_URIS": f"{live_server.url}/accounts/login/",
-        "OIDC_ACCOUNTS": json.dumps(ACCOUNTS),
+    """Start the test OpenID provider with a client registered for the live server's callback."""
+    client = {
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "redirect_uris": [f"{live_server.url}/oidc/callback/"],
+        "post_logout_redirect_uris": [f"{live_server.url}/accounts/login/"],
+        "token_endpoint_auth_method": "client_secret_post",
     }
-    process = subprocess.Popen(
-        [node, "provider.js"], cwd=PROVIDER_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
     try:
-        assert process.stdout is not None
-        deadline = time.monotonic() + 20
-        line = ""
-        while time.monotonic() < deadline and not line.startswith("listening"):
-            line = process.stdout.readline()
-            if not line and process.poll() is not None:
-                pytest.fail(f"The test OpenID provider exited: {process.stderr.read() if process.stderr else ''}")
-        assert line.startswith("listening"), line
-        yield line.split()[1]
+        provider = start_provider([client], ACCOUNTS)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield provider.url
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        provider.stop()
 
 
 @pytest.fixture
