@@ -30,6 +30,34 @@ def on_study_stored(sender: Any, study_id: int, **kwargs: Any) -> None:
     refresh(study_id)
 
 
+def on_study_corrected(sender: Any, study_id: int, **kwargs: Any) -> None:
+    corrected(study_id)
+
+
+def corrected(study_id: int) -> None:
+    """Rewrite what the row copied from the study after a correction: patient, accession, description, date.
+
+    The priors of the patient the study now belongs to are counted again.
+    """
+    study = Study.objects.select_related("patient").filter(pk=study_id).first()
+    if study is None:
+        return
+    patient = study.patient
+    with write_lock(durable=False), transaction.atomic():
+        WorklistItem.objects.filter(study_id=study_id).update(
+            patient_name=patient.patient_name,
+            patient_name_search=patient.patient_name_search,
+            patient_id=patient.patient_id,
+            patient_age=patient_age(study.attributes or {}, patient.patient_birth_date, study.study_date),
+            patient_sex=patient.patient_sex,
+            description=study.study_description,
+            accession_number=study.accession_number,
+            study_date=study.study_date,
+            updated_at=timezone.now(),
+        )
+        _count_priors(patient.pk)
+
+
 def _value(attributes: dict[str, Any], tag: str) -> str:
     element = attributes.get(tag)
     values = element.get("Value") if isinstance(element, dict) else None
