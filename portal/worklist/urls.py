@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from portal.worklist import qc, views
+from portal.worklist import correction, qc, views
 
 urlpatterns = [
     path("", views.worklist, name="worklist"),
@@ -19,4 +19,5 @@ urlpatterns = [
     path("qc/", qc.qc_list, name="worklist-qc"),
     path("qc/<int:pk>/ready", qc.qc_passed, name="worklist-qc-passed"),
     path("qc/<int:pk>/failed", qc.qc_failed, name="worklist-qc-failed-reason"),
+    path("qc/<int:pk>/correct", correction.correct, name="worklist-correct"),
 ]
