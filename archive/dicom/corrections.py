@@ -10,13 +10,23 @@ Data is never decoded), the corrected values set or removed (an empty value).
 A value outside ASCII is written in UTF-8: the copy's (0008,0005) Specific
 Character Set becomes ``ISO_IR 192`` after every text value was decoded under
 the old one.
+
+Each copy records its correction the way PS3.3 C.12.1 asks: a new item of
+(0400,0561) Original Attributes Sequence with the previous values in
+(0400,0550) Modified Attributes Sequence, (0400,0562) Attribute Modification
+DateTime, (0400,0563) Modifying System and (0400,0565) Reason for the
+Attribute Modification ``CORRECT``. The modification time makes every
+corrected copy a new object, never byte for byte an earlier version (a
+correction back to the first values included), so an earlier version and the
+current object never share a storage key.
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import re
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import BinaryIO
 
 import pydicom
@@ -74,13 +84,19 @@ def invalid(keyword: str, value: str) -> str:
     return ""
 
 
-def rewrite(source: BinaryIO, changes: dict[str, str]) -> bytes:
+#: (0400,0563) Modifying System of the corrections this archive makes.
+MODIFYING_SYSTEM = "Cloud PACS"
+
+
+def rewrite(source: BinaryIO, changes: dict[str, str], when: datetime | None = None) -> bytes:
     """The Part 10 bytes of ``source`` with ``changes`` (keyword -> value; "" removes the attribute) applied.
 
     ``changes`` must have passed :func:`invalid`. The whole object is read
-    into memory (a corrected copy is written once per instance).
+    into memory (a corrected copy is written once per instance). ``when``
+    (now by default) is the Attribute Modification DateTime recorded in the copy.
     """
     ds = pydicom.dcmread(source, force=False)
+    _record_original(ds, changes, when or datetime.now(UTC))
     if any(not v.isascii() for v in changes.values()) and "ISO_IR 192" not in _charsets(ds):
         for _ in ds.iterall():  # decode every text value under the old character set first
             pass
@@ -94,6 +110,23 @@ def rewrite(source: BinaryIO, changes: dict[str, str]) -> bytes:
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     return out.getvalue()
+
+
+def _record_original(ds: Dataset, changes: dict[str, str], when: datetime) -> None:
+    """Append the previous values of ``changes`` to (0400,0561) Original Attributes Sequence (PS3.3 C.12.1)."""
+    modified = Dataset()
+    for keyword in changes:
+        if keyword in ds:
+            modified[keyword] = copy.deepcopy(ds[keyword])  # its own element: the data set's is changed next
+    item = Dataset()
+    item.ModifiedAttributesSequence = [modified]
+    item.AttributeModificationDateTime = when.astimezone(UTC).strftime("%Y%m%d%H%M%S.%f+0000")
+    item.ModifyingSystem = MODIFYING_SYSTEM
+    item.SourceOfPreviousValues = ""
+    item.ReasonForTheAttributeModification = "CORRECT"
+    if "OriginalAttributesSequence" not in ds:
+        ds.OriginalAttributesSequence = []
+    ds.OriginalAttributesSequence.append(item)
 
 
 def _charsets(ds: Dataset) -> list[str]:

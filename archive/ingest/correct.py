@@ -22,9 +22,11 @@ worklist after the commit.
 
 Crash safety: nothing is switched until that single transaction commits, so
 an interrupted correction leaves the study exactly as it was, never an index
-row pointing to a missing object. The copies placed before the crash are
-objects without rows; running the same correction again writes the same bytes
-under the same keys and completes it. Earlier versions are never removed on
+row pointing to a missing object, and running it again completes it. A copy
+placed before a crash (a failed commit removes its own) is an object without
+a row under an indexed SOP Instance UID: ``sweep`` reports it as a conflict
+and leaves it, as it does every such object (each copy records its
+correction in (0400,0561) Original Attributes Sequence, so it is recognisable). Earlier versions are never removed on
 their own: they go with their study (a purge or deletion, behind the
 retention guard and legal holds; :func:`archive.ingest.delete.stored_copies`).
 """
