@@ -34,7 +34,7 @@ retention guard and legal holds; :func:`archive.ingest.delete.stored_copies`).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +61,7 @@ from archive.models import (
     TierMove,
     tier_retrieval,
 )
+from archive.storage.base import StagedObject
 from archive.storage.registry import get_storage
 from archive.storage.staging import StagingWriter
 from audit.trail import record
@@ -105,7 +106,7 @@ def study_values(study: Study) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class _Seen:
+class Seen:
     """One instance as the correction read it."""
 
     pk: int
@@ -135,20 +136,33 @@ def correct_study(
     reason = " ".join(reason.split())
     errors = validate(changes, reason)
     if errors:
-        _refuse(request, user, study, "invalid values", 400, errors)
+        refuse(request, user, study, "invalid values", 400, errors)
     old = study_values(study)
     wanted = {k: v for k, v in changes.items() if old.get(k, "") != v}
     if not wanted:
-        _refuse(request, user, study, "nothing to correct: the values are those stored", 400)
-    seen = _readable(request, user, study, wanted)
+        refuse(request, user, study, "nothing to correct: the values are those stored", 400)
+    seen = readable(request, user, study, wanted)
+    staged = write_copies(seen, wanted)
+    name = uuid.uuid4().hex
+    diff = {k: (old.get(k, ""), v) for k, v in wanted.items()}
+
+    def apply(placed: list[Placed]) -> set[int]:
+        return _apply(study.pk, seen, placed, name, diff, reason, user, request)
+
+    store_copies(request, user, study, seen, staged, apply)
+    return Correction(name, len(seen), diff)
+
+
+def write_copies(seen: list[Seen], changes: Mapping[str, str]) -> list[StagedObject]:
+    """A staged corrected copy of each instance of ``seen`` (read from where the index says it is)."""
     staging = get_storage("hot")
-    staged = []
+    staged: list[StagedObject] = []
     try:
         for item in seen:
             writer = StagingWriter(staging, settings.PACS_STOW_MAX_BYTES)
             try:
                 with get_storage(item.tier).open(item.storage_key) as source:
-                    writer.write(rewrite(source, dict(wanted)))
+                    writer.write(rewrite(source, dict(changes)))
             except BaseException:
                 writer.abort()
                 raise
@@ -157,21 +171,26 @@ def correct_study(
         for done in staged:
             done.discard()
         raise
-    name = uuid.uuid4().hex
-    diff = {k: (old.get(k, ""), v) for k, v in wanted.items()}
+    return staged
 
-    def apply(placed: list[Placed]) -> set[int]:
-        return _apply(study.pk, seen, placed, name, diff, reason, user, request)
 
+def store_copies(
+    request: HttpRequest | None,
+    user: Any,
+    study: Study,
+    seen: list[Seen],
+    staged: list[StagedObject],
+    apply: Callable[[list[Placed]], set[int]],
+) -> None:
+    """Store ``staged`` through the one ingest path, replacing ``seen``; refused (and audited) unless all were."""
     results = store_instances(staged, replacing=Replacement({s.sop_instance_uid: s.sha256 for s in seen}, apply))
     failed = [r for r in results if r.outcome is not Outcome.STORED]
     if failed:
         status = 503 if failed[0].outcome is Outcome.UNAVAILABLE else 409
-        _refuse(request, user, study, f"the archive refused the corrected copies: {failed[0].detail}", status)
-    return Correction(name, len(seen), diff)
+        refuse(request, user, study, f"the archive refused the corrected copies: {failed[0].detail}", status)
 
 
-def _refuse(
+def refuse(
     request: HttpRequest | None,
     user: Any,
     study: Study,
@@ -186,32 +205,41 @@ def _refuse(
     raise CorrectionRefused(why, status, errors)
 
 
-def _readable(request: HttpRequest | None, user: Any, study: Study, wanted: Mapping[str, str]) -> list[_Seen]:
-    """The study's instances, each readable now; refused while the study is in the trash, moving or offline."""
+def readable(
+    request: HttpRequest | None,
+    user: Any,
+    study: Study,
+    wanted: Mapping[str, str],
+    series_uids: list[str] | None = None,
+) -> list[Seen]:
+    """The study's instances (of ``series_uids`` only, when given), each readable now; refused while the study
+    is in the trash, moving or offline."""
     fresh = Study.objects.filter(pk=study.pk).first()
     if fresh is None or fresh.trashed_at is not None:
-        _refuse(request, user, study, "the study is in the trash (restore it first)", 409)
+        refuse(request, user, study, "the study is in the trash (restore it first)", 409)
     if any(k in wanted for k in PATIENT_KEYS) and any(not h.study_instance_uid for h in active_holds(study)):
-        _refuse(request, user, study, "a legal hold on the patient: an administrator must move the hold first", 409)
-    _check_still(request, user, study)
+        refuse(request, user, study, "a legal hold on the patient: an administrator must move the hold first", 409)
+    check_no_moves(request, user, study)
     rows = Instance.objects.filter(series__study_id=study.pk).order_by("pk")
-    seen = [_Seen(*r) for r in rows.values_list("pk", "sop_instance_uid", "tier", "storage_key", "sha256", "size")]
+    if series_uids is not None:
+        rows = rows.filter(series__series_instance_uid__in=series_uids)
+    seen = [Seen(*r) for r in rows.values_list("pk", "sop_instance_uid", "tier", "storage_key", "sha256", "size")]
     if not seen:
-        _refuse(request, user, study, "the study has no instances", 409)
+        refuse(request, user, study, "the study has no instances", 409)
     offline = rows.exclude(availability=Availability.ONLINE).exists()
     if offline or any(tier_retrieval(t) != Retrieval.IMMEDIATE for t in {s.tier for s in seen}):
-        _refuse(request, user, study, "some instances are not online: restore the study first", 409)
+        refuse(request, user, study, "some instances are not online: restore the study first", 409)
     return seen
 
 
-def _check_still(request: HttpRequest | None, user: Any, study: Study) -> None:
+def check_no_moves(request: HttpRequest | None, user: Any, study: Study) -> None:
     if TierMove.objects.filter(instance__series__study_id=study.pk, state__in=ACTIVE_MOVE_STATES).exists():
-        _refuse(request, user, study, "a tier move of the study is under way: correct it once the move is done", 409)
+        refuse(request, user, study, "a tier move of the study is under way: correct it once the move is done", 409)
 
 
 def _apply(
     study_pk: int,
-    seen: list[_Seen],
+    seen: list[Seen],
     placed: list[Placed],
     name: str,
     diff: dict[str, tuple[str, str]],
@@ -226,9 +254,31 @@ def _apply(
     if TierMove.objects.filter(instance__series__study_id=study_pk, state__in=ACTIVE_MOVE_STATES).exists():
         raise CorrectionRefused("a tier move of the study began during the correction: try again once it is done", 409)
     rows = Instance.objects.filter(series__study_id=study_pk).order_by("pk")
-    now_rows = [_Seen(*r) for r in rows.values_list("pk", "sop_instance_uid", "tier", "storage_key", "sha256", "size")]
+    now_rows = [Seen(*r) for r in rows.values_list("pk", "sop_instance_uid", "tier", "storage_key", "sha256", "size")]
     if now_rows != seen:
         raise CorrectionRefused("the study changed during the correction (instances added, moved or corrected)", 409)
+    switch_to_copies(seen, placed, name, reason, user)
+    _update_parents(study, placed)
+    study.refresh_from_db()
+    record(
+        "correct",
+        request,
+        user=user,
+        patient_id=study.patient.patient_id,
+        study_instance_uid=study.study_instance_uid,
+        detail={
+            "correction": name,
+            "reason": reason,
+            "instances": len(placed),
+            "changes": {CORRECTABLE[k][2]: {"from": a, "to": b} for k, (a, b) in sorted(diff.items())},
+        },
+    )
+    announce_correction([study_pk])
+    return {study_pk}
+
+
+def switch_to_copies(seen: list[Seen], placed: list[Placed], name: str, reason: str, user: Any) -> None:
+    """Inside the index transaction: keep each replaced object as an earlier version and point its row to the copy."""
     by_uid = {s.sop_instance_uid: s for s in seen}
     last = dict(
         InstanceVersion.objects.filter(instance_id__in=[s.pk for s in seen])
@@ -273,23 +323,6 @@ def _apply(
             instance_number=parsed.index.instance_number,
         )
     InstanceVersion.objects.bulk_create(versions)
-    _update_parents(study, placed)
-    study.refresh_from_db()
-    record(
-        "correct",
-        request,
-        user=user,
-        patient_id=study.patient.patient_id,
-        study_instance_uid=study.study_instance_uid,
-        detail={
-            "correction": name,
-            "reason": reason,
-            "instances": len(placed),
-            "changes": {CORRECTABLE[k][2]: {"from": a, "to": b} for k, (a, b) in sorted(diff.items())},
-        },
-    )
-    announce_correction([study_pk])
-    return {study_pk}
 
 
 def _update_parents(study: Study, placed: list[Placed]) -> None:

@@ -35,7 +35,8 @@ def on_study_corrected(sender: Any, study_id: int, **kwargs: Any) -> None:
 
 
 def corrected(study_id: int) -> None:
-    """Rewrite what the row copied from the study after a correction: patient, accession, description, date.
+    """Rewrite what the row copied from the study after a correction: patient, accession, description, date,
+    modalities and image count (a split takes series away).
 
     The priors of the patient the study now belongs to are counted again.
     """
@@ -53,6 +54,8 @@ def corrected(study_id: int) -> None:
             description=study.study_description,
             accession_number=study.accession_number,
             study_date=study.study_date,
+            modality=study.modalities_in_study,
+            image_count=study.number_of_instances,
             updated_at=timezone.now(),
         )
         _count_priors(patient.pk)
