@@ -120,7 +120,7 @@ def _apply(
     )
     Series.objects.filter(study_id=study_pk, series_instance_uid__in=wanted).update(study=new)
     for pk in (study_pk, new.pk):
-        _recount(pk)
+        recount(pk)
     record(
         "correct",
         request,
@@ -140,7 +140,7 @@ def _apply(
     return {study_pk, new.pk}
 
 
-def _recount(study_pk: int) -> None:
+def recount(study_pk: int) -> None:
     """A study's series and instance counts and modalities, from its rows."""
     series = Series.objects.filter(study_id=study_pk).annotate(n=Count("instances"))
     counts = list(series.values_list("pk", "n", "modality"))
