@@ -20,4 +20,6 @@ urlpatterns = [
     path("qc/<int:pk>/ready", qc.qc_passed, name="worklist-qc-passed"),
     path("qc/<int:pk>/failed", qc.qc_failed, name="worklist-qc-failed-reason"),
     path("qc/<int:pk>/correct", correction.correct, name="worklist-correct"),
+    path("qc/<int:pk>/split", correction.split, name="worklist-split"),
+    path("qc/<int:pk>/merge", correction.merge, name="worklist-merge"),
 ]

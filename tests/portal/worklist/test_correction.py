@@ -18,7 +18,7 @@ from django.test import Client
 
 from archive.dicom.synthetic import StudySpec, make_series
 from archive.ingest.trash import trash_study
-from archive.models import Instance, InstanceVersion, Site, Study
+from archive.models import Instance, InstanceVersion, Series, Site, Study
 from audit.models import AuditEvent
 from portal.accounts.roles import Role
 from portal.worklist.models import WorklistItem
@@ -141,3 +141,38 @@ def test_administrators_list_and_download_earlier_versions_others_may_not(
     force_verified_login(tech_admin, technologist)
     assert tech_admin.get(f"/admin/archive/instanceversion/{version.pk}/download").status_code in (302, 403, 404)
     assert tech_admin.get("/admin/archive/instanceversion/").status_code in (302, 403)
+
+
+def test_a_technologist_splits_a_series_off_from_the_correction_page(
+    tech_client: Client, row: WorklistItem, upload_client: Client
+) -> None:
+    study = Study.objects.get(pk=row.study_id)
+    extra = make_series(
+        StudySpec(study_uid=study.study_instance_uid, patient_id="PAT-W", patient_name="WRONG^WANDA"), "MR", count=1
+    )
+    assert stow(upload_client, extra).status_code == 200
+    page = tech_client.get(f"/worklist/qc/{row.pk}/correct").content.decode()
+    series = re.findall(r'name="series" value="([0-9.]+)"', page)
+    assert len(series) == 2
+    mr = Series.objects.get(study=study, modality="MR").series_instance_uid
+    assert tech_client.post(f"/worklist/qc/{row.pk}/split", {"series": series, "reason": "r"}).status_code == 400
+    done = tech_client.post(f"/worklist/qc/{row.pk}/split", {"series": [mr], "reason": "two exams"})
+    assert done.status_code == 303
+    assert Study.objects.count() == 2 and WorklistItem.objects.count() == 2
+
+
+def test_a_merge_needs_a_target_the_user_may_see(
+    tech_client: Client, row: WorklistItem, upload_client: Client, other_site: Site, outsider_client: Client
+) -> None:
+    elsewhere = StudySpec(patient_id="PAT-ELSE")
+    assert stow(outsider_client, make_series(elsewhere, "CT", count=1, size=16)).status_code == 200
+    hidden = tech_client.post(f"/worklist/qc/{row.pk}/merge", {"target": elsewhere.study_uid, "reason": "r"})
+    assert hidden.status_code == 400 and b"no study you may see" in hidden.content
+    target = StudySpec(patient_id="PAT-R", patient_name="RIGHT^RITA")
+    assert stow(upload_client, make_series(target, "CT", count=1, size=16)).status_code == 200
+    done = tech_client.post(f"/worklist/qc/{row.pk}/merge", {"target": target.study_uid, "reason": "sent twice"})
+    assert done.status_code == 303 and done["Location"] == "/worklist/qc/?merged"
+    assert not Study.objects.filter(pk=row.study_id).exists()
+    assert Study.objects.get(study_instance_uid=target.study_uid).number_of_instances == 3
+    outsider = signed_in(role_user("far-tech", Role.TECHNOLOGIST, other_site))
+    assert outsider.post(f"/worklist/qc/{row.pk}/split", {"series": ["1.2"], "reason": "r"}).status_code == 404
