@@ -277,3 +277,14 @@ def test_sweep_leaves_earlier_versions_alone(study: Study, owner: User) -> None:
     report = sweep_orphans(min_age=timedelta(seconds=-1))
     assert (report.recovered, report.removed, report.kept) == (0, 0, [])
     assert InstanceVersion.objects.count() == 3
+
+
+def test_the_priors_of_both_patients_are_counted_again(study: Study, owner: User, upload_client: Client) -> None:
+    later = StudySpec(patient_name="WRONG^PATIENT", patient_id="PAT-WRONG", study_date="20300101")
+    assert stow(upload_client, make_series(later, "CT", count=1, size=16)).status_code == 200
+    later_row = WorklistItem.objects.get(study_instance_uid=later.study_uid)
+    assert later_row.priors_count == 1  # the wrongly attributed study counted as a prior
+    correct_study(study, RIGHT, "wrong patient", user=owner)
+    later_row.refresh_from_db()
+    assert later_row.priors_count == 0
+    assert WorklistItem.objects.get(study=study).priors_count == 0
