@@ -242,7 +242,10 @@ def store_instances(
         if replacing is None:
             _classify(pending)
         elif not _replaceable(pending, replacing) or len(pending) != len(staged):
-            return results  # all or none: nothing placed
+            for p in pending:  # all or none: nothing is placed
+                if p.result.outcome is Outcome.STORED:
+                    p.result.outcome, p.result.detail = Outcome.INVALID, "another copy of the correction was refused"
+            return results
         fresh = [p for p in pending if p.result.outcome is Outcome.STORED and p.twin is None]
         storage = get_storage("hot")
         for p in fresh:

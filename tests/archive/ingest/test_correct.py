@@ -27,6 +27,7 @@ from pydicom.fileset import FileSet
 from archive.dicom.synthetic import StudySpec, make_series
 from archive.ingest import correct as correct_module
 from archive.ingest.correct import CorrectionRefused, correct_study
+from archive.ingest.store import Outcome, Placed, Replacement, store_instances
 from archive.ingest.sweep import sweep_orphans
 from archive.ingest.trash import purge_study, trash_study
 from archive.models import (
@@ -40,6 +41,7 @@ from archive.models import (
     TierMove,
 )
 from archive.storage.registry import get_storage
+from archive.storage.staging import StagingWriter
 from audit.models import AuditEvent
 from portal.worklist.models import WorklistItem
 from tests.conftest import stow
@@ -288,3 +290,26 @@ def test_the_priors_of_both_patients_are_counted_again(study: Study, owner: User
     later_row.refresh_from_db()
     assert later_row.priors_count == 0
     assert WorklistItem.objects.get(study=study).priors_count == 0
+
+
+def test_a_replacement_naming_another_object_is_refused_whole(study: Study) -> None:
+    """The store path lets a correction replace only the objects it names, all of them or none."""
+    first, second = Instance.objects.order_by("pk")[:2]
+    keys_before = set(get_storage("hot").keys())
+    copies = []
+    for instance in (first, second):
+        writer = StagingWriter(get_storage("hot"), max_bytes=1 << 30)
+        writer.write(stored_bytes(instance).replace(b"PAT-WRONG", b"PAT-RIGHT"))
+        copies.append(writer.finish())
+    applied: list[object] = []
+
+    def apply(placed: list[Placed]) -> set[int]:
+        applied.append(placed)
+        return set()
+
+    current = {first.sop_instance_uid: first.sha256, second.sop_instance_uid: "0" * 64}  # the second is stale
+    results = store_instances(copies, replacing=Replacement(current, apply))
+    assert [r.outcome for r in results] == [Outcome.INVALID, Outcome.CONFLICT]
+    assert applied == [] and not InstanceVersion.objects.exists()
+    assert set(get_storage("hot").keys()) == keys_before
+    assert list(Instance.objects.order_by("pk").values_list("sha256", flat=True)[:2]) == [first.sha256, second.sha256]
