@@ -627,3 +627,6 @@ class TrashEntryAdmin(DeletionAdmin):
                 self.message_user(request, f"{entry.study_instance_uid} kept: {exc}", messages.ERROR)
             else:
                 self.message_user(request, f"{entry.study_instance_uid} purged.")
+
+
+from archive import versions_admin  # noqa: E402, F401  (registers InstanceVersion's admin)

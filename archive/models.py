@@ -972,3 +972,37 @@ class Restore(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source_tier} → {self.target_tier} ({self.state})"
+
+
+class InstanceVersion(models.Model):
+    """An earlier version of an instance: the object a correction replaced, kept as it was.
+
+    A correction (:mod:`archive.ingest.correct`) stores a corrected copy under
+    the same SOP Instance UID and switches the :class:`Instance` row to it;
+    the replaced object stays where it was, named here. Only administrators
+    retrieve it (Django admin). It goes only with its study (a purge or a
+    deletion, behind the retention guard), never on its own.
+    """
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="versions")
+    version = models.PositiveIntegerField(help_text="1: the instance as first stored; each correction adds one.")
+    sop_instance_uid = models.CharField(max_length=64, db_index=True)
+    tier = models.CharField(max_length=32)
+    storage_key = models.CharField(max_length=300)
+    sha256 = models.CharField(max_length=64)
+    size = models.BigIntegerField()
+    replaced_at = models.DateTimeField(default=timezone.now)
+    replaced_by = models.CharField(max_length=150, help_text="Who made the correction that replaced it.")
+    reason = models.TextField(help_text="Why the correction was made.")
+    correction = models.CharField(max_length=32, db_index=True, help_text="The correction that replaced it.")
+
+    class Meta:
+        ordering = ["instance_id", "version"]
+        constraints = [models.UniqueConstraint(fields=["instance", "version"], name="unique_instance_version")]
+
+    def __str__(self) -> str:
+        return f"{self.sop_instance_uid} v{self.version}"
+
+    def open_stored(self) -> BinaryIO:
+        """The earlier object's Part 10 bytes, open for reading."""
+        return get_storage(self.tier).open(self.storage_key)

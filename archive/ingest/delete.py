@@ -10,7 +10,8 @@ Here, index rows go in one transaction; the stored objects are removed after it
 commits. A crash in between leaves objects without rows, which the sweeper
 removes, never rows without objects. An instance in the middle of a tier move
 has a second copy (the copy at the target, or the source waiting out its
-grace period): it goes too, or sweep would find it and index it again.
+grace period): it goes too, or sweep would find it and index it again; so do
+the earlier versions a correction kept (:class:`~archive.models.InstanceVersion`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 
 from archive.ingest.retention import check_deletable
-from archive.models import ACTIVE_MOVE_STATES, Instance, Series, Study, TierMove
+from archive.models import ACTIVE_MOVE_STATES, Instance, InstanceVersion, Series, Study, TierMove
 from archive.storage.registry import get_storage
 from pacs.lib.dblock import write_lock
 
@@ -30,8 +31,10 @@ def remove_objects(objects: list[tuple[str, str]]) -> None:
 
 
 def stored_copies(instances: QuerySet[Instance]) -> list[tuple[str, str]]:
-    """Every (tier, key) holding a copy of ``instances``: where the index says, and both ends of moves under way."""
+    """Every (tier, key) holding a copy of ``instances``: where the index says, both ends of moves under way,
+    and the earlier versions corrections kept."""
     objects = set(instances.values_list("tier", "storage_key"))
+    objects |= set(InstanceVersion.objects.filter(instance__in=instances).values_list("tier", "storage_key"))
     moves = TierMove.objects.filter(instance__in=instances, state__in=ACTIVE_MOVE_STATES)
     for source_tier, target_tier, key in moves.values_list("source_tier", "target_tier", "source_key"):
         objects |= {(source_tier, key), (target_tier, key)}

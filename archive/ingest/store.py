@@ -15,7 +15,11 @@ sends it again and gets a duplicate).
 Re-sending an instance is idempotent: identical bytes, or the identical data
 set under other File Meta Information (another sender or gateway, in the same
 transfer syntax), count as a duplicate. A different data set under an
-existing SOP Instance UID is refused as a conflict and the stored object is kept.
+existing SOP Instance UID is refused as a conflict and the stored object is kept,
+except in one deliberate case: a correction (:mod:`archive.ingest.correct`)
+passes a :class:`Replacement` naming the very objects it replaces, and its
+copies are placed and switched in by the correction's own index step, all of
+them in one transaction or none.
 
 A value the index refuses (a data error, or a constraint that is not the
 SOP Instance UID's uniqueness) refuses only its own instance, as "cannot
@@ -149,6 +153,33 @@ class _Pending:
         return Arrival(parsed.sop_instance_uid, parsed.transfer_syntax_uid, staged.sha256, staged.path)
 
 
+@dataclass(frozen=True)
+class Placed:
+    """A placed corrected copy, as :attr:`Replacement.apply` receives it."""
+
+    parsed: ParsedInstance
+    key: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """A deliberate new version of indexed instances: what a correction passes to :func:`store_instances`.
+
+    ``current`` maps each SOP Instance UID to the SHA-256 of the indexed
+    object the copy replaces: any other instance, or one whose indexed object
+    has changed since, refuses the whole call before anything is placed.
+    ``apply`` writes the rows (and the audit record) inside the one index
+    transaction, given every placed copy; it returns the primary keys of the
+    studies to announce, and raises to refuse (nothing is then committed, and
+    the placed copies are removed).
+    """
+
+    current: dict[str, str]
+    apply: Callable[[list[Placed]], set[int]]
+
+
 def store_instance(
     staged: StagedObject,
     expected_study: str | None = None,
@@ -168,8 +199,13 @@ def store_instances(
     expected_study: str | None = None,
     sender: Sender | None = None,
     audit: AuditHook | None = None,
+    replacing: Replacement | None = None,
 ) -> list[StoreResult]:
     """Parse, place and index the objects of one request; always consumes them.
+
+    ``replacing`` makes the call a correction's (see :class:`Replacement`):
+    every object must replace one named there, and all are switched in
+    together or none is.
 
     Every object is placed once its staged bytes are durable, and every new
     directory entry fsynced (once per directory, all together, while the
@@ -203,7 +239,13 @@ def store_instances(
             if parsed is not None:
                 pending.append(_Pending(item, parsed, result, len(results)))
             results.append(result)
-        _classify(pending)
+        if replacing is None:
+            _classify(pending)
+        elif not _replaceable(pending, replacing) or len(pending) != len(staged):
+            for p in pending:  # all or none: nothing is placed
+                if p.result.outcome is Outcome.STORED:
+                    p.result.outcome, p.result.detail = Outcome.INVALID, "another copy of the correction was refused"
+            return results
         fresh = [p for p in pending if p.result.outcome is Outcome.STORED and p.twin is None]
         storage = get_storage("hot")
         for p in fresh:
@@ -213,7 +255,9 @@ def store_instances(
             placed.append(p)  # before put: a put that fails midway may still leave its object
             storage.put(p.key, p.staged, sync=False)
         durable = storage.begin_sync([p.key for p in fresh])  # the index transaction waits for these fsyncs
-        if fresh:
+        if fresh and replacing is not None:
+            _replace_placed(fresh, replacing, durable, plan)
+        elif fresh:
             _index_placed(fresh, sender, durable, plan, whole=True)
         durable()
         for p in fresh:
@@ -376,6 +420,35 @@ def _classify(pending: list[_Pending]) -> None:
             p.twin = pending[first]
         elif verdict is not Verdict.NEW:
             p.result.outcome = _OUTCOME[verdict]
+
+
+def _replaceable(pending: list[_Pending], replacing: Replacement) -> bool:
+    """Whether every object replaces an indexed one named by ``replacing``, still as it was; else each is refused."""
+    stored = duplicates.stored_hashes([p.parsed.sop_instance_uid for p in pending])
+    seen: set[str] = set()
+    for p in pending:
+        uid = p.parsed.sop_instance_uid
+        if uid not in replacing.current or uid in seen:
+            p.result.outcome, p.result.detail = Outcome.INVALID, "not an instance this correction replaces"
+        elif stored.get(uid) != replacing.current[uid]:
+            p.result.outcome, p.result.detail = Outcome.CONFLICT, "the instance changed since the correction began"
+        seen.add(uid)
+    return all(p.result.outcome is Outcome.STORED for p in pending)
+
+
+def _replace_placed(
+    fresh: list[_Pending], replacing: Replacement, durable: Callable[[], None], plan: _AuditPlan | None
+) -> None:
+    """Switch the index to every placed copy in one transaction (:attr:`Replacement.apply`), or to none."""
+    durable()
+    with write_lock(), transaction.atomic():
+        studies = replacing.apply([Placed(p.parsed, p.key, p.staged.sha256, p.staged.size) for p in fresh])
+        covered = plan.inside(fresh, whole=True) if plan is not None else set()
+    for p in fresh:
+        p.indexed = True
+    if plan is not None:
+        plan.committed(covered)
+    announce(studies)
 
 
 def _follow_twin(p: _Pending) -> None:

@@ -24,7 +24,9 @@ would otherwise find its row already there (harmless, a duplicate) or, for
 a removal, its object gone. Keep the grace period well above the longest
 store (a multi-gigabyte upload's placement and commit). Before removing, the
 index is asked again for that key, so an object indexed since the sweep
-began is kept.
+began is kept. The earlier versions a correction kept
+(:class:`~archive.models.InstanceVersion`) have rows of their own: sweep
+leaves them alone.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from django.utils import timezone
 from archive.dicom.part10 import ParsedInstance
 from archive.ingest.reindex import index_object
 from archive.ingest.store import StoreResult, record_stores
-from archive.models import Instance
+from archive.models import Instance, InstanceVersion
 from archive.storage.keys import log_name
 from archive.storage.registry import get_storage
 
@@ -73,6 +75,7 @@ def sweep_orphans(tier: str = "hot", min_age: timedelta = timedelta(hours=1)) ->
     cutoff = (timezone.now() - min_age).timestamp()
     report = SweepReport()
     known = set(Instance.objects.filter(tier=tier).values_list("storage_key", flat=True))
+    known |= set(InstanceVersion.objects.filter(tier=tier).values_list("storage_key", flat=True))
     for key in list(storage.keys()):
         if key in known or storage.modified(key) >= cutoff:
             continue

@@ -1,4 +1,4 @@
-"""App configuration of the worklist: connects it to the archive's ingest signal."""
+"""App configuration of the worklist: connects it to the archive's ingest signals."""
 
 from django.apps import AppConfig
 
@@ -10,7 +10,8 @@ class WorklistConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from archive.ingest.signals import study_stored
+        from archive.ingest.signals import study_corrected, study_stored
         from portal.worklist import rows
 
         study_stored.connect(rows.on_study_stored, dispatch_uid="worklist.on_study_stored")
+        study_corrected.connect(rows.on_study_corrected, dispatch_uid="worklist.on_study_corrected")

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from archive.models import Series, Study
+from archive.models import Patient, Series, Study
 from pacs.lib.dblock import write_lock
 from portal.worklist.models import WorklistItem
 from portal.worklist.routing import route
@@ -28,6 +28,41 @@ from portal.worklist.statuses import Status
 
 def on_study_stored(sender: Any, study_id: int, **kwargs: Any) -> None:
     refresh(study_id)
+
+
+def on_study_corrected(sender: Any, study_id: int, **kwargs: Any) -> None:
+    corrected(study_id)
+
+
+def corrected(study_id: int) -> None:
+    """Rewrite what the row copied from the study after a correction: patient, accession, description, date,
+    modalities and image count (a split takes series away).
+
+    The priors of the patient the study now belongs to, and of the one it left, are counted again.
+    """
+    study = Study.objects.select_related("patient").filter(pk=study_id).first()
+    if study is None:
+        return
+    patient = study.patient
+    before = WorklistItem.objects.filter(study_id=study_id).values_list("patient_id", flat=True).first()
+    with write_lock(durable=False), transaction.atomic():
+        WorklistItem.objects.filter(study_id=study_id).update(
+            patient_name=patient.patient_name,
+            patient_name_search=patient.patient_name_search,
+            patient_id=patient.patient_id,
+            patient_age=patient_age(study.attributes or {}, patient.patient_birth_date, study.study_date),
+            patient_sex=patient.patient_sex,
+            description=study.study_description,
+            accession_number=study.accession_number,
+            study_date=study.study_date,
+            modality=study.modalities_in_study,
+            image_count=study.number_of_instances,
+            updated_at=timezone.now(),
+        )
+        _count_priors(patient.pk)
+        if before is not None and before != patient.patient_id:
+            for left in Patient.objects.filter(patient_id=before).values_list("pk", flat=True):
+                _count_priors(left)
 
 
 def _value(attributes: dict[str, Any], tag: str) -> str:
@@ -134,7 +169,11 @@ def _new_row(study: Study, body_part: str, now: Any) -> WorklistItem:
 def _count_priors(patient_pk: int) -> None:
     """Every row of the patient: how many of the patient's other studies are older (by study date, then arrival)."""
     studies = list(Study.objects.filter(patient_id=patient_pk).values_list("pk", "study_date", "created_at"))
-    if len(studies) < 2:
+    if len(studies) < 2:  # none older; a study left alone by a correction may still show some
+        if studies:
+            WorklistItem.objects.filter(study_id=studies[0][0]).exclude(priors_count=0).update(
+                priors_count=0, updated_at=timezone.now()
+            )
         return
     now = timezone.now()
     for pk, study_date, created in studies:

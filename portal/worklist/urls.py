@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from portal.worklist import views
+from portal.worklist import correction, qc, views
 
 urlpatterns = [
     path("", views.worklist, name="worklist"),
@@ -16,4 +16,10 @@ urlpatterns = [
     path("items/<int:pk>/ready", views.mark_ready, name="worklist-ready"),
     path("items/<int:pk>/qc-failed", views.mark_qc_failed, name="worklist-qc-failed"),
     path("items/<int:pk>/open", views.open_study, name="worklist-open"),
+    path("qc/", qc.qc_list, name="worklist-qc"),
+    path("qc/<int:pk>/ready", qc.qc_passed, name="worklist-qc-passed"),
+    path("qc/<int:pk>/failed", qc.qc_failed, name="worklist-qc-failed-reason"),
+    path("qc/<int:pk>/correct", correction.correct, name="worklist-correct"),
+    path("qc/<int:pk>/split", correction.split, name="worklist-split"),
+    path("qc/<int:pk>/merge", correction.merge, name="worklist-merge"),
 ]

@@ -27,9 +27,16 @@ def may_qc(user: Any) -> bool:
 
 
 def set_status(
-    item: WorklistItem, wanted: Status, user: Any, request: HttpRequest | None = None, now: datetime | None = None
+    item: WorklistItem,
+    wanted: Status,
+    user: Any,
+    request: HttpRequest | None = None,
+    now: datetime | None = None,
+    reason: str = "",
 ) -> WorklistItem:
     """Move ``item`` to ``wanted`` (ready or QC-failed), checked by the state machine, in one audited transaction.
+
+    ``reason`` (why QC failed) goes into the audit record.
 
     :class:`~portal.worklist.statuses.InvalidTransition` if the move is not allowed
     from the row's current status (read under the write, so a concurrent claim wins cleanly).
@@ -51,7 +58,7 @@ def set_status(
             user=user,
             patient_id=item.patient_id,
             study_instance_uid=item.study_instance_uid,
-            detail={"from": current, "to": str(wanted)},
+            detail={"from": current, "to": str(wanted), **({"reason": reason} if reason else {})},
         )
     item.refresh_from_db()
     return item

@@ -90,7 +90,7 @@ def test_it_leaves_bearer_token_requests_alone(admin_client_token: Client) -> No
 
 
 def test_it_lets_a_role_without_mfa_browse_without_a_second_factor(technologist: User) -> None:
-    response = signed_in(technologist).get("/")
+    response = signed_in(technologist).get("/?home")
     assert response.status_code == 200
     assert b"Welcome, tech" in response.content
 

@@ -70,13 +70,16 @@ def rows_b(other_site: Site) -> list[WorklistItem]:
     return add_rows(other_site, 2, "B")
 
 
-def test_a_radiologist_lands_on_the_worklist_and_others_keep_their_home(rad_client: Client, general_site: Site) -> None:
+def test_a_radiologist_lands_on_the_worklist_and_a_technologist_on_the_qc_list(
+    rad_client: Client, general_site: Site
+) -> None:
     home = rad_client.get("/")
     assert home.status_code == 200 and b'<table class="wl-table" id="worklist">' in home.content
     assert b'id="link-worklist"' in rad_client.get("/?home").content
     technologist = signed_in(role_user("tech", Role.TECHNOLOGIST, general_site))
     home = technologist.get("/")
-    assert home.status_code == 200 and b'id="link-worklist"' in home.content
+    assert home.status_code == 200 and b'<table class="wl-table" id="qc-list">' in home.content
+    assert b'id="link-qc"' in technologist.get("/?home").content
 
 
 def test_the_page_shows_only_rows_of_visible_studies(
