@@ -77,8 +77,14 @@ def _root_path(script_prefix: str) -> str:
 # --------------------------------------------------------------------------- caching
 
 
-#: Cache-Control of a response that can never change (same stored bytes, same representation).
+#: Cache-Control of a response that can never change: pixel data (frames, bulk data, rendered images).
+#: A correction (``archive/ingest/correct.py``) rewrites attributes, never the pixels of an instance.
 IMMUTABLE = "private, max-age=31536000, immutable"
+
+#: Cache-Control of a whole instance and its metadata: kept, but revalidated by ETag on every use.
+#: The URL stays while its content changes: a correction writes a new version of the
+#: instance under the same UIDs, and a tier move changes its Instance Availability.
+REVALIDATE = "private, no-cache"
 
 
 def strong_etag(*parts: object) -> str:

@@ -29,7 +29,7 @@ from archive.dicom.part10 import BASE_MARK
 from archive.dicom.transcode import TranscodeError
 from archive.dicomweb.auth import READ_METHODS, dicomweb_view
 from archive.dicomweb.http import (
-    IMMUTABLE,
+    REVALIDATE,
     chunks,
     dicomweb_root,
     error,
@@ -115,7 +115,7 @@ def _retrieve(
             return error(406, f"An instance is stored as {row.transfer_syntax_uid} and cannot be sent as {asked}")
         objects.append(Part10(row.tier, row.storage_key, row.size, chosen[0], chosen[1]))
     etag = None if multipart else strong_etag(rows[0].sha256, objects[0].syntax)
-    if etag is not None and (unchanged := not_modified(request, etag, IMMUTABLE)) is not None:
+    if etag is not None and (unchanged := not_modified(request, etag, REVALIDATE)) is not None:
         return unchanged
     head = request.method == "HEAD"
     if objects[0].transcode and not head:
@@ -169,7 +169,7 @@ def _single_dicom(obj: Part10, etag: str) -> HttpResponse:
     if not obj.transcode:
         response["Content-Length"] = str(obj.size)
     response["ETag"] = etag
-    response["Cache-Control"] = IMMUTABLE
+    response["Cache-Control"] = REVALIDATE
     return response  # type: ignore[return-value]
 
 
@@ -235,7 +235,7 @@ def _metadata(
     if media_type is None:
         return error(406, "Metadata is available as application/dicom+json only")
     root = dicomweb_root(request)
-    cache_control = IMMUTABLE if instance else f"private, max-age={METADATA_MAX_AGE}"
+    cache_control = REVALIDATE if instance else f"private, max-age={METADATA_MAX_AGE}"
     if has_precondition(request):
         # A precondition (If-None-Match or If-Match) reads the content hashes only, not the metadata.
         shas = [_content(*row) for row in named_rows(request, study, series, instance, ContentRow)]

@@ -123,6 +123,34 @@ def test_a_wrong_patient_id_is_corrected_everywhere_with_new_versions_and_one_au
     assert (row.patient_id, row.patient_name, row.accession_number) == ("PAT-RIGHT", "RIGHT^ROSE", "ACC-9")
 
 
+def test_a_browser_that_kept_an_instance_from_before_a_correction_revalidates_and_gets_the_new_version(
+    study: Study, owner: User, owner_client: Client
+) -> None:
+    first = Instance.objects.select_related("series").order_by("pk")[0]
+    uid = study.study_instance_uid
+    url = f"/dicom-web/studies/{uid}/series/{first.series.series_instance_uid}/instances/{first.sop_instance_uid}"
+    kept = {}
+    for path, accept in ((url, "application/dicom"), (url + "/metadata", "application/dicom+json")):
+        response = owner_client.get(path, HTTP_ACCEPT=accept)
+        # Kept by the browser, but never used without asking: the same URL gets new content on a correction.
+        assert response["Cache-Control"] == "private, no-cache"
+        kept[path] = response["ETag"]
+        assert owner_client.get(path, HTTP_ACCEPT=accept, HTTP_IF_NONE_MATCH=kept[path]).status_code == 304
+
+    correct_study(study, RIGHT, "wrong patient selected at the modality", user=owner)
+
+    first.refresh_from_db()
+    again = owner_client.get(url, HTTP_ACCEPT="application/dicom", HTTP_IF_NONE_MATCH=kept[url])
+    assert again.status_code == 200 and again["ETag"] != kept[url]
+    body = b"".join(again.streaming_content) if again.streaming else again.content  # type: ignore[attr-defined]
+    assert hashlib.sha256(body).hexdigest() == first.sha256
+    meta = owner_client.get(
+        url + "/metadata", HTTP_ACCEPT="application/dicom+json", HTTP_IF_NONE_MATCH=kept[url + "/metadata"]
+    )
+    assert meta.status_code == 200
+    assert json.loads(meta.content)[0]["00100020"]["Value"] == ["PAT-RIGHT"]
+
+
 def test_export_dicom_writes_the_corrected_copies(study: Study, owner: User, tmp_path: Path) -> None:
     correct_study(study, {"PatientName": "RIGHT^ROSE"}, "typo", user=owner)
     dest = tmp_path / "export"
