@@ -173,6 +173,53 @@ def request_restores(
     return RestoreRequest(asked=asked, in_flight=len(active), seconds_left=seconds_left(active))
 
 
+@dataclass
+class Held:
+    """What a retrieve (C-GET, C-MOVE, export) did about the instances it could not read now."""
+
+    restoring: int = 0  # NEARLINE: restores under way (started by this call or before)
+    offline: int = 0  # OFFLINE: nothing started, an administrator must bring the media back
+    seconds_left: int = 0
+
+    @property
+    def minutes(self) -> int:
+        return max(1, round(self.seconds_left / 60))
+
+    @property
+    def comment(self) -> str:
+        """At most 64 characters (an Error Comment, LO): what was started and when to retry."""
+        parts = []
+        if self.restoring:
+            parts.append(f"{self.restoring} restoring, retry in about {self.minutes} min")
+        if self.offline:
+            parts.append(f"{self.offline} offline (ask an admin)")
+        return "; ".join(parts)[:64]
+
+
+def restore_for_retrieve(
+    ids: list[int], actor: str, request: HttpRequest | None = None, reason: str = "retrieve"
+) -> Held:
+    """Start the restores of the instances ``ids`` a retrieve could not read (one audited request per study)."""
+    held = Held()
+    rows = Instance.objects.filter(pk__in=ids)
+    studies = rows.values_list(
+        "series__study_id", "series__study__study_instance_uid", "series__study__patient__patient_id"
+    )
+    for study_id, study_uid, patient_id in sorted(set(studies)):
+        asked = request_restores(
+            rows.filter(series__study_id=study_id),
+            reason,
+            request,
+            actor=actor,
+            study_instance_uid=study_uid,
+            patient_id=patient_id,
+        )
+        held.restoring += asked.in_flight
+        held.seconds_left = max(held.seconds_left, asked.seconds_left)
+    held.offline = rows.filter(availability=Availability.OFFLINE).count()
+    return held
+
+
 def schedule(delay: float = 0.0) -> None:
     """Enqueue :func:`run_restores` (unless a run is already waiting), ``delay`` seconds from now."""
     if restore_task_waiting():
