@@ -448,6 +448,8 @@ class Retrieval(models.TextChoices):
     IMMEDIATE = "immediate", "immediate"
     MINUTES = "minutes", "minutes (needs a restore)"
     HOURS = "hours", "hours (needs a restore)"
+    #: Media that need a person (disks removed, tapes on a shelf): OFFLINE, never restored automatically.
+    MANUAL = "manual", "offline (an administrator brings the media back)"
 
 
 class TierBackend(models.TextChoices):
@@ -607,8 +609,15 @@ def tier_retrieval(name: str) -> str:
 
 
 def tier_availability(name: str) -> str:
-    """(0008,0056) of an object on the tier ``name``: ONLINE when immediate, NEARLINE when a restore brings it."""
-    return Availability.ONLINE if tier_retrieval(name) == Retrieval.IMMEDIATE else Availability.NEARLINE
+    """(0008,0056) of an object on the tier ``name``.
+
+    ONLINE when immediate, NEARLINE when a restore brings it back by itself,
+    OFFLINE when its media need manual intervention (:attr:`Retrieval.MANUAL`).
+    """
+    retrieval = tier_retrieval(name)
+    if retrieval == Retrieval.IMMEDIATE:
+        return Availability.ONLINE
+    return Availability.OFFLINE if retrieval == Retrieval.MANUAL else Availability.NEARLINE
 
 
 class LifecycleRule(models.Model):

@@ -95,6 +95,8 @@ def estimate_seconds(tier: str) -> int:
     retrieval = tier_retrieval(tier)
     if retrieval == Retrieval.IMMEDIATE:
         return 0
+    if retrieval == Retrieval.MANUAL:  # brought back by hand, then copied like a minutes tier
+        return ESTIMATE_SECONDS[Retrieval.MINUTES]
     storage_class = str(getattr(_storage_or_none(tier), "storage_class", "")).upper()
     if storage_class == "DEEP_ARCHIVE":
         return 12 * 3600
@@ -131,14 +133,19 @@ def request_restores(
     actor: str | None = None,
     study_instance_uid: str = "",
     patient_id: str = "",
+    include_offline: bool = False,
 ) -> RestoreRequest:
     """Restore every NEARLINE object of ``instances`` not already restoring; schedule the work; audit it.
 
-    Idempotent: an object with a restore in flight gets no second one (the
-    ``one_active_restore`` constraint settles two requests racing).
+    OFFLINE objects (media that need a person) are restored only when
+    ``include_offline`` says so: an administrator's ``tiers restore`` once the
+    media are back; a read, a retrieve, an export or a new study's priors never
+    start one. Idempotent: an object with a restore in flight gets no second
+    one (the ``one_active_restore`` constraint settles two requests racing).
     """
     target = restore_tier()
-    nearline = instances.exclude(availability=Availability.ONLINE).order_by()
+    wanted = [Availability.NEARLINE, Availability.OFFLINE] if include_offline else [Availability.NEARLINE]
+    nearline = instances.filter(availability__in=wanted).order_by()
     busy = set(
         Restore.objects.filter(instance__in=nearline.values("pk"), state__in=ACTIVE_RESTORE_STATES).values_list(
             "instance_id", flat=True

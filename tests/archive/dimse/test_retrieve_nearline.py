@@ -113,3 +113,23 @@ def test_a_c_move_of_only_nearline_instances_fails_with_a702_without_opening_a_s
     assert [int(r.Status) for r, _ in responses] == [0xA702]
     assert "restoring" in responses[-1][0].ErrorComment
     assert received(archive["out"], timeout=0.5) == {}
+
+
+def test_a_c_get_of_an_offline_instance_fails_it_and_starts_no_restore(
+    listener: DicomListener,
+    archive: dict[str, Any],  # noqa: F811
+    settings: Any,
+    tmp_path: Path,
+) -> None:
+    declare_tiers(settings, tmp_path / "tiers")
+    rows = Instance.objects.filter(series__series_instance_uid=MR_SERIES)
+    move_to(rows, "shelf")
+    offline = rows.get()
+    assert offline.availability == "OFFLINE"
+    received_sets, responses = c_get(listener.port, "WS1", STUDY)
+    assert len(received_sets) == 2
+    final, identifier = responses[-1]
+    assert int(final.Status) == 0xB000
+    assert identifier.FailedSOPInstanceUIDList == offline.sop_instance_uid
+    assert final.ErrorComment == "1 offline (ask an admin)"
+    assert not Restore.objects.exists()
