@@ -121,7 +121,7 @@ def measured_seconds(tier: str) -> int | None:
         .order_by("-done_at", "-id")
         .values_list("requested_at", "done_at")[:history]
     )
-    durations = [(done - asked).total_seconds() for asked, done in rows if done >= asked]
+    durations = [(done - asked).total_seconds() for asked, done in rows if done is not None and done >= asked]
     if not durations:
         return None
     return max(1, round(statistics.median(durations)))
