@@ -865,13 +865,25 @@ class LegalHold(models.Model):
 
 
 class TrashEntry(models.Model):
-    """A study in the trash: who put it there, why, and when it may be purged.
+    """A study or a series in the trash: who put it there, why, and when it may be purged.
 
     Keyed by the Study Instance UID (no foreign key), so the entry outlives a
-    ``reindex --wipe``, which puts the study back in the trash.
+    ``reindex --wipe``, which puts the study back in the trash. A series in
+    the trash sits under a study row of its own, in the trash, whose UID the
+    entry is keyed by (archive/ingest/trash.py): ``series_instance_uid`` and
+    ``original_study_uid`` say which series of which study it is.
     """
 
     study_instance_uid = models.CharField(max_length=64, unique=True)
+    series_instance_uid = models.CharField(
+        max_length=64, blank=True, default="", db_index=True, help_text="A series in the trash (empty: a study)."
+    )
+    original_study_uid = models.CharField(
+        max_length=64, blank=True, default="", help_text="The study the series in the trash belongs to."
+    )
+    saved = models.JSONField(
+        default=dict, blank=True, editable=False, help_text="What a restore puts back (the study's counts)."
+    )
     patient_id = models.CharField(max_length=64, blank=True, default="")
     trashed_at = models.DateTimeField(default=timezone.now)
     trashed_by = models.CharField(max_length=150, default="")
@@ -888,6 +900,8 @@ class TrashEntry(models.Model):
         verbose_name_plural = "trash"
 
     def __str__(self) -> str:
+        if self.series_instance_uid:
+            return f"series {self.series_instance_uid} of {self.original_study_uid}"
         return self.study_instance_uid
 
 
