@@ -941,7 +941,11 @@ class Restore(models.Model):
                 fields=["instance"], condition=models.Q(state__in=ACTIVE_RESTORE_STATES), name="one_active_restore"
             )
         ]
-        indexes = [models.Index(fields=["state", "requested_at"], name="restore_state")]
+        indexes = [
+            models.Index(fields=["state", "requested_at"], name="restore_state"),
+            # A tier's last restores, for the learned estimate of every 503 (archive/ingest/restore.py).
+            models.Index(fields=["source_tier", "state", "done_at"], name="restore_history"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.source_tier} → {self.target_tier} ({self.state})"
