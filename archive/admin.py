@@ -45,7 +45,7 @@ from archive.costs.usage import cost_report
 from archive.ingest.lifecycle import apply_rules
 from archive.ingest.retention import DeletionRefused
 from archive.ingest.tasks import run_moves
-from archive.ingest.trash import TrashError, purge_study, restore_study, trash_study
+from archive.ingest.trash import TrashError, purge_study, restore_study, trash_series, trash_study
 from archive.models import (
     LOCATION_FIELDS,
     ApiToken,
@@ -229,12 +229,31 @@ class SeriesAdmin(ReadOnlyAdmin):
     search_fields = ("=series_instance_uid", "=study__study_instance_uid")
     exclude = ("attributes",)
 
+    actions = ("move_to_trash",)
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[Series]:
         return super().get_queryset(request).filter(study__in=visible_studies(request.user))
 
     @admin.display(description="Patient name")
     def patient_name(self, obj: Series) -> str:
         return obj.study.patient.patient_name
+
+    def has_move_to_trash_permission(self, request: HttpRequest) -> bool:
+        return policy().can_delete(request.user)
+
+    @admin.action(description="Move the selected series to the trash", permissions=["move_to_trash"])
+    def move_to_trash(self, request: HttpRequest, queryset: QuerySet[Series]) -> None:
+        """Each series to the recoverable trash, behind the guard (refusals are shown, and audited there)."""
+        moved = 0
+        for series in queryset.select_related("study"):
+            try:
+                trash_series(series, request=request, via="admin")
+            except (DeletionRefused, TrashError) as exc:
+                self.message_user(request, f"{series.series_instance_uid} was not deleted: {exc}", messages.ERROR)
+            else:
+                moved += 1
+        if moved:
+            self.message_user(request, f"{moved} series moved to the trash; they can be restored until purged.")
 
 
 @admin.register(Instance)

@@ -453,6 +453,8 @@ class Retrieval(models.TextChoices):
     IMMEDIATE = "immediate", "immediate"
     MINUTES = "minutes", "minutes (needs a restore)"
     HOURS = "hours", "hours (needs a restore)"
+    #: Media that need a person (disks removed, tapes on a shelf): OFFLINE, never restored automatically.
+    MANUAL = "manual", "offline (an administrator brings the media back)"
 
 
 class TierBackend(models.TextChoices):
@@ -612,8 +614,15 @@ def tier_retrieval(name: str) -> str:
 
 
 def tier_availability(name: str) -> str:
-    """(0008,0056) of an object on the tier ``name``: ONLINE when immediate, NEARLINE when a restore brings it."""
-    return Availability.ONLINE if tier_retrieval(name) == Retrieval.IMMEDIATE else Availability.NEARLINE
+    """(0008,0056) of an object on the tier ``name``.
+
+    ONLINE when immediate, NEARLINE when a restore brings it back by itself,
+    OFFLINE when its media need manual intervention (:attr:`Retrieval.MANUAL`).
+    """
+    retrieval = tier_retrieval(name)
+    if retrieval == Retrieval.IMMEDIATE:
+        return Availability.ONLINE
+    return Availability.OFFLINE if retrieval == Retrieval.MANUAL else Availability.NEARLINE
 
 
 class RuleBasis(models.TextChoices):
@@ -906,13 +915,25 @@ class LegalHold(models.Model):
 
 
 class TrashEntry(models.Model):
-    """A study in the trash: who put it there, why, and when it may be purged.
+    """A study or a series in the trash: who put it there, why, and when it may be purged.
 
     Keyed by the Study Instance UID (no foreign key), so the entry outlives a
-    ``reindex --wipe``, which puts the study back in the trash.
+    ``reindex --wipe``, which puts the study back in the trash. A series in
+    the trash sits under a study row of its own, in the trash, whose UID the
+    entry is keyed by (archive/ingest/trash.py): ``series_instance_uid`` and
+    ``original_study_uid`` say which series of which study it is.
     """
 
     study_instance_uid = models.CharField(max_length=64, unique=True)
+    series_instance_uid = models.CharField(
+        max_length=64, blank=True, default="", db_index=True, help_text="A series in the trash (empty: a study)."
+    )
+    original_study_uid = models.CharField(
+        max_length=64, blank=True, default="", help_text="The study the series in the trash belongs to."
+    )
+    saved = models.JSONField(
+        default=dict, blank=True, editable=False, help_text="What a restore puts back (the study's counts)."
+    )
     patient_id = models.CharField(max_length=64, blank=True, default="")
     trashed_at = models.DateTimeField(default=timezone.now)
     trashed_by = models.CharField(max_length=150, default="")
@@ -929,6 +950,8 @@ class TrashEntry(models.Model):
         verbose_name_plural = "trash"
 
     def __str__(self) -> str:
+        if self.series_instance_uid:
+            return f"series {self.series_instance_uid} of {self.original_study_uid}"
         return self.study_instance_uid
 
 
@@ -968,7 +991,11 @@ class Restore(models.Model):
                 fields=["instance"], condition=models.Q(state__in=ACTIVE_RESTORE_STATES), name="one_active_restore"
             )
         ]
-        indexes = [models.Index(fields=["state", "requested_at"], name="restore_state")]
+        indexes = [
+            models.Index(fields=["state", "requested_at"], name="restore_state"),
+            # A tier's last restores, for the learned estimate of every 503 (archive/ingest/restore.py).
+            models.Index(fields=["source_tier", "state", "done_at"], name="restore_history"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.source_tier} → {self.target_tier} ({self.state})"

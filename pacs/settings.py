@@ -327,6 +327,8 @@ PACS_RESTORE_KEEP_SOURCE = env_bool("PACS_RESTORE_KEEP_SOURCE", True)
 PACS_LAST_ACCESS_INTERVAL_SECONDS = env_int("PACS_LAST_ACCESS_INTERVAL_SECONDS", 3600)
 PACS_RESTORE_HOLD_DAYS = env_int("PACS_RESTORE_HOLD_DAYS", 30)  # lifecycle rules leave a restored object this long
 PACS_RESTORE_RETRY_AFTER_MAX = env_int("PACS_RESTORE_RETRY_AFTER_MAX", 300)  # the most Retry-After of a 503 says
+# Restore estimates: the median of the last this many restores from a tier (0: always the tier's default).
+PACS_RESTORE_ESTIMATE_HISTORY = env_int("PACS_RESTORE_ESTIMATE_HISTORY", 20)
 # Ahead of need: when a study arrives, restore up to this many relevant priors of the patient (0: off),
 # matched on "modality", "body_part" or both ("modality,body_part": either may match).
 PACS_PRIORS_COUNT = env_int("PACS_PRIORS_COUNT", 3)

@@ -1,7 +1,8 @@
 """DELETE on a study or series (administrators only): the DICOMweb face of the trash and of deletion.
 
-A study goes to the recoverable trash (204; restored with ``manage.py trash
-restore`` or in the admin); a series is deleted for good. PS3.18 defines no
+A study or a series goes to the recoverable trash (204; restored with
+``manage.py trash restore UID`` or in the admin; a series that is the last of
+its study takes the study with it). PS3.18 defines no
 DELETE transaction, so the answers follow HTTP (RFC 9110): a legal hold or a
 retention policy that forbids the deletion is ``409 Conflict`` — the request
 conflicts with the resource's current state — with a JSON body saying which
@@ -16,9 +17,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from archive.access import policy, visible_studies
 from archive.dicomweb.auth import dicomweb_view
 from archive.dicomweb.http import error
-from archive.ingest.delete import remove_series
 from archive.ingest.retention import DeletionRefused, Refusal
-from archive.ingest.trash import TrashError, trash_study
+from archive.ingest.trash import TrashError, trash_series, trash_study
 from archive.models import Series
 from audit.trail import record
 
@@ -61,22 +61,9 @@ def delete_series(request: HttpRequest, study: str, series: str) -> HttpResponse
     if found is None:
         return error(404, "No such series")
     try:
-        count = remove_series(found)
+        trash_series(found, request=request, via="dicomweb")  # audited there, refusals included
     except DeletionRefused as exc:
-        record(
-            "delete",
-            request,
-            outcome="denied",
-            patient_id=found.study.patient.patient_id,
-            study_instance_uid=study,
-            detail={"series": series, "via": "dicomweb", **exc.refusal.as_detail()},
-        )
         return refused(exc.refusal)
-    record(
-        "delete",
-        request,
-        patient_id=found.study.patient.patient_id,
-        study_instance_uid=study,
-        detail={"series": series, "instances": count},
-    )
+    except TrashError:
+        return error(404, "No such series")  # deleted by someone else a moment ago
     return HttpResponse(status=204)

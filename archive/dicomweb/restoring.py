@@ -10,6 +10,13 @@ the restores of the whole study are asked for (once per object, however many req
 Service Unavailable with Retry-After and a body saying a restore is under
 way and about how long it takes. Metadata and QIDO never need the stored
 bytes and are always answered.
+
+An OFFLINE instance (its tier's media need a person: disks removed, tapes on
+a shelf) is answered 503 Service Unavailable too — the resource exists (QIDO
+lists it, so 404 would be wrong) and is not readable now — but with no
+Retry-After, since no retry will succeed until an administrator brings the
+media back and runs ``manage.py tiers restore``; no restore is started for
+it, and the body says so. PS3.18 defines no status of its own for either.
 """
 
 from __future__ import annotations
@@ -48,9 +55,12 @@ def restoring(request: HttpRequest, exc: Restoring) -> HttpResponse:
     # The whole study comes back: a reader who opens one image of it will want the rest.
     whole = Instance.objects.filter(series__study__in=asked_for.values("series__study"))
     asked = request_restores(whole, "read", request, study_instance_uid=study, patient_id=patient)
+    offline = asked_for.filter(availability=Availability.OFFLINE).count()
     # The refused read itself, once every few minutes per user and study (as frame reads are).
-    audit_at_intervals(request, "restore_wait", study, patient, {"objects": asked.in_flight})
+    audit_at_intervals(request, "restore_wait", study, patient, {"objects": asked.in_flight, "offline": offline})
     touch_study(study)  # a read, though it must wait: rules counting from the last access see it
+    if offline:
+        return _offline(offline)
     minutes = max(1, round(asked.seconds_left / 60))
     response = JsonResponse(
         {
@@ -64,5 +74,22 @@ def restoring(request: HttpRequest, exc: Restoring) -> HttpResponse:
     )
     # The estimate left, but never more than PACS_RESTORE_RETRY_AFTER_MAX: clients check back politely.
     response["Retry-After"] = str(max(1, min(int(settings.PACS_RESTORE_RETRY_AFTER_MAX), asked.seconds_left)))
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _offline(objects: int) -> HttpResponse:
+    """503 without Retry-After: the objects are OFFLINE, no restore was started, an administrator is needed."""
+    response = JsonResponse(
+        {
+            "detail": (
+                f"Offline: {objects} object(s) are on storage media that are not connected. An administrator must "
+                "bring them back (manage.py tiers restore); no restore was started, and retrying will not help "
+                "until then."
+            ),
+            "offline": {"objects": objects},
+        },
+        status=503,
+    )
     response["Cache-Control"] = "no-store"
     return response

@@ -39,7 +39,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from archive.dimse.retrieve import CANCELLED, PENDING, Reply, audit_result, final_status, prepare
 from archive.dimse.store import Session
-from archive.dimse.suboperations import SubOperations, accepted_contexts, send_c_store
+from archive.dimse.suboperations import accepted_contexts, send_c_store
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class GetSCP:
         plan = prepare(session, reply, MODELS, "C-GET")
         if plan is None or session is None:
             return
-        ops = SubOperations(remaining=len(plan.instances))
+        ops = plan.sub_operations()
         contexts = accepted_contexts(assoc)
         msg_id = cast(int, req.MessageID)
         status = None
@@ -78,5 +78,5 @@ class GetSCP:
             audit_result(session, plan.detail, "aborted", ops)
             return
         status = status if status is not None else final_status(ops)
-        reply.final(status, ops)
+        reply.final(status, ops, plan.comment)
         audit_result(session, plan.detail, status, ops)

@@ -151,14 +151,14 @@ class MoveSCP:
         plan = prepare(session, reply, MODELS, "C-MOVE", check)
         if plan is None or session is None:
             return
-        ops = SubOperations(remaining=len(plan.instances))
+        ops = plan.sub_operations()
         status = self.send(reply, session, found[0], plan.instances, ops) if plan.instances else SUCCESS
         if status is None:  # the requesting association is gone: no one to answer
             audit_result(session, plan.detail, "aborted", ops)
             return
         if status != CANCELLED:
             status = final_status(ops)
-        reply.final(status, ops)
+        reply.final(status, ops, plan.comment)
         audit_result(session, plan.detail, status, ops)
 
     def send(

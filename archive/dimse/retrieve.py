@@ -14,6 +14,12 @@ request a ``retrieve`` record with the study UIDs and the number of
 instances, written before the first sub-operation: a retrieve the trail
 cannot show is refused, never performed.
 
+Selected instances that are not ONLINE (on a tier that needs a restore) are
+not sent: each is a failed sub-operation (:meth:`Plan.sub_operations`), the
+restore of the NEARLINE ones is started
+(:func:`archive.ingest.restore.restore_for_retrieve`, audited), and the final
+response's Error Comment says so with an estimate, so a retry later succeeds.
+
 :class:`Reply` decodes a C-GET or C-MOVE request's identifier and sends its
 responses (Pending with counts, the final one with (0008,0058) Failed SOP
 Instance UID List when it has failures, a refusal with an Error Comment).
@@ -38,7 +44,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import DatabaseError, close_old_connections
@@ -53,9 +59,10 @@ from archive.access import site_studies
 from archive.dimse.find import UNABLE_TO_PROCESS, Refused, parse_identifier, text_of
 from archive.dimse.statuses import NOT_AUTHORIZED, SUCCESS
 from archive.dimse.store import Session
-from archive.dimse.suboperations import SubOperations
+from archive.dimse.suboperations import FAILURE, SubOperations
 from archive.ingest.lastaccess import touch_studies
-from archive.models import Instance, Site
+from archive.ingest.restore import restore_for_retrieve
+from archive.models import Availability, Instance, Site
 from archive.query.matching import BadQuery, Level, Query, matching_queryset
 from audit.trail import record
 
@@ -112,9 +119,11 @@ class Reply:
             ops.fill(rsp)
         self.assoc.dimse.send_msg(rsp, self.context.context_id)  # type: ignore[arg-type]
 
-    def final(self, status: int, ops: SubOperations) -> None:
-        """The final response: the counts, and the Failed SOP Instance UID List unless all completed."""
+    def final(self, status: int, ops: SubOperations, comment: str = "") -> None:
+        """The final response: the counts, the Failed SOP Instance UID List unless all completed, an Error Comment."""
         rsp = self._response(status)
+        if comment and status != SUCCESS:
+            rsp.ErrorComment = comment[:64]  # type: ignore[assignment]
         ops.fill(rsp, remaining=status == CANCELLED)
         if status != SUCCESS:
             listed = Dataset()
@@ -144,10 +153,25 @@ def selected_instances(site: Site, query: Query) -> QuerySet[Instance]:
 
 @dataclass
 class Plan:
-    """An accepted retrieve: its audit detail and the instances to send."""
+    """An accepted retrieve: its audit detail, the instances to send, and those that cannot be read now.
+
+    ``waiting`` are the selected instances that are not ONLINE: each counts as
+    a failed sub-operation (listed in the Failed SOP Instance UID List), and
+    ``comment`` is the final response's Error Comment saying what was done
+    about them (a restore started, with an estimate; or an administrator needed).
+    """
 
     detail: dict[str, Any]
     instances: list[Instance]
+    waiting: list[Instance] = field(default_factory=list)
+    comment: str = ""
+
+    def sub_operations(self) -> SubOperations:
+        """The counts before the first C-STORE: one sub-operation per instance, those waiting already failed."""
+        ops = SubOperations(remaining=len(self.instances) + len(self.waiting))
+        for instance in self.waiting:
+            ops.count(FAILURE, instance.sop_instance_uid)
+        return ops
 
 
 def prepare(
@@ -194,6 +218,15 @@ def prepare(
             detail={**detail, "studies": studies[:20], "instances": len(instances)},
         )
         touch_studies(studies)  # last access, for lifecycle rules (archive/ingest/lastaccess.py)
+        online = [i for i in instances if i.availability == Availability.ONLINE]
+        waiting = [i for i in instances if i.availability != Availability.ONLINE]
+        comment = ""
+        if waiting:
+            held = restore_for_retrieve(
+                [i.pk for i in waiting], actor=f"AE:{session.calling_ae}", request=session.request()
+            )
+            comment = held.comment
+            detail["not_online"] = {"restoring": held.restoring, "offline": held.offline}
     except Refused as exc:
         refuse(session, reply, detail, exc.status, str(exc))
         return None
@@ -208,7 +241,7 @@ def prepare(
     except (AttributeError, ValueError, KeyError, TypeError, EOFError) as exc:  # an undecodable identifier
         refuse(session, reply, detail, UNABLE_TO_PROCESS, "the identifier cannot be decoded", str(exc))
         return None
-    return Plan(detail, instances)
+    return Plan(detail, online, waiting, comment)
 
 
 def refuse(session: Session, reply: Reply, detail: dict[str, Any], status: int, comment: str, reason: str = "") -> None:

@@ -21,6 +21,18 @@ changed. A leaf record pydicom cannot make for lack of its own attributes
 (e.g. an SR without Content Date) becomes a plain IMAGE record.
 
 Every study exported is audited (``export``), after its files are verified.
+
+Instances that are not ONLINE (on a tier that needs a restore) cannot be
+copied now. The export starts the restore of every NEARLINE one (the restore
+WADO-RS and C-GET start, audited with reason ``export``) and then, by
+default, exports what is online and lists each instance left out with why
+(:attr:`ExportReport.not_online`: restoring with an estimate, OFFLINE, or its
+restore failed); the command exits non-zero (3) so no script takes an
+incomplete export for a complete one. With ``wait`` it first waits for those
+restores (advancing them itself, so no task worker is needed), reporting
+progress, and exports everything once they are back. OFFLINE instances are
+never restored automatically: an administrator brings their media back and
+runs ``manage.py tiers restore``.
 """
 
 from __future__ import annotations
@@ -28,17 +40,20 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from django.conf import settings
 from django.db.models import QuerySet
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.fileset import DIRECTORY_RECORDERS, FileSet, RecordNode
 
 from archive.ingest.lastaccess import touch_study
-from archive.models import Instance, Study
+from archive.ingest.restore import Held, advance_restores, restore_for_retrieve, seconds_left
+from archive.models import ACTIVE_RESTORE_STATES, Availability, Instance, Restore, Study
 from audit.trail import record
 
 CHUNK = 1 << 20
@@ -66,6 +81,14 @@ class ExportReport:
     bytes: int = 0
     #: ``(SOP Instance UID, reason)`` of each instance left out.
     failed: list[tuple[str, str]] = field(default_factory=list)
+    #: ``(SOP Instance UID, why)`` of each instance left out because it is not online (restoring, offline).
+    not_online: list[tuple[str, str]] = field(default_factory=list)
+    #: The estimate until the restores the export started are done (0: none under way).
+    restore_seconds_left: int = 0
+
+    @property
+    def restore_minutes(self) -> int:
+        return max(1, round(self.restore_seconds_left / 60))
 
 
 def instances_to_export(study_uids: Sequence[str] = ()) -> QuerySet[Instance]:
@@ -85,12 +108,23 @@ def instances_to_export(study_uids: Sequence[str] = ()) -> QuerySet[Instance]:
     return instances.order_by("series__study__patient_id", "series__study_id", "series_id", "instance_number", "id")
 
 
+#: ``waited(restored, total, seconds_left)``: progress of the restores an export waits for.
+Waited = Callable[[int, int, int], None]
+
+
 def export_dicom(
     dest: Path,
     study_uids: Sequence[str] = (),
     progress: Callable[[int, int], None] | None = None,
+    wait: bool = False,
+    waited: Waited | None = None,
+    max_wait: float | None = None,
 ) -> ExportReport:
-    """Write the instances of ``study_uids`` (every study when empty) into ``dest`` as a File-set."""
+    """Write the instances of ``study_uids`` (every study when empty) into ``dest`` as a File-set.
+
+    Restores of the NEARLINE instances are started; with ``wait`` the export
+    waits for them (at most ``max_wait`` seconds when given) before copying.
+    """
     dest = Path(dest)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise ExportError(f"{dest} exists and is not an empty folder")
@@ -98,6 +132,9 @@ def export_dicom(
     total = instances.count()
     if total == 0:
         raise ExportError("nothing to export: the archive holds no instance")
+    held = start_restores(instances)
+    if wait and held.restoring:
+        wait_for_restores(instances, waited, max_wait)
     staging = dest / STAGING
     staging.mkdir(parents=True)
     report = ExportReport()
@@ -109,6 +146,12 @@ def export_dicom(
     for n, instance in enumerate(instances.iterator(chunk_size=500), start=1):
         study_uid = instance.series.study.study_instance_uid
         patient_of[study_uid] = instance.series.study.patient.patient_id
+        if instance.availability != Availability.ONLINE:
+            report.not_online.append((instance.sop_instance_uid, _why_not_online(instance)))
+            left_out[study_uid] = left_out.get(study_uid, 0) + 1
+            if progress:
+                progress(n, total)
+            continue
         copy = staging / f"{n:09d}"
         reason = _copy_verified(instance, copy)
         if reason:
@@ -153,7 +196,48 @@ def export_dicom(
         )
         if good:
             touch_study(study_uid)  # last access, for lifecycle rules (archive/ingest/lastaccess.py)
+    active = Restore.objects.filter(instance__in=instances.values("pk"), state__in=ACTIVE_RESTORE_STATES)
+    report.restore_seconds_left = seconds_left(active.only("state", "source_tier", "requested_at"))
     return report
+
+
+def start_restores(instances: QuerySet[Instance]) -> Held:
+    """Start the restore of every NEARLINE instance of ``instances`` (audited, reason ``export``)."""
+    ids = list(instances.exclude(availability=Availability.ONLINE).values_list("pk", flat=True))
+    if not ids:
+        return Held()
+    return restore_for_retrieve(ids, actor="export_dicom", reason="export")
+
+
+def wait_for_restores(
+    instances: QuerySet[Instance],
+    waited: Waited | None = None,
+    max_wait: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Advance the restores of ``instances`` until none is under way (or ``max_wait`` seconds have passed)."""
+    restoring = Restore.objects.filter(instance__in=instances.values("pk"), state__in=ACTIVE_RESTORE_STATES)
+    total = restoring.count()
+    deadline = None if max_wait is None else time.monotonic() + max_wait
+    while True:
+        advance_restores()
+        active = list(restoring.only("state", "source_tier", "requested_at"))
+        if waited:
+            waited(total - len(active), total, seconds_left(active))
+        if not active or (deadline is not None and time.monotonic() >= deadline):
+            return
+        sleep(float(settings.PACS_RESTORE_POLL_SECONDS))
+
+
+def _why_not_online(instance: Instance) -> str:
+    """Why an instance that is not ONLINE was left out: restoring, OFFLINE, or its restore failed."""
+    last = Restore.objects.filter(instance=instance).order_by("-id").first()
+    if last is not None and last.state in ACTIVE_RESTORE_STATES:
+        return f"{instance.availability} on tier {instance.tier}: restore under way"
+    if instance.availability == Availability.OFFLINE:
+        return f"OFFLINE on tier {instance.tier}: its media must be brought back (manage.py tiers restore)"
+    why = f": {last.error}" if last is not None and last.error else ""
+    return f"{instance.availability} on tier {instance.tier}: its restore failed{why}"
 
 
 def _copy_verified(instance: Instance, target: Path) -> str:

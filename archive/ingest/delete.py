@@ -1,8 +1,9 @@
 """Deleting a study or series for good (administrators only), behind the one guard.
 
-Deleting a *study* through any face (DICOMweb, admin, commands) moves it to
-the recoverable trash (:mod:`archive.ingest.trash`), whose purge removes it
-for good. Deleting a *series* is immediate and not recoverable. Both ask
+Deleting a *study* or a *series* through any face (DICOMweb, admin, commands)
+moves it to the recoverable trash (:mod:`archive.ingest.trash`), whose purge
+removes it for good; :func:`remove_study` and :func:`remove_series` here
+delete at once (no face calls them for a deletion any more). Both ask
 :func:`archive.ingest.retention.check_deletable` first: a legal hold or a
 retention policy refuses with :class:`~archive.ingest.retention.DeletionRefused`.
 

@@ -44,7 +44,8 @@ def relevant_priors(study: Study, count: int) -> list[int]:
             match |= Q(body_part_examined__in=parts)
     sharing = Series.objects.filter(match, study__patient_id=study.patient_id).values("study_id")
     priors = (
-        Study.objects.filter(patient_id=study.patient_id, pk__in=sharing)
+        # A study in the trash (a series in the trash sits under one) is no prior: nobody may read it.
+        Study.objects.filter(patient_id=study.patient_id, pk__in=sharing, trashed_at__isnull=True)
         .exclude(pk=study.pk)
         .order_by("-study_date", "-study_time", "-id")
         .values_list("pk", flat=True)

@@ -125,6 +125,14 @@ def index_object(
     expected = object_key(parsed.study_instance_uid, parsed.series_instance_uid, parsed.sop_instance_uid, sha256)
     if expected != key:
         return "corrupt", f"content does not match its key (SHA-256 {sha256[:16]}…)"
+    # A series in the trash is rebuilt under its holder study (archive/ingest/trash.py), which keep_trashed marks.
+    holder = (
+        TrashEntry.objects.filter(series_instance_uid=parsed.series_instance_uid)
+        .values_list("study_instance_uid", flat=True)
+        .first()
+    )
+    if holder is not None:
+        parsed.study_instance_uid = holder
     existing = Instance.objects.filter(sop_instance_uid=parsed.sop_instance_uid).values_list("sha256", flat=True)
     if existing:
         if existing[0] == sha256:

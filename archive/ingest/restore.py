@@ -29,6 +29,7 @@ the mover's ledger: running :func:`advance_restores` again resumes both.
 from __future__ import annotations
 
 import logging
+import statistics
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ from archive.models import (
     TierMove,
     tier_retrieval,
 )
+from archive.storage import registry
 from archive.storage.base import reason
 from archive.storage.keys import log_name
 from archive.storage.registry import get_storage
@@ -90,11 +92,52 @@ def restore_tier() -> str:
     return str(settings.PACS_RESTORE_TIER)
 
 
+def clock() -> datetime:
+    """Now: when a restore is asked for and done, and what estimates count from (tests replace it)."""
+    return timezone.now()
+
+
 def estimate_seconds(tier: str) -> int:
-    """How long a restore from ``tier`` usually takes (by its retrieval class; DEEP_ARCHIVE: 12 hours)."""
+    """How long a restore from ``tier`` takes: measured (:func:`measured_seconds`), else the tier's default."""
     retrieval = tier_retrieval(tier)
     if retrieval == Retrieval.IMMEDIATE:
         return 0
+    measured = measured_seconds(tier)
+    return measured if measured is not None else default_estimate_seconds(tier, retrieval)
+
+
+def measured_seconds(tier: str) -> int | None:
+    """The median duration (asked → back online) of the last ``PACS_RESTORE_ESTIMATE_HISTORY`` restores from ``tier``.
+
+    Only restores that really went through the tier count (their temporary
+    copy became readable: ``ready_at`` is set), not those found settled
+    (moved away or deleted meanwhile). None without such history.
+    """
+    history = int(settings.PACS_RESTORE_ESTIMATE_HISTORY)
+    if history <= 0:
+        return None
+    rows = (
+        Restore.objects.filter(source_tier=tier, state=RestoreState.DONE, ready_at__isnull=False, done_at__isnull=False)
+        .order_by("-done_at", "-id")
+        .values_list("requested_at", "done_at")[:history]
+    )
+    durations = [(done - asked).total_seconds() for asked, done in rows if done is not None and done >= asked]
+    if not durations:
+        return None
+    return max(1, round(statistics.median(durations)))
+
+
+def default_estimate_seconds(tier: str, retrieval: str) -> int:
+    """The tier's estimate without history: ``restore_minutes`` in its ``PACS_TIERS`` entry, else by class.
+
+    By retrieval class: minutes 5 min, hours 5 h (AWS standard retrieval),
+    DEEP_ARCHIVE 12 h; offline (brought back by hand, then copied) as minutes.
+    """
+    configured = (registry.environment_config(tier) or {}).get("restore_minutes")
+    if configured is not None:
+        return max(1, round(float(configured) * 60))
+    if retrieval == Retrieval.MANUAL:
+        return ESTIMATE_SECONDS[Retrieval.MINUTES]
     storage_class = str(getattr(_storage_or_none(tier), "storage_class", "")).upper()
     if storage_class == "DEEP_ARCHIVE":
         return 12 * 3600
@@ -110,7 +153,7 @@ def _storage_or_none(tier: str) -> object | None:
 
 def seconds_left(restores: Iterable[Restore], now: datetime | None = None) -> int:
     """The estimate until the last of ``restores`` is back (at least a minute while any is under way)."""
-    now = now or timezone.now()
+    now = now or clock()
     left = 0
     estimates: dict[str, int] = {}
     for restore in restores:
@@ -131,14 +174,19 @@ def request_restores(
     actor: str | None = None,
     study_instance_uid: str = "",
     patient_id: str = "",
+    include_offline: bool = False,
 ) -> RestoreRequest:
     """Restore every NEARLINE object of ``instances`` not already restoring; schedule the work; audit it.
 
-    Idempotent: an object with a restore in flight gets no second one (the
-    ``one_active_restore`` constraint settles two requests racing).
+    OFFLINE objects (media that need a person) are restored only when
+    ``include_offline`` says so: an administrator's ``tiers restore`` once the
+    media are back; a read, a retrieve, an export or a new study's priors never
+    start one. Idempotent: an object with a restore in flight gets no second
+    one (the ``one_active_restore`` constraint settles two requests racing).
     """
     target = restore_tier()
-    nearline = instances.exclude(availability=Availability.ONLINE).order_by()
+    wanted = [Availability.NEARLINE, Availability.OFFLINE] if include_offline else [Availability.NEARLINE]
+    nearline = instances.filter(availability__in=wanted).order_by()
     busy = set(
         Restore.objects.filter(instance__in=nearline.values("pk"), state__in=ACTIVE_RESTORE_STATES).values_list(
             "instance_id", flat=True
@@ -147,7 +195,7 @@ def request_restores(
     todo = [(pk, tier) for pk, tier in nearline.values_list("pk", "tier") if pk not in busy]
     asked = 0
     if todo:
-        now = timezone.now()
+        now = clock()
         rows = [
             Restore(instance_id=pk, source_tier=tier, target_tier=target, reason=reason, requested_at=now)
             for pk, tier in todo
@@ -171,6 +219,53 @@ def request_restores(
         )
     )
     return RestoreRequest(asked=asked, in_flight=len(active), seconds_left=seconds_left(active))
+
+
+@dataclass
+class Held:
+    """What a retrieve (C-GET, C-MOVE, export) did about the instances it could not read now."""
+
+    restoring: int = 0  # NEARLINE: restores under way (started by this call or before)
+    offline: int = 0  # OFFLINE: nothing started, an administrator must bring the media back
+    seconds_left: int = 0
+
+    @property
+    def minutes(self) -> int:
+        return max(1, round(self.seconds_left / 60))
+
+    @property
+    def comment(self) -> str:
+        """At most 64 characters (an Error Comment, LO): what was started and when to retry."""
+        parts = []
+        if self.restoring:
+            parts.append(f"{self.restoring} restoring, retry in about {self.minutes} min")
+        if self.offline:
+            parts.append(f"{self.offline} offline (ask an admin)")
+        return "; ".join(parts)[:64]
+
+
+def restore_for_retrieve(
+    ids: list[int], actor: str, request: HttpRequest | None = None, reason: str = "retrieve"
+) -> Held:
+    """Start the restores of the instances ``ids`` a retrieve could not read (one audited request per study)."""
+    held = Held()
+    rows = Instance.objects.filter(pk__in=ids)
+    studies = rows.values_list(
+        "series__study_id", "series__study__study_instance_uid", "series__study__patient__patient_id"
+    )
+    for study_id, study_uid, patient_id in sorted(set(studies)):
+        asked = request_restores(
+            rows.filter(series__study_id=study_id),
+            reason,
+            request,
+            actor=actor,
+            study_instance_uid=study_uid,
+            patient_id=patient_id,
+        )
+        held.restoring += asked.in_flight
+        held.seconds_left = max(held.seconds_left, asked.seconds_left)
+    held.offline = rows.filter(availability=Availability.OFFLINE).count()
+    return held
 
 
 def schedule(delay: float = 0.0) -> None:
@@ -213,7 +308,7 @@ def advance_restores(fault: Fault | None = None) -> RestoreReport:
 
 def _finish(restore: Restore, report: RestoreReport) -> None:
     updated = Restore.objects.filter(pk=restore.pk, state__in=ACTIVE_RESTORE_STATES).update(
-        state=RestoreState.DONE, done_at=timezone.now(), error=""
+        state=RestoreState.DONE, done_at=clock(), error=""
     )
     report.done += updated
 
@@ -221,7 +316,7 @@ def _finish(restore: Restore, report: RestoreReport) -> None:
 def _fail(restore: Restore, why: str, report: RestoreReport) -> None:
     with transaction.atomic():
         Restore.objects.filter(pk=restore.pk, state__in=ACTIVE_RESTORE_STATES).update(
-            state=RestoreState.FAILED, error=why[:500], done_at=timezone.now()
+            state=RestoreState.FAILED, error=why[:500], done_at=clock()
         )
         record(
             "restore",
@@ -277,7 +372,7 @@ def _poll(report: RestoreReport) -> None:
     if not ready:
         return
     batch = "restore-" + uuid.uuid4().hex[:8]
-    now = timezone.now()
+    now = clock()
     with transaction.atomic():
         plan_moves(
             Instance.objects.filter(pk__in=[r.instance_id for r, _ in ready]),

@@ -20,7 +20,7 @@ import { bindKeys } from './services/keyboard.js';
 import { LayoutService } from './services/layout.js';
 import { PrefetchService } from './services/prefetch.js';
 import { PriorsService } from './services/priors.js';
-import { RestoreService } from './services/restore.js';
+import { RestoreService, StudyOffline } from './services/restore.js';
 import { SeriesService } from './services/series.js';
 import { SyncService } from './services/sync.js';
 import { ToolbarService } from './services/toolbar.js';
@@ -109,7 +109,12 @@ export class ViewerApp {
     try {
       // A study on an archive tier: "Restoring…" until it is back, then it opens.
       series = await this.restore.untilOnline(series, search);
-    } catch (err) { this.fail('Could not restore this study from archive storage.', err); return; }
+    } catch (err) {
+      this.fail(err instanceof StudyOffline
+        ? 'This study is offline: an administrator must bring its storage media back.'
+        : 'Could not restore this study from archive storage.', err);
+      return;
+    }
     this.say('Loading study…');
     const ordered = hangingOrder(series.filter(isImageSeries));
     if (!ordered.length) { this.say('This study has no images.'); return; }

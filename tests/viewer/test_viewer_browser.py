@@ -524,3 +524,26 @@ def test_a_study_on_an_archive_tier_shows_restoring_then_opens_by_itself_when_it
     assert page.locator("#viewer.vw-restoring").count() == 0
     assert not status.text_content().startswith("Restoring")
     assert not page.problems
+
+
+def test_an_offline_study_says_so_at_once_and_neither_polls_nor_starts_a_restore(
+    page: Any, live_server: Any, ct: StudySpec, settings: Any
+) -> None:
+    from archive.ingest.mover import Mover, plan_moves
+    from archive.models import Instance, Restore, Tier
+
+    settings.PACS_TIER_MOVE_GRACE_SECONDS = 0
+    Tier.sync_environment()
+    Tier.objects.filter(name="cold").update(retrieval="manual")  # media that need an administrator
+    batch, _ = plan_moves(Instance.objects.all(), "cold")
+    Mover(batch).run()
+    assert set(Instance.objects.values_list("availability", flat=True)) == {"OFFLINE"}
+
+    page.goto(f"{live_server.url}/viewer/studies/{ct.study_uid}#bench")
+    page.wait_for_function("() => document.getElementById('vw-status').textContent.startsWith('This study is offline')")
+    assert page.locator("#vw-status").text_content() == (
+        "This study is offline: an administrator must bring its storage media back."
+    )
+    assert page.evaluate("window.__viewer.restore.polls") == 0
+    assert page.locator("#viewer.vw-restoring").count() == 0
+    assert not Restore.objects.exists()

@@ -1,4 +1,11 @@
-"""``manage.py export_dicom DEST [--study UID]…``: the archive, or some studies, as plain DICOM with a DICOMDIR."""
+"""``manage.py export_dicom DEST [--study UID]… [--wait]``: the archive, or some studies, as DICOM with a DICOMDIR.
+
+Exit status: 0 when everything was exported intact; 1 when some instance
+could not be exported intact (or the export could not start); 3 when some
+instances are not online: their restores were started and are listed with
+an estimate, what was online is exported. ``--wait`` waits for the restores
+first (with progress), so one run exports everything.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +30,14 @@ class Command(BaseCommand):
         parser.add_argument(
             "--study", action="append", default=[], metavar="UID", help="a Study Instance UID (repeatable)"
         )
+        parser.add_argument(
+            "--wait",
+            action="store_true",
+            help="wait for the restores of instances on tiers that need one, then export everything",
+        )
+        parser.add_argument(
+            "--max-wait", type=float, default=None, metavar="MINUTES", help="with --wait: wait at most this long"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         bad = [uid for uid in options["study"] if not is_valid_uid(uid)]
@@ -34,8 +49,25 @@ class Command(BaseCommand):
             bar.total = total
             bar.update(done)
 
+        restoring = Progress(self.stderr, None, "restoring", " instances")
+
+        def waited(done: int, total: int, seconds_left: int) -> None:
+            restoring.total = total
+            restoring.label = f"restoring (about {max(1, round(seconds_left / 60))} min left)"
+            restoring.update(done, force=True)  # once per poll (PACS_RESTORE_POLL_SECONDS)
+
+        max_wait = options["max_wait"] * 60 if options["max_wait"] is not None else None
+        if max_wait is not None and max_wait < 0:
+            raise CommandError("--max-wait must not be negative")
         try:
-            report = export_dicom(options["dest"], options["study"], progress if options["verbosity"] else None)
+            report = export_dicom(
+                options["dest"],
+                options["study"],
+                progress if options["verbosity"] else None,
+                wait=options["wait"],
+                waited=waited if options["verbosity"] else None,
+                max_wait=max_wait,
+            )
         except ExportError as exc:
             raise CommandError(str(exc)) from None
         if options["verbosity"] and bar.total:
@@ -46,5 +78,18 @@ class Command(BaseCommand):
         )
         for uid, reason in report.failed:
             self.stderr.write(f"left out {uid}: {reason}")
+        for uid, reason in report.not_online:
+            self.stderr.write(f"not online, left out {uid}: {reason}")
         if report.failed:
             raise CommandError(f"{len(report.failed)} instances could not be exported intact; see above")
+        if report.not_online:
+            why = (
+                f"restores under way, about {report.restore_minutes} min"
+                if report.restore_seconds_left
+                else "see above"
+            )
+            raise CommandError(
+                f"{len(report.not_online)} instances are not online and were left out ({why}); "
+                "export them again into an empty folder once restored, or run with --wait",
+                returncode=3,
+            )

@@ -91,7 +91,8 @@ class Command(BaseCommand):
         found = set(instances.values_list("series__study__study_instance_uid", flat=True).distinct())
         if missing := [uid for uid in options["study"] if uid not in found]:
             raise CommandError(f"no such study: {', '.join(missing)}")
-        asked = request_restores(instances, "command", actor="manage.py tiers restore")
+        # An administrator's restore also brings OFFLINE objects back (their media must be in place again).
+        asked = request_restores(instances, "command", actor="manage.py tiers restore", include_offline=True)
         if not asked.in_flight:
             self.stdout.write("every instance is online: nothing to restore")
             return

@@ -7,7 +7,9 @@
  * archive storage, about N min" (N from the archive's estimate); the service waits
  * as long as Retry-After says (at least a second, at most five minutes, so it
  * polls politely), searches the series again, and hands them back once every one
- * is ONLINE, so the study opens by itself.
+ * is ONLINE, so the study opens by itself. A series OFFLINE (media that need an
+ * administrator) will not come back by waiting: the service stops at once with
+ * {@link StudyOffline} (the archive starts no restore for it).
  */
 
 import { TAG, str } from '../dicomjson.js';
@@ -19,6 +21,9 @@ function online(series) {
   const availability = str(series, TAG.InstanceAvailability);
   return !availability || availability === 'ONLINE';
 }
+
+/** The study holds OFFLINE series: no restore starts by itself, an administrator must bring the media back. */
+export class StudyOffline extends Error {}
 
 /** @param {number} ms */
 function sleep(ms) { return new Promise((resolve) => setTimeout(resolve, ms)); }
@@ -40,6 +45,10 @@ export class RestoreService {
   async untilOnline(series, search) {
     const app = this.app;
     while (series.some((s) => !online(s))) {
+      if (series.some((s) => str(s, TAG.InstanceAvailability) === 'OFFLINE')) {
+        app.root.classList.remove('vw-restoring');
+        throw new StudyOffline('the study is offline');
+      }
       const waiting = /** @type {import('../dicomjson.js').DicomJson} */ (series.find((s) => !online(s)));
       const url = app.client.seriesThumbnailUrl(app.studyUID, str(waiting, TAG.SeriesInstanceUID));
       const answer = await app.client.probe(url);

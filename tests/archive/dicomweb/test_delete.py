@@ -1,4 +1,4 @@
-"""DELETE of a study (to the trash) or series (for good): administrators only, rows and objects together."""
+"""DELETE of a study or series (to the trash): administrators only, rows and objects together."""
 
 from __future__ import annotations
 
@@ -57,18 +57,20 @@ def test_deleting_a_series_keeps_the_rest_of_the_study_consistent(
         url = f"/dicom-web/studies/{two_series['study']}/series/{two_series['ct']}"
         response = admin_client_token.delete(url)
     assert response.status_code == 204
-    study = Study.objects.get()
+    study = Study.objects.get(trashed_at__isnull=True)
     assert (study.number_of_series, study.number_of_instances, study.modalities_in_study) == (1, 3, "MR")
-    assert len(stored_files(isolated_storage)) == 3
+    assert len(stored_files(isolated_storage)) == 5  # in the trash: the objects stay until the purge
 
 
 @pytest.mark.django_db
-def test_deleting_the_last_series_removes_the_study(admin_client_token: Client, upload_client: Client) -> None:
+def test_deleting_the_last_series_puts_the_study_in_the_trash(
+    admin_client_token: Client, upload_client: Client
+) -> None:
     spec = StudySpec()
     assert stow(admin_client_token, make_series(spec, "CT", count=1)).status_code == 200
     series = Series.objects.get().series_instance_uid
     assert admin_client_token.delete(f"/dicom-web/studies/{spec.study_uid}/series/{series}").status_code == 204
-    assert not Study.objects.exists()
+    assert Study.objects.get().trashed_at is not None
 
 
 @pytest.mark.django_db
