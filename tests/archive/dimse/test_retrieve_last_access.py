@@ -10,8 +10,8 @@ import pytest
 from archive.dimse.listener import DicomListener
 from archive.ingest import lastaccess
 from archive.models import Study
-from tests.archive.dimse.test_find import JANE, JOHN
-from tests.archive.dimse.test_get import archive, c_get  # noqa: F401  (the fixture, shared)
+from tests.archive.dimse.conftest import JANE, JOHN
+from tests.archive.dimse.test_get import c_get
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -29,7 +29,7 @@ def accessed(uid: str) -> Any:
 
 def test_a_c_get_sets_the_last_access_of_the_study_it_retrieves_only(
     listener: DicomListener,
-    archive: dict[str, Any],  # noqa: F811
+    qr_archive: dict[str, Any],
 ) -> None:
     assert accessed(JANE.study_uid) is None
     received, responses = c_get(
@@ -42,7 +42,7 @@ def test_a_c_get_sets_the_last_access_of_the_study_it_retrieves_only(
 
 def test_a_refused_c_get_sets_no_last_access(
     listener: DicomListener,
-    archive: dict[str, Any],  # noqa: F811
+    qr_archive: dict[str, Any],
 ) -> None:
     received, responses = c_get(
         listener.port, "WSQ", {"QueryRetrieveLevel": "STUDY", "StudyInstanceUID": JANE.study_uid}
