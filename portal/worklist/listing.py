@@ -15,11 +15,12 @@ from datetime import date
 from typing import Any
 
 from django import forms
-from django.db.models import F, Q, QuerySet
+from django.db.models import Q, QuerySet
 
 from archive.access import Visibility, visibility, visible_studies
 from archive.models import Site, Study
 from portal.worklist.models import WorklistItem
+from portal.worklist.rows import IMAGES
 from portal.worklist.statuses import ACTIVE, Priority, Status
 
 PAGE_SIZE = 50
@@ -122,7 +123,7 @@ def visible_items(user: Any, seen: Visibility | None | object = None) -> QuerySe
     """
     if not isinstance(seen, Visibility):
         seen = visibility(user)
-    rows = WorklistItem.objects.annotate(images=F("study__number_of_instances"))  # always the current count
+    rows = WorklistItem.objects.annotate(images=IMAGES)  # always the current count of images
     if seen is None:  # the policy decides by queryset alone
         return rows.filter(study__in=visible_studies(user))
     allowed = seen.condition("study")
