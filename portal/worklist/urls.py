@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from portal.worklist import views
+from portal.worklist import reading, views
 
 urlpatterns = [
     path("", views.worklist, name="worklist"),
@@ -16,4 +16,5 @@ urlpatterns = [
     path("items/<int:pk>/ready", views.mark_ready, name="worklist-ready"),
     path("items/<int:pk>/qc-failed", views.mark_qc_failed, name="worklist-qc-failed"),
     path("items/<int:pk>/open", views.open_study, name="worklist-open"),
+    path("studies/<str:study_instance_uid>/heartbeat", reading.heartbeat, name="worklist-heartbeat"),
 ]

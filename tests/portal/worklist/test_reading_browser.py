@@ -1,0 +1,88 @@
+"""Reading a claimed study in real Chromium against a live server: the viewer keeps the claim alive.
+
+The reader's session passed MFA. Every page is watched for script errors and
+CSP violations.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.conf import settings as django_settings
+from django.contrib.auth.models import User
+from django.test import Client
+from django.utils import timezone
+
+from portal.worklist import claims
+from portal.worklist.models import WorklistItem
+from tests.portal.worklist.conftest import signed_in
+from tests.portal.worklist.test_worklist_browser import store
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def reader_page(chromium: Any, live_server: Any, radiologist: User) -> Iterator[Any]:
+    cookie = signed_in(radiologist).cookies[django_settings.SESSION_COOKIE_NAME]
+    context = chromium.new_context(base_url=live_server.url, viewport={"width": 1400, "height": 900})
+    context.set_default_timeout(10000)
+    context.add_cookies(
+        [
+            {
+                "name": django_settings.SESSION_COOKIE_NAME,
+                "value": cookie.value,
+                "url": live_server.url,
+                "secure": bool(django_settings.SESSION_COOKIE_SECURE),
+                "httpOnly": True,
+                "sameSite": "Lax",
+            }
+        ]
+    )
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("console", lambda m: "Content Security Policy" in m.text and problems.append(m.text))
+    yield page
+    page.goto("about:blank")
+    time.sleep(0.5)
+    context.close()
+    assert not problems
+
+
+def test_the_open_viewer_keeps_the_claim_alive_and_a_closed_one_lets_it_expire(
+    reader_page: Any, upload_client: Client, radiologist: User, settings: Any
+) -> None:
+    settings.PACS_WORKLIST_CLAIM_IDLE_SECONDS = 4  # a beat every second
+    spec = store(upload_client, patient_name="BEAT^BEN", patient_id="HB-1")
+    item = claims.claim(WorklistItem.objects.get(study_instance_uid=spec.study_uid), radiologist)
+    page = reader_page
+    beats: list[Any] = []
+    page.on("response", lambda r: r.url.endswith("/heartbeat") and beats.append(r))
+    page.goto(f"/viewer/studies/{spec.study_uid}")
+    assert page.locator("#viewer").get_attribute("data-heartbeat-every") == "1"
+    stale = timezone.now() - timedelta(seconds=3)
+    WorklistItem.objects.filter(pk=item.pk).update(claim_touched_at=stale)
+    seen = len(beats)
+    for _ in range(50):  # the next beat comes within a second or so
+        if len(beats) > seen:
+            break
+        page.wait_for_timeout(100)
+    response = beats[-1]
+    assert response.url.endswith(f"/worklist/studies/{spec.study_uid}/heartbeat")
+    assert response.request.method == "POST" and response.status == 200
+    assert response.request.headers["x-csrftoken"]
+    item.refresh_from_db()
+    assert item.claim_touched_at > stale
+    page.wait_for_timeout(6000)  # longer than the idle limit, the viewer open all along
+    assert claims.expire_claims() == 0
+    item.refresh_from_db()
+    assert item.status == "in_progress" and timezone.now() - item.claim_touched_at < timedelta(seconds=3)
+
+    page.goto("about:blank")  # the viewer is closed: the beats stop and the idle claim expires
+    time.sleep(4.5)
+    assert claims.expire_claims() == 1
+    assert WorklistItem.objects.get(pk=item.pk).status == "ready"
