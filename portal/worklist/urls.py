@@ -17,4 +17,6 @@ urlpatterns = [
     path("items/<int:pk>/qc-failed", views.mark_qc_failed, name="worklist-qc-failed"),
     path("items/<int:pk>/open", views.open_study, name="worklist-open"),
     path("studies/<str:study_instance_uid>/heartbeat", reading.heartbeat, name="worklist-heartbeat"),
+    path("studies/<str:study_instance_uid>/next", reading.next_study, name="worklist-next-study"),
+    path("studies/<str:study_instance_uid>/previous", reading.previous_study, name="worklist-previous-study"),
 ]

@@ -1,4 +1,4 @@
-"""The endpoints the viewer page calls while a study is read: the claim's heartbeat over HTTP."""
+"""The endpoints the viewer page calls while a study is read, over HTTP: the claim's heartbeat, next/previous study."""
 
 from __future__ import annotations
 
@@ -9,13 +9,16 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
 
+from archive.models import Site
 from audit.models import AuditEvent
 from portal.accounts.roles import Role
 from portal.worklist import claims
 from portal.worklist.models import WorklistItem
+from portal.worklist.statuses import Priority, Status
 from tests.conftest import role_user
 from tests.mfa_support import force_verified_login
 from tests.portal.worklist.conftest import signed_in
+from tests.portal.worklist.test_views import add_rows
 
 
 def beat(client: Client, uid: str) -> object:
@@ -61,3 +64,27 @@ def test_a_heartbeat_is_a_csrf_protected_post_for_a_visible_study_only(
     assert Client().post(f"/worklist/studies/{uid}/heartbeat").status_code == 302  # signed out: to the sign-in
     clinician = signed_in(role_user("dr-bob", Role.REFERRING_CLINICIAN, general_site))
     assert beat(clinician, uid).status_code == 403
+
+
+def test_next_and_previous_study_follow_the_to_read_order_of_the_worklist(
+    rad_client: Client, radiologist: User, outside_radiologist: User, general_site: Site
+) -> None:
+    rows = add_rows(general_site, 3, "1")  # a prefix whose hex form leaves valid UIDs
+    WorklistItem.objects.filter(pk=rows[2].pk).update(priority=Priority.STAT)  # STAT leads the list
+    WorklistItem.objects.filter(pk=rows[1].pk).update(status=Status.FINAL)  # read: not on the list to read
+    first, _, stat = rows
+    uid = stat.study_instance_uid
+
+    def step(item: WorklistItem, direction: str) -> str:
+        response = rad_client.get(f"/worklist/studies/{item.study_instance_uid}/{direction}")
+        assert response.status_code == 302
+        return str(response["Location"])
+
+    assert step(stat, "next") == f"/viewer/studies/{first.study_instance_uid}"
+    assert step(first, "previous") == f"/viewer/studies/{uid}"
+    assert step(first, "next") == "/worklist/"  # the end of the list: back to it
+    assert step(stat, "previous") == "/worklist/"
+    assert step(rows[1], "next") == f"/viewer/studies/{uid}"  # off the list: the top of the list
+    assert signed_in(outside_radiologist).get(f"/worklist/studies/{uid}/next").status_code == 404
+    assert rad_client.get("/worklist/studies/1.2.x/next").status_code == 400
+    assert rad_client.post(f"/worklist/studies/{uid}/next").status_code == 405
