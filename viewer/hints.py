@@ -22,13 +22,12 @@ import math
 import re
 from urllib.parse import quote, urlencode
 
+from archive.dicom.modalities import NON_IMAGE
 from archive.dicom.syntaxes import NATIVE_LITTLE_ENDIAN
 from archive.models import Series, Study
 
 #: The ``includefield`` list of the viewer's series search, in its order (viewer.js).
 SERIES_FIELDS = ("SeriesDescription", "SeriesNumber", "Modality", "NumberOfSeriesRelatedInstances", "BodyPartExamined")
-#: Modalities that carry no pixels (displaysets.js ``NON_IMAGE``).
-NON_IMAGE = frozenset({"SR", "PR", "KO", "SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "REG", "DOC", "AU", "ECG"})
 LOCALIZER = re.compile(r"\b(scout|localizer|localiser|topogram|survey|scanogram|3.?plane)\b", re.IGNORECASE)
 #: Above this many instances the first slice is not worth finding on the server.
 MAX_SORTED = 2000

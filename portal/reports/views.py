@@ -151,100 +151,106 @@ def _save_posted(request: HttpRequest, study: Study, report: Report) -> Report:
     return services.save_draft(report, request.user, sections, edited, request)
 
 
+def _fresh_mfa_redirect(study: Study) -> HttpResponse:
+    back = reverse("report", args=[study.study_instance_uid])
+    return HttpResponseRedirect(f"{reverse('mfa_verify')}?{urlencode({'next': back, 'fresh': '1'})}")
+
+
+#: One change to a report: given the reader's report, do it; an answer of its own, or None for "back to the report".
+Step = Callable[[Report], HttpResponse | None]
+
+
+def _change(
+    request: HttpRequest,
+    study: Study,
+    action: str,
+    verb: str,
+    step: Step,
+    yours: Callable[[], dict[str, str]] = dict,
+) -> HttpResponse:
+    """The one shape of every change to a report (save, sign, amend, flag a critical result).
+
+    Only a reader has a report to change (anyone else is refused, audited as
+    ``action``); the step's refusals are answered alike: a stale second factor
+    goes to the MFA challenge and back, a conflict shows both texts (``yours``
+    is the text the user sent), a refusal its reason and status, a failed store
+    503. Success goes back to the report page unless the step answers itself.
+    """
+    report = _report_or_refuse(request, study)
+    if report is None:
+        services.refuse(action, request, request.user, study, "not a reader")
+        return _refused(request, study, services.Refused(f"only radiologists {verb}"))
+    try:
+        answer = step(report)
+    except services.NeedsFreshMFA:
+        return _fresh_mfa_redirect(study)
+    except services.Conflict as exc:
+        return _conflict(request, study, exc, yours())
+    except services.Refused as exc:
+        return _refused(request, study, exc)
+    except services.StoreFailed as exc:
+        return _page(request, study, status=503, error=str(exc))
+    return answer or HttpResponseRedirect(reverse("report", args=[study.study_instance_uid]))
+
+
 @with_study
 @require_POST
 def save(request: HttpRequest, study: Study) -> HttpResponse:
     """Save the draft (autosave or the button): 200, or 409 with both texts when someone saved in between."""
-    report = _report_or_refuse(request, study)
-    if report is None:
-        services.refuse("report_save", request, request.user, study, "not a reader")
-        return _refused(request, study, services.Refused("only radiologists write reports"))
-    try:
+
+    def step(report: Report) -> HttpResponse | None:
         report = _save_posted(request, study, report)
-    except services.Conflict as exc:
-        return _conflict(request, study, exc, services.clean_sections(request.POST))
-    except services.Refused as exc:
-        return _refused(request, study, exc)
-    if _wants_json(request):
-        return JsonResponse({"version": report.version, "saved_at": report.updated_at.isoformat()})
-    return HttpResponseRedirect(reverse("report", args=[study.study_instance_uid]))
+        if _wants_json(request):
+            return JsonResponse({"version": report.version, "saved_at": report.updated_at.isoformat()})
+        return None
 
-
-def _fresh_mfa_redirect(study: Study) -> HttpResponse:
-    back = reverse("report", args=[study.study_instance_uid])
-    return HttpResponseRedirect(f"{reverse('mfa_verify')}?{urlencode({'next': back, 'fresh': '1'})}")
+    return _change(request, study, "report_save", "write reports", step, lambda: services.clean_sections(request.POST))
 
 
 @with_study
 @require_POST
 def sign(request: HttpRequest, study: Study) -> HttpResponse:
     """Save what is posted, then sign it preliminary or final (final: a recent second factor, else re-prompt)."""
-    report = _report_or_refuse(request, study)
     level = request.POST.get("level", "")
-    if report is None:
-        services.refuse("report_sign", request, request.user, study, "not a reader")
-        return _refused(request, study, services.Refused("only radiologists sign reports"))
-    if level not in (ReportStatus.PRELIMINARY, ReportStatus.FINAL):
-        return _refused(request, study, services.Refused("sign preliminary or final", status=400))
-    try:
+
+    def step(report: Report) -> None:
+        if level not in (ReportStatus.PRELIMINARY, ReportStatus.FINAL):
+            raise services.Refused("sign preliminary or final", status=400)
         if services.may_sign(request.user, study):
             report = _save_posted(request, study, report)
         fresh = mfa.verified_within(request, services.mfa_window())
         services.sign(report, request.user, ReportStatus(level), report.version, request, mfa_fresh=fresh)
-    except services.NeedsFreshMFA:
-        return _fresh_mfa_redirect(study)
-    except services.Conflict as exc:
-        return _conflict(request, study, exc, services.clean_sections(request.POST))
-    except services.Refused as exc:
-        return _refused(request, study, exc)
-    except services.StoreFailed as exc:
-        return _page(request, study, status=503, error=str(exc))
-    return HttpResponseRedirect(reverse("report", args=[study.study_instance_uid]))
+
+    return _change(request, study, "report_sign", "sign reports", step, lambda: services.clean_sections(request.POST))
 
 
 @with_study
 @require_POST
 def amend(request: HttpRequest, study: Study) -> HttpResponse:
     """Add an addendum to a final report: a new signed version (a recent second factor, else re-prompt)."""
-    report = _report_or_refuse(request, study)
-    if report is None:
-        services.refuse("report_amend", request, request.user, study, "not a reader")
-        return _refused(request, study, services.Refused("only radiologists amend reports"))
-    edited = _version(request.POST.get("version"))
-    if edited is None:
-        return _refused(request, study, services.Refused("the form names no version", status=400))
-    try:
+
+    def step(report: Report) -> None:
+        edited = _version(request.POST.get("version"))
+        if edited is None:
+            raise services.Refused("the form names no version", status=400)
         fresh = mfa.verified_within(request, services.mfa_window())
         services.amend(report, request.user, request.POST.get("addendum", ""), edited, request, mfa_fresh=fresh)
-    except services.NeedsFreshMFA:
-        return _fresh_mfa_redirect(study)
-    except services.Conflict as exc:
-        return _conflict(request, study, exc, {})
-    except services.Refused as exc:
-        return _refused(request, study, exc)
-    except services.StoreFailed as exc:
-        return _page(request, study, status=503, error=str(exc))
-    return HttpResponseRedirect(reverse("report", args=[study.study_instance_uid]))
+
+    return _change(request, study, "report_amend", "amend reports", step)
 
 
 @with_study
 @require_POST
 def critical(request: HttpRequest, study: Study) -> HttpResponse:
     """Flag a critical result and record its communication (to whom, when, how)."""
-    report = _report_or_refuse(request, study)
-    if report is None:
-        services.refuse("report_critical_result", request, request.user, study, "not a reader")
-        return _refused(request, study, services.Refused("only radiologists flag critical results"))
-    when: datetime | None = (
-        parse_datetime(request.POST.get("communicated_at", "")[:40])
-        if request.POST.get("communicated_at")
-        else timezone.now()
-    )
-    if when is None:
-        return _refused(request, study, services.Refused("give the time of the communication", status=400))
-    if timezone.is_naive(when):
-        when = timezone.make_aware(when)
-    try:
+
+    def step(report: Report) -> None:
+        posted = request.POST.get("communicated_at", "")
+        when: datetime | None = parse_datetime(posted[:40]) if posted else timezone.now()
+        if when is None:
+            raise services.Refused("give the time of the communication", status=400)
+        if timezone.is_naive(when):
+            when = timezone.make_aware(when)
         services.flag_critical(
             report,
             request.user,
@@ -254,9 +260,8 @@ def critical(request: HttpRequest, study: Study) -> HttpResponse:
             communicated_at=when,
             request=request,
         )
-    except services.Refused as exc:
-        return _refused(request, study, exc)
-    return HttpResponseRedirect(reverse("report", args=[study.study_instance_uid]))
+
+    return _change(request, study, "report_critical_result", "flag critical results", step)
 
 
 @with_study

@@ -10,7 +10,8 @@ committed row and matches nothing); the other gets :class:`ClaimRefused`
 naming who holds the study.
 
 A claim expires when its holder shows no activity (:func:`touch`: opening
-the study from the worklist, later the report editor's autosave) for
+the study from the worklist, the report editor's autosave; :func:`heartbeat`:
+the viewer page, every few seconds while it is open and visible) for
 ``PACS_WORKLIST_CLAIM_IDLE_SECONDS``: another reader may then take it, and
 :func:`expire_claims` (``manage.py worklist_expire``) puts such studies back
 to ``ready``. An administrator may take over or release anyone's claim
@@ -211,6 +212,30 @@ def touch(item: WorklistItem, user: Any, now: datetime | None = None) -> bool:
     with write_lock(), transaction.atomic():
         rows = WorklistItem.objects.filter(pk=item.pk, status=Status.IN_PROGRESS, claimed_by_id=user.pk)
         return rows.update(claim_touched_at=now) == 1
+
+
+def heartbeat_seconds() -> int:
+    """How often an open viewer beats: a quarter of the idle limit, at most a minute (a lost beat is harmless)."""
+    return max(1, min(60, settings.PACS_WORKLIST_CLAIM_IDLE_SECONDS // 4))
+
+
+def heartbeat(item: WorklistItem, user: Any, now: datetime | None = None) -> bool:
+    """The viewer of a claimed study is open: refresh the claim's idle timer if ``user`` holds it; False otherwise.
+
+    Only a live claim is refreshed: one already idle past the limit stays
+    expired (another reader may take it), as it would have been swept. A beat
+    of someone who holds nothing is a read, never a write. Not audited: the
+    claim it keeps alive is, and its expiry or release will be.
+    """
+    now = now or timezone.now()
+    live = WorklistItem.objects.filter(
+        pk=item.pk, status=Status.IN_PROGRESS, claimed_by_id=user.pk, claim_touched_at__gte=now - idle_limit()
+    )
+    if not live.exists():
+        return False
+    # Claim activity, not a record: a power cut that loses a beat only makes the claim look a beat older.
+    with write_lock(durable=False), transaction.atomic():
+        return live.update(claim_touched_at=now) == 1
 
 
 def expire_claims(now: datetime | None = None) -> int:

@@ -5,7 +5,10 @@ rows of the studies :func:`archive.access.visible_studies` gives the user.
 A page is one query ordered by the chosen column and the row id, starting
 after the last row of the previous page (keyset paging: as fast at page
 1000 as at page 1); the row named by the cursor is looked up among the
-visible rows, so a cursor never reveals anything.
+visible rows, so a cursor never reveals anything. Paging back is the same
+query turned around: the rows before the first row of the current page, in
+the reverse order, the first page-full of them, flipped (as fast at any
+depth); with fewer than a page-full before it, the page is the first one.
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ from datetime import date
 from typing import Any
 
 from django import forms
-from django.db.models import F, Q, QuerySet
+from django.db.models import Q, QuerySet
 
 from archive.access import Visibility, visibility, visible_studies
 from archive.models import Site, Study
 from portal.worklist.models import WorklistItem
+from portal.worklist.rows import IMAGES
 from portal.worklist.statuses import ACTIVE, Priority, Status
 
 PAGE_SIZE = 50
@@ -97,11 +101,14 @@ class FilterForm(forms.Form):
     sort = forms.ChoiceField(choices=[(k, k) for k in SORTS], required=False)
     desc = forms.BooleanField(required=False)
     after = forms.IntegerField(min_value=1, max_value=2**63 - 1, required=False)
+    before = forms.IntegerField(min_value=1, max_value=2**63 - 1, required=False)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         if data.get("date_from") and data.get("date_to") and data["date_from"] > data["date_to"]:
             raise forms.ValidationError("The date range ends before it begins.")
+        if data.get("after") and data.get("before"):
+            raise forms.ValidationError("A page starts after one row or ends before one, not both.")
         return data
 
 
@@ -112,6 +119,8 @@ class Page:
     sort: str
     desc: bool
     filters: dict[str, Any] = field(default_factory=dict)
+    #: The cursor of the page before this one (its first row's id); None on the first page.
+    previous_before: int | None = None
 
 
 def visible_items(user: Any, seen: Visibility | None | object = None) -> QuerySet[WorklistItem]:
@@ -122,7 +131,7 @@ def visible_items(user: Any, seen: Visibility | None | object = None) -> QuerySe
     """
     if not isinstance(seen, Visibility):
         seen = visibility(user)
-    rows = WorklistItem.objects.annotate(images=F("study__number_of_instances"))  # always the current count
+    rows = WorklistItem.objects.annotate(images=IMAGES)  # always the current count of images
     if seen is None:  # the policy decides by queryset alone
         return rows.filter(study__in=visible_studies(user))
     allowed = seen.condition("study")
@@ -197,20 +206,36 @@ def _after(columns: tuple[str, ...], anchor: WorklistItem, desc: bool) -> Q:
     return condition
 
 
+def _ordered(rows: QuerySet[WorklistItem], columns: tuple[str, ...], desc: bool) -> QuerySet[WorklistItem]:
+    prefix = "-" if desc else ""
+    return rows.order_by(*(prefix + c for c in (*columns, "id")))
+
+
 def page(user: Any, data: dict[str, Any], size: int | None = None, seen: Visibility | None | object = None) -> Page:
-    """One page of the worklist for ``user`` with the cleaned filters ``data``."""
+    """One page of the worklist for ``user`` with the cleaned filters ``data``.
+
+    ``after`` (a row id) asks for the page following that row, ``before`` for
+    the page preceding it; a cursor naming no visible row gives the first page.
+    """
     size = size or PAGE_SIZE
     sort = data.get("sort") or "priority"
     desc = bool(data.get("desc"))
     columns = SORTS[sort]
     visible = visible_items(user, seen)
     rows = filtered(visible, data, user)
-    if data.get("after"):
-        anchor = visible.filter(pk=data["after"]).first()
-        if anchor is not None:
-            rows = rows.filter(_after(columns, anchor, desc))
-    prefix = "-" if desc else ""
-    found = list(rows.order_by(*(prefix + c for c in (*columns, "id")))[: size + 1])
+    cursor = data.get("after") or data.get("before")
+    anchor = visible.filter(pk=cursor).first() if cursor else None
+    if anchor is not None and data.get("before"):
+        # Backwards: the rows before the anchor in the reverse order, a page-full of them, flipped.
+        earlier = list(_ordered(rows.filter(_after(columns, anchor, not desc)), columns, not desc)[: size + 1])
+        if len(earlier) > size:
+            found = earlier[:size][::-1]
+            return Page(found, found[-1].pk, sort, desc, previous_before=found[0].pk)
+        anchor = None  # less than a page-full before it: the first page
+    if anchor is not None:
+        rows = rows.filter(_after(columns, anchor, desc))
+    found = list(_ordered(rows, columns, desc)[: size + 1])
     more = len(found) > size
     found = found[:size]
-    return Page(found, found[-1].pk if more and found else None, sort, desc)
+    previous = found[0].pk if anchor is not None and found else None
+    return Page(found, found[-1].pk if more and found else None, sort, desc, previous_before=previous)

@@ -4,10 +4,17 @@
 (after each committed store batch) and calls :func:`refresh`: a new study gets
 its row (routed by :mod:`portal.worklist.routing`, ``ready`` at once when
 ``PACS_WORKLIST_AUTO_READY``), a known one gets its image count, modalities
-and body part brought up to date. That is one read of the study and one
+and body part brought up to date. That is a few reads of the study and one
 write per study and batch. :func:`rebuild` does the same for every study
 (``manage.py worklist_sync``), for rows a failed receiver missed or an index
 rebuilt from files.
+
+A row counts and lists images only (:mod:`archive.dicom.modalities`), as the
+viewer hangs them: the SR and Encapsulated PDF a signed report stores into its
+study, like presentation states or key object selections, are archive
+objects but not images, so they change neither the row's image count nor its
+modality (a CT study stays "CT", never "CT\\DOC\\SR"). :data:`IMAGES` is that count
+as a query expression, for the page to show it current.
 """
 
 from __future__ import annotations
@@ -17,8 +24,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import OuterRef, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from archive.dicom.modalities import NON_IMAGE, image_modalities
 from archive.models import Patient, Series, Study
 from pacs.lib.dblock import write_lock
 from portal.worklist.models import WorklistItem
@@ -55,8 +65,8 @@ def corrected(study_id: int) -> None:
             description=study.study_description,
             accession_number=study.accession_number,
             study_date=study.study_date,
-            modality=study.modalities_in_study,
-            image_count=study.number_of_instances,
+            modality=modalities(study.modalities_in_study),
+            image_count=image_count(study.pk),
             updated_at=timezone.now(),
         )
         _count_priors(patient.pk)
@@ -90,6 +100,33 @@ def _body_part(study_id: int) -> str:
     return parts.order_by("series_number", "id").values_list("body_part_examined", flat=True).first() or ""
 
 
+def _image_series(study: Any) -> Any:
+    return Series.objects.filter(study=study).exclude(modality__in=sorted(NON_IMAGE))
+
+
+#: The number of images of a row's study (the instances of its image series), always current.
+IMAGES = Coalesce(
+    Subquery(
+        _image_series(OuterRef("study_id"))
+        .order_by()
+        .values("study_id")
+        .annotate(n=Sum("number_of_instances"))
+        .values("n")
+    ),
+    0,
+)
+
+
+def image_count(study_id: int) -> int:
+    """The images of one study: the instances of its series that are not SR, PDF and other non-image objects."""
+    return int(_image_series(study_id).aggregate(n=Sum("number_of_instances"))["n"] or 0)
+
+
+def modalities(modalities_in_study: str) -> str:
+    """(0008,0061) Modalities in Study as the row lists it: the image modalities (``CT\\SR\\DOC`` -> ``CT``)."""
+    return "\\".join(image_modalities(modalities_in_study.split("\\")))
+
+
 #: An arrival bumps a known row (for open lists to reload) at most this often; the row's count is then current.
 BUMP_EVERY = timedelta(seconds=1)
 
@@ -98,7 +135,7 @@ def refresh(study_id: int) -> bool:
     """Create or update the row of one study; True when it was created.
 
     A known row is read, and written only when what it shows changed: its
-    modalities or body part, or its image count once :data:`BUMP_EVERY` has
+    image modalities or body part, or its image count once :data:`BUMP_EVERY` has
     passed since its last change (so a C-STORE of one instance at a time costs
     reads, not a write transaction per instance; the page shows the study's
     own count, always current). The row is derived data (:func:`rebuild` makes
@@ -106,21 +143,24 @@ def refresh(study_id: int) -> bool:
     next durable commit covers it.
     """
     now = timezone.now()
-    study = Study.objects.filter(pk=study_id).values("number_of_instances", "modalities_in_study").first()
+    study = Study.objects.filter(pk=study_id).values("modalities_in_study").first()
     if study is None:
         return False
     row = WorklistItem.objects.filter(study_id=study_id).values("modality", "body_part", "image_count", "updated_at")
     known = row.first()
     if known is not None:
         changes: dict[str, Any] = {}
-        if known["modality"] != study["modalities_in_study"]:
-            changes["modality"] = study["modalities_in_study"]
+        listed = modalities(study["modalities_in_study"])
+        if known["modality"] != listed:
+            changes["modality"] = listed
         if not known["body_part"]:
             body_part = _body_part(study_id)
             if body_part:
                 changes["body_part"] = body_part
-        if known["image_count"] != study["number_of_instances"] and (changes or known["updated_at"] < now - BUMP_EVERY):
-            changes["image_count"] = study["number_of_instances"]
+        if changes or known["updated_at"] < now - BUMP_EVERY:
+            images = image_count(study_id)
+            if known["image_count"] != images:
+                changes["image_count"] = images
         if changes:
             with write_lock(durable=False), transaction.atomic():
                 WorklistItem.objects.filter(study_id=study_id).update(**changes, updated_at=now)
@@ -149,7 +189,7 @@ def _new_row(study: Study, body_part: str, now: Any) -> WorklistItem:
         patient_id=patient.patient_id,
         patient_age=patient_age(study.attributes or {}, patient.patient_birth_date, study.study_date),
         patient_sex=patient.patient_sex,
-        modality=study.modalities_in_study,
+        modality=modalities(study.modalities_in_study),
         body_part=body_part,
         description=study.study_description,
         accession_number=study.accession_number,
@@ -157,10 +197,10 @@ def _new_row(study: Study, body_part: str, now: Any) -> WorklistItem:
         site_code=study.site.code if study.site else "",
         study_date=study.study_date,
         arrived_at=study.created_at,
-        image_count=study.number_of_instances,
+        image_count=image_count(study.pk),
         updated_at=now,
     )
-    group = route(study.site_id, study.modalities_in_study, body_part)
+    group = route(study.site_id, item.modality, body_part)
     if group is not None:
         item.assigned_group, item.reader_name = group, group.name
     return item
@@ -191,9 +231,10 @@ def rebuild() -> int:
     and its filter read the row.
     """
     seen = 0
-    studies = Study.objects.order_by("pk").values_list("pk", "number_of_instances", "site_id", "site__code")
-    for study_id, images, site_id, site_code in studies.iterator():
+    studies = Study.objects.order_by("pk").values_list("pk", "site_id", "site__code")
+    for study_id, site_id, site_code in studies.iterator():
         refresh(study_id)
+        images = image_count(study_id)
         WorklistItem.objects.filter(study_id=study_id).exclude(image_count=images, site_id=site_id).update(
             image_count=images, site_id=site_id, site_code=site_code or "", updated_at=timezone.now()
         )

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from portal.worklist import correction, qc, views
+from portal.worklist import correction, qc, reading, views
 
 urlpatterns = [
     path("", views.worklist, name="worklist"),
@@ -22,4 +22,7 @@ urlpatterns = [
     path("qc/<int:pk>/correct", correction.correct, name="worklist-correct"),
     path("qc/<int:pk>/split", correction.split, name="worklist-split"),
     path("qc/<int:pk>/merge", correction.merge, name="worklist-merge"),
+    path("studies/<str:study_instance_uid>/heartbeat", reading.heartbeat, name="worklist-heartbeat"),
+    path("studies/<str:study_instance_uid>/next", reading.next_study, name="worklist-next-study"),
+    path("studies/<str:study_instance_uid>/previous", reading.previous_study, name="worklist-previous-study"),
 ]

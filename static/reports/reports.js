@@ -70,6 +70,14 @@ export function initEditor(root) {
     if (timer) clearTimeout(timer);
     timer = setTimeout(save, DELAY_MS);
   });
+  // Ctrl+Enter (Cmd+Enter) signs final, with Shift preliminary: the Sign buttons' own submit (a stale second factor re-prompts).
+  form.addEventListener('keydown', (event) => {
+    if (event.key !== 'Enter' || !(event.ctrlKey || event.metaKey) || event.altKey) return;
+    const button = form.querySelector(event.shiftKey ? 'button.sign-preliminary' : 'button.sign-final');
+    if (!button) return;
+    event.preventDefault();
+    form.requestSubmit(button);
+  });
   form.addEventListener('submit', (event) => {
     // The form posts the text itself: drop a pending autosave, but let one in flight finish (it moves the version).
     if (timer) { clearTimeout(timer); timer = null; }

@@ -1,15 +1,17 @@
 // The worklist page's few behaviours htmx does not cover (no inline script: strict CSP).
-// Sorting and paging set the filter form's hidden fields and submit it (htmx posts it);
+// Sorting and paging (next: after a row, previous: before one) set the filter form's hidden
+// fields and submit it (htmx posts it);
 // a click or Enter on a row opens its study; the rows are reloaded by htmx itself.
 (function () {
   "use strict";
 
   function form() { return document.getElementById("filters"); }
 
-  function submit(after) {
+  function submit(after, before) {
     var f = form();
     if (!f) return;
     f.elements.after.value = after || "";
+    f.elements.before.value = before || "";
     f.requestSubmit();
   }
 
@@ -28,7 +30,7 @@
     }
     var pager = target.closest(".wl-pager button");
     if (pager) {
-      submit(pager.getAttribute("data-after"));
+      submit(pager.getAttribute("data-after"), pager.getAttribute("data-before"));
       window.scrollTo(0, 0);
       return;
     }
@@ -69,10 +71,14 @@
     var target = event.target;
     if (target instanceof Element && target.closest("#filters") && form().elements.after) {
       form().elements.after.value = "";
+      form().elements.before.value = "";
     }
   }, true);
   document.addEventListener("input", function (event) {
     var target = event.target;
-    if (target instanceof Element && target.id === "f-q") form().elements.after.value = "";
+    if (target instanceof Element && target.id === "f-q") {
+      form().elements.after.value = "";
+      form().elements.before.value = "";
+    }
   }, true);
 })();

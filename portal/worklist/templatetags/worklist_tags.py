@@ -1,10 +1,26 @@
-"""Template filters of the worklist: person names and ages as people read them."""
+"""Template filters of the worklist: person names and ages as people read them; the viewer's claim heartbeat."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import template
 
+from portal.worklist import claims
+
 register = template.Library()
+
+
+@register.filter
+def reads(user: Any) -> bool:
+    """May ``user`` claim studies (and so keep a claim alive from the viewer)?"""
+    return claims.may_claim(user)
+
+
+@register.simple_tag
+def heartbeat_seconds() -> int:
+    """How often the viewer page beats (:func:`portal.worklist.claims.heartbeat_seconds`)."""
+    return claims.heartbeat_seconds()
 
 
 @register.filter

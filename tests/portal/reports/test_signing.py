@@ -4,8 +4,10 @@ and every signed version travels with the study as DICOM (SR and Encapsulated PD
 from __future__ import annotations
 
 import io
+import re
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import highdicom as hd
@@ -347,3 +349,28 @@ def test_the_signing_hold_is_renewed_while_copies_are_stored(
     assert sign(client, uid, "final").status_code == 302
     first, second = seen  # one store each for the PDF and the SR, the hold moved on in between
     assert first is not None and second is not None and first < second
+
+
+def test_a_signed_report_and_its_addendum_leave_the_worklist_row_counting_images_as_the_viewer_does(
+    claimed: WorklistItem, radiologist: User, django_capture_on_commit_callbacks: Any
+) -> None:
+    """The SR and PDF of each signature are archive objects, not images: the row keeps "2 images" and "CT"."""
+    client = signed_in(radiologist)
+    uid = claimed.study_instance_uid
+    _written(client, uid)
+    with django_capture_on_commit_callbacks(execute=True):  # the study_stored receivers run, as in production
+        assert sign(client, uid, "final").status_code == 302
+    with django_capture_on_commit_callbacks(execute=True):
+        assert amend(client, uid, "Addendum.").status_code == 302
+    assert Instance.objects.filter(series__study__study_instance_uid=uid).count() == 6  # 2 images, 2 SR, 2 PDF
+    row = WorklistItem.objects.get(study_instance_uid=uid)
+    assert (row.status, row.modality, row.image_count) == ("amended", "CT", 2)
+    listed = client.post("/worklist/rows", {"status": "all"}).content.decode()
+    assert re.findall(r'<td class="col-images">([^<]*)</td>', listed) == ["2"]
+    assert re.findall(r'<td class="col-modality">([^<]*)</td>', listed) == ["CT"]
+    # What the viewer counts: the instances of the series it hangs (QIDO-RS, without SR and DOC).
+    series = client.get(f"/dicom-web/studies/{uid}/series", headers={"Accept": "application/dicom+json"}).json()
+    image_series = [s for s in series if s["00080060"]["Value"][0] not in ("SR", "DOC")]
+    assert sum(s["00201209"]["Value"][0] for s in image_series) == 2
+    call_command("worklist_sync", stdout=io.StringIO())  # a rebuild agrees
+    assert WorklistItem.objects.values_list("modality", "image_count").get(study_instance_uid=uid) == ("CT", 2)

@@ -212,3 +212,45 @@ def test_the_claim_update_itself_refuses_a_row_that_changed_since_it_was_read(ge
     claim(row, first)
     assert not claims._swap(row.pk, stale, claimed_by_id=second.pk, status=Status.IN_PROGRESS)
     assert WorklistItem.objects.get(pk=row.pk).claimed_by == first
+
+
+def test_heartbeats_keep_a_claim_alive_past_the_idle_limit_and_it_expires_once_they_stop(
+    settings: Any, row: WorklistItem, radiologist: User, second_radiologist: User
+) -> None:
+    settings.PACS_WORKLIST_CLAIM_IDLE_SECONDS = 600
+    start = timezone.now()
+    claim(row, radiologist, now=start)
+    for minutes in (5, 10, 15, 20):  # the viewer is open: a beat every five minutes
+        assert claims.heartbeat(row, radiologist, now=start + timedelta(minutes=minutes)) is True
+    row.refresh_from_db()
+    assert row.claim_touched_at == start + timedelta(minutes=20)
+    assert expire_claims(now=start + timedelta(minutes=29)) == 0
+    with pytest.raises(ClaimRefused):
+        claim(row, second_radiologist, now=start + timedelta(minutes=29))
+    # The viewer is closed: no more beats, and ten idle minutes later the claim expires.
+    assert expire_claims(now=start + timedelta(minutes=30, seconds=1)) == 1
+    row.refresh_from_db()
+    assert (row.status, row.claimed_by) == (Status.READY, None)
+
+
+def test_a_heartbeat_refreshes_only_its_holders_live_claim_and_never_revives_an_expired_one(
+    settings: Any, row: WorklistItem, general_site: Site, radiologist: User, second_radiologist: User
+) -> None:
+    settings.PACS_WORKLIST_CLAIM_IDLE_SECONDS = 600
+    start = timezone.now()
+    patient = Patient.objects.create(patient_id="C-2", patient_name="FREE^ONE")
+    study = Study.objects.create(study_instance_uid="1.2.3.5", patient=patient, site=general_site)
+    unclaimed = WorklistItem.objects.create(study=study, study_instance_uid="1.2.3.5", status=Status.READY)
+    assert claims.heartbeat(unclaimed, radiologist, now=start) is False
+    claim(row, radiologist, now=start)
+    assert claims.heartbeat(row, second_radiologist, now=start + timedelta(minutes=5)) is False
+    row.refresh_from_db()
+    assert row.claim_touched_at == start
+    late = start + timedelta(minutes=10, seconds=1)  # expired, not yet swept: a beat cannot bring it back
+    assert claims.heartbeat(row, radiologist, now=late) is False
+    row.refresh_from_db()
+    assert row.claim_touched_at == start
+    assert claim(row, second_radiologist, now=late).claimed_by == second_radiologist
+    before = AuditEvent.objects.count()
+    assert claims.heartbeat(row, second_radiologist, now=late + timedelta(seconds=30)) is True
+    assert AuditEvent.objects.count() == before  # a beat is activity on an audited claim, not an audit record

@@ -200,6 +200,25 @@ def test_mine_and_unassigned(rad_client: Client, radiologist: User, general_site
     assert ids(unassigned="on") == ["FREE-0"]
 
 
+SORT_KEYS = (
+    "priority",
+    "status",
+    "patient",
+    "patient_id",
+    "age",
+    "sex",
+    "modality",
+    "body_part",
+    "description",
+    "site",
+    "study_date",
+    "arrived",
+    "images",
+    "priors",
+    "reader",
+)
+
+
 @pytest.mark.parametrize(
     "column",
     [
@@ -258,6 +277,68 @@ def test_every_column_sorts_both_ways_and_pages_by_keyset(
             WorklistItem.objects.all(), key=lambda r: tuple(getattr(r, f) for f in fields) + (r.pk,), reverse=bool(desc)
         )
         assert seen == [r.pk for r in ordered]
+
+
+def _pager(html: str, kind: str) -> str | None:
+    found = re.search(rf'class="page-{kind} secondary" data-{"after" if kind == "next" else "before"}="(\d+)"', html)
+    return found.group(1) if found else None
+
+
+@pytest.mark.parametrize("desc", ["", "on"])
+@pytest.mark.parametrize("column", list(SORT_KEYS))
+def test_paging_forward_then_back_gives_the_same_pages_in_every_column_even_among_ties(
+    rad_client: Client, general_site: Site, column: str, desc: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from portal.worklist import listing
+
+    rows = add_rows(general_site, 11, "B")
+    for n, row in enumerate(rows):  # few distinct values: most rows tie and are ordered by id
+        WorklistItem.objects.filter(pk=row.pk).update(
+            priority=n % 2,
+            patient_age=f"0{n % 3}0Y",
+            image_count=n % 2,
+            priors_count=n % 3,
+            reader_name=f"r{n % 2}",
+            study_date=f"2024010{n % 2 + 1}",
+            description=f"D{n % 3}",
+            body_part=f"B{n % 2}",
+            patient_sex="MF"[n % 2],
+        )
+    monkeypatch.setattr(listing, "PAGE_SIZE", 3)
+    forward: list[list[int]] = []
+    html = post_rows(rad_client, sort=column, desc=desc).content.decode()
+    assert _pager(html, "previous") is None  # the first page has none before it
+    while True:
+        forward.append(row_ids(html))
+        after = _pager(html, "next")
+        if after is None:
+            break
+        html = post_rows(rad_client, sort=column, desc=desc, after=after).content.decode()
+    assert [len(p) for p in forward] == [3, 3, 3, 2]
+    backward = [row_ids(html)]
+    while (before := _pager(html, "previous")) is not None:
+        response = post_rows(rad_client, sort=column, desc=desc, before=before)
+        assert response.status_code == 200
+        html = response.content.decode()
+        backward.append(row_ids(html))
+        assert _pager(html, "next") is not None  # a page reached backwards still leads forwards
+    assert backward == forward[::-1]
+
+
+def test_a_previous_page_cursor_is_checked_like_a_next_page_cursor(
+    rad_client: Client, general_site: Site, other_site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from portal.worklist import listing
+
+    rows = add_rows(general_site, 5, "P")
+    (hidden,) = add_rows(other_site, 1, "H")
+    monkeypatch.setattr(listing, "PAGE_SIZE", 2)
+    assert post_rows(rad_client, before="9" * 30).status_code == 400
+    assert post_rows(rad_client, before=rows[3].pk, after=rows[1].pk).status_code == 400
+    # A cursor naming a row the user may not see (or none at all) gives the first page, as "after" does.
+    first = row_ids(post_rows(rad_client).content.decode())
+    assert row_ids(post_rows(rad_client, before=hidden.pk).content.decode()) == first
+    assert row_ids(post_rows(rad_client, before=rows[0].pk).content.decode()) == first
 
 
 def test_bad_filters_get_a_400_with_the_reason(rad_client: Client) -> None:

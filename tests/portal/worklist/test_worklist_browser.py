@@ -201,6 +201,32 @@ def test_the_keyboard_moves_between_rows_claims_and_opens(
     page.wait_for_url(f"**/viewer/studies/{first.study_instance_uid}")
 
 
+def test_paging_forward_and_back_with_the_pager_buttons(
+    open_as: Callable[[User], Any], radiologist: User, studies: dict[str, StudySpec], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from portal.worklist import listing
+
+    monkeypatch.setattr(listing, "PAGE_SIZE", 1)  # the live server runs in this process
+    page = open_as(radiologist)
+    wait_ids(page, ["B-MR"])
+    assert page.locator(".wl-pager .page-previous").count() == 0
+    page.click(".wl-pager .page-next")
+    wait_ids(page, ["B-CT"])
+    page.click(".wl-pager .page-next")
+    wait_ids(page, ["B-XSS"])
+    assert page.locator(".wl-pager .page-next").count() == 0
+    page.click(".wl-pager .page-previous")
+    wait_ids(page, ["B-CT"])
+    page.click(".wl-pager .page-previous")
+    wait_ids(page, ["B-MR"])
+    assert page.locator(".wl-pager .page-previous").count() == 0
+    page.click(".wl-pager .page-next")
+    wait_ids(page, ["B-CT"])
+    page.click("#f-mine")  # a changed filter starts again from the first page
+    page.click("#f-mine")
+    wait_ids(page, ["B-MR"])
+
+
 def test_opening_a_row_opens_the_viewer(
     open_as: Callable[[User], Any], radiologist: User, studies: dict[str, StudySpec]
 ) -> None:
