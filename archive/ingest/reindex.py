@@ -217,7 +217,9 @@ def _index_new(copies: list[Read], audit: Callable[[ParsedInstance], None] | Non
     chain = [c for _, _, c in order]
     current, earlier = chain[-1], chain[:-1]
     if tie:
-        out.ties += [f"{c.key}: corrected at the same time as another copy; ordered by SHA-256" for c in chain]
+        ranks = [c.rank for c in chain]
+        why = "corrected at the same moment as another copy of the instance: ordered by SHA-256"
+        out.ties += [f"{c.key}: {why}" for c in chain if ranks.count(c.rank) > 1]
     try:
         with write_lock(), transaction.atomic():
             pk = index_instance(current.parsed, current.key, current.sha256, current.size, tier=current.tier)

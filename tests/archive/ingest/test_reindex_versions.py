@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -21,13 +21,16 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.test import Client
 
+from archive.dicom.corrections import rewrite
 from archive.dicom.part10 import parse_instance
 from archive.dicom.synthetic import StudySpec, make_series
 from archive.ingest.correct import correct_study
+from archive.ingest.merge import merge_study
 from archive.ingest.reindex import reindex
 from archive.ingest.split import split_study
 from archive.ingest.sweep import sweep_orphans
 from archive.models import Instance, InstanceVersion, Series, Study
+from archive.storage.keys import object_key
 from archive.storage.registry import get_storage
 from tests.conftest import stow
 
@@ -189,3 +192,49 @@ def test_a_split_study_reindexes_into_the_new_study(upload_client: Client, owner
     assert (moved.study.number_of_series, moved.study.number_of_instances) == (1, 1)
     old = Study.objects.get(study_instance_uid=spec.study_uid)
     assert (old.number_of_series, old.number_of_instances) == (1, 2)
+
+
+def test_a_merged_study_reindexes_into_the_target_and_the_emptied_study_stays_gone(
+    upload_client: Client, owner: User
+) -> None:
+    target = StudySpec(patient_name="RIGHT^RUTH", patient_id="PAT-T", accession="ACC-T", description="CT CHEST")
+    source = StudySpec(patient_name="WRONG^WILL", patient_id="PAT-S", accession="ACC-S", description="CT CHEST 2")
+    assert stow(upload_client, make_series(target, "CT", count=2, size=16)).status_code == 200
+    assert stow(upload_client, make_series(source, "MR", count=1, size=16)).status_code == 200
+    merge_study(
+        Study.objects.get(study_instance_uid=source.study_uid),
+        Study.objects.get(study_instance_uid=target.study_uid),
+        "one examination sent twice",
+        user=owner,
+    )
+    before = chain()
+
+    report = reindex(wipe=True, order=ORDERS["reversed"])
+
+    assert (report.indexed, report.versions, report.conflicts) == (3, 1, [])
+    assert chain() == before
+    assert list(Study.objects.values_list("study_instance_uid", "number_of_series", "number_of_instances")) == [
+        (target.study_uid, 2, 3)
+    ]
+    assert set(Instance.objects.values_list("series__study__patient__patient_id", flat=True)) == {"PAT-T"}
+
+
+def test_copies_corrected_at_the_same_moment_are_ordered_by_sha256_and_reported(study: Study) -> None:
+    instance = Instance.objects.select_related("series").order_by("sop_instance_uid")[0]
+    original = served(instance)
+    storage = get_storage()
+    copies = []
+    for name in ("TIE^ONE", "TIE^TWO"):  # two copies corrected elsewhere at the very same moment
+        data = rewrite(io.BytesIO(original), {"PatientName": name}, when=datetime(2026, 12, 6, 3, 0, tzinfo=UTC))
+        sha256 = hashlib.sha256(data).hexdigest()
+        key = object_key(WRONG.study_uid, instance.series.series_instance_uid, instance.sop_instance_uid, sha256)
+        storage.path(key).write_bytes(data)
+        copies.append((sha256, key))
+    copies.sort()
+
+    for order in ORDERS.values():
+        report = reindex(wipe=True, order=order)
+
+        assert (report.indexed, report.versions, report.conflicts) == (3, 2, [])
+        assert sorted(t.split(":")[0] for t in report.ties) == [key for _, key in copies]
+        assert chain()[instance.sop_instance_uid] == [instance.sha256, copies[0][0], copies[1][0]]
