@@ -30,6 +30,7 @@ from archive.ingest.reindex import reindex
 from archive.ingest.split import split_study
 from archive.ingest.sweep import sweep_orphans
 from archive.models import Instance, InstanceVersion, Series, Study
+from archive.storage.filesystem import FileSystemStorage
 from archive.storage.keys import object_key
 from archive.storage.registry import get_storage
 from tests.conftest import stow
@@ -223,6 +224,7 @@ def test_copies_corrected_at_the_same_moment_are_ordered_by_sha256_and_reported(
     instance = Instance.objects.select_related("series").order_by("sop_instance_uid")[0]
     original = served(instance)
     storage = get_storage()
+    assert isinstance(storage, FileSystemStorage)
     copies = []
     for name in ("TIE^ONE", "TIE^TWO"):  # two copies corrected elsewhere at the very same moment
         data = rewrite(io.BytesIO(original), {"PatientName": name}, when=datetime(2026, 12, 6, 3, 0, tzinfo=UTC))
