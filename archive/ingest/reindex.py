@@ -42,6 +42,7 @@ from typing import Literal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from archive.dicom.part10 import InvalidInstance, ParsedInstance, parse_instance
@@ -300,17 +301,20 @@ def _renumber(instance_pk: int, added: list[Read], head: Rank) -> None:
             rank = (EPOCH, 0)
         chain.append((rank, row.sha256, row))
     order, _ = ordered(chain)
-    InstanceVersion.objects.filter(instance_id=instance_pk).delete()
+    # the rows keep their primary keys (and admin links); out of the way of the unique (instance, version) first
+    InstanceVersion.objects.filter(instance_id=instance_pk).update(version=F("version") + RENUMBERING)
     fresh = []
     for n, (_, _, item) in enumerate(order, start=1):
         replaced = order[n][0] if n < len(order) else head
         if isinstance(item, Read):
             fresh.append(_version_row(instance_pk, n, item, replaced))
         else:
-            item.pk = None
-            item.version = n
-            fresh.append(item)
+            InstanceVersion.objects.filter(pk=item.pk).update(version=n)
     InstanceVersion.objects.bulk_create(fresh)
+
+
+#: Added to version numbers while they are renumbered (far above any real number of corrections).
+RENUMBERING = 1_000_000
 
 
 def sop_of_key(key: str) -> str:

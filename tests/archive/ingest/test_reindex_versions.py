@@ -133,11 +133,13 @@ def test_a_reindex_without_wipe_after_a_correction_changes_nothing(study: Study,
 def test_a_reindex_without_wipe_gives_a_lost_version_row_back_in_its_place(study: Study, owner: User) -> None:
     before = twice_corrected(study, owner)
     InstanceVersion.objects.filter(version=1).delete()  # the rows of the originals lost
+    kept = {v.pk: (v.storage_key, v.reason, v.replaced_by) for v in InstanceVersion.objects.all()}
 
     report = reindex(order=ORDERS["reversed"])
 
     assert (report.indexed, report.versions, report.conflicts) == (0, 3, [])
     assert chain() == before
+    assert {v.pk: (v.storage_key, v.reason, v.replaced_by) for v in InstanceVersion.objects.filter(version=2)} == kept
 
 
 def test_sweep_leaves_earlier_versions_alone_and_gives_a_lost_version_row_back(study: Study, owner: User) -> None:
