@@ -20,6 +20,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.test import Client
+from django.utils import timezone
 
 from archive.dicom.corrections import rewrite
 from archive.dicom.part10 import parse_instance
@@ -29,6 +30,7 @@ from archive.ingest.merge import merge_study
 from archive.ingest.reindex import reindex
 from archive.ingest.split import split_study
 from archive.ingest.sweep import sweep_orphans
+from archive.ingest.trash import purge_study, trash_study
 from archive.models import Instance, InstanceVersion, Series, Study
 from archive.storage.filesystem import FileSystemStorage
 from archive.storage.keys import object_key
@@ -242,3 +244,16 @@ def test_copies_corrected_at_the_same_moment_are_ordered_by_sha256_and_reported(
         assert (report.indexed, report.versions, report.conflicts) == (3, 2, [])
         assert sorted(t.split(":")[0] for t in report.ties) == [key for _, key in copies]
         assert chain()[instance.sop_instance_uid] == [instance.sha256, copies[0][0], copies[1][0]]
+
+
+def test_after_a_wipe_and_reindex_the_purge_of_the_study_takes_its_earlier_versions_too(
+    study: Study, owner: User
+) -> None:
+    twice_corrected(study, owner)
+    reindex(wipe=True, order=ORDERS["reversed"])
+    trash_study(Study.objects.get(study_instance_uid=WRONG.study_uid), actor="admin")
+
+    purge_study(WRONG.study_uid, now=timezone.now() + timedelta(days=365))
+
+    assert list(get_storage("hot").keys()) == []
+    assert not InstanceVersion.objects.exists()
