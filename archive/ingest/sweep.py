@@ -26,7 +26,11 @@ store (a multi-gigabyte upload's placement and commit). Before removing, the
 index is asked again for that key, so an object indexed since the sweep
 began is kept. The earlier versions a correction kept
 (:class:`~archive.models.InstanceVersion`) have rows of their own: sweep
-leaves them alone.
+leaves them alone. An earlier version whose row was lost (the copy is older,
+by its (0400,0561) Original Attributes Sequence, than the indexed instance:
+:mod:`archive.ingest.versions`) gets its row back, in its place among the
+versions; a copy later than the indexed one (a correction interrupted before
+its commit) is left in place and reported.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class SweepReport:
     recovered: int = 0  # objects without a row, now indexed
     removed: int = 0  # objects that are not what their key names, and stale staging files
     kept: list[str] = field(default_factory=list)  # objects neither indexed nor removed, with the reason
+    versions: int = 0  # earlier versions of an instance without their row, now recorded
 
 
 def audit_recovery(parsed: ParsedInstance) -> None:
@@ -83,6 +88,9 @@ def sweep_orphans(tier: str = "hot", min_age: timedelta = timedelta(hours=1)) ->
         if found == "indexed":
             log.warning("sweep indexed %s: it had no index row", log_name(key))
             report.recovered += 1
+        elif found == "version":
+            log.warning("sweep recorded %s as an earlier version of its instance", log_name(key))
+            report.versions += 1
         elif found in REMOVABLE and not Instance.objects.filter(tier=tier, storage_key=key).exists():
             log.warning("sweep removed %s: %s", log_name(key), why)
             storage.delete(key)

@@ -29,9 +29,10 @@ class Command(BaseCommand):
             raise CommandError(f"--wipe refused: other records still point at studies ({exc})") from None
         self.stdout.write(
             f"scanned {report.scanned}, indexed {report.indexed}, already indexed {report.already}, "
-            f"invalid {len(report.invalid)}, corrupt {len(report.corrupt)}, conflicts {len(report.conflicts)}"
+            f"earlier versions {report.versions}, invalid {len(report.invalid)}, "
+            f"corrupt {len(report.corrupt)}, conflicts {len(report.conflicts)}"
         )
-        for line in report.invalid + report.corrupt + report.conflicts:
+        for line in report.invalid + report.corrupt + report.conflicts + report.ties:
             self.stderr.write(line)
         if report.corrupt or report.conflicts:
             raise CommandError("some stored objects could not be indexed; see above")

@@ -32,6 +32,7 @@ class Command(BaseCommand):
             report = sweep_orphans(tier, min_age=grace)
             self.stdout.write(
                 f"{tier}: indexed {report.recovered} objects that had no index row, "
+                f"recorded {report.versions} earlier versions that had lost their row, "
                 f"removed {report.removed} corrupt objects or stale staging files"
             )
             for line in report.kept:
