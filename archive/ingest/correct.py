@@ -338,7 +338,10 @@ def _update_parents(study: Study, placed: list[Placed]) -> None:
         "patient_birth_date": ix.patient_birth_date,
         "patient_sex": ix.patient_sex,
     }
-    if created or any(getattr(patient, k) != v for k, v in demographics.items()):
+    # A study moved to a patient the archive already holds leaves that patient's demographics as they are
+    # (as ingest does): the copies' values would otherwise rename the patient of every other study.
+    moved_to_existing = not created and patient.pk != before.pk
+    if created or (not moved_to_existing and any(getattr(patient, k) != v for k, v in demographics.items())):
         Patient.objects.filter(pk=patient.pk).update(**demographics)
         PersonNameWord.objects.filter(patient=patient).delete()
         PersonNameWord.objects.bulk_create(

@@ -341,3 +341,15 @@ def test_a_replacement_naming_another_object_is_refused_whole(study: Study) -> N
     assert applied == [] and not InstanceVersion.objects.exists()
     assert set(get_storage("hot").keys()) == keys_before
     assert list(Instance.objects.order_by("pk").values_list("sha256", flat=True)[:2]) == [first.sha256, second.sha256]
+
+
+def test_a_study_moved_to_an_existing_patient_leaves_that_patients_demographics_alone(
+    study: Study, owner: User, upload_client: Client
+) -> None:
+    other = StudySpec(patient_name="RIGHT^ROSE", patient_id="PAT-RIGHT", accession="ACC-R")
+    assert stow(upload_client, make_series(other, "CT", count=1, size=16)).status_code == 200
+    correct_study(study, {"PatientID": "PAT-RIGHT"}, "filed under a temporary ID", user=owner)
+    rose = Patient.objects.get(patient_id="PAT-RIGHT")
+    assert rose.patient_name == "RIGHT^ROSE"
+    assert set(PersonNameWord.objects.filter(patient=rose).values_list("word", flat=True)) == {"RIGHT", "ROSE"}
+    assert WorklistItem.objects.get(study_instance_uid=other.study_uid).patient_name == "RIGHT^ROSE"
