@@ -60,6 +60,13 @@ def correct(request: HttpRequest, pk: int) -> HttpResponse:
     study = item.study
     current = study_values(study)
     if request.method == "GET":
+        record(
+            "worklist_view",
+            request,
+            patient_id=item.patient_id,
+            study_instance_uid=item.study_instance_uid,
+            detail={"rows": 1, "page": "correct"},
+        )
         form = CorrectionForm(initial=current)
         return _page(request, item, form, done="done" in request.GET)
     form = CorrectionForm(request.POST, initial=current)

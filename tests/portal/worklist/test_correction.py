@@ -176,3 +176,9 @@ def test_a_merge_needs_a_target_the_user_may_see(
     assert Study.objects.get(study_instance_uid=target.study_uid).number_of_instances == 3
     outsider = signed_in(role_user("far-tech", Role.TECHNOLOGIST, other_site))
     assert outsider.post(f"/worklist/qc/{row.pk}/split", {"series": ["1.2"], "reason": "r"}).status_code == 404
+
+
+def test_opening_the_correction_page_is_an_audited_access(tech_client: Client, row: WorklistItem) -> None:
+    assert tech_client.get(f"/worklist/qc/{row.pk}/correct").status_code == 200
+    (event,) = AuditEvent.objects.filter(action="worklist_view", study_instance_uid=row.study_instance_uid)
+    assert (event.outcome, event.actor, event.patient_id) == ("success", "tech", "PAT-W")
