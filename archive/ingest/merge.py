@@ -142,7 +142,8 @@ def _apply(
     recount(target_pk)
     patient = source.patient
     Study.objects.filter(pk=source_pk).delete()  # empty now; its worklist row goes with it
-    if patient.pk != target.patient_id and not Study.objects.filter(patient=patient).exists():
+    left = list(Study.objects.filter(patient=patient).values_list("pk", flat=True)[:1])
+    if patient.pk != target.patient_id and not left:
         Patient.objects.filter(pk=patient.pk).delete()
     detail = {"correction": name, "operation": "merge", "reason": reason, "instances": len(placed)}
     for study, role, other in ((source, "source", target), (target, "target", source)):
@@ -154,5 +155,6 @@ def _apply(
             study_instance_uid=study.study_instance_uid,
             detail={**detail, "as": role, "other_study_instance_uid": other.study_instance_uid},
         )
-    announce_correction([target_pk])
+    # A study the source's patient still has: its receivers count that patient's priors again (one fewer now).
+    announce_correction([target_pk, *(left if patient.pk != target.patient_id else [])])
     return {target_pk}
