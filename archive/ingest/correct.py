@@ -59,6 +59,7 @@ from archive.models import (
     Series,
     Study,
     TierMove,
+    TrashEntry,
     tier_retrieval,
 )
 from archive.storage.base import StagedObject
@@ -220,6 +221,7 @@ def readable(
     if any(k in wanted for k in PATIENT_KEYS) and any(not h.study_instance_uid for h in active_holds(study)):
         refuse(request, user, study, "a legal hold on the patient: an administrator must move the hold first", 409)
     check_no_moves(request, user, study)
+    check_no_trashed_series(request, user, study)
     rows = Instance.objects.filter(series__study_id=study.pk).order_by("pk")
     if series_uids is not None:
         rows = rows.filter(series__series_instance_uid__in=series_uids)
@@ -230,6 +232,12 @@ def readable(
     if offline or any(tier_retrieval(t) != Retrieval.IMMEDIATE for t in {s.tier for s in seen}):
         refuse(request, user, study, "some instances are not online: restore the study first", 409)
     return seen
+
+
+def check_no_trashed_series(request: HttpRequest | None, user: Any, study: Study) -> None:
+    """Refused while a series of the study is in the trash: a restore would bring it back uncorrected."""
+    if TrashEntry.objects.filter(original_study_uid=study.study_instance_uid).exists():
+        refuse(request, user, study, "a series of the study is in the trash: restore it (or let it go) first", 409)
 
 
 def check_no_moves(request: HttpRequest | None, user: Any, study: Study) -> None:

@@ -34,6 +34,7 @@ from archive.ingest.correct import (
     CorrectionRefused,
     Seen,
     check_no_moves,
+    check_no_trashed_series,
     readable,
     refuse,
     store_copies,
@@ -89,6 +90,7 @@ def merge_study(
             request, user, source, f"records hang on the source study ({', '.join(hanging)}): merge the other way", 409
         )
     check_no_moves(request, user, target)
+    check_no_trashed_series(request, user, target)
     values, before = study_values(target), study_values(source)
     changes = {k: values.get(k, "") for k in CORRECTABLE if values.get(k, "") != before.get(k, "")}
     if not changes.get("PatientID", "x"):
