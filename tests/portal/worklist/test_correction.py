@@ -182,3 +182,12 @@ def test_opening_the_correction_page_is_an_audited_access(tech_client: Client, r
     assert tech_client.get(f"/worklist/qc/{row.pk}/correct").status_code == 200
     (event,) = AuditEvent.objects.filter(action="worklist_view", study_instance_uid=row.study_instance_uid)
     assert (event.outcome, event.actor, event.patient_id) == ("success", "tech", "PAT-W")
+
+
+@pytest.mark.parametrize("target", ["1.2.3\x00", "not a uid", "1." + "2" * 80])
+def test_a_merge_target_that_is_not_a_uid_is_a_400_on_every_database(
+    tech_client: Client, row: WorklistItem, target: str
+) -> None:
+    refused = tech_client.post(f"/worklist/qc/{row.pk}/merge", {"target": target, "reason": "sent twice"})
+    assert refused.status_code == 400 and b"no study you may see" in refused.content
+    assert Study.objects.filter(pk=row.study_id).exists() and not InstanceVersion.objects.exists()
