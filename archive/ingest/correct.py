@@ -96,6 +96,8 @@ def validate(changes: Mapping[str, str], reason: str) -> dict[str, str]:
     errors = {k: why for k, v in changes.items() if (why := invalid(k, v))}
     if not reason.strip():
         errors["reason"] = "say why the correction is made"
+    elif "\x00" in reason:
+        errors["reason"] = "no NUL characters"
     elif len(reason) > REASON_MAX:
         errors["reason"] = f"at most {REASON_MAX} characters"
     return errors

@@ -74,7 +74,7 @@ def merge_study(
 ) -> Correction:
     """Move every series of ``source`` into ``target`` (both already checked visible to the user)."""
     reason = " ".join(reason.split())
-    if not reason or len(reason) > REASON_MAX:
+    if not reason or len(reason) > REASON_MAX or "\x00" in reason:
         refuse(request, user, source, "invalid merge", 400, {"reason": "say why the studies are merged"})
     if source.pk == target.pk:
         refuse(request, user, source, "invalid merge", 400, {"target": "a study cannot be merged into itself"})

@@ -66,7 +66,7 @@ def split_study(
         errors["series"] = "choose series of this study"
     elif set(wanted) == of_study:
         errors["series"] = "at least one series must stay in the study"
-    if not reason or len(reason) > REASON_MAX:
+    if not reason or len(reason) > REASON_MAX or "\x00" in reason:
         errors["reason"] = f"say why the study is split (at most {REASON_MAX} characters)"
     if errors:
         refuse(request, user, study, "invalid split", 400, errors)
