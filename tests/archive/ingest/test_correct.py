@@ -27,10 +27,10 @@ from pydicom.fileset import FileSet
 from archive.dicom.synthetic import StudySpec, make_series
 from archive.ingest import correct as correct_module
 from archive.ingest.correct import CorrectionRefused, correct_study
-from archive.ingest.store import Outcome, Placed, Replacement, store_instances
-from archive.ingest.sweep import sweep_orphans
 from archive.ingest.merge import merge_study
 from archive.ingest.split import split_study
+from archive.ingest.store import Outcome, Placed, Replacement, store_instances
+from archive.ingest.sweep import sweep_orphans
 from archive.ingest.trash import purge_study, restore_study, trash_series, trash_study
 from archive.models import (
     Instance,
