@@ -59,6 +59,7 @@ from archive.models import (
     Series,
     Study,
     TierMove,
+    TrashEntry,
     tier_retrieval,
 )
 from archive.storage.base import StagedObject
@@ -95,6 +96,8 @@ def validate(changes: Mapping[str, str], reason: str) -> dict[str, str]:
     errors = {k: why for k, v in changes.items() if (why := invalid(k, v))}
     if not reason.strip():
         errors["reason"] = "say why the correction is made"
+    elif "\x00" in reason:
+        errors["reason"] = "no NUL characters"
     elif len(reason) > REASON_MAX:
         errors["reason"] = f"at most {REASON_MAX} characters"
     return errors
@@ -220,6 +223,7 @@ def readable(
     if any(k in wanted for k in PATIENT_KEYS) and any(not h.study_instance_uid for h in active_holds(study)):
         refuse(request, user, study, "a legal hold on the patient: an administrator must move the hold first", 409)
     check_no_moves(request, user, study)
+    check_no_trashed_series(request, user, study)
     rows = Instance.objects.filter(series__study_id=study.pk).order_by("pk")
     if series_uids is not None:
         rows = rows.filter(series__series_instance_uid__in=series_uids)
@@ -230,6 +234,12 @@ def readable(
     if offline or any(tier_retrieval(t) != Retrieval.IMMEDIATE for t in {s.tier for s in seen}):
         refuse(request, user, study, "some instances are not online: restore the study first", 409)
     return seen
+
+
+def check_no_trashed_series(request: HttpRequest | None, user: Any, study: Study) -> None:
+    """Refused while a series of the study is in the trash: a restore would bring it back uncorrected."""
+    if TrashEntry.objects.filter(original_study_uid=study.study_instance_uid).exists():
+        refuse(request, user, study, "a series of the study is in the trash: restore it (or let it go) first", 409)
 
 
 def check_no_moves(request: HttpRequest | None, user: Any, study: Study) -> None:
@@ -338,7 +348,10 @@ def _update_parents(study: Study, placed: list[Placed]) -> None:
         "patient_birth_date": ix.patient_birth_date,
         "patient_sex": ix.patient_sex,
     }
-    if created or any(getattr(patient, k) != v for k, v in demographics.items()):
+    # A study moved to a patient the archive already holds leaves that patient's demographics as they are
+    # (as ingest does): the copies' values would otherwise rename the patient of every other study.
+    moved_to_existing = not created and patient.pk != before.pk
+    if created or (not moved_to_existing and any(getattr(patient, k) != v for k, v in demographics.items())):
         Patient.objects.filter(pk=patient.pk).update(**demographics)
         PersonNameWord.objects.filter(patient=patient).delete()
         PersonNameWord.objects.bulk_create(

@@ -34,6 +34,7 @@ from archive.ingest.correct import (
     CorrectionRefused,
     Seen,
     check_no_moves,
+    check_no_trashed_series,
     readable,
     refuse,
     store_copies,
@@ -73,7 +74,7 @@ def merge_study(
 ) -> Correction:
     """Move every series of ``source`` into ``target`` (both already checked visible to the user)."""
     reason = " ".join(reason.split())
-    if not reason or len(reason) > REASON_MAX:
+    if not reason or len(reason) > REASON_MAX or "\x00" in reason:
         refuse(request, user, source, "invalid merge", 400, {"reason": "say why the studies are merged"})
     if source.pk == target.pk:
         refuse(request, user, source, "invalid merge", 400, {"target": "a study cannot be merged into itself"})
@@ -89,6 +90,7 @@ def merge_study(
             request, user, source, f"records hang on the source study ({', '.join(hanging)}): merge the other way", 409
         )
     check_no_moves(request, user, target)
+    check_no_trashed_series(request, user, target)
     values, before = study_values(target), study_values(source)
     changes = {k: values.get(k, "") for k in CORRECTABLE if values.get(k, "") != before.get(k, "")}
     if not changes.get("PatientID", "x"):
@@ -142,7 +144,8 @@ def _apply(
     recount(target_pk)
     patient = source.patient
     Study.objects.filter(pk=source_pk).delete()  # empty now; its worklist row goes with it
-    if patient.pk != target.patient_id and not Study.objects.filter(patient=patient).exists():
+    left = list(Study.objects.filter(patient=patient).values_list("pk", flat=True)[:1])
+    if patient.pk != target.patient_id and not left:
         Patient.objects.filter(pk=patient.pk).delete()
     detail = {"correction": name, "operation": "merge", "reason": reason, "instances": len(placed)}
     for study, role, other in ((source, "source", target), (target, "target", source)):
@@ -154,5 +157,6 @@ def _apply(
             study_instance_uid=study.study_instance_uid,
             detail={**detail, "as": role, "other_study_instance_uid": other.study_instance_uid},
         )
-    announce_correction([target_pk])
+    # A study the source's patient still has: its receivers count that patient's priors again (one fewer now).
+    announce_correction([target_pk, *(left if patient.pk != target.patient_id else [])])
     return {target_pk}

@@ -14,6 +14,8 @@ row, the old one its new counts) and the old one as corrected.
 
 At least one series must stay behind; the same refusals as a correction
 apply (trash, tier move, not online, changed meanwhile), with nothing written.
+A study a legal hold names by its Study Instance UID is not split: the series
+moved out would leave the hold (a hold on the patient follows them).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from archive.ingest.correct import (
     write_copies,
 )
 from archive.ingest.index import name_words
+from archive.ingest.retention import active_holds
 from archive.ingest.signals import announce_correction
 from archive.models import ACTIVE_MOVE_STATES, Instance, PersonNameWord, Series, Study, TierMove
 from audit.trail import record
@@ -63,10 +66,12 @@ def split_study(
         errors["series"] = "choose series of this study"
     elif set(wanted) == of_study:
         errors["series"] = "at least one series must stay in the study"
-    if not reason or len(reason) > REASON_MAX:
+    if not reason or len(reason) > REASON_MAX or "\x00" in reason:
         errors["reason"] = f"say why the study is split (at most {REASON_MAX} characters)"
     if errors:
         refuse(request, user, study, "invalid split", 400, errors)
+    if any(h.study_instance_uid for h in active_holds(study)):
+        refuse(request, user, study, "a legal hold names the study: an administrator must release it first", 409)
     new_uid = str(generate_uid(prefix=None))
     seen = readable(request, user, study, {}, series_uids=wanted)
     staged = write_copies(seen, {"StudyInstanceUID": new_uid})

@@ -27,6 +27,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from archive.access import visible_studies
 from archive.dicom.corrections import CORRECTABLE
+from archive.dicom.uid import is_valid_uid
 from archive.ingest.correct import REASON_MAX, CorrectionRefused, correct_study, study_values
 from archive.ingest.merge import merge_study
 from archive.ingest.split import split_study
@@ -60,6 +61,13 @@ def correct(request: HttpRequest, pk: int) -> HttpResponse:
     study = item.study
     current = study_values(study)
     if request.method == "GET":
+        record(
+            "worklist_view",
+            request,
+            patient_id=item.patient_id,
+            study_instance_uid=item.study_instance_uid,
+            detail={"rows": 1, "page": "correct"},
+        )
         form = CorrectionForm(initial=current)
         return _page(request, item, form, done="done" in request.GET)
     form = CorrectionForm(request.POST, initial=current)
@@ -135,8 +143,8 @@ def merge(request: HttpRequest, pk: int) -> HttpResponse:
     item, refused = _allowed(request, pk, "merge")
     if refused is not None:
         return refused
-    uid = request.POST.get("target", "").strip()[:64]
-    target = visible_studies(request.user).filter(study_instance_uid=uid).first() if uid else None
+    uid = request.POST.get("target", "").strip()
+    target = visible_studies(request.user).filter(study_instance_uid=uid).first() if is_valid_uid(uid) else None
     if target is None:
         record(
             "correct",

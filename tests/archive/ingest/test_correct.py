@@ -27,9 +27,11 @@ from pydicom.fileset import FileSet
 from archive.dicom.synthetic import StudySpec, make_series
 from archive.ingest import correct as correct_module
 from archive.ingest.correct import CorrectionRefused, correct_study
+from archive.ingest.merge import merge_study
+from archive.ingest.split import split_study
 from archive.ingest.store import Outcome, Placed, Replacement, store_instances
 from archive.ingest.sweep import sweep_orphans
-from archive.ingest.trash import purge_study, trash_study
+from archive.ingest.trash import purge_study, restore_study, trash_series, trash_study
 from archive.models import (
     Instance,
     InstanceVersion,
@@ -37,6 +39,7 @@ from archive.models import (
     MoveState,
     Patient,
     PersonNameWord,
+    Series,
     Study,
     TierMove,
 )
@@ -341,3 +344,46 @@ def test_a_replacement_naming_another_object_is_refused_whole(study: Study) -> N
     assert applied == [] and not InstanceVersion.objects.exists()
     assert set(get_storage("hot").keys()) == keys_before
     assert list(Instance.objects.order_by("pk").values_list("sha256", flat=True)[:2]) == [first.sha256, second.sha256]
+
+
+def test_a_study_moved_to_an_existing_patient_leaves_that_patients_demographics_alone(
+    study: Study, owner: User, upload_client: Client
+) -> None:
+    other = StudySpec(patient_name="RIGHT^ROSE", patient_id="PAT-RIGHT", accession="ACC-R")
+    assert stow(upload_client, make_series(other, "CT", count=1, size=16)).status_code == 200
+    correct_study(study, {"PatientID": "PAT-RIGHT"}, "filed under a temporary ID", user=owner)
+    rose = Patient.objects.get(patient_id="PAT-RIGHT")
+    assert rose.patient_name == "RIGHT^ROSE"
+    assert set(PersonNameWord.objects.filter(patient=rose).values_list("word", flat=True)) == {"RIGHT", "ROSE"}
+    assert WorklistItem.objects.get(study_instance_uid=other.study_uid).patient_name == "RIGHT^ROSE"
+
+
+def test_a_study_with_a_series_in_the_trash_is_not_corrected_split_or_merged(
+    owner: User, upload_client: Client
+) -> None:
+    two = StudySpec(patient_name="WRONG^PATIENT", patient_id="PAT-WRONG", accession="ACC-2")
+    parts = make_series(two, "CT", count=1, size=16) + make_series(two, "MR", count=1, size=16, series_number=2)
+    parts += make_series(two, "CT", count=1, size=16, series_number=3)
+    assert stow(upload_client, parts).status_code == 200
+    study = Study.objects.get(study_instance_uid=two.study_uid)
+    entry = trash_series(Series.objects.get(study=study, modality="MR"), actor="test")
+    ct = Series.objects.filter(study=study, modality="CT").first()
+    assert ct is not None
+    other = StudySpec(patient_name="OTHER^OTTO", patient_id="PAT-O")
+    assert stow(upload_client, make_series(other, "CT", count=1, size=16)).status_code == 200
+    target = Study.objects.get(study_instance_uid=other.study_uid)
+    attempts = [
+        lambda: correct_study(study, RIGHT, "wrong patient", user=owner),
+        lambda: split_study(study, [ct.series_instance_uid], "two exams", user=owner),
+        lambda: merge_study(study, target, "sent twice", user=owner),
+        lambda: merge_study(target, study, "sent twice", user=owner),
+    ]
+    for attempt in attempts:
+        with pytest.raises(CorrectionRefused, match="series of the study is in the trash") as refused:
+            attempt()
+        assert refused.value.status == 409
+    assert not InstanceVersion.objects.exists()
+    restore_study(entry.study_instance_uid)
+    rows = Instance.objects.filter(series__study=study)
+    patients = {json.loads(i.metadata)["00100020"]["Value"][0] for i in rows}
+    assert patients == {"PAT-WRONG"}

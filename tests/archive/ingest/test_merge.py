@@ -88,3 +88,16 @@ def test_a_merge_into_itself_or_without_a_reason_is_refused(studies: tuple[Study
     with pytest.raises(CorrectionRefused) as refused:
         merge_study(source, target, " ", user=owner)
     assert "reason" in refused.value.errors
+
+
+def test_the_priors_of_the_patient_the_source_leaves_are_counted_again(
+    studies: tuple[Study, Study], owner: User, upload_client: Client
+) -> None:
+    later = StudySpec(patient_name="WRONG^WILL", patient_id="PAT-S", study_date="20300101")
+    assert stow(upload_client, make_series(later, "CT", count=1, size=16)).status_code == 200
+    later_row = WorklistItem.objects.get(study_instance_uid=later.study_uid)
+    assert later_row.priors_count == 1  # the study about to be merged away counts as its prior
+    source, target = studies
+    merge_study(source, target, "one examination sent twice", user=owner)
+    later_row.refresh_from_db()
+    assert later_row.priors_count == 0

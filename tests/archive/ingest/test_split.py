@@ -13,7 +13,7 @@ from archive.dicom.synthetic import StudySpec, make_series
 from archive.ingest.correct import CorrectionRefused
 from archive.ingest.split import split_study
 from archive.ingest.trash import trash_study
-from archive.models import Instance, InstanceVersion, Series, Study
+from archive.models import Instance, InstanceVersion, LegalHold, Series, Study
 from audit.models import AuditEvent
 from portal.worklist.models import WorklistItem
 from tests.conftest import stow
@@ -79,3 +79,13 @@ def test_a_study_in_the_trash_is_not_split(study: Study, owner: User) -> None:
     with pytest.raises(CorrectionRefused, match="trash"):
         split_study(study, [mr.series_instance_uid], "why", user=owner)
     assert Study.objects.count() == 1
+
+
+def test_a_study_under_a_legal_hold_is_not_split_so_no_series_escapes_the_hold(study: Study, owner: User) -> None:
+    LegalHold.objects.create(study_instance_uid=SPEC.study_uid, reason="litigation")
+    mr = Series.objects.get(study=study, modality="MR")
+    with pytest.raises(CorrectionRefused, match="legal hold") as refused:
+        split_study(study, [mr.series_instance_uid], "two examinations under one UID", user=owner)
+    assert refused.value.status == 409
+    assert Study.objects.count() == 1 and not InstanceVersion.objects.exists()
+    assert AuditEvent.objects.get(action="correct").outcome == "denied"

@@ -176,3 +176,35 @@ def test_a_merge_needs_a_target_the_user_may_see(
     assert Study.objects.get(study_instance_uid=target.study_uid).number_of_instances == 3
     outsider = signed_in(role_user("far-tech", Role.TECHNOLOGIST, other_site))
     assert outsider.post(f"/worklist/qc/{row.pk}/split", {"series": ["1.2"], "reason": "r"}).status_code == 404
+
+
+def test_opening_the_correction_page_is_an_audited_access(tech_client: Client, row: WorklistItem) -> None:
+    assert tech_client.get(f"/worklist/qc/{row.pk}/correct").status_code == 200
+    (event,) = AuditEvent.objects.filter(action="worklist_view", study_instance_uid=row.study_instance_uid)
+    assert (event.outcome, event.actor, event.patient_id) == ("success", "tech", "PAT-W")
+
+
+@pytest.mark.parametrize("target", ["1.2.3\x00", "not a uid", "1." + "2" * 80])
+def test_a_merge_target_that_is_not_a_uid_is_a_400_on_every_database(
+    tech_client: Client, row: WorklistItem, target: str
+) -> None:
+    refused = tech_client.post(f"/worklist/qc/{row.pk}/merge", {"target": target, "reason": "sent twice"})
+    assert refused.status_code == 400 and b"no study you may see" in refused.content
+    assert Study.objects.filter(pk=row.study_id).exists() and not InstanceVersion.objects.exists()
+
+
+def test_a_nul_in_a_split_or_merge_reason_is_a_400_and_nothing_is_written(
+    tech_client: Client, row: WorklistItem, upload_client: Client
+) -> None:
+    study = Study.objects.get(pk=row.study_id)
+    extra = make_series(
+        StudySpec(study_uid=study.study_instance_uid, patient_id="PAT-W", patient_name="WRONG^WANDA"), "MR", count=1
+    )
+    assert stow(upload_client, extra).status_code == 200
+    mr = Series.objects.get(study=study, modality="MR").series_instance_uid
+    target = StudySpec(patient_id="PAT-R", patient_name="RIGHT^RITA")
+    assert stow(upload_client, make_series(target, "CT", count=1, size=16)).status_code == 200
+    split = tech_client.post(f"/worklist/qc/{row.pk}/split", {"series": [mr], "reason": "two\x00exams"})
+    merge = tech_client.post(f"/worklist/qc/{row.pk}/merge", {"target": target.study_uid, "reason": "twice\x00"})
+    assert (split.status_code, merge.status_code) == (400, 400)
+    assert Study.objects.count() == 2 and not InstanceVersion.objects.exists()
