@@ -269,6 +269,12 @@ def _restore_series(entry: TrashEntry, request: HttpRequest | None, actor: str, 
     if holder is None:
         raise TrashError("The series has no index rows yet (let `manage.py reindex` finish first).")
     original = Study.objects.select_for_update().filter(study_instance_uid=entry.original_study_uid).first()
+    if (
+        original is not None
+        and original.trashed_at is not None
+        and TrashEntry.objects.filter(study_instance_uid=original.study_instance_uid, purging_at__isnull=False).exists()
+    ):  # its purge would take the series' rows with it (and maybe its objects): it stays in the trash
+        raise TrashError("The series' study is being purged: the series cannot be restored into it.")
     if original is None:  # the study went for good meanwhile: the holder becomes it again
         Study.objects.filter(pk=holder.pk).update(study_instance_uid=entry.original_study_uid, trashed_at=None)
         study_pk = holder.pk
