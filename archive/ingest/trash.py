@@ -50,6 +50,7 @@ from django.utils import timezone
 from django_tasks import task
 from pydicom.uid import generate_uid
 
+from archive.dicom.corrections import current_values
 from archive.ingest import retention
 from archive.ingest.delete import remove_objects, stored_copies
 from archive.ingest.retention import DeletionRefused, Refusal, deletion_refusal
@@ -275,6 +276,14 @@ def _restore_series(entry: TrashEntry, request: HttpRequest | None, actor: str, 
         and TrashEntry.objects.filter(study_instance_uid=original.study_instance_uid, purging_at__isnull=False).exists()
     ):  # its purge would take the series' rows with it (and maybe its objects): it stays in the trash
         raise TrashError("The series' study is being purged: the series cannot be restored into it.")
+    if original is not None and (
+        original.patient_id != holder.patient_id
+        or current_values(original.attributes or {}) != current_values(holder.attributes or {})
+    ):  # its objects still carry the values from before: one study would show two patients' (or studies') values
+        raise TrashError(
+            "The series' study was corrected after the series went to the trash; its objects still carry the "
+            "values from before, so it cannot be restored into the corrected study."
+        )
     if original is None:  # the study went for good meanwhile: the holder becomes it again
         Study.objects.filter(pk=holder.pk).update(study_instance_uid=entry.original_study_uid, trashed_at=None)
         study_pk = holder.pk
