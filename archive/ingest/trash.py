@@ -54,6 +54,7 @@ from archive.dicom.corrections import current_values
 from archive.ingest import retention
 from archive.ingest.delete import remove_objects, stored_copies
 from archive.ingest.retention import DeletionRefused, Refusal, deletion_refusal
+from archive.ingest.signals import announce, announce_correction
 from archive.models import ACTIVE_MOVE_STATES, Instance, LegalHold, Series, Study, TierMove, TrashEntry
 from audit.trail import record
 from pacs.lib.dblock import write_lock
@@ -222,6 +223,7 @@ def _move_series_to_trash(
     saved = _counts(study)
     Series.objects.filter(pk=series.pk).update(study=holder)
     _recount(study.pk)
+    announce_correction([study.pk])  # the worklist row's modalities and image count, as after a split
     entry = TrashEntry.objects.create(
         study_instance_uid=holder.study_instance_uid,
         series_instance_uid=series.series_instance_uid,
@@ -287,11 +289,13 @@ def _restore_series(entry: TrashEntry, request: HttpRequest | None, actor: str, 
     if original is None:  # the study went for good meanwhile: the holder becomes it again
         Study.objects.filter(pk=holder.pk).update(study_instance_uid=entry.original_study_uid, trashed_at=None)
         study_pk = holder.pk
+        announce([study_pk])  # a live study again: its worklist row
     else:
         Series.objects.filter(study=holder).update(study=original)
         Study.objects.filter(pk=holder.pk).delete()
         study_pk = original.pk
         _recount(study_pk, entry.saved)
+        announce_correction([study_pk])  # the worklist row's modalities and image count again
     entry.delete()
     _audit(
         "restore",
