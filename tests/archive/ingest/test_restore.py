@@ -313,3 +313,20 @@ def test_a_restore_finishing_while_its_study_is_purged_leaves_no_copy_behind(
     assert not Instance.objects.exists()
     # No copy brought back to the hot tier outlives the purge (sweep would index it back: the study again).
     assert [r.storage_key for r in study["rows"] if get_storage("hot").exists(r.storage_key)] == []
+
+
+def test_the_purge_of_a_restored_study_removes_the_archive_copy_the_restore_kept(
+    glacier: dict[str, Any], upload_client: Client, reader_client: Client
+) -> None:
+    from archive.ingest import trash
+    from archive.models import Study
+
+    study = archived_study(upload_client)
+    keys = [r.storage_key for r in study["rows"]]
+    assert reader_client.get(url(study["rows"][0]), HTTP_ACCEPT="application/dicom").status_code == 503
+    restore_until_done()
+    assert all(get_storage("archive").exists(k) for k in keys)  # PACS_RESTORE_KEEP_SOURCE
+    trash.trash_study(Study.objects.get(study_instance_uid=study["spec"].study_uid), actor="test")
+    trash.purge_study(study["spec"].study_uid, actor="test")
+    # Purged means gone from every tier, the archive copy included (nothing points to it any more).
+    assert [k for k in keys if get_storage("hot").exists(k) or get_storage("archive").exists(k)] == []
