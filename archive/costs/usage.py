@@ -42,6 +42,7 @@ from archive.models import (
     Study,
     Tier,
     TierMove,
+    TrashEntry,
 )
 
 INGEST_TIER = "hot"
@@ -223,9 +224,12 @@ def cost_report(now: datetime | None = None, window_days: int | None = None) -> 
     oldest = min(days_held, default=today)
     span = max(0, min(window_days, (today - oldest).days))
     first = today - timedelta(days=span)
+    # A series in the trash sits under a holder study copying its study's receipt: no study received of its own.
+    holders = TrashEntry.objects.exclude(series_instance_uid="").values("study_instance_uid")
     studies_by_site = dict(
         Study.objects.annotate(day=TruncDate("created_at"))
         .filter(day__gte=first, day__lt=today)
+        .exclude(study_instance_uid__in=holders)
         .values_list("site_id")
         .annotate(n=Count("id"))
         .order_by()

@@ -33,9 +33,11 @@ def remove_objects(objects: list[tuple[str, str]]) -> None:
 
 def stored_copies(instances: QuerySet[Instance]) -> list[tuple[str, str]]:
     """Every (tier, key) holding a copy of ``instances``: where the index says, both ends of moves under way,
-    and the earlier versions corrections kept."""
+    the earlier versions corrections kept, and the archive copies restores kept (``keep_source``)."""
     objects = set(instances.values_list("tier", "storage_key"))
     objects |= set(InstanceVersion.objects.filter(instance__in=instances).values_list("tier", "storage_key"))
+    kept = TierMove.objects.filter(instance__in=instances, keep_source=True)
+    objects |= set(kept.values_list("source_tier", "source_key"))
     moves = TierMove.objects.filter(instance__in=instances, state__in=ACTIVE_MOVE_STATES)
     for source_tier, target_tier, key in moves.values_list("source_tier", "target_tier", "source_key"):
         objects |= {(source_tier, key), (target_tier, key)}

@@ -24,8 +24,9 @@ The days of a rule count (:class:`~archive.models.RuleBasis`):
 
 The patient's age is counted at the study date, in whole years, by the
 database: from (0010,0030) Patient's Birth Date and (0008,0020) Study Date
-when both are plain ``YYYYMMDD`` dates (``(study − birth) // 10000`` on the
-dates as numbers is the age in completed years), else from (0010,1010)
+when both are plain ``YYYYMMDD`` dates and the birth is not after the study
+(``(study − birth) // 10000`` on the dates as numbers is the age in completed
+years), else from (0010,1010)
 Patient's Age (``045Y``, ``018M``, ``010W``, ``003D``) kept in the study's
 attributes. A study whose age is not known matches no rule with an age bound.
 
@@ -83,13 +84,14 @@ class AgeAtStudy(Func):
         patient_age = json_age.format(attributes)
         sql = (
             f"CASE WHEN {date.format(study)} AND {date.format(birth)}"
+            f" AND CAST({study} AS {text}) >= CAST({birth} AS {text})"  # born after the study: a wrong date
             f" THEN (CAST({study} AS {text}) - CAST({birth} AS {text})) / 10000"
             f" WHEN {age.format(patient_age)} THEN CAST(SUBSTR({patient_age}, 1, 3) AS {text}) /"
             f" (CASE SUBSTR({patient_age}, 4, 1) WHEN 'Y' THEN 1 WHEN 'M' THEN 12 WHEN 'W' THEN 52 ELSE 365 END)"
             " END"
         )
         # Each column appears several times: its parameters (none for plain columns) as often.
-        params = [*p1, *p2, *p1, *p2, *p3, *p3, *p3]
+        params = [*p1, *p2, *p1, *p2, *p1, *p2, *p3, *p3, *p3]
         return sql, params
 
     def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list]:  # type: ignore[override]

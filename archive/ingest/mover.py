@@ -59,7 +59,7 @@ from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from archive.models import ACTIVE_MOVE_STATES, Instance, MoveState, TierMove, tier_availability
+from archive.models import ACTIVE_MOVE_STATES, Instance, MoveState, TierMove, TrashEntry, tier_availability
 from archive.storage.base import CHUNK, NotRestored, StagedObject, Storage, reason
 from archive.storage.keys import log_name
 from archive.storage.registry import UnknownTier, get_storage
@@ -127,9 +127,13 @@ def plan_moves(
     exist and be reachable now (:class:`UnknownTier`, :class:`OSError`); it
     may be a tier that needs a restore (its objects become NEARLINE).
     ``keep_source`` leaves the sources in place once switched (restores).
+    Instances of a study being purged (:mod:`archive.ingest.trash`) are never
+    planned: their copy at the target would outlive the purge.
     """
     get_storage(target).check()
     batch = batch or uuid.uuid4().hex[:16]
+    purging = TrashEntry.objects.filter(purging_at__isnull=False).values("study_instance_uid")
+    instances = instances.exclude(series__study__study_instance_uid__in=purging)
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     ids, params = instances.order_by().values("id").query.sql_with_params()
     move, inst = TierMove._meta.db_table, Instance._meta.db_table

@@ -50,9 +50,11 @@ from django.utils import timezone
 from django_tasks import task
 from pydicom.uid import generate_uid
 
+from archive.dicom.corrections import current_values
 from archive.ingest import retention
 from archive.ingest.delete import remove_objects, stored_copies
 from archive.ingest.retention import DeletionRefused, Refusal, deletion_refusal
+from archive.ingest.signals import announce, announce_correction
 from archive.models import ACTIVE_MOVE_STATES, Instance, LegalHold, Series, Study, TierMove, TrashEntry
 from audit.trail import record
 from pacs.lib.dblock import write_lock
@@ -221,6 +223,7 @@ def _move_series_to_trash(
     saved = _counts(study)
     Series.objects.filter(pk=series.pk).update(study=holder)
     _recount(study.pk)
+    announce_correction([study.pk])  # the worklist row's modalities and image count, as after a split
     entry = TrashEntry.objects.create(
         study_instance_uid=holder.study_instance_uid,
         series_instance_uid=series.series_instance_uid,
@@ -269,14 +272,30 @@ def _restore_series(entry: TrashEntry, request: HttpRequest | None, actor: str, 
     if holder is None:
         raise TrashError("The series has no index rows yet (let `manage.py reindex` finish first).")
     original = Study.objects.select_for_update().filter(study_instance_uid=entry.original_study_uid).first()
+    if (
+        original is not None
+        and original.trashed_at is not None
+        and TrashEntry.objects.filter(study_instance_uid=original.study_instance_uid, purging_at__isnull=False).exists()
+    ):  # its purge would take the series' rows with it (and maybe its objects): it stays in the trash
+        raise TrashError("The series' study is being purged: the series cannot be restored into it.")
+    if original is not None and (
+        original.patient_id != holder.patient_id
+        or current_values(original.attributes or {}) != current_values(holder.attributes or {})
+    ):  # its objects still carry the values from before: one study would show two patients' (or studies') values
+        raise TrashError(
+            "The series' study was corrected after the series went to the trash; its objects still carry the "
+            "values from before, so it cannot be restored into the corrected study."
+        )
     if original is None:  # the study went for good meanwhile: the holder becomes it again
         Study.objects.filter(pk=holder.pk).update(study_instance_uid=entry.original_study_uid, trashed_at=None)
         study_pk = holder.pk
+        announce([study_pk])  # a live study again: its worklist row
     else:
         Series.objects.filter(study=holder).update(study=original)
         Study.objects.filter(pk=holder.pk).delete()
         study_pk = original.pk
         _recount(study_pk, entry.saved)
+        announce_correction([study_pk])  # the worklist row's modalities and image count again
     entry.delete()
     _audit(
         "restore",

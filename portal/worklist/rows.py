@@ -207,8 +207,12 @@ def _new_row(study: Study, body_part: str, now: Any) -> WorklistItem:
 
 
 def _count_priors(patient_pk: int) -> None:
-    """Every row of the patient: how many of the patient's other studies are older (by study date, then arrival)."""
-    studies = list(Study.objects.filter(patient_id=patient_pk).values_list("pk", "study_date", "created_at"))
+    """Every row of the patient: how many of the patient's other studies are older (by study date, then arrival).
+
+    Studies in the trash (and the holder studies a series in the trash sits under) are nobody's prior.
+    """
+    kept = Study.objects.filter(patient_id=patient_pk, trashed_at__isnull=True)
+    studies = list(kept.values_list("pk", "study_date", "created_at"))
     if len(studies) < 2:  # none older; a study left alone by a correction may still show some
         if studies:
             WorklistItem.objects.filter(study_id=studies[0][0]).exclude(priors_count=0).update(

@@ -117,3 +117,16 @@ def test_tiers_status_prints_the_same_figures(
     assert "ingest over 90 days: 0.06 studies/day × 0.500 GB × 365 / 1024 ≈ 0.010 TB/year\n" in out
     in_12 = cost_report(now=NOW).model().monthly_storage(days(12))
     assert f"monthly storage cost: now 0.05, in 12 months {in_12:.2f}," in out
+
+
+def test_a_series_in_the_trash_is_no_extra_study_received(sites: tuple[Site, Site]) -> None:
+    from archive.ingest.trash import trash_series
+    from archive.models import Series
+    from tests.archive.costs.conftest import uid
+
+    study = make_study(sites[0], 4)
+    second = Series.objects.create(series_instance_uid=uid(), study=study, modality="CT")
+    Instance.objects.filter(pk=Instance.objects.filter(series__study=study).first().pk).update(series=second)  # type: ignore[union-attr]
+    trash_series(second, actor="test")  # its rows now sit under a holder study (in the trash)
+    ingest = cost_report(now=NOW, window_days=90).ingest
+    assert (ingest.studies, ingest.bytes) == (1, GB // 2)  # its bytes are still held: one study received

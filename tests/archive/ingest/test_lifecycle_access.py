@@ -345,3 +345,14 @@ def test_promotion_never_plans_a_second_move_of_an_object_already_moving(tmp_pat
     Mover().run()
     assert Instance.objects.get().tier == "hot"
     assert apply_rules()[0].planned == 0 and not TierMove.objects.filter(state__in=ACTIVE_MOVE_STATES).exists()
+
+
+def test_a_birth_date_after_the_study_date_is_no_age_and_the_patients_age_is_used_instead(tmp_path: Path) -> None:
+    wrong = study(tmp_path, birth="20300101", study_date="20240115")  # a typo, not a child of -6
+    same_day_wrong = study(tmp_path, birth="20240116", study_date="20240115")
+    with_age = study(tmp_path, birth="20300101", study_date="20240115", extra={"PatientAge": "050Y"})
+    LifecycleRule.objects.create(name="children", priority=1, after_days=0, max_patient_age=17, target_tier="cold")
+    LifecycleRule.objects.create(name="40+", priority=2, after_days=0, min_patient_age=40, target_tier="cold")
+    apply_rules()
+    assert planned() == {with_age: "cold"}
+    assert wrong not in planned() and same_day_wrong not in planned()

@@ -288,3 +288,45 @@ def test_an_admin_tier_in_glacier_must_say_it_needs_a_restore(glacier: dict[str,
     assert tier_retrieval("deep") == Retrieval.HOURS
     assert tier_retrieval("archive") == Retrieval.HOURS  # from the environment: GLACIER says so
     assert tier_retrieval("hot") == Retrieval.IMMEDIATE
+
+
+def test_a_restore_finishing_while_its_study_is_purged_leaves_no_copy_behind(
+    glacier: dict[str, Any], upload_client: Client, reader_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from archive.ingest import trash
+    from archive.models import Study
+
+    study = archived_study(upload_client)
+    row = study["rows"][0]
+    assert reader_client.get(url(row), HTTP_ACCEPT="application/dicom").status_code == 503  # restores asked
+    advance_restores()  # under way at the tier
+    trash.trash_study(Study.objects.get(study_instance_uid=study["spec"].study_uid), actor="test")
+    remove = trash.remove_objects
+
+    def restore_task_runs_meanwhile(objects: list[tuple[str, str]]) -> None:
+        for _ in range(4):  # the restore task, on its worker, while the purge removes the objects
+            advance_restores()
+        remove(objects)
+
+    monkeypatch.setattr(trash, "remove_objects", restore_task_runs_meanwhile)
+    trash.purge_study(study["spec"].study_uid, actor="test")
+    assert not Instance.objects.exists()
+    # No copy brought back to the hot tier outlives the purge (sweep would index it back: the study again).
+    assert [r.storage_key for r in study["rows"] if get_storage("hot").exists(r.storage_key)] == []
+
+
+def test_the_purge_of_a_restored_study_removes_the_archive_copy_the_restore_kept(
+    glacier: dict[str, Any], upload_client: Client, reader_client: Client
+) -> None:
+    from archive.ingest import trash
+    from archive.models import Study
+
+    study = archived_study(upload_client)
+    keys = [r.storage_key for r in study["rows"]]
+    assert reader_client.get(url(study["rows"][0]), HTTP_ACCEPT="application/dicom").status_code == 503
+    restore_until_done()
+    assert all(get_storage("archive").exists(k) for k in keys)  # PACS_RESTORE_KEEP_SOURCE
+    trash.trash_study(Study.objects.get(study_instance_uid=study["spec"].study_uid), actor="test")
+    trash.purge_study(study["spec"].study_uid, actor="test")
+    # Purged means gone from every tier, the archive copy included (nothing points to it any more).
+    assert [k for k in keys if get_storage("hot").exists(k) or get_storage("archive").exists(k)] == []

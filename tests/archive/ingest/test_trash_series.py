@@ -208,3 +208,44 @@ def test_an_administrator_moves_a_series_to_the_trash_and_back_in_the_admin(
     )
     assert page.status_code == 200 and not TrashEntry.objects.exists()
     assert Series.objects.get(pk=series.pk).study.study_instance_uid == study["uid"]
+
+
+def test_a_series_is_not_restored_into_its_study_while_that_study_is_being_purged(
+    study: dict[str, Any],  # noqa: F811
+    isolated_storage: Any,
+) -> None:
+    from archive.ingest.trash import TrashError, find_entry, purge_study, trash_study
+
+    trash_series(Series.objects.get(series_instance_uid=study["series"]), actor="test")
+    trash_study(Study.objects.get(study_instance_uid=study["uid"]), actor="test")
+    # The study's purge began (its objects are going) and was interrupted, or runs right now.
+    TrashEntry.objects.filter(study_instance_uid=study["uid"]).update(purging_at=timezone.now())
+    holder = find_entry(study["series"])
+    assert holder is not None
+    with pytest.raises(TrashError, match="being purged"):
+        restore_study(holder.study_instance_uid)
+    entry = find_entry(study["series"])
+    assert entry is not None and Study.objects.filter(study_instance_uid=entry.study_instance_uid).exists()
+    purge_study(study["uid"], actor="test")
+    # The series is still in the trash, its two objects kept (only the study's MR object went).
+    assert Instance.objects.filter(series__series_instance_uid=study["series"]).count() == 2
+    assert len(stored_files(isolated_storage)) == 2
+
+
+def test_a_series_is_not_restored_into_its_study_once_the_study_was_corrected_meanwhile(
+    study: dict[str, Any],  # noqa: F811
+    isolated_storage: Any,
+) -> None:
+    from archive.ingest.correct import correct_study
+    from archive.ingest.trash import TrashError, find_entry
+
+    trash_series(Series.objects.get(series_instance_uid=study["series"]), actor="test")
+    # The rest of the study was under the wrong patient: corrected while the series waits in the trash.
+    correct_study(Study.objects.get(study_instance_uid=study["uid"]), {"PatientID": "RIGHT-1"}, "wrong patient")
+    entry = find_entry(study["series"])
+    assert entry is not None
+    # Its objects still say TRASH-1: under the corrected study they would mix two patients in one study.
+    with pytest.raises(TrashError, match="corrected"):
+        restore_study(entry.study_instance_uid)
+    assert Series.objects.get(series_instance_uid=study["series"]).study.trashed_at is not None
+    assert Study.objects.get(study_instance_uid=study["uid"]).number_of_series == 1

@@ -220,3 +220,45 @@ def test_the_sync_and_expire_commands_report_what_they_did(study_row: WorklistIt
     call_command("worklist_sync", stdout=out)
     call_command("worklist_expire", stdout=out)
     assert out.getvalue() == "1 studies checked\n0 claims expired\n"
+
+
+def test_priors_leave_out_studies_and_series_in_the_trash(
+    upload_client: Client, general_site: Site, django_capture_on_commit_callbacks: Any
+) -> None:
+    from archive.ingest.trash import trash_series, trash_study
+    from archive.models import Series
+
+    capture = django_capture_on_commit_callbacks
+    old = store_study(upload_client, capture, patient_id="P-11", study_date="20230301")
+    store_study(upload_client, capture, modality="MR", patient_id="P-11", study_uid=old.study_instance_uid)
+    gone = store_study(upload_client, capture, patient_id="P-11", study_date="20220301")
+    ct = Series.objects.get(study__study_instance_uid=old.study_instance_uid, modality="CT")
+    with capture(execute=True):
+        trash_series(ct, actor="test")  # its rows now sit under a holder study in the trash
+        trash_study(Study.objects.get(pk=gone.study_id), actor="test")
+    new = store_study(upload_client, capture, patient_id="P-11", study_date="20240301")
+    old.refresh_from_db()
+    assert (new.priors_count, old.priors_count) == (1, 0)  # only the old study, not its holder nor the trashed one
+
+
+def test_a_series_to_the_trash_and_back_updates_the_studys_row(
+    upload_client: Client, general_site: Site, django_capture_on_commit_callbacks: Any
+) -> None:
+    from archive.ingest.trash import find_entry, restore_study, trash_series
+    from archive.models import Series
+
+    capture = django_capture_on_commit_callbacks
+    row = store_study(upload_client, capture, count=2, patient_id="P-12")
+    store_study(upload_client, capture, count=1, modality="MR", patient_id="P-12", study_uid=row.study_instance_uid)
+    row.refresh_from_db()
+    assert (row.modality, row.image_count) == ("CT\\MR", 3)
+    with capture(execute=True):
+        trash_series(Series.objects.get(study_id=row.study_id, modality="CT"), actor="test")
+    row.refresh_from_db()
+    assert (row.modality, row.image_count) == ("MR", 1)
+    entry = find_entry(Series.objects.get(modality="CT").series_instance_uid)
+    assert entry is not None
+    with capture(execute=True):
+        restore_study(entry.study_instance_uid, actor="test")
+    row.refresh_from_db()
+    assert (row.modality, row.image_count) == ("CT\\MR", 3)
