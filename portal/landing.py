@@ -17,6 +17,7 @@ Both run a constant number of queries whatever the archive's size.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -147,7 +148,7 @@ class Operations:
     last_verification: AuditEvent | None = None
 
 
-def _by(rows: QuerySet[Any], name: str, order: list[str]) -> list[tuple[str, int]]:
+def _by(rows: QuerySet[Any], name: str, order: Sequence[str]) -> list[tuple[str, int]]:
     counts = {row[name]: row["n"] for row in rows.values(name).annotate(n=Count("pk")).order_by()}
     return [(value, counts[value]) for value in order if counts.get(value)]
 
