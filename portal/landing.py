@@ -108,7 +108,7 @@ def my_studies(user: Any, before: str = "") -> StudyPage:
     """One page of the studies ``user`` may see, newest first (``before``: the token of the previous page's end)."""
     studies = visible_studies(user)
     if before:
-        studies = studies.filter(_before(visible_studies(user), before))
+        studies = studies.filter(_before(studies, before))
     found = list(
         studies.select_related("patient")
         .annotate(report_state=released_state())

@@ -191,7 +191,7 @@ def test_my_studies_pages_by_keyset_with_a_constant_number_of_queries(
         older = response.context["page"].more
         url = f"/studies/?before={older}" if older else ""
     assert seen == [f"P-{n}" for n in reversed(range(8))]
-    assert len(counts) == 3 and counts[1] == counts[2] and counts[0] <= counts[1]
+    assert len(counts) == 3 and counts[1] == counts[2] == counts[0] + 1  # the paging token's row, once
 
 
 @pytest.mark.parametrize("token", ["abc", "-1", "9" * 30, "999999"])
