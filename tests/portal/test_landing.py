@@ -131,6 +131,8 @@ def test_a_superuser_lands_on_the_operations_page(admin_user: User) -> None:
     response = signed_in(admin_user).get("/")
     assert response.status_code == 200 and b'id="ops-worklist"' in response.content
     assert AuditEvent.objects.filter(action="operations_view", outcome="success", actor="admin").count() == 1
+    tiles = signed_in(admin_user).get("/?home")
+    assert b'id="link-operations" href="/operations/"' in tiles.content
 
 
 # --- My studies ---
@@ -155,6 +157,16 @@ def test_a_clinician_sees_only_their_studies_newest_first_with_only_released_rep
     assert f'href="/viewer/studies/{final}"' in html
     event = AuditEvent.objects.get(action="my_studies_view")
     assert event.actor == "clinician" and event.outcome == "success" and event.detail["rows"] == 5
+
+
+def test_a_study_in_the_trash_leaves_my_studies(clinician: User, clinician_studies: dict[str, Study]) -> None:
+    Study.objects.filter(pk=clinician_studies["final"].pk).update(trashed_at=timezone.now())
+    assert [pid for pid, _ in rows(signed_in(clinician).get("/studies/"))] == [
+        "P-AMENDED",
+        "P-PRELIM",
+        "P-DRAFT",
+        "P-GRANTED",
+    ]
 
 
 def test_a_hostile_patient_name_is_shown_as_text(clinician: User, clinician_studies: dict[str, Study]) -> None:
