@@ -1,4 +1,4 @@
-"""Portal URLs: sign-in, sign-out (here or everywhere), password reset and change, home."""
+"""Portal URLs: sign-in, sign-out (here or everywhere), password reset and change, home and its landings."""
 
 from django.urls import path
 
@@ -23,5 +23,7 @@ urlpatterns = [
     ),
     path("accounts/password/change/", auth_views.PasswordChangeView.as_view(), name="password_change"),
     path("accounts/password/change/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),
+    path("studies/", views.my_studies, name="my-studies"),
+    path("operations/", views.operations, name="operations"),
     path("", views.home, name="home"),
 ]
