@@ -9,6 +9,7 @@ first (with progress), so one run exports everything.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,8 @@ class Command(BaseCommand):
             restoring.update(done, force=True)  # once per poll (PACS_RESTORE_POLL_SECONDS)
 
         max_wait = options["max_wait"] * 60 if options["max_wait"] is not None else None
-        if max_wait is not None and max_wait < 0:
-            raise CommandError("--max-wait must not be negative")
+        if max_wait is not None and not (math.isfinite(max_wait) and max_wait >= 0):
+            raise CommandError("--max-wait must be a number of minutes, not negative")
         try:
             report = export_dicom(
                 options["dest"],

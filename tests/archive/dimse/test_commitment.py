@@ -33,7 +33,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from archive.dicom.synthetic import make_instance, new_uid
 from archive.dimse.commitment import WELL_KNOWN_INSTANCE, Deliverer
 from archive.dimse.listener import DicomListener
-from archive.ingest.trash import trash_study
+from archive.ingest.trash import trash_series, trash_study
 from archive.models import DicomDevice, Instance, Site, StorageCommitment
 from archive.storage.registry import get_storage
 from audit.models import AuditEvent
@@ -289,6 +289,30 @@ def test_an_instance_of_a_study_in_the_trash_is_reported_failed_as_missing_not_c
     assert event_type == 2
     assert sequence(info, "ReferencedSOPSequence") == []
     assert sequence(info, "FailedSOPSequence") == [(*ref, 0x0112) for ref in stored["ours"] + stored["theirs"]]
+
+
+def test_an_instance_of_a_series_in_the_trash_fails_as_missing_while_the_rest_of_its_study_is_committed(
+    listener: DicomListener, modality: Modality, tmp_path: Path
+) -> None:
+    kept, deleted = new_uid(), new_uid()
+    files = [
+        make_instance(JANE, "CT", series_uid=kept, series_number=1, instance_number=1, size=16),
+        make_instance(JANE, "CT", series_uid=deleted, series_number=2, instance_number=1, size=16),
+    ]
+    send(listener.port, "CT1", files, tmp_path)
+    wait_idle(listener)
+    refs = [(str(ds.SOPClassUID), str(ds.SOPInstanceUID)) for ds in (pydicom.dcmread(io.BytesIO(f)) for f in files)]
+    trash_series(Instance.objects.get(sop_instance_uid=refs[1][1]).series, actor="test")
+    assoc = modality.associate(listener.port)
+    try:
+        assert ask(assoc, action_information(new_uid(), refs)).Status == 0x0000
+        event_type, info, _ = modality.wait()
+    finally:
+        assoc.release()
+
+    assert event_type == 2
+    assert sequence(info, "ReferencedSOPSequence") == refs[:1]
+    assert sequence(info, "FailedSOPSequence") == [(*refs[1], 0x0112)]
 
 
 def test_a_reused_transaction_uid_fails_every_reference_with_0131(

@@ -88,3 +88,12 @@ def test_waiting_stops_at_max_wait_and_the_export_still_says_what_it_left_out(
     assert report.instances == 1
     assert [uid for uid, _ in report.not_online] == archived["nearline"]
     assert report.restore_seconds_left > 0
+
+
+@pytest.mark.parametrize("minutes", ["nan", "inf", "-1"])
+def test_a_max_wait_that_is_not_a_number_of_minutes_is_refused_before_anything_is_written(
+    tmp_path: Path, minutes: str
+) -> None:
+    with pytest.raises(CommandError, match="--max-wait"):
+        call_command("export_dicom", str(tmp_path / "export"), "--wait", "--max-wait", minutes, stdout=io.StringIO())
+    assert not (tmp_path / "export").exists()
