@@ -43,6 +43,19 @@ def test_an_untouched_chain_verifies(trail: list[AuditEvent]) -> None:
     assert verify().startswith("intact: 4 record(s)")
 
 
+def test_each_verification_from_the_command_is_itself_recorded_with_its_outcome(trail: list[AuditEvent]) -> None:
+    verify()
+    done = AuditEvent.objects.filter(action="audit-verify").get()
+    assert (done.actor, done.outcome, done.detail["checked"]) == ("audit_verify", "success", 4)
+    assert verify().startswith("intact: 5 record(s)")  # the record of the first run is in the chain too
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE audit_auditevent SET actor = %s WHERE id = %s", ["bob", trail[1].pk])
+    with pytest.raises(CommandError):
+        verify()
+    failed = AuditEvent.objects.filter(action="audit-verify").order_by("-pk").first()
+    assert failed is not None and failed.outcome == "failure" and failed.detail["first_broken_id"] == trail[1].pk
+
+
 def test_a_nul_in_any_recorded_text_is_replaced_so_the_record_is_kept_on_every_database(
     trail: list[AuditEvent],
 ) -> None:
