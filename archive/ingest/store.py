@@ -47,7 +47,7 @@ from archive.ingest import duplicates
 from archive.ingest.duplicates import Arrival, Verdict, against_earlier, classify_known
 from archive.ingest.index import IndexWriter, InvalidSeriesParent
 from archive.ingest.signals import announce
-from archive.models import Instance, Site
+from archive.models import Instance, Site, TrashEntry
 from archive.storage.base import StagedObject
 from archive.storage.keys import log_name, object_key
 from archive.storage.registry import get_storage
@@ -525,7 +525,11 @@ def _refused(p: _Pending, exc: Exception) -> None:
     """The outcome of an instance whose rows the index refused with ``exc`` (one of :data:`DATA_ERRORS`)."""
     if isinstance(exc, InvalidSeriesParent):
         p.result.outcome = Outcome.INVALID
-        p.result.detail = "Series Instance UID already belongs to another study"
+        p.result.detail = (
+            "the series is in the trash: restore it, or wait for its purge, before sending to it again"
+            if TrashEntry.objects.filter(series_instance_uid=p.parsed.series_instance_uid).exists()
+            else "Series Instance UID already belongs to another study"
+        )
         return
     if isinstance(exc, IntegrityError):
         # Another request may have indexed the same SOP Instance UID first; any other constraint is the instance's.

@@ -8,7 +8,9 @@ from __future__ import annotations
 import io
 from datetime import timedelta
 from typing import Any
+from unittest import mock
 
+import pydicom
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -16,11 +18,15 @@ from django.forms.models import model_to_dict
 from django.test import Client
 from django.utils import timezone
 
+from archive.dicom.synthetic import new_uid
 from archive.ingest import retention
 from archive.ingest.reindex import reindex
 from archive.ingest.retention import DeletionRefused
+from archive.ingest.store import Outcome, store_instances
 from archive.ingest.trash import purge, restore_study, trash_series
 from archive.models import Instance, LegalHold, Series, Study, TrashEntry
+from archive.storage.registry import get_storage
+from archive.storage.staging import StagingWriter
 from audit.models import AuditEvent
 from tests.archive.ingest.test_trash import JSON, file_hashes, stored_files, study  # noqa: F401
 from tests.archive.test_retention_admin import admin_browser  # noqa: F401
@@ -236,12 +242,16 @@ def test_a_series_is_not_restored_into_its_study_once_the_study_was_corrected_me
     study: dict[str, Any],  # noqa: F811
     isolated_storage: Any,
 ) -> None:
-    from archive.ingest.correct import correct_study
+    from archive.ingest.correct import CorrectionRefused, correct_study
     from archive.ingest.trash import TrashError, find_entry
 
     trash_series(Series.objects.get(series_instance_uid=study["series"]), actor="test")
-    # The rest of the study was under the wrong patient: corrected while the series waits in the trash.
-    correct_study(Study.objects.get(study_instance_uid=study["uid"]), {"PatientID": "RIGHT-1"}, "wrong patient")
+    # A correction is refused while a series waits in the trash (archive/ingest/correct.py); one that had
+    # checked just before the series went commits all the same: the restore is the last guard.
+    with pytest.raises(CorrectionRefused, match="in the trash"):
+        correct_study(Study.objects.get(study_instance_uid=study["uid"]), {"PatientID": "RIGHT-1"}, "wrong patient")
+    with mock.patch("archive.ingest.correct.check_no_trashed_series"):
+        correct_study(Study.objects.get(study_instance_uid=study["uid"]), {"PatientID": "RIGHT-1"}, "wrong patient")
     entry = find_entry(study["series"])
     assert entry is not None
     # Its objects still say TRASH-1: under the corrected study they would mix two patients in one study.
@@ -249,3 +259,19 @@ def test_a_series_is_not_restored_into_its_study_once_the_study_was_corrected_me
         restore_study(entry.study_instance_uid)
     assert Series.objects.get(series_instance_uid=study["series"]).study.trashed_at is not None
     assert Study.objects.get(study_instance_uid=study["uid"]).number_of_series == 1
+
+
+def test_an_instance_sent_to_a_series_in_the_trash_is_refused_saying_the_series_is_in_the_trash(
+    study: dict[str, Any],  # noqa: F811
+) -> None:
+    trash_series(Series.objects.get(series_instance_uid=study["series"]), actor="test")
+    late = pydicom.dcmread(io.BytesIO(study["parts"][0]))
+    late.SOPInstanceUID = late.file_meta.MediaStorageSOPInstanceUID = new_uid()
+    buffer = io.BytesIO()
+    late.save_as(buffer)
+    writer = StagingWriter(get_storage("hot"), max_bytes=len(buffer.getvalue()))
+    writer.write(buffer.getvalue())
+    (result,) = store_instances([writer.finish()])
+    assert result.outcome is Outcome.INVALID
+    assert "the series is in the trash" in result.detail
+    assert not Instance.objects.filter(sop_instance_uid=late.SOPInstanceUID).exists()
