@@ -16,11 +16,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pydicom
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
+from pydicom.dataset import Dataset
 
 from archive.dicom.corrections import rewrite
 from archive.dicom.part10 import parse_instance
@@ -257,3 +259,24 @@ def test_after_a_wipe_and_reindex_the_purge_of_the_study_takes_its_earlier_versi
 
     assert list(get_storage("hot").keys()) == []
     assert not InstanceVersion.objects.exists()
+
+
+def test_a_modification_datetime_out_of_range_once_in_utc_neither_stops_reindex_nor_sweep(
+    upload_client: Client,
+) -> None:
+    spec = StudySpec(patient_name="ODD^DATES", patient_id="PAT-ODD")
+    sent = []
+    for n, data in enumerate(make_series(spec, "CT", count=2, size=16)):
+        ds = pydicom.dcmread(io.BytesIO(data))
+        item = Dataset()  # corrected elsewhere, with a date the year 1 (+01:00) or 9999 (-01:00) cannot hold in UTC
+        item.AttributeModificationDateTime = ("00010101000000+0100", "99991231235959-0100")[n]
+        ds.OriginalAttributesSequence = [item]
+        out = io.BytesIO()
+        ds.save_as(out, enforce_file_format=True)
+        sent.append(out.getvalue())
+    assert stow(upload_client, sent).status_code == 200
+
+    report = reindex(wipe=True)
+
+    assert (report.indexed, report.versions, report.conflicts, report.invalid) == (2, 0, [], [])
+    assert sweep_orphans(min_age=timedelta(0)).kept == []
