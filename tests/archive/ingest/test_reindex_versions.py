@@ -160,6 +160,24 @@ def test_sweep_leaves_earlier_versions_alone_and_gives_a_lost_version_row_back(s
     assert len(list(get_storage("hot").keys())) == 9
 
 
+@pytest.mark.parametrize("order", ORDERS)
+def test_sweep_of_a_corrected_study_whose_rows_were_all_lost_serves_the_latest_correction(
+    study: Study, owner: User, order: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = twice_corrected(study, owner)
+    Study.objects.all().delete()  # the rows of a study corrected after the backup the index was restored from
+    storage = get_storage("hot")
+    listed = list(storage.keys())
+    visit = ORDERS[order]
+    monkeypatch.setattr(type(storage), "keys", lambda self: iter(visit(listed) if visit else listed))
+
+    swept = sweep_orphans("hot", min_age=timedelta(0))
+
+    assert (swept.recovered, swept.versions, swept.removed, swept.kept) == (3, 6, 0, [])
+    assert chain() == before
+    assert Study.objects.get().patient.patient_id == "PAT-RIGHT"
+
+
 def test_a_copy_later_than_the_indexed_instance_is_a_conflict_not_a_switch(study: Study, owner: User) -> None:
     before = twice_corrected(study, owner)
     latest = {i.sop_instance_uid: (i.storage_key, i.sha256) for i in Instance.objects.all()}
