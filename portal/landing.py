@@ -91,7 +91,7 @@ def released_state() -> Subquery:
 
 def _before(studies: QuerySet[Study], token: str) -> Q:
     """The keyset condition of the rows after the study ``token`` names, in (date, time, id) descending order."""
-    if not (token.isdigit() and len(token) <= 19 and int(token) <= MAX_ID):
+    if not (token.isascii() and token.isdigit() and len(token) <= 19 and int(token) <= MAX_ID):
         raise BadToken(token)
     anchor = studies.filter(pk=int(token)).values("study_date", "study_time").first()
     if anchor is None:

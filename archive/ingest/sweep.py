@@ -30,7 +30,9 @@ leaves them alone. An earlier version whose row was lost (the copy is older,
 by its (0400,0561) Original Attributes Sequence, than the indexed instance:
 :mod:`archive.ingest.versions`) gets its row back, in its place among the
 versions; a copy later than the indexed one (a correction interrupted before
-its commit) is left in place and reported.
+its commit) is left in place and reported. The copies of one instance that
+all lack a row (its rows were lost) are indexed together, so the latest
+correction is served whatever order the keys are listed in.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from datetime import timedelta
 from django.utils import timezone
 
 from archive.dicom.part10 import ParsedInstance
-from archive.ingest.reindex import index_object
+from archive.ingest.reindex import Read, index_copies, read_object, sop_of_key
 from archive.ingest.store import StoreResult, record_stores
 from archive.models import Instance, InstanceVersion
 from archive.storage.keys import log_name
@@ -81,10 +83,22 @@ def sweep_orphans(tier: str = "hot", min_age: timedelta = timedelta(hours=1)) ->
     report = SweepReport()
     known = set(Instance.objects.filter(tier=tier).values_list("storage_key", flat=True))
     known |= set(InstanceVersion.objects.filter(tier=tier).values_list("storage_key", flat=True))
+    groups: dict[str, list[str]] = {}  # the copies of one instance are indexed together, as reindex does
     for key in list(storage.keys()):
-        if key in known or storage.modified(key) >= cutoff:
-            continue
-        found, why = index_object(storage, tier, key, audit=audit_recovery)
+        if key not in known and storage.modified(key) < cutoff:
+            groups.setdefault(sop_of_key(key), []).append(key)
+    found_keys: dict[str, tuple[str, str]] = {}
+    for keys in groups.values():
+        reads: list[Read] = []
+        for key in keys:
+            read = read_object(storage, tier, key)
+            if isinstance(read, Read):
+                reads.append(read)
+            else:
+                found_keys[key] = read
+        if reads:
+            found_keys.update(index_copies(reads, audit_recovery).found)
+    for key, (found, why) in found_keys.items():
         if found == "indexed":
             log.warning("sweep indexed %s: it had no index row", log_name(key))
             report.recovered += 1

@@ -36,11 +36,12 @@ def parse_datetime(value: str) -> datetime | None:
     """A DT value (PS3.5 6.2) as an aware UTC datetime; no offset is read as UTC; None when it is not a DT."""
     try:
         dt = DT(value.strip())
+        if not isinstance(dt, datetime):
+            return None
+        # in UTC, year 1 with a positive offset (or 9999 with a negative one) leaves the range of a datetime
+        return (dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)).astimezone(UTC)
     except (ValueError, TypeError, OverflowError):
         return None
-    if not isinstance(dt, datetime):
-        return None
-    return (dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def rank_of_metadata(metadata: dict[str, Any] | str) -> Rank:

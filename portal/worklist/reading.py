@@ -18,7 +18,9 @@
 
 The study is found through the one access policy (the worklist's visible
 rows): a study the user may not see answers 404 exactly like one that does
-not exist, and that refusal is audited.
+not exist, and that refusal is audited. Only readers (who may claim) beat or
+step: anyone else gets 403, audited (the order of the list to read tells a
+study's status).
 """
 
 from __future__ import annotations
@@ -80,6 +82,11 @@ def _step(forward: bool) -> Callable[[HttpRequest, str], HttpResponse]:
     def view(request: HttpRequest, study_instance_uid: str) -> HttpResponse:
         if not is_valid_uid(study_instance_uid):
             return HttpResponse("not a valid Study Instance UID", status=400, content_type="text/plain")
+        if not claims.may_claim(request.user):  # the list to read (its order, its statuses) is a reader's
+            record(action, request, outcome="denied", detail={"reason": "only readers step through the worklist"})
+            return HttpResponse(
+                "only radiologists and administrators read the worklist", status=403, content_type="text/plain"
+            )
         item = _visible(request, study_instance_uid, action)
         if item is None:
             return HttpResponse("no such study", status=404, content_type="text/plain")

@@ -206,7 +206,8 @@ def test_my_studies_pages_by_keyset_with_a_constant_number_of_queries(
     assert len(counts) == 3 and counts[1] == counts[2] == counts[0] + 1  # the paging token's row, once
 
 
-@pytest.mark.parametrize("token", ["abc", "-1", "9" * 30, "999999"])
+#: Superscript digits pass str.isdigit() but not int().
+@pytest.mark.parametrize("token", ["abc", "-1", "9" * 30, "999999", "\u00b2", "1\u00b9"])
 def test_a_bad_or_foreign_paging_token_is_a_400(
     clinician: User, clinician_studies: dict[str, Study], token: str
 ) -> None:

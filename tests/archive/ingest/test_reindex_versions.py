@@ -16,11 +16,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pydicom
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
+from pydicom.dataset import Dataset
 
 from archive.dicom.corrections import rewrite
 from archive.dicom.part10 import parse_instance
@@ -158,6 +160,24 @@ def test_sweep_leaves_earlier_versions_alone_and_gives_a_lost_version_row_back(s
     assert len(list(get_storage("hot").keys())) == 9
 
 
+@pytest.mark.parametrize("order", ORDERS)
+def test_sweep_of_a_corrected_study_whose_rows_were_all_lost_serves_the_latest_correction(
+    study: Study, owner: User, order: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = twice_corrected(study, owner)
+    Study.objects.all().delete()  # the rows of a study corrected after the backup the index was restored from
+    storage = get_storage("hot")
+    listed = list(storage.keys())
+    visit = ORDERS[order]
+    monkeypatch.setattr(type(storage), "keys", lambda self: iter(visit(listed) if visit else listed))
+
+    swept = sweep_orphans("hot", min_age=timedelta(0))
+
+    assert (swept.recovered, swept.versions, swept.removed, swept.kept) == (3, 6, 0, [])
+    assert chain() == before
+    assert Study.objects.get().patient.patient_id == "PAT-RIGHT"
+
+
 def test_a_copy_later_than_the_indexed_instance_is_a_conflict_not_a_switch(study: Study, owner: User) -> None:
     before = twice_corrected(study, owner)
     latest = {i.sop_instance_uid: (i.storage_key, i.sha256) for i in Instance.objects.all()}
@@ -257,3 +277,24 @@ def test_after_a_wipe_and_reindex_the_purge_of_the_study_takes_its_earlier_versi
 
     assert list(get_storage("hot").keys()) == []
     assert not InstanceVersion.objects.exists()
+
+
+def test_a_modification_datetime_out_of_range_once_in_utc_neither_stops_reindex_nor_sweep(
+    upload_client: Client,
+) -> None:
+    spec = StudySpec(patient_name="ODD^DATES", patient_id="PAT-ODD")
+    sent = []
+    for n, data in enumerate(make_series(spec, "CT", count=2, size=16)):
+        ds = pydicom.dcmread(io.BytesIO(data))
+        item = Dataset()  # corrected elsewhere, with a date the year 1 (+01:00) or 9999 (-01:00) cannot hold in UTC
+        item.AttributeModificationDateTime = ("00010101000000+0100", "99991231235959-0100")[n]
+        ds.OriginalAttributesSequence = [item]
+        out = io.BytesIO()
+        ds.save_as(out, enforce_file_format=True)
+        sent.append(out.getvalue())
+    assert stow(upload_client, sent).status_code == 200
+
+    report = reindex(wipe=True)
+
+    assert (report.indexed, report.versions, report.conflicts, report.invalid) == (2, 0, [], [])
+    assert sweep_orphans(min_age=timedelta(0)).kept == []

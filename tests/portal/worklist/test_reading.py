@@ -12,6 +12,7 @@ from django.utils import timezone
 from archive.models import Site
 from audit.models import AuditEvent
 from portal.accounts.roles import Role
+from portal.models import AccessGrant
 from portal.worklist import claims
 from portal.worklist.models import WorklistItem
 from portal.worklist.statuses import Priority, Status
@@ -88,3 +89,19 @@ def test_next_and_previous_study_follow_the_to_read_order_of_the_worklist(
     assert signed_in(outside_radiologist).get(f"/worklist/studies/{uid}/next").status_code == 404
     assert rad_client.get("/worklist/studies/1.2.x/next").status_code == 400
     assert rad_client.post(f"/worklist/studies/{uid}/next").status_code == 405
+
+
+def test_next_and_previous_study_are_refused_to_users_who_read_no_worklist(general_site: Site) -> None:
+    rows = add_rows(general_site, 3, "2")
+    WorklistItem.objects.filter(pk=rows[1].pk).update(status=Status.PRELIMINARY)  # a preliminary report exists
+    clinician = role_user("dr-carol", Role.REFERRING_CLINICIAN, general_site)
+    for row in rows:
+        AccessGrant.objects.create(
+            user=clinician, study=row.study, reason="referred", expires_at=timezone.now() + timedelta(hours=1)
+        )
+    client = signed_in(clinician)
+    for direction in ("next", "previous"):
+        response = client.get(f"/worklist/studies/{rows[0].study_instance_uid}/{direction}")
+        assert response.status_code == 403  # the order (and so the status) of the list to read is a reader's
+    denied = AuditEvent.objects.filter(action__in=("worklist_next", "worklist_previous"), outcome="denied")
+    assert denied.count() == 2
