@@ -71,11 +71,15 @@ export function initEditor(root) {
     timer = setTimeout(save, DELAY_MS);
   });
   // Ctrl+Enter (Cmd+Enter) signs final, with Shift preliminary: the Sign buttons' own submit (a stale second factor re-prompts).
+  // Once: a held key repeats, and a second post would only meet the version the first one moved (a conflict).
+  let signing = false;
   form.addEventListener('keydown', (event) => {
     if (event.key !== 'Enter' || !(event.ctrlKey || event.metaKey) || event.altKey) return;
     const button = form.querySelector(event.shiftKey ? 'button.sign-preliminary' : 'button.sign-final');
     if (!button) return;
     event.preventDefault();
+    if (event.repeat || signing) return;
+    signing = true;
     form.requestSubmit(button);
   });
   form.addEventListener('submit', (event) => {

@@ -23,6 +23,12 @@ def heartbeat_seconds() -> int:
     return claims.heartbeat_seconds()
 
 
+@register.simple_tag
+def claim_idle_seconds() -> int:
+    """The claim's idle limit: an open viewer stops beating once its reader did nothing for this long."""
+    return int(claims.idle_limit().total_seconds())
+
+
 @register.filter
 def person(value: str) -> str:
     """``DOE^JANE^^DR`` as ``DOE, JANE``: the first component group, family name first (escaped by the template)."""

@@ -6,6 +6,10 @@
  * keeps the reader's claim on the study from expiring (portal/worklist/reading.py).
  * A hidden tab sends nothing and beats at once when shown again if a beat is
  * due; a closed one sends nothing ever, so an abandoned claim still expires.
+ * Nor does a visible page whose reader has gone: once nobody has touched the
+ * page (pointer, wheel, key) for the claim's idle limit, beats stop being sent
+ * until someone does, so a viewer left open on a desk does not hold a STAT
+ * study for ever.
  * A refusal (signed out, not a reader, study not visible) stops the beats;
  * a network error does not. The clock and the page's visibility are passed
  * in, so the unit tests run it on a fake clock.
@@ -27,9 +31,10 @@ export class Heartbeat {
    * @param {number} options.everyMs the time between two beats
    * @param {() => Promise<number>} options.send posts one beat, resolves to the HTTP status (0: redirected)
    * @param {() => boolean} options.hidden is the page hidden now?
+   * @param {number} [options.idleMs] the claim's idle limit: no beat once the reader did nothing for this long
    * @param {Clock} [options.clock]
    */
-  constructor({ everyMs, send, hidden, clock }) {
+  constructor({ everyMs, send, hidden, idleMs, clock }) {
     this.everyMs = Math.max(1000, everyMs);
     this.send = send;
     this.hidden = hidden;
@@ -40,6 +45,8 @@ export class Heartbeat {
       clearTimeout: (id) => clearTimeout(/** @type {number} */ (id)),
     };
     this.last = this.clock.now();
+    this.idleMs = idleMs && idleMs > 0 ? idleMs : Infinity;
+    this.lastActivity = this.clock.now();
     /** @type {unknown} */
     this.timer = null;
     this.stopped = false;
@@ -49,6 +56,7 @@ export class Heartbeat {
   /** Start counting from now (the page was just opened: that was activity already). */
   start() {
     this.last = this.clock.now();
+    this.lastActivity = this.last;
     if (!this.hidden()) this.schedule(this.everyMs);
   }
 
@@ -61,10 +69,16 @@ export class Heartbeat {
     else this.schedule(this.everyMs - waited);
   }
 
-  /** Send one beat and wait for the next (unless the answer says to stop). */
+  /** The reader touched the page (pointer, wheel, key): beats go on. */
+  activity() {
+    this.lastActivity = this.clock.now();
+  }
+
+  /** Send one beat and wait for the next (unless the answer says to stop); nothing while the reader is away. */
   async beat() {
     this.timer = null;
     if (this.stopped || this.hidden()) return;
+    if (this.clock.now() - this.lastActivity >= this.idleMs) { this.schedule(this.everyMs); return; }
     this.last = this.clock.now();
     this.beats += 1;
     let status = -1;
@@ -99,9 +113,11 @@ export function startHeartbeat(root) {
   const url = root.dataset.heartbeat;
   const csrf = root.dataset.csrf || '';
   const seconds = Number(root.dataset.heartbeatEvery);
+  const idle = Number(root.dataset.heartbeatIdle);
   if (!url || !(seconds > 0)) return null;
   const heart = new Heartbeat({
     everyMs: seconds * 1000,
+    idleMs: idle > 0 ? idle * 1000 : undefined,
     hidden: () => document.visibilityState === 'hidden',
     send: async () => {
       const response = await fetch(url, {
@@ -111,6 +127,9 @@ export function startHeartbeat(root) {
     },
   });
   document.addEventListener('visibilitychange', () => heart.visibilityChanged());
+  for (const type of ['pointerdown', 'pointermove', 'wheel', 'keydown']) {
+    document.addEventListener(type, () => heart.activity(), { passive: true, capture: true });
+  }
   heart.start();
   return heart;
 }

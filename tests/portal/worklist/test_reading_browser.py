@@ -57,7 +57,7 @@ def reader_page(chromium: Any, live_server: Any, radiologist: User) -> Iterator[
     assert not problems
 
 
-def test_the_open_viewer_keeps_the_claim_alive_and_a_closed_one_lets_it_expire(
+def test_the_open_viewer_keeps_the_claim_alive_while_its_reader_works_and_a_closed_or_abandoned_one_lets_it_expire(
     reader_page: Any, upload_client: Client, radiologist: User, settings: Any
 ) -> None:
     settings.PACS_WORKLIST_CLAIM_IDLE_SECONDS = 6  # a beat every second
@@ -80,13 +80,25 @@ def test_the_open_viewer_keeps_the_claim_alive_and_a_closed_one_lets_it_expire(
     assert response.url.endswith(f"/worklist/studies/{spec.study_uid}/heartbeat")
     assert response.request.method == "POST" and response.status == 200
     assert response.request.headers["x-csrftoken"]
-    page.wait_for_timeout(8000)  # longer than the idle limit, the viewer open all along
+    for n in range(8):  # longer than the idle limit, the viewer open and its reader at work
+        page.mouse.move(200 + 10 * n, 200)
+        page.wait_for_timeout(1000)
     assert claims.expire_claims() == 0
     item.refresh_from_db()
     assert item.status == "in_progress" and timezone.now() - item.claim_touched_at < timedelta(seconds=4)
 
     page.goto("about:blank")  # the viewer is closed: the beats stop and the idle claim expires
     time.sleep(6.5)
+    assert claims.expire_claims() == 1
+    assert WorklistItem.objects.get(pk=item.pk).status == "ready"
+
+    # The reader claims it again, opens the viewer and leaves the desk with it open: the beats stop once the
+    # page was left untouched for the idle limit, and the claim expires one idle limit after the last beat.
+    item = claims.claim(WorklistItem.objects.get(pk=item.pk), radiologist)
+    page.goto(f"/viewer/studies/{spec.study_uid}")
+    page.wait_for_timeout(4000)
+    assert claims.expire_claims() == 0  # still beating: the page was opened 4 s ago
+    page.wait_for_timeout(9000)
     assert claims.expire_claims() == 1
     assert WorklistItem.objects.get(pk=item.pk).status == "ready"
 

@@ -23,11 +23,12 @@ class FakeClock {
   }
 }
 
-function heart({ status = 200, hidden = { value: false } } = {}) {
+function heart({ status = 200, hidden = { value: false }, idleMs = undefined } = {}) {
   const clock = new FakeClock();
   const sent = [];
   const beat = new Heartbeat({
     everyMs: 30_000,
+    idleMs,
     clock,
     hidden: () => hidden.value,
     send: async () => { sent.push(clock.now()); return typeof status === 'function' ? status() : status; },
@@ -86,4 +87,16 @@ test('a refusal or a redirect to the sign-in stops the beats; a network error do
   flaky.beat.start();
   await flaky.clock.advance(60_000);
   assert.deepEqual(flaky.sent, [30_000, 60_000]);
+});
+
+test('a visible page nobody touches stops beating at the idle limit, and beats again once the reader is back', async () => {
+  const { clock, sent, beat } = heart({ idleMs: 100_000 });
+  beat.start();
+  await clock.advance(40_000);
+  beat.activity(); // the reader scrolls at 40 s, then leaves the desk
+  await clock.advance(160_000);
+  assert.deepEqual(sent, [30_000, 60_000, 90_000, 120_000]); // nothing from 140 s: the claim may expire
+  beat.activity(); // back at 200 s
+  await clock.advance(30_000);
+  assert.deepEqual(sent, [30_000, 60_000, 90_000, 120_000, 210_000]);
 });
