@@ -144,6 +144,8 @@ def test_it_links_an_existing_user_by_verified_email_when_configured(page: Any, 
 
     sign_in_with_sso(page, "tech.sso", sso)
 
+    assert page.inner_text("h1") == "QC list"  # the provider made her a technologist: she lands on her work
+    page.goto(page.url.split("?")[0] + "?home")
     assert "Welcome, Tess Tech" in page.inner_text("h1")
     existing.refresh_from_db()
     assert set(existing.groups.values_list("name", flat=True)) == {"technologist", "night shift"}
