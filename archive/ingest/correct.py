@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Max
+from django.db.models import Max, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -227,13 +227,32 @@ def readable(
     rows = Instance.objects.filter(series__study_id=study.pk).order_by("pk")
     if series_uids is not None:
         rows = rows.filter(series__series_instance_uid__in=series_uids)
-    seen = [Seen(*r) for r in rows.values_list("pk", "sop_instance_uid", "tier", "storage_key", "sha256", "size")]
+    seen = seen_of(rows)
     if not seen:
         refuse(request, user, study, "the study has no instances", 409)
     offline = rows.exclude(availability=Availability.ONLINE).exists()
     if offline or any(tier_retrieval(t) != Retrieval.IMMEDIATE for t in {s.tier for s in seen}):
         refuse(request, user, study, "some instances are not online: restore the study first", 409)
     return seen
+
+
+def seen_of(rows: QuerySet[Instance]) -> list[Seen]:
+    """The instances ``rows`` as a correction reads them: what must still be so when it switches the rows."""
+    return [Seen(*r) for r in rows.values_list("pk", "sop_instance_uid", "tier", "storage_key", "sha256", "size")]
+
+
+def lock_unchanged(study_pks: list[int], rows: QuerySet[Instance], seen: list[Seen], what: str) -> dict[int, Study]:
+    """Inside the index transaction: lock the studies, by primary key; refused (409) if one went to the trash,
+    a tier move of one began, or ``rows`` are no longer what the ``what`` (correction, split, merge) read."""
+    wanted = sorted(set(study_pks))
+    locked = {s.pk: s for s in Study.objects.select_for_update().select_related("patient").filter(pk__in=wanted)}
+    if len(locked) != len(wanted) or any(s.trashed_at is not None for s in locked.values()):
+        raise CorrectionRefused(f"a study went to the trash during the {what}", 409)
+    if TierMove.objects.filter(instance__series__study_id__in=wanted, state__in=ACTIVE_MOVE_STATES).exists():
+        raise CorrectionRefused(f"a tier move began during the {what}: try again once it is done", 409)
+    if seen_of(rows.order_by("pk")) != seen:
+        raise CorrectionRefused(f"the study changed during the {what} (instances added, moved or corrected)", 409)
+    return locked
 
 
 def check_no_trashed_series(request: HttpRequest | None, user: Any, study: Study) -> None:
@@ -258,15 +277,8 @@ def _apply(
     request: HttpRequest | None,
 ) -> set[int]:
     """Inside the index transaction: check nothing changed, keep the versions, switch the rows, audit."""
-    study = Study.objects.select_for_update().select_related("patient").get(pk=study_pk)
-    if study.trashed_at is not None:
-        raise CorrectionRefused("the study went to the trash during the correction", 409)
-    if TierMove.objects.filter(instance__series__study_id=study_pk, state__in=ACTIVE_MOVE_STATES).exists():
-        raise CorrectionRefused("a tier move of the study began during the correction: try again once it is done", 409)
-    rows = Instance.objects.filter(series__study_id=study_pk).order_by("pk")
-    now_rows = [Seen(*r) for r in rows.values_list("pk", "sop_instance_uid", "tier", "storage_key", "sha256", "size")]
-    if now_rows != seen:
-        raise CorrectionRefused("the study changed during the correction (instances added, moved or corrected)", 409)
+    rows = Instance.objects.filter(series__study_id=study_pk)
+    study = lock_unchanged([study_pk], rows, seen, "correction")[study_pk]
     switch_to_copies(seen, placed, name, reason, user)
     _update_parents(study, placed)
     study.refresh_from_db()

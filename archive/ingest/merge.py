@@ -35,6 +35,7 @@ from archive.ingest.correct import (
     Seen,
     check_no_moves,
     check_no_trashed_series,
+    lock_unchanged,
     readable,
     refuse,
     store_copies,
@@ -45,7 +46,7 @@ from archive.ingest.correct import (
 from archive.ingest.retention import active_holds
 from archive.ingest.signals import announce_correction
 from archive.ingest.split import recount
-from archive.models import ACTIVE_MOVE_STATES, Instance, Patient, Series, Study, TierMove
+from archive.models import Instance, Patient, Series, Study
 from audit.trail import record
 
 #: Apps whose rows about a study are derived data a merge may drop with the emptied source (rebuilt from the index).
@@ -118,23 +119,9 @@ def _apply(
     request: HttpRequest | None,
 ) -> set[int]:
     """Inside the index transaction: check, keep the versions, move the series, drop the source, recount, audit."""
-    locked = {
-        s.pk: s
-        for s in Study.objects.select_for_update()
-        .select_related("patient")
-        .filter(pk__in=sorted({source_pk, target_pk}))
-    }
-    source, target = locked.get(source_pk), locked.get(target_pk)
-    if source is None or target is None or source.trashed_at is not None or target.trashed_at is not None:
-        raise CorrectionRefused("a study went to the trash during the merge", 409)
-    moving = TierMove.objects.filter(
-        instance__series__study_id__in=[source_pk, target_pk], state__in=ACTIVE_MOVE_STATES
-    )
-    if moving.exists():
-        raise CorrectionRefused("a tier move began during the merge: try again once it is done", 409)
-    rows = Instance.objects.filter(series__study_id=source_pk).order_by("pk")
-    if [Seen(*r) for r in rows.values_list("pk", "sop_instance_uid", "tier", "storage_key", "sha256", "size")] != seen:
-        raise CorrectionRefused("the source study changed during the merge", 409)
+    rows = Instance.objects.filter(series__study_id=source_pk)
+    locked = lock_unchanged([source_pk, target_pk], rows, seen, "merge")
+    source, target = locked[source_pk], locked[target_pk]
     if attached(source):
         raise CorrectionRefused("records were attached to the source study during the merge", 409)
     switch_to_copies(seen, placed, name, reason, user)

@@ -30,8 +30,8 @@ from pydicom.uid import generate_uid
 from archive.ingest.correct import (
     REASON_MAX,
     Correction,
-    CorrectionRefused,
     Seen,
+    lock_unchanged,
     readable,
     refuse,
     store_copies,
@@ -41,7 +41,7 @@ from archive.ingest.correct import (
 from archive.ingest.index import name_words
 from archive.ingest.retention import active_holds
 from archive.ingest.signals import announce_correction
-from archive.models import ACTIVE_MOVE_STATES, Instance, PersonNameWord, Series, Study, TierMove
+from archive.models import Instance, PersonNameWord, Series, Study
 from audit.trail import record
 
 
@@ -96,14 +96,8 @@ def _apply(
     request: HttpRequest | None,
 ) -> set[int]:
     """Inside the index transaction: check, keep the versions, make the new study, move the series, recount, audit."""
-    study = Study.objects.select_for_update().select_related("patient").get(pk=study_pk)
-    if study.trashed_at is not None:
-        raise CorrectionRefused("the study went to the trash during the split", 409)
-    if TierMove.objects.filter(instance__series__study_id=study_pk, state__in=ACTIVE_MOVE_STATES).exists():
-        raise CorrectionRefused("a tier move of the study began during the split: try again once it is done", 409)
-    rows = Instance.objects.filter(series__study_id=study_pk, series__series_instance_uid__in=wanted).order_by("pk")
-    if [Seen(*r) for r in rows.values_list("pk", "sop_instance_uid", "tier", "storage_key", "sha256", "size")] != seen:
-        raise CorrectionRefused("the study changed during the split (instances added, moved or corrected)", 409)
+    rows = Instance.objects.filter(series__study_id=study_pk, series__series_instance_uid__in=wanted)
+    study = lock_unchanged([study_pk], rows, seen, "split")[study_pk]
     switch_to_copies(seen, placed, name, reason, user)
     new = Study.objects.create(
         study_instance_uid=new_uid,
