@@ -19,6 +19,7 @@ are audited by the services.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.urls import path, reverse
@@ -255,6 +256,30 @@ class ReportView(ApiView):
         return Response(report_data(report))
 
 
+def _signature(
+    request: Request, study: Study, report: Report, action: str, sign: Callable[[bool], object], *, final: bool
+) -> Response:
+    """One signature (``final``: a final one or an addendum, never by a token): ``sign`` called with whether the
+    session's second factor is fresh, its refusals answered as JSON (and audited), the signed report on success."""
+    if final and by_token(request):
+        services.refuse(action, request._request, request.user, study, TOKEN_REFUSAL)
+        return problem(403, f"Refused: {TOKEN_REFUSAL}.", code="token_may_not_sign_final")
+    try:
+        sign(_fresh(request))
+    except services.NeedsFreshMFA:
+        return _needs_mfa(study)
+    except services.Conflict as exc:
+        return _conflict(exc, report.sections())
+    except services.Refused as exc:
+        if exc.status == 400:
+            services.refuse(action, request._request, request.user, study, str(exc))
+        return problem(exc.status, f"Refused: {exc}.", code="refused")
+    except services.StoreFailed as exc:
+        return _store_failed(exc)
+    report.refresh_from_db()
+    return Response(report_data(report), status=201)
+
+
 class SignView(ApiView):
     """Sign the report's current text preliminary or final."""
 
@@ -273,23 +298,15 @@ class SignView(ApiView):
         if not body.is_valid():
             return _invalid(request, study, "report_sign", body.errors)
         level = ReportStatus(body.validated_data["status"])
-        if level == ReportStatus.FINAL and by_token(request):
-            services.refuse("report_sign", request._request, request.user, study, TOKEN_REFUSAL)
-            return problem(403, f"Refused: {TOKEN_REFUSAL}.", code="token_may_not_sign_final")
-        try:
-            services.sign(
-                report, request.user, level, body.validated_data["version"], request._request, mfa_fresh=_fresh(request)
-            )
-        except services.NeedsFreshMFA:
-            return _needs_mfa(study)
-        except services.Conflict as exc:
-            return _conflict(exc, report.sections())
-        except services.Refused as exc:
-            return problem(exc.status, f"Refused: {exc}.", code="refused")
-        except services.StoreFailed as exc:
-            return _store_failed(exc)
-        report.refresh_from_db()
-        return Response(report_data(report), status=201)
+        version = body.validated_data["version"]
+        return _signature(
+            request,
+            study,
+            report,
+            "report_sign",
+            lambda fresh: services.sign(report, request.user, level, version, request._request, mfa_fresh=fresh),
+            final=level == ReportStatus.FINAL,
+        )
 
 
 class AddendumView(ApiView):
@@ -309,30 +326,15 @@ class AddendumView(ApiView):
         body = AddendumSerializer(data=request.data)
         if not body.is_valid():
             return _invalid(request, study, "report_amend", body.errors)
-        if by_token(request):
-            services.refuse("report_amend", request._request, request.user, study, TOKEN_REFUSAL)
-            return problem(403, f"Refused: {TOKEN_REFUSAL}.", code="token_may_not_sign_final")
-        try:
-            services.amend(
-                report,
-                request.user,
-                body.validated_data["text"],
-                body.validated_data["version"],
-                request._request,
-                mfa_fresh=_fresh(request),
-            )
-        except services.NeedsFreshMFA:
-            return _needs_mfa(study)
-        except services.Conflict as exc:
-            return _conflict(exc, report.sections())
-        except services.Refused as exc:
-            if exc.status == 400:
-                services.refuse("report_amend", request._request, request.user, study, str(exc))
-            return problem(exc.status, f"Refused: {exc}.", code="refused")
-        except services.StoreFailed as exc:
-            return _store_failed(exc)
-        report.refresh_from_db()
-        return Response(report_data(report), status=201)
+        text, version = body.validated_data["text"], body.validated_data["version"]
+        return _signature(
+            request,
+            study,
+            report,
+            "report_amend",
+            lambda fresh: services.amend(report, request.user, text, version, request._request, mfa_fresh=fresh),
+            final=True,
+        )
 
 
 def _fresh(request: Request) -> bool:
