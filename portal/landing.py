@@ -26,6 +26,7 @@ from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum
 from django.utils import timezone
 
 from archive.access import visible_studies
+from archive.dicom.modalities import image_modalities
 from archive.models import (
     ACTIVE_MOVE_STATES,
     ACTIVE_RESTORE_STATES,
@@ -120,7 +121,7 @@ def my_studies(user: Any, before: str = "") -> StudyPage:
             patient_name=_display_name(s.patient.patient_name),
             patient_id=s.patient.patient_id,
             study_date=_display_date(s.study_date),
-            modalities=s.modalities_in_study.replace("\\", ", "),
+            modalities=", ".join(image_modalities(s.modalities_in_study.split("\\"))),
             description=s.study_description,
             report_state=s.report_state or "",  # type: ignore[attr-defined]
             token=str(s.pk),

@@ -151,6 +151,8 @@ def test_a_clinician_sees_only_their_studies_newest_first_with_only_released_rep
     ]
     html = response.content.decode()
     assert "P-OTHER" not in html and "preliminary findings" not in html
+    # the modalities of the images, as the worklist lists them: the report's SR is no modality of the study's images
+    assert html.count('<td class="col-modality">CT</td>') == 5
     assert html.count('class="print-report"') == 2
     final = clinician_studies["final"].study_instance_uid
     assert f'href="/reports/studies/{final}/print"' in html
